@@ -1,0 +1,143 @@
+/*
+ * config.h - the validated, immutable configuration snapshot.
+ *
+ * One JSON file is parsed and validated whole at start (every error is
+ * reported, each with its key path); the process refuses to start on any
+ * error. SIGHUP builds a new snapshot and swaps the global pointer; requests
+ * in flight keep the snapshot they started with through a reference.
+ * Secrets (provider keys, the API-key pepper) come from the environment or
+ * files named in the config and are never written back out or logged.
+ *
+ * File shape (see deploy/tollgate.example.json and gateway/README.md):
+ *   listen.data / listen.admin   "host:port"
+ *   workers                      0 = one per core
+ *   database.url, database.pool_size
+ *   secrets.key_pepper_env | secrets.key_pepper_file   (>= 32 bytes, hex or raw)
+ *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes}
+ *   timeouts.{connect_ms, first_byte_ms, idle_ms, total_ms}        defaults for providers
+ *   shutdown_grace_ms, retry_wait_cap_ms, key_cache_ttl_ms
+ *   providers.<name>: kind, base_url, api_key_env | api_key_file, timeouts, breaker, health,
+ *                     latency_threshold_ms, anthropic_version
+ *   models.<name>: provider, upstream, context_window
+ *   chains.<name>: targets [model names], context_fallback (model name)
+ */
+#ifndef TG_CONFIG_H
+#define TG_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+typedef enum { TG_KIND_OPENAI = 0, TG_KIND_ANTHROPIC = 1, TG_KIND_GEMINI = 2 } tg_provider_kind_t;
+
+const char *tg_provider_kind_name(tg_provider_kind_t k);
+
+typedef struct tg_timeouts {
+    uint32_t connect_ms;    /* TCP/TLS connect */
+    uint32_t first_byte_ms; /* request sent -> first response body byte (TTFT for streams) */
+    uint32_t idle_ms;       /* longest gap between two stream chunks */
+    uint32_t total_ms;      /* whole attempt, including the whole stream */
+} tg_timeouts_t;
+
+typedef struct tg_breaker_opts {
+    uint32_t failure_threshold; /* consecutive counted failures that open it (3) */
+    uint32_t open_ms;           /* how long it stays open before one half-open probe (30000) */
+    uint32_t half_open_probes;  /* probes let through while half-open (1) */
+} tg_breaker_opts_t;
+
+typedef struct tg_health_opts {
+    bool enabled;
+    uint32_t interval_ms; /* probe period, jittered +-10% */
+    uint32_t timeout_ms;
+} tg_health_opts_t;
+
+typedef struct tg_provider_cfg {
+    char *name;
+    tg_provider_kind_t kind;
+    char *base_url;          /* e.g. https://api.openai.com/v1 ; no trailing slash */
+    char *api_key;           /* secret: may be NULL (no auth); never logged */
+    char *anthropic_version; /* anthropic only; default "2023-06-01" */
+    tg_timeouts_t timeouts;
+    tg_breaker_opts_t breaker;
+    tg_health_opts_t health;
+    uint32_t latency_threshold_ms; /* 0 = no latency-spike detection */
+    size_t index;                  /* position in cfg->providers */
+} tg_provider_cfg_t;
+
+typedef struct tg_model_cfg {
+    char *name;     /* what clients send as "model" */
+    char *upstream; /* the provider's model id */
+    const tg_provider_cfg_t *provider;
+    uint32_t context_window; /* tokens; 0 = unknown */
+    char *target_key;        /* "<provider>/<upstream>": names the breaker of this target */
+    size_t index;
+} tg_model_cfg_t;
+
+typedef struct tg_chain_cfg {
+    char *name;
+    const tg_model_cfg_t **targets;
+    size_t n_targets;
+    const tg_model_cfg_t *context_fallback; /* NULL: none */
+} tg_chain_cfg_t;
+
+typedef struct tg_config {
+    _Atomic long refcnt;
+    char *path;
+
+    char *data_host;
+    uint16_t data_port;
+    char *admin_host;
+    uint16_t admin_port;
+    uint32_t workers; /* resolved: never 0 after load */
+
+    char *database_url; /* secret-bearing: never logged */
+    uint32_t db_pool_size;
+
+    uint8_t key_pepper[32]; /* BLAKE2b key for API-key hashes */
+    bool has_pepper;
+
+    size_t max_body_bytes;
+    size_t max_upstream_body_bytes;
+    size_t max_sse_event_bytes;
+    size_t stream_buffer_bytes; /* per stream: pause upstream above this */
+
+    uint32_t shutdown_grace_ms;
+    uint32_t retry_wait_cap_ms;
+    uint32_t key_cache_ttl_ms;
+    uint32_t max_attempts_per_target;
+
+    tg_timeouts_t timeouts;
+
+    tg_provider_cfg_t *providers;
+    size_t n_providers;
+    tg_model_cfg_t *models;
+    size_t n_models;
+    tg_chain_cfg_t *chains;
+    size_t n_chains;
+} tg_config_t;
+
+/**
+ * Loads and validates `path`. On success *out is a new snapshot with refcnt 1.
+ * On failure every problem is appended to `errors`, one line each
+ * ("models.gpt.provider: unknown provider \"x\""), and a TG_ECONFIG is returned.
+ */
+TG_MUST_CHECK int tg_config_load(const char *path, tg_config_t **out, tg_buf_t *errors);
+/** Same, from a JSON text (unit tests). `env` lookups still use getenv. */
+TG_MUST_CHECK int tg_config_parse(const char *json, size_t len, const char *path, tg_config_t **out,
+                                  tg_buf_t *errors);
+tg_config_t *tg_config_ref(tg_config_t *c);
+/** Drops a reference; the last one frees (and wipes the secrets). NULL-safe. */
+void tg_config_unref(tg_config_t *c);
+
+const tg_model_cfg_t *tg_config_find_model(const tg_config_t *c, const char *name);
+const tg_chain_cfg_t *tg_config_find_chain(const tg_config_t *c, const char *name);
+const tg_provider_cfg_t *tg_config_find_provider(const tg_config_t *c, const char *name);
+
+/* The process-wide current snapshot (reload swaps it). Thread: any. */
+tg_config_t *tg_config_acquire(void); /* returns a new reference */
+void tg_config_publish(tg_config_t *c);  /* takes over the caller's reference */
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * auth.h - API keys: generation, keyed hashing, and the key cache.
+ *
+ * A tollgate key is "tg_" + base64url(32 random bytes). Only its BLAKE2b hash
+ * keyed with the server's pepper is stored (api_keys.key_hash), plus a short
+ * prefix for display. Lookups go through a process-wide sharded cache with a
+ * TTL (positive and negative entries); a miss queries PostgreSQL through the
+ * worker's async pipelined pool.
+ */
+#ifndef TG_AUTH_H
+#define TG_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "pgpool.h"
+
+#define TG_API_KEY_LEN 46 /* "tg_" + 43 */
+
+typedef struct tg_principal {
+    int64_t tenant_id;
+    int64_t key_id;
+    char tenant_name[64];
+} tg_principal_t;
+
+void tg_api_key_generate(char out[TG_API_KEY_LEN + 1]);
+void tg_api_key_hash(uint8_t out[32], const char *key, size_t len, const uint8_t pepper[32]);
+/** Display prefix: the first 10 characters ("tg_AbCdEfG"). */
+void tg_api_key_prefix(char out[11], const char *key);
+
+/** Result of an async lookup: rc 0 with *p filled, TG_EUNAUTHENTICATED, or TG_EDB_UNAVAILABLE. */
+typedef void (*tg_auth_cb)(void *arg, int rc, const tg_principal_t *p);
+
+/**
+ * Looks up a bearer key. Returns 1 and fills *out when the cache answered (no callback),
+ * TG_EUNAUTHENTICATED at once for a malformed or cached-unknown key (no callback), 0 when a
+ * query was sent (cb fires exactly once later), or TG_EDB_UNAVAILABLE (no callback).
+ */
+int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, uint64_t now_ms, const char *key,
+                   size_t len, tg_principal_t *out, tg_auth_cb cb, void *arg);
+/** Drops every cached entry (on LISTEN/NOTIFY of a key change, or reload). */
+void tg_auth_cache_clear(void);
+
+#endif

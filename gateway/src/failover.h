@@ -1,0 +1,100 @@
+/*
+ * failover.h - the attempt planner of the failover engine.
+ *
+ * Pure logic: given a chain of targets, their breakers and the outcome of
+ * each attempt, it answers "what next?": attempt target T (maybe as the
+ * half-open probe), wait N ms then ask again, or fail with a final status.
+ * The chat handler (chat.c) drives it and does the I/O. Rules:
+ *   - an open breaker is skipped with no I/O (event: skipped);
+ *   - degraded targets are tried after the healthy ones;
+ *   - at most max_attempts_per_target attempts per target (default 1);
+ *   - 429 with Retry-After: a short wait may retry the same target when no
+ *     other target is usable; a long one fails over; total waiting is capped;
+ *   - context-length errors go to the chain's context fallback only;
+ *   - a caller error (other 4xx) ends the plan with that error, no failover.
+ */
+#ifndef TG_FAILOVER_H
+#define TG_FAILOVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "breaker.h"
+#include "buf.h"
+#include "config.h"
+#include "providers/provider.h"
+
+#define TG_PLAN_MAX_TARGETS  16
+#define TG_PLAN_MAX_ATTEMPTS 32
+
+typedef enum { TG_STEP_ATTEMPT, TG_STEP_WAIT, TG_STEP_FAIL } tg_step_kind_t;
+
+/** One line of the attempt log (headers, final error, events). */
+typedef struct tg_attempt_rec {
+    const tg_model_cfg_t *target;
+    bool skipped;        /* breaker open: no I/O */
+    tg_classified_t out; /* class + reason + status */
+    uint64_t latency_us;
+} tg_attempt_rec_t;
+
+typedef struct tg_plan_opts {
+    uint32_t max_attempts_per_target; /* 1 */
+    uint32_t retry_wait_cap_ms;       /* 10000: total waiting for Retry-After */
+    uint32_t short_wait_ms;           /* Retry-After up to this may retry the same target (2000) */
+} tg_plan_opts_t;
+
+typedef struct tg_plan {
+    /* read-only for callers */
+    tg_attempt_rec_t recs[TG_PLAN_MAX_ATTEMPTS];
+    size_t n_recs;
+    /* private */
+    const tg_model_cfg_t *_targets[TG_PLAN_MAX_TARGETS];
+    tg_breaker_t *_breakers[TG_PLAN_MAX_TARGETS];
+    uint8_t _tries[TG_PLAN_MAX_TARGETS];
+    int64_t _not_before_ms[TG_PLAN_MAX_TARGETS]; /* from Retry-After */
+    size_t _n;
+    const tg_model_cfg_t *_ctx_fallback;
+    tg_breaker_t *_ctx_fallback_breaker;
+    bool _ctx_fallback_armed, _ctx_fallback_used;
+    bool _done;
+    tg_plan_opts_t _opts;
+    uint64_t _waited_ms;
+    int _cur;                  /* index of the target being attempted, -1 none */
+    tg_admit_t _cur_admit;
+    const tg_classified_t *_caller_error; /* points into recs when a caller error ended the plan */
+} tg_plan_t;
+
+typedef struct tg_step {
+    tg_step_kind_t kind;
+    const tg_model_cfg_t *target; /* ATTEMPT */
+    bool probe;                   /* ATTEMPT: this is the half-open probe */
+    uint32_t wait_ms;             /* WAIT */
+} tg_step_t;
+
+/** `breakers[i]` is the breaker of `targets[i]` (callers use tg_breaker_get(target_key)). */
+void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker_t *const *breakers, size_t n,
+                  const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker, const tg_plan_opts_t *opts);
+/** Next step. Skips of open breakers are recorded (recs[].skipped) as they happen. */
+tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms);
+/** Records the outcome of the attempt returned by the last tg_plan_next; updates its breaker. */
+void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, uint64_t latency_us);
+/** The request waited `ms` (a WAIT step was honoured). */
+void tg_plan_waited(tg_plan_t *p, uint32_t ms);
+
+/**
+ * The final error when the plan failed: HTTP status (a caller's 4xx as is, else 503), an
+ * OpenAI-shaped JSON body naming each attempt's reason, and a Retry-After in seconds
+ * (> 0 only when every breaker of the chain is open; 0 = none).
+ */
+TG_MUST_CHECK int tg_plan_final_error(const tg_plan_t *p, uint64_t now_ms, int *status, tg_buf_t *body,
+                                      uint32_t *retry_after_s);
+/** "2" and "server_error" style header values: number of real attempts, reason of the first failover. */
+size_t tg_plan_attempt_count(const tg_plan_t *p);
+const char *tg_plan_fallback_reason(const tg_plan_t *p); /* NULL when served by the first target */
+
+/** Maps an outcome to what the breaker records. */
+tg_result_t tg_outcome_breaker_result(tg_outcome_class_t c);
+/** Transport-level classification (curl result already mapped to TG_E*), for every provider. */
+void tg_classify_transport(int tg_err, const char *timeout_kind, tg_classified_t *out);
+
+#endif

@@ -1,0 +1,143 @@
+/*
+ * provider.h - the adapter vtable: one implementation per provider kind.
+ *
+ * The canonical format is OpenAI chat completions. An adapter builds the
+ * upstream HTTP request from a canonical request, translates a whole answer
+ * or a stream (event by event) back to canonical chunks, extracts usage, and
+ * classifies an upstream error. Adapters are pure: no I/O, no clock, no
+ * globals; every function is safe on any thread. Adding a provider is one
+ * file plus fixtures.
+ *
+ * Parameter rule (the same for every provider): a parameter the provider
+ * cannot honour is dropped and named in tg_upstream_req_t.dropped, which the
+ * gateway sends as the x-tollgate-dropped-params response header.
+ */
+#ifndef TG_PROVIDER_H
+#define TG_PROVIDER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+#include "sse.h"
+
+#define TG_UPSTREAM_MAX_HEADERS 8
+
+/** Token usage as the provider reported it. */
+typedef struct tg_usage {
+    bool present;
+    int64_t prompt_tokens;     /* input, including cached */
+    int64_t completion_tokens; /* output */
+    int64_t cached_tokens;     /* part of prompt_tokens served from cache */
+} tg_usage_t;
+
+/** An HTTP request to send upstream. Owns every pointer; dispose wipes the headers (they hold keys). */
+typedef struct tg_upstream_req {
+    char *url;
+    const char *method; /* static string: "POST" or "GET" */
+    char *headers[TG_UPSTREAM_MAX_HEADERS]; /* "Name: value", malloc'd */
+    size_t n_headers;
+    char *body; /* NULL for GET */
+    size_t body_len;
+    char dropped[256]; /* comma-separated canonical params dropped for this provider ("" = none) */
+} tg_upstream_req_t;
+
+void tg_upstream_req_dispose(tg_upstream_req_t *r);
+/** Appends a header line (copied). Returns 0 or TG_ENOMEM / TG_ETOO_LARGE. */
+TG_MUST_CHECK int tg_upstream_req_add_header(tg_upstream_req_t *r, const char *name, const char *value);
+
+/** What the adapter needs to build a request. */
+typedef struct tg_build_in {
+    const tg_provider_cfg_t *provider;
+    const char *upstream_model;
+    const char *api_key; /* credential for this attempt (config or BYOK); may be NULL */
+    bool stream;
+} tg_build_in_t;
+
+/** What the adapter needs to shape an answer. */
+typedef struct tg_resp_in {
+    const char *model;      /* model name reported to the client */
+    const char *request_id; /* used to build ids where the provider has none */
+    int64_t created;        /* unix seconds */
+} tg_resp_in_t;
+
+/* ---- outcome classes (ARCHITECTURE.md, failover engine) ---- */
+typedef enum {
+    TG_OUTCOME_SUCCESS = 0,
+    TG_OUTCOME_TRANSPORT,      /* connect error, reset, broken response: failover, counts */
+    TG_OUTCOME_TIMEOUT,        /* connect/first-byte/idle/total timeout: failover, counts */
+    TG_OUTCOME_SERVER,         /* 500 502 503 504 529 / overloaded: failover, counts */
+    TG_OUTCOME_RATE_LIMITED,   /* 429 / RESOURCE_EXHAUSTED: failover honouring Retry-After, counts */
+    TG_OUTCOME_MISCONFIGURED,  /* 401 403 404 / model not found: failover, opens the breaker at once */
+    TG_OUTCOME_CONTEXT_LENGTH, /* context window exceeded: only to the larger-context fallback, not counted */
+    TG_OUTCOME_CALLER,         /* any other 4xx: the caller's error, returned as is, not counted */
+} tg_outcome_class_t;
+
+const char *tg_outcome_name(tg_outcome_class_t c); /* "server_error", "rate_limited", ... stable */
+
+typedef struct tg_classified {
+    tg_outcome_class_t cls;
+    int status;             /* upstream HTTP status; 0 for transport/timeouts */
+    int64_t retry_after_ms; /* -1: none given */
+    char reason[40];        /* short stable reason: "http_503", "overloaded", "timeout_first_byte" ... */
+    /* normalised OpenAI-shaped error fields, from the provider's body where it had one */
+    char type[48];
+    char code[64];
+    char param[64];
+    char message[512];
+} tg_classified_t;
+
+/** Stream translation state, one per upstream stream; defined by each adapter. */
+typedef struct tg_stream tg_stream_t;
+
+/** Receives one canonical chat.completion.chunk (borrowed: valid during the call). Nonzero stops. */
+typedef int (*tg_chunk_cb)(void *ud, json_t *chunk);
+
+typedef struct tg_adapter {
+    const char *name; /* "openai", "anthropic", "gemini" */
+    tg_provider_kind_t kind;
+
+    /** Builds the upstream request from a validated canonical request. */
+    int (*build_request)(const tg_build_in_t *in, const json_t *canon, tg_upstream_req_t *out, tg_error_t *err);
+
+    /** Translates a whole 2xx answer into a canonical chat.completion (*out: new reference). */
+    int (*parse_response)(const tg_resp_in_t *in, const char *body, size_t len, json_t **out, tg_usage_t *usage,
+                          tg_error_t *err);
+
+    tg_stream_t *(*stream_create)(const tg_resp_in_t *in);
+    /**
+     * Feeds one upstream SSE event. Calls emit for every canonical chunk it yields; the last
+     * chunk of a stream carries "usage" with empty "choices". Returns 0 to go on, 1 when the
+     * provider signalled the end of the stream, or a negative TG_E* (err filled; an in-stream
+     * error event from the provider gives TG_EUPSTREAM_FAILED with err->detail = its message).
+     */
+    int (*stream_event)(tg_stream_t *s, const tg_sse_event_t *ev, tg_chunk_cb emit, void *ud, tg_usage_t *usage,
+                        tg_error_t *err);
+    void (*stream_destroy)(tg_stream_t *s);
+
+    /** Classifies a non-2xx answer from its status, Retry-After header (may be NULL) and body. */
+    void (*classify)(int status, const char *retry_after, const char *body, size_t len, tg_classified_t *out);
+
+    /** Builds the health probe: an unbilled request (the models list). */
+    int (*build_probe)(const tg_provider_cfg_t *p, const char *api_key, tg_upstream_req_t *out, tg_error_t *err);
+} tg_adapter_t;
+
+extern const tg_adapter_t tg_adapter_openai;
+extern const tg_adapter_t tg_adapter_anthropic;
+extern const tg_adapter_t tg_adapter_gemini;
+
+const tg_adapter_t *tg_adapter_for(tg_provider_kind_t kind);
+
+/** Parses a Retry-After value (delta-seconds, or an HTTP date relative to now_unix); -1 if absent/invalid. */
+int64_t tg_parse_retry_after_ms(const char *value, int64_t now_unix);
+
+/**
+ * Validates a client's canonical request (types of every known field, messages shape).
+ * Returns 0 or TG_EINVALID_REQUEST with err->detail a public message naming the field
+ * ("messages[1].role must be a string"); `param` receives the field path.
+ */
+int tg_canon_validate(const json_t *req, char *param, size_t param_len, tg_error_t *err);
+
+#endif
