@@ -1,0 +1,79 @@
+/*
+ * test_buf.c - the bounded buffer never grows past its cap and never half-writes.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+static void test_append_and_cap(void **state)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, 10);
+    assert_int_equal(tg_buf_append_str(&b, "hello"), 0);
+    assert_int_equal(tg_buf_append_str(&b, "world"), 0);
+    assert_int_equal(b.len, 10);
+    assert_string_equal(b.data, "helloworld");
+    /* one byte over the cap: refused, and the buffer is unchanged */
+    assert_int_equal(tg_buf_append(&b, "!", 1), TG_ETOO_LARGE);
+    assert_int_equal(b.len, 10);
+    assert_string_equal(b.data, "helloworld");
+    tg_buf_dispose(&b);
+}
+
+static void test_appendf_and_consume(void **state)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, 1 << 20);
+    assert_int_equal(tg_buf_appendf(&b, "%d-%s", 42, "x"), 0);
+    assert_string_equal(b.data, "42-x");
+    tg_buf_consume(&b, 3);
+    assert_string_equal(b.data, "x");
+    tg_buf_consume(&b, 100);
+    assert_int_equal(b.len, 0);
+    for (int i = 0; i < 10000; ++i)
+        assert_int_equal(tg_buf_append(&b, "0123456789", 10), 0);
+    assert_int_equal(b.len, 100000);
+    size_t n;
+    char *p = tg_buf_take(&b, &n);
+    assert_int_equal(n, 100000);
+    assert_null(b.data);
+    free(p);
+    tg_buf_dispose(&b);
+}
+
+static void test_appendf_over_cap(void **state)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, 4);
+    assert_int_equal(tg_buf_appendf(&b, "%s", "abcdef"), TG_ETOO_LARGE);
+    assert_int_equal(b.len, 0);
+    tg_buf_dispose(&b);
+}
+
+static void test_huge_length_does_not_wrap(void **state)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, 16);
+    assert_int_equal(tg_buf_append_str(&b, "ab"), 0);
+    assert_int_equal(tg_buf_append(&b, "x", SIZE_MAX), TG_ETOO_LARGE);
+    assert_int_equal(b.len, 2);
+    tg_buf_dispose(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_append_and_cap),
+        cmocka_unit_test(test_appendf_and_consume),
+        cmocka_unit_test(test_appendf_over_cap),
+        cmocka_unit_test(test_huge_length_does_not_wrap),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

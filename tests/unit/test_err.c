@@ -1,0 +1,86 @@
+/*
+ * test_err.c - the error table: numbers are stable, every code maps to a
+ * status, an OpenAI type and code, and a public message.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "err.h"
+
+static void test_numbers_are_stable(void **state)
+{
+    /* dashboards and logs key on these numbers and names: never renumber */
+    assert_int_equal(TG_ENOMEM, -1);
+    assert_int_equal(TG_EINVALID_JSON, -2);
+    assert_int_equal(TG_EUNAUTHENTICATED, -4);
+    assert_int_equal(TG_EMODEL_NOT_FOUND, -6);
+    assert_int_equal(TG_ETOO_LARGE, -9);
+    assert_int_equal(TG_EUPSTREAM_UNREACHABLE, -11);
+    assert_int_equal(TG_EUPSTREAM_TIMEOUT, -14);
+}
+
+static void test_http_mapping(void **state)
+{
+    assert_int_equal(tg_err_http_status(TG_EINVALID_JSON), 400);
+    assert_int_equal(tg_err_http_status(TG_EINVALID_REQUEST), 400);
+    assert_int_equal(tg_err_http_status(TG_EUNAUTHENTICATED), 401);
+    assert_int_equal(tg_err_http_status(TG_EMODEL_NOT_FOUND), 404);
+    assert_int_equal(tg_err_http_status(TG_ETOO_LARGE), 413);
+    assert_int_equal(tg_err_http_status(TG_ERATE_LIMITED), 429);
+    assert_int_equal(tg_err_http_status(TG_EUPSTREAM_UNREACHABLE), 502);
+    assert_int_equal(tg_err_http_status(TG_EUPSTREAM_TIMEOUT), 504);
+    assert_int_equal(tg_err_http_status(TG_ENO_TARGET), 503);
+    assert_int_equal(tg_err_http_status(12345), 500); /* unknown codes are internal errors */
+    assert_int_equal(tg_err_http_status(0), 500);
+}
+
+static void test_names_and_codes(void **state)
+{
+    assert_string_equal(tg_err_name(TG_EMODEL_NOT_FOUND), "MODEL_NOT_FOUND");
+    assert_string_equal(tg_err_code(TG_EMODEL_NOT_FOUND), "model_not_found");
+    assert_string_equal(tg_err_type(TG_EUNAUTHENTICATED), "authentication_error");
+    assert_string_equal(tg_err_type(TG_EINVALID_JSON), "invalid_request_error");
+    assert_string_equal(tg_err_name(-999), "UNKNOWN");
+}
+
+static void test_every_code_is_complete(void **state)
+{
+    for (int e = -1; e >= -22; --e) {
+        assert_string_not_equal(tg_err_name(e), "UNKNOWN");
+        const char *code = tg_err_code(e);
+        for (const char *p = code; *p; ++p) /* the OpenAI code is lower snake case */
+            assert_true((*p >= 'a' && *p <= 'z') || *p == '_');
+        assert_true(strlen(tg_err_public_msg(e)) > 0);
+        int s = tg_err_http_status(e);
+        assert_true(s >= 400 && s <= 599);
+    }
+}
+
+static void test_error_set(void **state)
+{
+    tg_error_t err;
+    assert_int_equal(tg_error_set(&err, TG_EUPSTREAM_FAILED, "%s answered %d", "p", 503), TG_EUPSTREAM_FAILED);
+    assert_int_equal(err.code, TG_EUPSTREAM_FAILED);
+    assert_string_equal(err.detail, "p answered 503");
+    assert_int_equal(tg_error_set(NULL, TG_ENOMEM, "x"), TG_ENOMEM); /* NULL-safe */
+    char big[600];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    tg_error_set(&err, TG_EINTERNAL, "%s", big); /* truncated, still terminated */
+    assert_int_equal(strlen(err.detail), sizeof(err.detail) - 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_numbers_are_stable), cmocka_unit_test(test_http_mapping),
+        cmocka_unit_test(test_names_and_codes),    cmocka_unit_test(test_every_code_is_complete),
+        cmocka_unit_test(test_error_set),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
