@@ -43,4 +43,15 @@ int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, u
 /** Drops every cached entry (on LISTEN/NOTIFY of a key change, or reload). */
 void tg_auth_cache_clear(void);
 
+/* Lower-level pieces, exposed for tests and for callers that already hold a hash. */
+
+/** "tg_" + 43 base64url characters that decode to exactly 32 bytes; no I/O. */
+bool tg_api_key_well_formed(const char *key, size_t len);
+/** Negative entries live at most this long (and never longer than the positive TTL). */
+#define TG_AUTH_NEGATIVE_TTL_MS 5000u
+/** 1 and *out filled: a live positive entry; TG_EUNAUTHENTICATED: a live negative entry; 0: miss. */
+int tg_auth_cache_get(const uint8_t hash[32], uint64_t now_ms, tg_principal_t *out);
+/** Caches p (NULL = a negative entry, "no such key") until expires_ms. */
+void tg_auth_cache_put(const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms);
+
 #endif

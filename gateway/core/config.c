@@ -1,0 +1,1004 @@
+/*
+ * config.c - load and validate the JSON config whole, see config.h and docs/CONVENTIONS.md.
+ *
+ * Validation never stops at the first problem: every check appends a line
+ * "<key path>: <problem>" to the caller's error buffer and carries on, so an
+ * operator fixes a file in one round. Values are echoed in messages to show
+ * what was wrong, except for secret-bearing fields (database.url, keys,
+ * pepper), whose values are never echoed: only their names and sources.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define CFG_FILE_MAX    (4u << 20) /* a config file larger than this is a mistake */
+#define SECRET_FILE_MAX 4096
+#define NAME_MAX_LEN    128
+#define MAX_CHAIN_LEN   16
+
+/* The public snapshot plus fields config.h has no room for (they stay private to this file). */
+typedef struct cfg_priv {
+    tg_config_t pub;
+    tg_log_level_t log_level; /* applied by tg_config_publish */
+} cfg_priv_t;
+
+/* pub is the first member, and every snapshot is allocated here as a cfg_priv_t */
+#define PRIV(c) ((cfg_priv_t *)(void *)(c))
+
+typedef struct vctx {
+    tg_buf_t *errors;
+    unsigned n_errors;
+} vctx_t;
+
+static const char *const kind_names[] = {"openai", "anthropic", "gemini"};
+static const char *const kind_default_base[] = {"https://api.openai.com/v1", "https://api.anthropic.com",
+                                                "https://generativelanguage.googleapis.com"};
+
+const char *tg_provider_kind_name(tg_provider_kind_t k)
+{
+    if ((unsigned)k < sizeof(kind_names) / sizeof(kind_names[0]))
+        return kind_names[k];
+    return "unknown";
+}
+
+__attribute__((format(printf, 2, 3))) static void verr(vctx_t *v, const char *fmt, ...)
+{
+    v->n_errors++;
+    if (v->errors == NULL)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    /* a full error buffer only loses the later lines; the load still fails */
+    TG_IGNORE_RESULT(tg_buf_appendf(v->errors, "%s\n", line));
+}
+
+/* "prefix.key", or "key" at the top level. */
+static void join(char *out, size_t cap, const char *prefix, const char *key)
+{
+    if (prefix == NULL || prefix[0] == '\0')
+        snprintf(out, cap, "%s", key);
+    else
+        snprintf(out, cap, "%s.%s", prefix, key);
+}
+
+/* A short JSON rendering of a (non-secret) value for an error message. */
+static void show(const json_t *j, char *out, size_t cap)
+{
+    char *s = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (s == NULL) {
+        snprintf(out, cap, "(unprintable)");
+        return;
+    }
+    if (strlen(s) > 60)
+        snprintf(out, cap, "%.57s...", s);
+    else
+        snprintf(out, cap, "%s", s);
+    free(s);
+}
+
+static const char *json_type_name(const json_t *j)
+{
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+static void check_keys(vctx_t *v, const json_t *obj, const char *path, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)obj, key, val)
+    {
+        bool ok = false;
+        for (const char *const *a = allowed; *a != NULL; a++)
+            if (strcmp(*a, key) == 0)
+                ok = true;
+        if (!ok) {
+            char p[256];
+            join(p, sizeof(p), path, key);
+            verr(v, "%s: unknown key", p);
+        }
+    }
+}
+
+/* Returns the member if it is an object, NULL if absent; reports a wrong type. */
+static json_t *get_obj(vctx_t *v, const json_t *obj, const char *path, const char *key)
+{
+    json_t *j = json_object_get(obj, key);
+    if (j == NULL)
+        return NULL;
+    if (!json_is_object(j)) {
+        char p[256];
+        join(p, sizeof(p), path, key);
+        verr(v, "%s: must be an object, got %s", p, json_type_name(j));
+        return NULL;
+    }
+    return j;
+}
+
+static void get_u64(vctx_t *v, const json_t *obj, const char *path, const char *key, uint64_t min,
+                    uint64_t max, uint64_t *dst)
+{
+    json_t *j = json_object_get(obj, key);
+    if (j == NULL)
+        return;
+    char p[256], got[80];
+    join(p, sizeof(p), path, key);
+    if (!json_is_integer(j) || json_integer_value(j) < 0 || (uint64_t)json_integer_value(j) < min ||
+        (uint64_t)json_integer_value(j) > max) {
+        show(j, got, sizeof(got));
+        verr(v, "%s: must be an integer between %llu and %llu, got %s", p, (unsigned long long)min,
+             (unsigned long long)max, got);
+        return;
+    }
+    *dst = (uint64_t)json_integer_value(j);
+}
+
+static void get_u32(vctx_t *v, const json_t *obj, const char *path, const char *key, uint32_t min,
+                    uint32_t max, uint32_t *dst)
+{
+    uint64_t x = *dst;
+    get_u64(v, obj, path, key, min, max, &x);
+    *dst = (uint32_t)x;
+}
+
+static void get_size(vctx_t *v, const json_t *obj, const char *path, const char *key, size_t min, size_t max,
+                     size_t *dst)
+{
+    uint64_t x = *dst;
+    get_u64(v, obj, path, key, min, max, &x);
+    *dst = (size_t)x;
+}
+
+static void get_bool(vctx_t *v, const json_t *obj, const char *path, const char *key, bool *dst)
+{
+    json_t *j = json_object_get(obj, key);
+    if (j == NULL)
+        return;
+    if (!json_is_boolean(j)) {
+        char p[256], got[80];
+        join(p, sizeof(p), path, key);
+        show(j, got, sizeof(got));
+        verr(v, "%s: must be true or false, got %s", p, got);
+        return;
+    }
+    *dst = json_is_true(j);
+}
+
+/* A string member, or NULL (absent or reported). `secret`: never echo the value. */
+static const char *get_str(vctx_t *v, const json_t *obj, const char *path, const char *key, bool secret)
+{
+    json_t *j = json_object_get(obj, key);
+    if (j == NULL)
+        return NULL;
+    char p[256];
+    join(p, sizeof(p), path, key);
+    if (!json_is_string(j)) {
+        if (secret) {
+            verr(v, "%s: must be a string, got %s", p, json_type_name(j));
+        } else {
+            char got[80];
+            show(j, got, sizeof(got));
+            verr(v, "%s: must be a string, got %s", p, got);
+        }
+        return NULL;
+    }
+    if (json_string_length(j) == 0) {
+        verr(v, "%s: must not be empty", p);
+        return NULL;
+    }
+    return json_string_value(j);
+}
+
+static bool has_ctl_or_space(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+        if (*p <= 0x20 || *p == 0x7f)
+            return true;
+    return false;
+}
+
+static bool valid_name(const char *s, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > NAME_MAX_LEN)
+        return false;
+    for (const char *p = s; *p != '\0'; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || strchr(extra, c) != NULL))
+            return false;
+    }
+    return true;
+}
+
+static char *xstrdup(const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    char *d = strdup(s);
+    if (d == NULL) {
+        /* config loading happens at start or reload, where giving up is the only sane answer */
+        fputs("tollgate: out of memory while loading the config\n", stderr);
+        abort();
+    }
+    return d;
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n == 0 ? 1 : n, sz);
+    if (p == NULL) {
+        fputs("tollgate: out of memory while loading the config\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static void free_secret(char *s)
+{
+    if (s == NULL)
+        return;
+    sodium_memzero(s, strlen(s));
+    free(s);
+}
+
+/* Parses "host:port" or "[v6]:port"; host must be an IP literal or "localhost". */
+static bool parse_hostport(const char *s, char **host, uint16_t *port)
+{
+    const char *colon;
+    char h[64];
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(h))
+            return false;
+        memcpy(h, s + 1, (size_t)(rb - s - 1));
+        h[rb - s - 1] = '\0';
+        colon = rb + 1;
+        struct in6_addr a6;
+        if (inet_pton(AF_INET6, h, &a6) != 1)
+            return false;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(h))
+            return false;
+        memcpy(h, s, (size_t)(colon - s));
+        h[colon - s] = '\0';
+        struct in_addr a4;
+        if (strcmp(h, "localhost") == 0)
+            snprintf(h, sizeof(h), "127.0.0.1"); /* no resolver at bind time */
+        else if (inet_pton(AF_INET, h, &a4) != 1)
+            return false;
+    }
+    const char *ps = colon + 1;
+    if (*ps == '\0' || strlen(ps) > 5)
+        return false;
+    unsigned long pn = 0;
+    for (const char *q = ps; *q != '\0'; q++) {
+        if (*q < '0' || *q > '9')
+            return false;
+        pn = pn * 10 + (unsigned long)(*q - '0');
+    }
+    if (pn == 0 || pn > 65535)
+        return false;
+    *host = xstrdup(h);
+    *port = (uint16_t)pn;
+    return true;
+}
+
+static bool is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
+}
+
+static void parse_listen(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"data", "admin", NULL};
+    const char *data = "127.0.0.1:8080", *admin = "127.0.0.1:8081";
+    json_t *l = get_obj(v, root, "", "listen");
+    if (l != NULL) {
+        check_keys(v, l, "listen", keys);
+        const char *s;
+        if ((s = get_str(v, l, "listen", "data", false)) != NULL)
+            data = s;
+        else if (json_object_get(l, "data") != NULL)
+            data = NULL;
+        if ((s = get_str(v, l, "listen", "admin", false)) != NULL)
+            admin = s;
+        else if (json_object_get(l, "admin") != NULL)
+            admin = NULL;
+    }
+    if (data != NULL && !parse_hostport(data, &c->data_host, &c->data_port))
+        verr(v, "listen.data: invalid address \"%.80s\" (want host:port)", data);
+    if (admin != NULL) {
+        if (!parse_hostport(admin, &c->admin_host, &c->admin_port))
+            verr(v, "listen.admin: invalid address \"%.80s\" (want host:port)", admin);
+        else if (!is_loopback(c->admin_host))
+            /* the admin plane has no authentication yet (ARCHITECTURE.md) */
+            verr(v, "listen.admin: must be a loopback address until admin auth exists, got \"%.80s\"", admin);
+    }
+    if (data != NULL && admin != NULL && c->data_host != NULL && c->admin_host != NULL &&
+        c->data_port == c->admin_port && strcmp(c->data_host, c->admin_host) == 0)
+        verr(v, "listen.admin: same address as listen.data");
+}
+
+/* Reads an environment variable holding a secret; the value never reaches a message. */
+static char *secret_from_env(vctx_t *v, const char *path, const char *name)
+{
+    const char *val = getenv(name);
+    if (val == NULL) {
+        verr(v, "%s: environment variable \"%.80s\" is not set", path, name);
+        return NULL;
+    }
+    if (val[0] == '\0') {
+        verr(v, "%s: environment variable \"%.80s\" is empty", path, name);
+        return NULL;
+    }
+    return xstrdup(val);
+}
+
+/* Reads a small secret file, trailing whitespace trimmed; the value never reaches a message. */
+static char *secret_from_file(vctx_t *v, const char *path, const char *file)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        verr(v, "%s: cannot read \"%.120s\": %s", path, file, strerror(errno));
+        return NULL;
+    }
+    char *buf = xcalloc(1, SECRET_FILE_MAX + 1);
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, SECRET_FILE_MAX + 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            verr(v, "%s: cannot read \"%.120s\": %s", path, file, strerror(errno));
+            close(fd);
+            free_secret(buf);
+            return NULL;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > SECRET_FILE_MAX) {
+            verr(v, "%s: file \"%.120s\" is larger than %u bytes", path, file, SECRET_FILE_MAX);
+            close(fd);
+            sodium_memzero(buf, SECRET_FILE_MAX + 1);
+            free(buf);
+            return NULL;
+        }
+    }
+    close(fd);
+    while (len > 0 &&
+           (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+        buf[--len] = '\0';
+    if (len == 0) {
+        verr(v, "%s: file \"%.120s\" is empty", path, file);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* `<prefix>_env` or `<prefix>_file` (at most one); returns the secret or NULL. */
+static char *get_secret(vctx_t *v, const json_t *obj, const char *path, const char *env_key,
+                        const char *file_key)
+{
+    const char *env = get_str(v, obj, path, env_key, false);
+    const char *file = get_str(v, obj, path, file_key, false);
+    char p[256];
+    if (env != NULL && file != NULL) {
+        join(p, sizeof(p), path, env_key);
+        verr(v, "%s: give only one of %s and %s", p, env_key, file_key);
+        return NULL;
+    }
+    if (env != NULL) {
+        join(p, sizeof(p), path, env_key);
+        return secret_from_env(v, p, env);
+    }
+    if (file != NULL) {
+        join(p, sizeof(p), path, file_key);
+        return secret_from_file(v, p, file);
+    }
+    return NULL;
+}
+
+static void parse_database(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"url", "url_env", "pool_size", NULL};
+    c->db_pool_size = 2;
+    json_t *d = get_obj(v, root, "", "database");
+    if (d == NULL)
+        return;
+    check_keys(v, d, "database", keys);
+    get_u32(v, d, "database", "pool_size", 1, 64, &c->db_pool_size);
+    const char *url = get_str(v, d, "database", "url", true);
+    const char *env = get_str(v, d, "database", "url_env", false);
+    if (url != NULL && env != NULL) {
+        verr(v, "database.url: give only one of url and url_env");
+        return;
+    }
+    char *u = url != NULL ? xstrdup(url) : env != NULL ? secret_from_env(v, "database.url_env", env) : NULL;
+    if (u == NULL) {
+        if (json_object_get(d, "url") == NULL && json_object_get(d, "url_env") == NULL)
+            verr(v, "database: url or url_env is required");
+        return;
+    }
+    /* PQconninfoParse's own message may quote parts of the string (a password): not echoed */
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(u, &perr);
+    if (opts == NULL) {
+        verr(v, "%s: not a valid PostgreSQL connection string",
+             url != NULL ? "database.url" : "database.url_env");
+        PQfreemem(perr);
+        free_secret(u);
+        return;
+    }
+    PQconninfoFree(opts);
+    c->database_url = u;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static void parse_secrets(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"key_pepper_env", "key_pepper_file", NULL};
+    json_t *s = get_obj(v, root, "", "secrets");
+    if (s == NULL)
+        return;
+    check_keys(v, s, "secrets", keys);
+    char *hex = get_secret(v, s, "secrets", "key_pepper_env", "key_pepper_file");
+    if (hex == NULL)
+        return;
+    const char *src =
+        json_object_get(s, "key_pepper_env") != NULL ? "secrets.key_pepper_env" : "secrets.key_pepper_file";
+    bool ok = strlen(hex) == 64;
+    for (size_t i = 0; ok && i < 32; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            ok = false;
+        else
+            c->key_pepper[i] = (uint8_t)(hi << 4 | lo);
+    }
+    if (ok)
+        c->has_pepper = true;
+    else {
+        sodium_memzero(c->key_pepper, sizeof(c->key_pepper));
+        verr(v, "%s: must hold 64 hex characters (32 bytes)", src);
+    }
+    free_secret(hex);
+}
+
+static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"max_body_bytes", "max_upstream_body_bytes", "max_sse_event_bytes",
+                                       "stream_buffer_bytes", NULL};
+    c->max_body_bytes = 1048576;
+    c->max_upstream_body_bytes = 8388608;
+    c->max_sse_event_bytes = 262144;
+    c->stream_buffer_bytes = 262144;
+    json_t *l = get_obj(v, root, "", "limits");
+    if (l == NULL)
+        return;
+    check_keys(v, l, "limits", keys);
+    const size_t lo = 1024, hi = (size_t)1 << 30;
+    get_size(v, l, "limits", "max_body_bytes", lo, hi, &c->max_body_bytes);
+    get_size(v, l, "limits", "max_upstream_body_bytes", lo, hi, &c->max_upstream_body_bytes);
+    get_size(v, l, "limits", "max_sse_event_bytes", lo, hi, &c->max_sse_event_bytes);
+    get_size(v, l, "limits", "stream_buffer_bytes", lo, hi, &c->stream_buffer_bytes);
+}
+
+static void parse_timeouts(vctx_t *v, const json_t *parent, const char *path, tg_timeouts_t *t)
+{
+    static const char *const keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
+    json_t *o = get_obj(v, parent, path, "timeouts");
+    if (o == NULL)
+        return;
+    char p[256];
+    join(p, sizeof(p), path, "timeouts");
+    check_keys(v, o, p, keys);
+    const uint32_t day = 86400000u;
+    get_u32(v, o, p, "connect_ms", 1, day, &t->connect_ms);
+    get_u32(v, o, p, "first_byte_ms", 1, day, &t->first_byte_ms);
+    get_u32(v, o, p, "idle_ms", 1, day, &t->idle_ms);
+    get_u32(v, o, p, "total_ms", 1, day, &t->total_ms);
+}
+
+static void parse_breaker(vctx_t *v, const json_t *parent, const char *path, tg_breaker_opts_t *b)
+{
+    static const char *const keys[] = {"failure_threshold", "open_ms", "half_open_probes", NULL};
+    json_t *o = get_obj(v, parent, path, "breaker");
+    if (o == NULL)
+        return;
+    char p[256];
+    join(p, sizeof(p), path, "breaker");
+    check_keys(v, o, p, keys);
+    get_u32(v, o, p, "failure_threshold", 1, 1000, &b->failure_threshold);
+    get_u32(v, o, p, "open_ms", 1, 86400000u, &b->open_ms);
+    get_u32(v, o, p, "half_open_probes", 1, 100, &b->half_open_probes);
+}
+
+static void parse_health(vctx_t *v, const json_t *parent, const char *path, tg_health_opts_t *h)
+{
+    static const char *const keys[] = {"enabled", "interval_ms", "timeout_ms", NULL};
+    json_t *o = get_obj(v, parent, path, "health");
+    if (o == NULL)
+        return;
+    char p[256];
+    join(p, sizeof(p), path, "health");
+    check_keys(v, o, p, keys);
+    get_bool(v, o, p, "enabled", &h->enabled);
+    get_u32(v, o, p, "interval_ms", 100, 86400000u, &h->interval_ms);
+    get_u32(v, o, p, "timeout_ms", 1, 600000u, &h->timeout_ms);
+}
+
+static void parse_provider(vctx_t *v, const char *name, const json_t *j, const tg_config_t *c,
+                           const tg_breaker_opts_t *def_breaker, tg_provider_cfg_t *pr)
+{
+    static const char *const keys[] = {
+        "kind",    "base_url", "api_key_env",          "api_key_file",      "timeouts",
+        "breaker", "health",   "latency_threshold_ms", "anthropic_version", NULL};
+    char path[256];
+    snprintf(path, sizeof(path), "providers.%s", name);
+    pr->name = xstrdup(name);
+    pr->timeouts = c->timeouts;
+    pr->breaker = *def_breaker;
+    pr->health = (tg_health_opts_t){.enabled = false, .interval_ms = 10000, .timeout_ms = 2000};
+    pr->anthropic_version = xstrdup("2023-06-01");
+    if (!valid_name(name, ""))
+        verr(v, "%s: invalid provider name (use letters, digits, '-', '_', '.'; at most %d)", path,
+             NAME_MAX_LEN);
+    if (!json_is_object(j)) {
+        verr(v, "%s: must be an object, got %s", path, json_type_name(j));
+        return;
+    }
+    check_keys(v, j, path, keys);
+
+    bool kind_ok = false;
+    json_t *kj = json_object_get(j, "kind");
+    if (kj == NULL) {
+        verr(v, "%s.kind: is required (one of openai, anthropic, gemini)", path);
+    } else {
+        for (size_t i = 0; json_is_string(kj) && i < 3; i++)
+            if (strcmp(json_string_value(kj), kind_names[i]) == 0) {
+                pr->kind = (tg_provider_kind_t)i;
+                kind_ok = true;
+            }
+        if (!kind_ok) {
+            char got[80];
+            show(kj, got, sizeof(got));
+            verr(v, "%s.kind: must be one of openai, anthropic, gemini, got %s", path, got);
+        }
+    }
+
+    const char *url = get_str(v, j, path, "base_url", false);
+    if (url == NULL && json_object_get(j, "base_url") == NULL && kind_ok)
+        url = kind_default_base[pr->kind];
+    if (url != NULL) {
+        if ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) || has_ctl_or_space(url) ||
+            strchr(url, '?') != NULL || strchr(url, '#') != NULL) {
+            verr(v, "%s.base_url: invalid URL \"%.100s\" (want http(s)://host[:port][/path])", path, url);
+        } else {
+            pr->base_url = xstrdup(url);
+            size_t n = strlen(pr->base_url);
+            while (n > 0 && pr->base_url[n - 1] == '/') /* paths are appended as "/..." */
+                pr->base_url[--n] = '\0';
+        }
+    }
+
+    pr->api_key = get_secret(v, j, path, "api_key_env", "api_key_file");
+    if (pr->api_key != NULL && has_ctl_or_space(pr->api_key)) {
+        /* it goes into an HTTP header: a stray newline would split it */
+        verr(v, "%s: the provider key contains spaces or control characters", path);
+        free_secret(pr->api_key);
+        pr->api_key = NULL;
+    }
+
+    parse_timeouts(v, j, path, &pr->timeouts);
+    parse_breaker(v, j, path, &pr->breaker);
+    parse_health(v, j, path, &pr->health);
+    get_u32(v, j, path, "latency_threshold_ms", 0, 86400000u, &pr->latency_threshold_ms);
+
+    const char *av = get_str(v, j, path, "anthropic_version", false);
+    if (av != NULL) {
+        if (kind_ok && pr->kind != TG_KIND_ANTHROPIC)
+            verr(v, "%s.anthropic_version: only allowed for kind anthropic", path);
+        else if (has_ctl_or_space(av))
+            verr(v, "%s.anthropic_version: invalid value \"%.40s\"", path, av);
+        else {
+            free(pr->anthropic_version);
+            pr->anthropic_version = xstrdup(av);
+        }
+    }
+}
+
+static void parse_model(vctx_t *v, const char *name, const json_t *j, tg_config_t *c, tg_model_cfg_t *m)
+{
+    static const char *const keys[] = {"provider", "upstream", "context_window", NULL};
+    char path[256];
+    snprintf(path, sizeof(path), "models.%s", name);
+    m->name = xstrdup(name);
+    if (!valid_name(name, ":/@"))
+        verr(v, "%s: invalid model name (use letters, digits, '-', '_', '.', ':', '/', '@'; at most %d)",
+             path, NAME_MAX_LEN);
+    if (!json_is_object(j)) {
+        verr(v, "%s: must be an object, got %s", path, json_type_name(j));
+        return;
+    }
+    check_keys(v, j, path, keys);
+    const char *prov = get_str(v, j, path, "provider", false);
+    if (prov == NULL && json_object_get(j, "provider") == NULL)
+        verr(v, "%s.provider: is required", path);
+    if (prov != NULL) {
+        m->provider = tg_config_find_provider(c, prov);
+        if (m->provider == NULL)
+            verr(v, "%s.provider: unknown provider \"%.80s\"", path, prov);
+    }
+    /* in the dev config a model's upstream id equals its name: make that the default */
+    const char *up = get_str(v, j, path, "upstream", false);
+    if (up == NULL && json_object_get(j, "upstream") == NULL)
+        up = name;
+    if (up != NULL) {
+        if (has_ctl_or_space(up) || strlen(up) > 256 || strchr(up, '?') != NULL || strchr(up, '#') != NULL)
+            verr(v, "%s.upstream: invalid model id \"%.80s\"", path, up);
+        else
+            m->upstream = xstrdup(up);
+    }
+    get_u32(v, j, path, "context_window", 0, UINT32_MAX, &m->context_window);
+    if (m->provider != NULL && m->upstream != NULL) {
+        size_t n = strlen(m->provider->name) + 1 + strlen(m->upstream) + 1;
+        m->target_key = xcalloc(1, n);
+        snprintf(m->target_key, n, "%s/%s", m->provider->name, m->upstream);
+    }
+}
+
+static void parse_chain(vctx_t *v, const char *name, const json_t *j, tg_config_t *c, tg_chain_cfg_t *ch)
+{
+    static const char *const keys[] = {"targets", "context_fallback", NULL};
+    char path[256];
+    snprintf(path, sizeof(path), "chains.%s", name);
+    ch->name = xstrdup(name);
+    if (!valid_name(name, ":/@"))
+        verr(v, "%s: invalid chain name (use letters, digits, '-', '_', '.', ':', '/', '@'; at most %d)",
+             path, NAME_MAX_LEN);
+    if (tg_config_find_model(c, name) != NULL)
+        verr(v, "%s: \"%.80s\" is already a model name (models and chains share one namespace)", path, name);
+    if (!json_is_object(j)) {
+        verr(v, "%s: must be an object, got %s", path, json_type_name(j));
+        return;
+    }
+    check_keys(v, j, path, keys);
+    json_t *t = json_object_get(j, "targets");
+    if (t == NULL) {
+        verr(v, "%s.targets: is required (a list of model names)", path);
+    } else if (!json_is_array(t) || json_array_size(t) == 0 || json_array_size(t) > MAX_CHAIN_LEN) {
+        verr(v, "%s.targets: must be a list of 1 to %d model names", path, MAX_CHAIN_LEN);
+    } else {
+        ch->targets = xcalloc(json_array_size(t), sizeof(*ch->targets));
+        size_t i;
+        json_t *e;
+        json_array_foreach(t, i, e)
+        {
+            char got[80];
+            if (!json_is_string(e)) {
+                show(e, got, sizeof(got));
+                verr(v, "%s.targets[%zu]: must be a model name, got %s", path, i, got);
+                continue;
+            }
+            const tg_model_cfg_t *m = tg_config_find_model(c, json_string_value(e));
+            if (m == NULL) {
+                verr(v, "%s.targets[%zu]: unknown model \"%.80s\"", path, i, json_string_value(e));
+                continue;
+            }
+            bool dup = false;
+            for (size_t k = 0; k < ch->n_targets; k++)
+                if (ch->targets[k] == m)
+                    dup = true;
+            if (dup) {
+                verr(v, "%s.targets[%zu]: model \"%.80s\" is listed twice", path, i, m->name);
+                continue;
+            }
+            ch->targets[ch->n_targets++] = m;
+        }
+    }
+    const char *fb = get_str(v, j, path, "context_fallback", false);
+    if (fb != NULL) {
+        ch->context_fallback = tg_config_find_model(c, fb);
+        if (ch->context_fallback == NULL)
+            verr(v, "%s.context_fallback: unknown model \"%.80s\"", path, fb);
+    }
+}
+
+static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
+{
+    static const char *const keys[] = {"listen",
+                                       "workers",
+                                       "log_level",
+                                       "database",
+                                       "secrets",
+                                       "limits",
+                                       "timeouts",
+                                       "breaker",
+                                       "shutdown_grace_ms",
+                                       "retry_wait_cap_ms",
+                                       "key_cache_ttl_ms",
+                                       "max_attempts_per_target",
+                                       "providers",
+                                       "models",
+                                       "chains",
+                                       NULL};
+    tg_config_t *c = &cp->pub;
+    check_keys(v, root, "", keys);
+    parse_listen(v, root, c);
+
+    c->workers = 0;
+    get_u32(v, root, "", "workers", 0, 1024, &c->workers);
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n > 0 ? (uint32_t)n : 1;
+    }
+
+    cp->log_level = TG_LOG_INFO;
+    const char *lvl = get_str(v, root, "", "log_level", false);
+    if (lvl != NULL) {
+        static const char *const names[] = {"error", "warn", "info", "debug"};
+        bool ok = false;
+        for (int i = 0; i < 4; i++)
+            if (strcmp(lvl, names[i]) == 0) {
+                cp->log_level = (tg_log_level_t)i;
+                ok = true;
+            }
+        if (!ok)
+            verr(v, "log_level: must be one of error, warn, info, debug, got \"%.40s\"", lvl);
+    }
+
+    parse_database(v, root, c);
+    parse_secrets(v, root, c);
+    parse_limits(v, root, c);
+
+    c->timeouts =
+        (tg_timeouts_t){.connect_ms = 3000, .first_byte_ms = 60000, .idle_ms = 30000, .total_ms = 600000};
+    parse_timeouts(v, root, "", &c->timeouts);
+    tg_breaker_opts_t def_breaker = {.failure_threshold = 3, .open_ms = 30000, .half_open_probes = 1};
+    parse_breaker(v, root, "", &def_breaker);
+
+    c->shutdown_grace_ms = 10000;
+    c->retry_wait_cap_ms = 10000;
+    c->key_cache_ttl_ms = 60000;
+    c->max_attempts_per_target = 1;
+    get_u32(v, root, "", "shutdown_grace_ms", 0, 3600000u, &c->shutdown_grace_ms);
+    get_u32(v, root, "", "retry_wait_cap_ms", 0, 600000u, &c->retry_wait_cap_ms);
+    get_u32(v, root, "", "key_cache_ttl_ms", 0, 86400000u, &c->key_cache_ttl_ms);
+    get_u32(v, root, "", "max_attempts_per_target", 1, 10, &c->max_attempts_per_target);
+
+    /* providers, then models (which name providers), then chains (which name models) */
+    json_t *o;
+    const char *name;
+    json_t *val;
+    if ((o = get_obj(v, root, "", "providers")) != NULL) {
+        c->providers = xcalloc(json_object_size(o), sizeof(*c->providers));
+        json_object_foreach(o, name, val)
+        {
+            tg_provider_cfg_t *pr = &c->providers[c->n_providers];
+            pr->index = c->n_providers++;
+            parse_provider(v, name, val, c, &def_breaker, pr);
+        }
+    }
+    if ((o = get_obj(v, root, "", "models")) != NULL) {
+        c->models = xcalloc(json_object_size(o), sizeof(*c->models));
+        json_object_foreach(o, name, val)
+        {
+            tg_model_cfg_t *m = &c->models[c->n_models];
+            m->index = c->n_models++;
+            parse_model(v, name, val, c, m);
+        }
+    }
+    if ((o = get_obj(v, root, "", "chains")) != NULL) {
+        c->chains = xcalloc(json_object_size(o), sizeof(*c->chains));
+        json_object_foreach(o, name, val)
+        {
+            tg_chain_cfg_t *ch = &c->chains[c->n_chains++];
+            parse_chain(v, name, val, c, ch);
+        }
+    }
+}
+
+static void config_free(tg_config_t *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n_providers; i++) {
+        tg_provider_cfg_t *p = &c->providers[i];
+        free(p->name);
+        free(p->base_url);
+        free_secret(p->api_key);
+        free(p->anthropic_version);
+    }
+    free(c->providers);
+    for (size_t i = 0; i < c->n_models; i++) {
+        free(c->models[i].name);
+        free(c->models[i].upstream);
+        free(c->models[i].target_key);
+    }
+    free(c->models);
+    for (size_t i = 0; i < c->n_chains; i++) {
+        free(c->chains[i].name);
+        free(c->chains[i].targets);
+    }
+    free(c->chains);
+    free(c->path);
+    free(c->data_host);
+    free(c->admin_host);
+    free_secret(c->database_url);
+    sodium_memzero(c->key_pepper, sizeof(c->key_pepper));
+    free(PRIV(c));
+}
+
+int tg_config_parse(const char *json, size_t len, const char *path, tg_config_t **out, tg_buf_t *errors)
+{
+    *out = NULL;
+    vctx_t v = {.errors = errors, .n_errors = 0};
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        verr(&v, "%s: invalid JSON at line %d, column %d: %s", path != NULL ? path : "config", jerr.line,
+             jerr.column, jerr.text);
+        return TG_ECONFIG;
+    }
+    if (!json_is_object(root)) {
+        verr(&v, "%s: the top level must be an object", path != NULL ? path : "config");
+        json_decref(root);
+        return TG_ECONFIG;
+    }
+    if (sodium_init() < 0) {
+        json_decref(root);
+        verr(&v, "config: libsodium failed to initialise");
+        return TG_ECONFIG;
+    }
+    cfg_priv_t *cp = xcalloc(1, sizeof(*cp));
+    atomic_init(&cp->pub.refcnt, 1);
+    cp->pub.path = xstrdup(path != NULL ? path : "");
+    parse_root(&v, root, cp);
+    json_decref(root);
+    if (v.n_errors != 0) {
+        config_free(&cp->pub);
+        return TG_ECONFIG;
+    }
+    *out = &cp->pub;
+    return 0;
+}
+
+int tg_config_load(const char *path, tg_config_t **out, tg_buf_t *errors)
+{
+    *out = NULL;
+    vctx_t v = {.errors = errors, .n_errors = 0};
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        verr(&v, "%s: cannot open: %s", path, strerror(errno));
+        return TG_ECONFIG;
+    }
+    tg_buf_t b;
+    tg_buf_init(&b, CFG_FILE_MAX);
+    char chunk[8192];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        rc = tg_buf_append(&b, chunk, n);
+    bool rerr = ferror(f) != 0;
+    fclose(f);
+    if (rc != 0 || rerr) {
+        if (rc == TG_ETOO_LARGE)
+            verr(&v, "%s: file is larger than %u bytes", path, CFG_FILE_MAX);
+        else
+            verr(&v, "%s: cannot read", path);
+        tg_buf_dispose(&b);
+        return TG_ECONFIG;
+    }
+    rc = tg_config_parse(b.data != NULL ? b.data : "", b.len, path, out, errors);
+    tg_buf_dispose(&b);
+    return rc;
+}
+
+tg_config_t *tg_config_ref(tg_config_t *c)
+{
+    if (c != NULL)
+        atomic_fetch_add_explicit(&c->refcnt, 1, memory_order_relaxed);
+    return c;
+}
+
+void tg_config_unref(tg_config_t *c)
+{
+    if (c == NULL)
+        return;
+    /* acq_rel: the freeing thread must see every other thread's last use of the snapshot */
+    if (atomic_fetch_sub_explicit(&c->refcnt, 1, memory_order_acq_rel) == 1)
+        config_free(c);
+}
+
+const tg_model_cfg_t *tg_config_find_model(const tg_config_t *c, const char *name)
+{
+    for (size_t i = 0; c != NULL && name != NULL && i < c->n_models; i++)
+        if (c->models[i].name != NULL && strcmp(c->models[i].name, name) == 0)
+            return &c->models[i];
+    return NULL;
+}
+
+const tg_chain_cfg_t *tg_config_find_chain(const tg_config_t *c, const char *name)
+{
+    for (size_t i = 0; c != NULL && name != NULL && i < c->n_chains; i++)
+        if (c->chains[i].name != NULL && strcmp(c->chains[i].name, name) == 0)
+            return &c->chains[i];
+    return NULL;
+}
+
+const tg_provider_cfg_t *tg_config_find_provider(const tg_config_t *c, const char *name)
+{
+    for (size_t i = 0; c != NULL && name != NULL && i < c->n_providers; i++)
+        if (c->providers[i].name != NULL && strcmp(c->providers[i].name, name) == 0)
+            return &c->providers[i];
+    return NULL;
+}
+
+/* The current snapshot: a mutex around pointer swap + ref keeps acquire and a concurrent
+ * publish from racing on the old snapshot's last reference. */
+static pthread_mutex_t g_current_mu = PTHREAD_MUTEX_INITIALIZER;
+static tg_config_t *g_current;
+
+tg_config_t *tg_config_acquire(void)
+{
+    pthread_mutex_lock(&g_current_mu);
+    tg_config_t *c = tg_config_ref(g_current);
+    pthread_mutex_unlock(&g_current_mu);
+    return c;
+}
+
+void tg_config_publish(tg_config_t *c)
+{
+    pthread_mutex_lock(&g_current_mu);
+    tg_config_t *old = g_current;
+    g_current = c;
+    pthread_mutex_unlock(&g_current_mu);
+    /* config.h has no log level field: the published snapshot's level becomes the process's */
+    if (c != NULL)
+        tg_log_set_level(PRIV(c)->log_level);
+    tg_config_unref(old);
+}

@@ -1,0 +1,265 @@
+/*
+ * auth.c - API keys: generation, keyed hashing, the key cache and the async lookup, see auth.h.
+ *
+ * The cache is keyed by the 32-byte keyed hash, never by the key: a memory
+ * dump shows no usable key. It is process-wide and split into shards, each a
+ * fixed array behind its own mutex, so workers rarely contend and the memory
+ * is bounded (no allocation after start). Each hash maps to a small probe
+ * window inside its shard; when the window is full, the entry that expires
+ * first is evicted, which sacrifices negative entries (short TTL) before
+ * positive ones, so a flood of made-up keys cannot push real tenants out for
+ * long. Clearing bumps a per-shard generation instead of touching every slot.
+ */
+#include "auth.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define SHARDS       16
+#define SLOTS        1024 /* per shard: 16k entries in all */
+#define PROBE_WINDOW 8
+#define KEY_PREFIX   "tg_"
+#define KEY_BODY_LEN 43 /* base64url without padding of 32 bytes */
+#define TG_KEY_SQL                                                                           \
+    "SELECT k.id, k.tenant_id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id " \
+    "WHERE k.key_hash = decode($1,'hex') AND k.revoked_at IS NULL"
+
+typedef struct entry {
+    uint8_t hash[32];
+    uint64_t expires_ms;
+    uint32_t gen; /* valid only when equal to the shard's gen */
+    bool used;
+    bool negative;
+    tg_principal_t p;
+} entry_t;
+
+typedef struct shard {
+    pthread_mutex_t mu;
+    uint32_t gen;
+    entry_t slots[SLOTS];
+} shard_t;
+
+static shard_t g_shards[SHARDS] = {
+#define S_INIT                                    \
+    {                                             \
+        .mu = PTHREAD_MUTEX_INITIALIZER, .gen = 1 \
+    }
+    S_INIT, S_INIT, S_INIT, S_INIT, S_INIT, S_INIT, S_INIT, S_INIT,
+    S_INIT, S_INIT, S_INIT, S_INIT, S_INIT, S_INIT, S_INIT, S_INIT,
+#undef S_INIT
+};
+
+void tg_api_key_generate(char out[TG_API_KEY_LEN + 1])
+{
+    unsigned char raw[32];
+    randombytes_buf(raw, sizeof(raw));
+    memcpy(out, KEY_PREFIX, 3);
+    sodium_bin2base64(out + 3, TG_API_KEY_LEN + 1 - 3, raw, sizeof(raw),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof(raw));
+}
+
+void tg_api_key_hash(uint8_t out[32], const char *key, size_t len, const uint8_t pepper[32])
+{
+    crypto_generichash(out, 32, (const unsigned char *)key, len, pepper, 32);
+}
+
+void tg_api_key_prefix(char out[11], const char *key)
+{
+    size_t n = strnlen(key, 10);
+    memcpy(out, key, n);
+    out[n] = '\0';
+}
+
+bool tg_api_key_well_formed(const char *key, size_t len)
+{
+    if (key == NULL || len != TG_API_KEY_LEN || memcmp(key, KEY_PREFIX, 3) != 0)
+        return false;
+    for (size_t i = 3; i < len; i++) {
+        char c = key[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_'))
+            return false;
+    }
+    /* the decoder also rejects a last character with stray low bits, so each key has one spelling */
+    unsigned char raw[32];
+    size_t bin_len = 0;
+    int rc = sodium_base642bin(raw, sizeof(raw), key + 3, KEY_BODY_LEN, NULL, &bin_len, NULL,
+                               sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof(raw));
+    return rc == 0 && bin_len == 32;
+}
+
+static shard_t *shard_of(const uint8_t hash[32])
+{
+    return &g_shards[hash[0] % SHARDS];
+}
+
+static size_t slot_of(const uint8_t hash[32])
+{
+    /* the hash is keyed BLAKE2b: its bytes are already uniformly spread */
+    return ((size_t)hash[1] | (size_t)hash[2] << 8 | (size_t)hash[3] << 16) % SLOTS;
+}
+
+int tg_auth_cache_get(const uint8_t hash[32], uint64_t now_ms, tg_principal_t *out)
+{
+    shard_t *s = shard_of(hash);
+    size_t base = slot_of(hash);
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < PROBE_WINDOW; i++) {
+        entry_t *e = &s->slots[(base + i) % SLOTS];
+        if (!e->used || e->gen != s->gen || sodium_memcmp(e->hash, hash, 32) != 0)
+            continue;
+        if (e->expires_ms <= now_ms) {
+            e->used = false; /* expired: the caller asks the database again */
+            break;
+        }
+        if (e->negative) {
+            rc = TG_EUNAUTHENTICATED;
+        } else {
+            if (out != NULL)
+                *out = e->p;
+            rc = 1;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void tg_auth_cache_put(const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms)
+{
+    shard_t *s = shard_of(hash);
+    size_t base = slot_of(hash);
+    pthread_mutex_lock(&s->mu);
+    entry_t *victim = NULL;
+    bool victim_valid = false;
+    for (size_t i = 0; i < PROBE_WINDOW; i++) {
+        entry_t *e = &s->slots[(base + i) % SLOTS];
+        bool valid = e->used && e->gen == s->gen;
+        if (valid && sodium_memcmp(e->hash, hash, 32) == 0) {
+            victim = e; /* the same key again: overwrite in place */
+            break;
+        }
+        /* prefer a free slot; otherwise evict the entry that would expire first */
+        if (victim == NULL || (victim_valid && (!valid || e->expires_ms < victim->expires_ms))) {
+            victim = e;
+            victim_valid = valid;
+        }
+    }
+    memcpy(victim->hash, hash, 32);
+    victim->expires_ms = expires_ms;
+    victim->gen = s->gen;
+    victim->used = true;
+    victim->negative = p == NULL;
+    if (p != NULL)
+        victim->p = *p;
+    else
+        memset(&victim->p, 0, sizeof(victim->p));
+    pthread_mutex_unlock(&s->mu);
+}
+
+void tg_auth_cache_clear(void)
+{
+    for (size_t i = 0; i < SHARDS; i++) {
+        pthread_mutex_lock(&g_shards[i].mu);
+        g_shards[i].gen++;
+        if (g_shards[i].gen == 0) /* wrapped: old entries could look current again */
+            for (size_t k = 0; k < SLOTS; k++)
+                g_shards[i].slots[k].used = false;
+        pthread_mutex_unlock(&g_shards[i].mu);
+    }
+}
+
+typedef struct lookup {
+    uint8_t hash[32];
+    uint64_t now_ms;
+    uint32_t ttl_ms;
+    tg_auth_cb cb;
+    void *arg;
+} lookup_t;
+
+/* Copies a tenant name, cut on a UTF-8 character boundary if it is too long. */
+static void copy_name(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void on_key_row(void *arg, const PGresult *res, const char *errmsg)
+{
+    lookup_t *l = arg;
+    (void)errmsg; /* may quote the query's parameter (the hash): not logged */
+    if (res == NULL) {
+        TG_LOG(TG_LOG_WARN, "auth_lookup_failed", TG_KV_STR("reason", "database error"));
+        l->cb(l->arg, TG_EDB_UNAVAILABLE, NULL);
+    } else if (PQntuples(res) == 0 || PQnfields(res) < 3) {
+        if (l->ttl_ms != 0) {
+            uint32_t neg = l->ttl_ms < TG_AUTH_NEGATIVE_TTL_MS ? l->ttl_ms : TG_AUTH_NEGATIVE_TTL_MS;
+            tg_auth_cache_put(l->hash, NULL, l->now_ms + neg);
+        }
+        l->cb(l->arg, TG_EUNAUTHENTICATED, NULL);
+    } else {
+        tg_principal_t p = {0};
+        p.key_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        p.tenant_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        copy_name(p.tenant_name, sizeof(p.tenant_name), PQgetvalue(res, 0, 2));
+        if (l->ttl_ms != 0)
+            tg_auth_cache_put(l->hash, &p, l->now_ms + l->ttl_ms);
+        l->cb(l->arg, 0, &p);
+    }
+    sodium_memzero(l->hash, sizeof(l->hash));
+    free(l);
+}
+
+int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, uint64_t now_ms,
+                   const char *key, size_t len, tg_principal_t *out, tg_auth_cb cb, void *arg)
+{
+    /* a malformed key costs neither a hash nor a query */
+    if (!tg_api_key_well_formed(key, len))
+        return TG_EUNAUTHENTICATED;
+    uint8_t hash[32];
+    tg_api_key_hash(hash, key, len, pepper);
+    int rc = tg_auth_cache_get(hash, now_ms, out);
+    if (rc != 0) {
+        sodium_memzero(hash, sizeof(hash));
+        return rc;
+    }
+    if (pg == NULL || cb == NULL) {
+        sodium_memzero(hash, sizeof(hash));
+        return TG_EDB_UNAVAILABLE;
+    }
+    lookup_t *l = malloc(sizeof(*l));
+    if (l == NULL) {
+        sodium_memzero(hash, sizeof(hash));
+        return TG_ENOMEM;
+    }
+    memcpy(l->hash, hash, sizeof(hash));
+    l->now_ms = now_ms;
+    l->ttl_ms = ttl_ms;
+    l->cb = cb;
+    l->arg = arg;
+    char hex[65];
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    const char *params[1] = {hex};
+    rc = tg_pgpool_query(pg, TG_KEY_SQL, 1, params, on_key_row, l); /* libpq copies params */
+    sodium_memzero(hex, sizeof(hex));
+    sodium_memzero(hash, sizeof(hash));
+    if (rc != 0) {
+        sodium_memzero(l->hash, sizeof(l->hash));
+        free(l);
+        return TG_EDB_UNAVAILABLE;
+    }
+    return 0;
+}

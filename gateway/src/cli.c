@@ -1,0 +1,383 @@
+/*
+ * cli.c - `tollgate check | migrate | keys create`, see cli.h.
+ *
+ * Output rules: stdout carries only what a script wants to capture (the new
+ * key for `keys create`); progress and errors go to stderr. Secrets (the
+ * database URL, the pepper, a new key's hash) are never printed; the new key
+ * itself is printed once and then wiped from memory.
+ */
+#include "cli.h"
+
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "config.h"
+
+/* pg_advisory_lock key: "tollgate" in ASCII, so two concurrent `migrate` runs serialise */
+#define MIGRATE_LOCK_KEY "8390876119406896229"
+
+static void usage(FILE *f)
+{
+    fputs("usage: tollgate serve -c FILE\n"
+          "       tollgate check -c FILE\n"
+          "       tollgate migrate -c FILE\n"
+          "       tollgate keys create -c FILE --tenant NAME [--name LABEL]\n",
+          f);
+}
+
+typedef struct opts {
+    const char *config;
+    const char *tenant;
+    const char *name;
+} opts_t;
+
+/* Parses the options after the subcommand words; returns false (after a message) on a bad one. */
+static bool parse_opts(int argc, char **argv, int first, opts_t *o, bool allow_key_opts)
+{
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
+            dst = &o->config;
+        else if (allow_key_opts && strcmp(a, "--tenant") == 0)
+            dst = &o->tenant;
+        else if (allow_key_opts && strcmp(a, "--name") == 0)
+            dst = &o->name;
+        else if (strncmp(a, "--config=", 9) == 0) {
+            o->config = a + 9;
+            continue;
+        } else {
+            fprintf(stderr, "tollgate: unknown argument \"%s\"\n", a);
+            return false;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tollgate: %s needs a value\n", a);
+            return false;
+        }
+        *dst = argv[++i];
+    }
+    if (o->config == NULL) {
+        fputs("tollgate: -c FILE is required\n", stderr);
+        return false;
+    }
+    return true;
+}
+
+/* Loads the config, printing every error; NULL on failure. */
+static tg_config_t *load_config(const char *path)
+{
+    tg_buf_t errs;
+    tg_buf_init(&errs, 1 << 20);
+    tg_config_t *c = NULL;
+    if (tg_config_load(path, &c, &errs) != 0) {
+        unsigned n = 0;
+        for (size_t i = 0; i < errs.len; i++)
+            n += errs.data[i] == '\n';
+        fprintf(stderr, "%s: %u error%s\n", path, n, n == 1 ? "" : "s");
+        if (errs.data != NULL)
+            fputs(errs.data, stderr);
+        tg_buf_dispose(&errs);
+        return NULL;
+    }
+    tg_buf_dispose(&errs);
+    return c;
+}
+
+static int cmd_check(const opts_t *o)
+{
+    tg_config_t *c = load_config(o->config);
+    if (c == NULL)
+        return 1;
+    fprintf(stderr, "%s: ok (%zu providers, %zu models, %zu chains)\n", o->config, c->n_providers,
+            c->n_models, c->n_chains);
+    tg_config_unref(c);
+    return 0;
+}
+
+static void quiet_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg; /* "relation already exists, skipping" and the like */
+}
+
+/* A blocking connection for the CLI; libpq's messages name host and user, never the password. */
+static PGconn *db_connect(const tg_config_t *c)
+{
+    if (c->database_url == NULL) {
+        fputs("tollgate: the config has no database (database.url or database.url_env)\n", stderr);
+        return NULL;
+    }
+    PGconn *db = PQconnectdb(c->database_url);
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "tollgate: cannot connect to the database: %s", PQerrorMessage(db));
+        PQfinish(db);
+        return NULL;
+    }
+    PQsetNoticeProcessor(db, quiet_notice, NULL);
+    return db;
+}
+
+/* Runs a statement that returns no rows of interest; prints the error with `what` on failure. */
+static bool exec_ok(PGconn *db, const char *sql, const char *what)
+{
+    PGresult *r = PQexec(db, sql);
+    ExecStatusType st = PQresultStatus(r);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "tollgate: %s: %s", what, PQerrorMessage(db));
+    PQclear(r);
+    return ok;
+}
+
+static int migrate(PGconn *db)
+{
+    if (!exec_ok(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", "cannot take the migration lock"))
+        return 1;
+    int rc = 1;
+    if (!exec_ok(db,
+                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+                 "applied_at timestamptz NOT NULL DEFAULT now())",
+                 "cannot create schema_migrations"))
+        goto out;
+    PGresult *r = PQexec(db, "SELECT version FROM schema_migrations ORDER BY version");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "tollgate: cannot read schema_migrations: %s", PQerrorMessage(db));
+        PQclear(r);
+        goto out;
+    }
+    int max_known = tg_migrations_count > 0 ? tg_migrations[tg_migrations_count - 1].version : 0;
+    int n_rows = PQntuples(r);
+    int *applied = calloc((size_t)n_rows + 1, sizeof(int));
+    if (applied == NULL) {
+        PQclear(r);
+        goto out;
+    }
+    for (int i = 0; i < n_rows; i++) {
+        applied[i] = atoi(PQgetvalue(r, i, 0));
+        if (applied[i] > max_known)
+            fprintf(stderr,
+                    "tollgate: warning: the database has migration %d, newer than this binary knows\n",
+                    applied[i]);
+    }
+    PQclear(r);
+
+    unsigned n_applied = 0;
+    rc = 0;
+    for (size_t m = 0; m < tg_migrations_count && rc == 0; m++) {
+        const tg_migration_t *mg = &tg_migrations[m];
+        bool done = false;
+        for (int i = 0; i < n_rows; i++)
+            done = done || applied[i] == mg->version;
+        if (done)
+            continue;
+        /* one transaction per migration: a failure leaves the schema at the previous version */
+        char ver[16];
+        snprintf(ver, sizeof(ver), "%d", mg->version);
+        const char *params[1] = {ver};
+        if (!exec_ok(db, "BEGIN", "cannot begin")) {
+            rc = 1;
+            break;
+        }
+        PGresult *x = PQexec(db, mg->sql);
+        bool ok = PQresultStatus(x) == PGRES_COMMAND_OK || PQresultStatus(x) == PGRES_TUPLES_OK;
+        if (!ok)
+            fprintf(stderr, "tollgate: migration %s failed: %s", mg->name, PQerrorMessage(db));
+        PQclear(x);
+        if (ok) {
+            x = PQexecParams(db,
+                             "INSERT INTO schema_migrations (version, applied_at) VALUES ($1::int, now())", 1,
+                             NULL, params, NULL, NULL, 0);
+            ok = PQresultStatus(x) == PGRES_COMMAND_OK;
+            if (!ok)
+                fprintf(stderr, "tollgate: cannot record migration %s: %s", mg->name, PQerrorMessage(db));
+            PQclear(x);
+        }
+        if (ok && exec_ok(db, "COMMIT", "cannot commit")) {
+            fprintf(stderr, "tollgate: applied %s\n", mg->name);
+            n_applied++;
+        } else {
+            TG_IGNORE_RESULT(exec_ok(db, "ROLLBACK", "cannot roll back"));
+            rc = 1;
+        }
+    }
+    free(applied);
+    if (rc == 0 && n_applied == 0)
+        fputs("tollgate: the database is up to date\n", stderr);
+out:
+    TG_IGNORE_RESULT(
+        exec_ok(db, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", "cannot release the lock"));
+    return rc;
+}
+
+static int cmd_migrate(const opts_t *o)
+{
+    tg_config_t *c = load_config(o->config);
+    if (c == NULL)
+        return 1;
+    PGconn *db = db_connect(c);
+    tg_config_unref(c);
+    if (db == NULL)
+        return 1;
+    int rc = migrate(db);
+    PQfinish(db);
+    return rc;
+}
+
+static bool valid_label(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+static int create_key(PGconn *db, const tg_config_t *c, const char *tenant, const char *label)
+{
+    char key[TG_API_KEY_LEN + 1], prefix[11], hex[65];
+    uint8_t hash[32];
+    int rc = 1;
+    tg_api_key_generate(key);
+    tg_api_key_hash(hash, key, TG_API_KEY_LEN, c->key_pepper);
+    tg_api_key_prefix(prefix, key);
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+
+    if (!exec_ok(db, "BEGIN", "cannot begin"))
+        goto out;
+    const char *tp[1] = {tenant};
+    PGresult *r =
+        PQexecParams(db,
+                     "WITH ins AS (INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING "
+                     "RETURNING id) SELECT id FROM ins UNION ALL SELECT id FROM tenants WHERE name = $1",
+                     1, NULL, tp, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
+        fprintf(stderr, "tollgate: cannot create the tenant: %s", PQerrorMessage(db));
+        PQclear(r);
+        TG_IGNORE_RESULT(exec_ok(db, "ROLLBACK", "cannot roll back"));
+        goto out;
+    }
+    char tenant_id[32];
+    snprintf(tenant_id, sizeof(tenant_id), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+
+    const char *kp[4] = {tenant_id, hex, prefix, label};
+    r = PQexecParams(db,
+                     "INSERT INTO api_keys (tenant_id, key_hash, prefix, name) "
+                     "VALUES ($1::bigint, decode($2, 'hex'), $3, $4) RETURNING id",
+                     4, NULL, kp, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        /* the error names the constraint at most, never the parameter values */
+        fprintf(stderr, "tollgate: cannot create the key: %s",
+                PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                    ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                    : "unknown error");
+        fputc('\n', stderr);
+        PQclear(r);
+        TG_IGNORE_RESULT(exec_ok(db, "ROLLBACK", "cannot roll back"));
+        goto out;
+    }
+    char key_id[32];
+    snprintf(key_id, sizeof(key_id), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (!exec_ok(db, "COMMIT", "cannot commit"))
+        goto out;
+    fprintf(stderr, "tollgate: created key %s (id %s) for tenant \"%s\" (id %s)\n", prefix, key_id, tenant,
+            tenant_id);
+    printf("%s\n", key);
+    fflush(stdout);
+    rc = 0;
+out:
+    sodium_memzero(key, sizeof(key));
+    sodium_memzero(hash, sizeof(hash));
+    sodium_memzero(hex, sizeof(hex));
+    return rc;
+}
+
+static int cmd_keys_create(const opts_t *o)
+{
+    if (o->tenant == NULL) {
+        fputs("tollgate: keys create needs --tenant NAME\n", stderr);
+        usage(stderr);
+        return 2;
+    }
+    /* the gateway keeps at most 63 bytes of a tenant name per principal (auth.h) */
+    if (!valid_label(o->tenant, 63)) {
+        fputs("tollgate: --tenant must be 1 to 63 bytes without control characters\n", stderr);
+        return 2;
+    }
+    if (o->name != NULL && !valid_label(o->name, 200)) {
+        fputs("tollgate: --name must be 1 to 200 bytes without control characters\n", stderr);
+        return 2;
+    }
+    tg_config_t *c = load_config(o->config);
+    if (c == NULL)
+        return 1;
+    if (!c->has_pepper) {
+        fputs("tollgate: the config has no key pepper (secrets.key_pepper_env or secrets.key_pepper_file)\n",
+              stderr);
+        tg_config_unref(c);
+        return 1;
+    }
+    if (sodium_init() < 0) {
+        tg_config_unref(c);
+        return 1;
+    }
+    PGconn *db = db_connect(c);
+    int rc = 1;
+    if (db != NULL) {
+        rc = create_key(db, c, o->tenant, o->name);
+        PQfinish(db);
+    }
+    tg_config_unref(c);
+    return rc;
+}
+
+int tg_cli_main(int argc, char **argv)
+{
+    opts_t o = {0};
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "check") == 0) {
+        if (!parse_opts(argc, argv, 2, &o, false)) {
+            usage(stderr);
+            return 2;
+        }
+        return cmd_check(&o);
+    }
+    if (strcmp(cmd, "migrate") == 0) {
+        if (!parse_opts(argc, argv, 2, &o, false)) {
+            usage(stderr);
+            return 2;
+        }
+        return cmd_migrate(&o);
+    }
+    if (strcmp(cmd, "keys") == 0) {
+        if (argc < 3 || strcmp(argv[2], "create") != 0) {
+            fputs("tollgate: keys: the only subcommand is \"create\"\n", stderr);
+            usage(stderr);
+            return 2;
+        }
+        if (!parse_opts(argc, argv, 3, &o, true)) {
+            usage(stderr);
+            return 2;
+        }
+        return cmd_keys_create(&o);
+    }
+    fprintf(stderr, "tollgate: unknown command \"%s\"\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,211 @@
+/*
+ * test_auth.c - key generation and format checks, the keyed hash (the pepper matters), and the
+ * key cache: hits, misses, TTL expiry, negative entries, clearing and bounded eviction.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <string.h>
+
+#include "auth.h"
+
+static const uint8_t pepper_a[32] = {1, 2, 3};
+static const uint8_t pepper_b[32] = {1, 2, 4};
+
+static int setup(void **state)
+{
+    return sodium_init() < 0 ? -1 : 0;
+}
+
+static int clear_cache(void **state)
+{
+    tg_auth_cache_clear();
+    return 0;
+}
+
+static void test_generate(void **state)
+{
+    char k1[TG_API_KEY_LEN + 1], k2[TG_API_KEY_LEN + 1];
+    tg_api_key_generate(k1);
+    tg_api_key_generate(k2);
+    assert_int_equal(strlen(k1), TG_API_KEY_LEN);
+    assert_memory_equal(k1, "tg_", 3);
+    assert_null(strpbrk(k1 + 3, "+/="));
+    assert_string_not_equal(k1, k2);
+    assert_true(tg_api_key_well_formed(k1, strlen(k1)));
+    assert_true(tg_api_key_well_formed(k2, strlen(k2)));
+
+    char prefix[11];
+    tg_api_key_prefix(prefix, k1);
+    assert_int_equal(strlen(prefix), 10);
+    assert_memory_equal(prefix, k1, 10);
+}
+
+static void test_well_formed(void **state)
+{
+    char k[TG_API_KEY_LEN + 1];
+    tg_api_key_generate(k);
+    size_t n = strlen(k);
+    assert_false(tg_api_key_well_formed(k, n - 1)); /* too short */
+    assert_false(tg_api_key_well_formed(NULL, 0));
+    char bad[TG_API_KEY_LEN + 2];
+    memcpy(bad, k, n + 1);
+    bad[0] = 'x'; /* wrong prefix */
+    assert_false(tg_api_key_well_formed(bad, n));
+    memcpy(bad, k, n + 1);
+    bad[10] = '+'; /* standard base64, not url-safe */
+    assert_false(tg_api_key_well_formed(bad, n));
+    memcpy(bad, k, n + 1);
+    bad[20] = '\0'; /* an embedded NUL */
+    assert_false(tg_api_key_well_formed(bad, n));
+    /* the last character carries 2 padding bits that must be zero: 'B' (000001) is never canonical */
+    memcpy(bad, k, n + 1);
+    bad[n - 1] = 'B';
+    assert_false(tg_api_key_well_formed(bad, n));
+    bad[n - 1] = 'A';
+    assert_true(tg_api_key_well_formed(bad, n));
+}
+
+static void test_hash(void **state)
+{
+    const char *key = "tg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    uint8_t h1[32], h2[32], h3[32], want[32];
+    tg_api_key_hash(h1, key, strlen(key), pepper_a);
+    tg_api_key_hash(h2, key, strlen(key), pepper_a);
+    tg_api_key_hash(h3, key, strlen(key), pepper_b);
+    assert_memory_equal(h1, h2, 32);
+    assert_memory_not_equal(h1, h3, 32); /* the pepper matters */
+    /* it is BLAKE2b-256 keyed with the pepper, as the database expects */
+    crypto_generichash(want, 32, (const unsigned char *)key, strlen(key), pepper_a, 32);
+    assert_memory_equal(h1, want, 32);
+    /* and differs from the unkeyed hash */
+    crypto_generichash(want, 32, (const unsigned char *)key, strlen(key), NULL, 0);
+    assert_memory_not_equal(h1, want, 32);
+}
+
+static void make_hash(uint8_t h[32], uint8_t tag)
+{
+    /* same shard (byte 0) and same probe window (bytes 1..3) for every tag */
+    memset(h, 0x5a, 32);
+    h[31] = tag;
+}
+
+static void test_cache_hit_miss_ttl(void **state)
+{
+    uint8_t h[32];
+    make_hash(h, 1);
+    tg_principal_t p = {.tenant_id = 7, .key_id = 9}, out;
+    strcpy(p.tenant_name, "acme");
+
+    assert_int_equal(tg_auth_cache_get(h, 1000, &out), 0);
+    tg_auth_cache_put(h, &p, 2000);
+    memset(&out, 0, sizeof(out));
+    assert_int_equal(tg_auth_cache_get(h, 1999, &out), 1);
+    assert_int_equal(out.tenant_id, 7);
+    assert_int_equal(out.key_id, 9);
+    assert_string_equal(out.tenant_name, "acme");
+    assert_int_equal(tg_auth_cache_get(h, 2000, &out), 0); /* expired at its deadline */
+    assert_int_equal(tg_auth_cache_get(h, 1500, &out), 0); /* and dropped, not resurrected */
+
+    /* negative entry */
+    uint8_t n[32];
+    make_hash(n, 2);
+    tg_auth_cache_put(n, NULL, 3000);
+    assert_int_equal(tg_auth_cache_get(n, 2500, &out), TG_EUNAUTHENTICATED);
+    assert_int_equal(tg_auth_cache_get(n, 3000, &out), 0);
+
+    /* a different hash never matches */
+    tg_auth_cache_put(h, &p, 5000);
+    uint8_t other[32];
+    make_hash(other, 3);
+    assert_int_equal(tg_auth_cache_get(other, 100, &out), 0);
+
+    /* clear drops everything */
+    tg_auth_cache_clear();
+    assert_int_equal(tg_auth_cache_get(h, 100, &out), 0);
+}
+
+static void test_cache_eviction(void **state)
+{
+    tg_principal_t p = {.tenant_id = 1}, out;
+    uint8_t h[32];
+    /* 8 entries fill the probe window; the negative one expires first */
+    for (uint8_t i = 0; i < 8; i++) {
+        make_hash(h, i);
+        if (i == 3)
+            tg_auth_cache_put(h, NULL, 1500);
+        else
+            tg_auth_cache_put(h, &p, 10000 + i);
+    }
+    for (uint8_t i = 0; i < 8; i++) {
+        make_hash(h, i);
+        assert_int_equal(tg_auth_cache_get(h, 1000, &out), i == 3 ? TG_EUNAUTHENTICATED : 1);
+    }
+    /* a 9th evicts the entry that expires first: the negative one, not a tenant's key */
+    make_hash(h, 8);
+    tg_auth_cache_put(h, &p, 20000);
+    assert_int_equal(tg_auth_cache_get(h, 1000, &out), 1);
+    make_hash(h, 3);
+    assert_int_equal(tg_auth_cache_get(h, 1000, &out), 0);
+    for (uint8_t i = 0; i < 9; i++) {
+        make_hash(h, i);
+        if (i != 3)
+            assert_int_equal(tg_auth_cache_get(h, 1000, &out), 1);
+    }
+    /* re-putting an existing hash updates it in place */
+    make_hash(h, 0);
+    tg_auth_cache_put(h, NULL, 30000);
+    assert_int_equal(tg_auth_cache_get(h, 1000, &out), TG_EUNAUTHENTICATED);
+}
+
+static void never_called(void *arg, int rc, const tg_principal_t *p)
+{
+    fail_msg("callback must not run");
+}
+
+static void test_lookup_without_db(void **state)
+{
+    tg_principal_t out;
+    /* malformed: rejected at once, no callback, no query */
+    assert_int_equal(tg_auth_lookup(NULL, pepper_a, 60000, 1000, "nope", 4, &out, never_called, NULL),
+                     TG_EUNAUTHENTICATED);
+    char k[TG_API_KEY_LEN + 1];
+    tg_api_key_generate(k);
+    /* well-formed, not cached, no database: unavailable */
+    assert_int_equal(tg_auth_lookup(NULL, pepper_a, 60000, 1000, k, strlen(k), &out, never_called, NULL),
+                     TG_EDB_UNAVAILABLE);
+    /* cached under pepper_a: answered from the cache */
+    uint8_t h[32];
+    tg_api_key_hash(h, k, strlen(k), pepper_a);
+    tg_principal_t p = {.tenant_id = 42, .key_id = 5};
+    strcpy(p.tenant_name, "t42");
+    tg_auth_cache_put(h, &p, 61000);
+    memset(&out, 0, sizeof(out));
+    assert_int_equal(tg_auth_lookup(NULL, pepper_a, 60000, 1000, k, strlen(k), &out, never_called, NULL), 1);
+    assert_int_equal(out.tenant_id, 42);
+    assert_string_equal(out.tenant_name, "t42");
+    /* the same key under another pepper is another hash: not in the cache */
+    assert_int_equal(tg_auth_lookup(NULL, pepper_b, 60000, 1000, k, strlen(k), &out, never_called, NULL),
+                     TG_EDB_UNAVAILABLE);
+    /* a negative entry answers at once too */
+    tg_auth_cache_put(h, NULL, 2000);
+    assert_int_equal(tg_auth_lookup(NULL, pepper_a, 60000, 1000, k, strlen(k), &out, never_called, NULL),
+                     TG_EUNAUTHENTICATED);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_generate),
+        cmocka_unit_test(test_well_formed),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test_setup(test_cache_hit_miss_ttl, clear_cache),
+        cmocka_unit_test_setup(test_cache_eviction, clear_cache),
+        cmocka_unit_test_setup(test_lookup_without_db, clear_cache),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
