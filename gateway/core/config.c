@@ -71,10 +71,13 @@ __attribute__((format(printf, 2, 3))) static void verr(vctx_t *v, const char *fm
 /* "prefix.key", or "key" at the top level. */
 static void join(char *out, size_t cap, const char *prefix, const char *key)
 {
+    int n;
     if (prefix == NULL || prefix[0] == '\0')
-        snprintf(out, cap, "%s", key);
+        n = snprintf(out, cap, "%s", key);
     else
-        snprintf(out, cap, "%s.%s", prefix, key);
+        n = snprintf(out, cap, "%s.%s", prefix, key);
+    if (n < 0 || (size_t)n >= cap) /* a path too long for a message is cut, visibly */
+        memcpy(out + cap - 4, "...", 4);
 }
 
 /* A short JSON rendering of a (non-secret) value for an error message. */

@@ -65,6 +65,14 @@ void tg_breaker_health(tg_breaker_t *b, uint64_t now_ms, bool ok);
 /** Latency tracking (TTFT for streams): degraded while the recent latency is above threshold_ms. */
 void tg_breaker_latency(tg_breaker_t *b, uint64_t latency_us, uint32_t threshold_ms);
 bool tg_breaker_is_degraded(tg_breaker_t *b);
+/** The same with an explicit clock (the planner and tests use these). Recent latency is an EWMA
+ *  (new sample weighs 1/4); degraded above threshold_ms, restored below 80% of it (hysteresis);
+ *  a degraded mark not confirmed by a sample for open_ms expires, so the target is measured
+ *  again. The no-`now` variants use the latest time the breaker has seen. threshold 0 = never. */
+void tg_breaker_latency_at(tg_breaker_t *b, uint64_t now_ms, uint64_t latency_us, uint32_t threshold_ms);
+bool tg_breaker_is_degraded_at(tg_breaker_t *b, uint64_t now_ms);
+/** The current latency average in microseconds (0 = no sample). */
+uint64_t tg_breaker_latency_us(tg_breaker_t *b);
 
 const char *tg_breaker_state_name(tg_breaker_state_t s);
 /** Appends {"target":..,"state":..,"consecutive_failures":..,"degraded":..,"retry_in_ms":..}. */

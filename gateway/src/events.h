@@ -7,6 +7,8 @@
 #ifndef TG_EVENTS_H
 #define TG_EVENTS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -28,11 +30,31 @@ typedef struct tg_failover_event {
 
 const char *tg_event_kind_name(tg_event_kind_t k);
 
-/** Starts the writer thread (conninfo NULL: events are only counted). */
+/**
+ * Starts the writer thread (conninfo NULL: the queue works but nothing is stored).
+ * queue_cap 0 = 4096. Before start (or after stop) emit only counts metrics.
+ * Thread: main. Returns 0, TG_ENOMEM, or TG_EINTERNAL when already running.
+ */
 int tg_events_start(const char *conninfo, size_t queue_cap);
-void tg_events_stop(void); /* flushes what is queued, joins */
+void tg_events_stop(void); /* flushes what is queued (gives up on a DB still down), joins */
+/** Copies the event into the queue, never blocks: a full queue drops it
+ *  (tollgate_events_dropped_total). Counts tollgate_failovers_total{from,to,reason} for
+ *  skipped/failed events that name a to_target. at_unix_ms 0 = now. Thread: any. */
 void tg_events_emit(const tg_failover_event_t *ev);
-/** Blocks (off-loop only) until everything emitted so far is written; tests. */
+/** Blocks (off-loop only) until everything emitted so far is written or given up on; tests.
+ *  While the writer is paused, or the DB is down, it waits. */
 void tg_events_flush(void);
+
+/** Test hook: a paused writer takes nothing from the queue (so tests can fill it). */
+void tg_events_pause(bool paused);
+
+typedef struct tg_events_stats {
+    uint64_t emitted; /* accepted into the queue */
+    uint64_t written; /* stored (or, without a DB, taken by the writer) */
+    uint64_t dropped; /* refused (queue full) or lost (rejected by the DB, DB down at stop) */
+    size_t queued;
+} tg_events_stats_t;
+
+void tg_events_stats(tg_events_stats_t *out);
 
 #endif

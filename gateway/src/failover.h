@@ -52,6 +52,8 @@ typedef struct tg_plan {
     tg_breaker_t *_breakers[TG_PLAN_MAX_TARGETS];
     uint8_t _tries[TG_PLAN_MAX_TARGETS];
     int64_t _not_before_ms[TG_PLAN_MAX_TARGETS]; /* from Retry-After */
+    bool _retry_ok[TG_PLAN_MAX_TARGETS];         /* a short Retry-After allows one more try */
+    bool _skipped[TG_PLAN_MAX_TARGETS];          /* breaker said skip: not asked again */
     size_t _n;
     const tg_model_cfg_t *_ctx_fallback;
     tg_breaker_t *_ctx_fallback_breaker;
@@ -59,9 +61,10 @@ typedef struct tg_plan {
     bool _done;
     tg_plan_opts_t _opts;
     uint64_t _waited_ms;
-    int _cur;                  /* index of the target being attempted, -1 none */
+    int _cur; /* index of the target being attempted, -1 none */
     tg_admit_t _cur_admit;
     const tg_classified_t *_caller_error; /* points into recs when a caller error ended the plan */
+    bool _served;
 } tg_plan_t;
 
 typedef struct tg_step {
@@ -73,10 +76,16 @@ typedef struct tg_step {
 
 /** `breakers[i]` is the breaker of `targets[i]` (callers use tg_breaker_get(target_key)). */
 void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker_t *const *breakers, size_t n,
-                  const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker, const tg_plan_opts_t *opts);
+                  const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker,
+                  const tg_plan_opts_t *opts);
 /** Next step. Skips of open breakers are recorded (recs[].skipped) as they happen. */
 tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms);
-/** Records the outcome of the attempt returned by the last tg_plan_next; updates its breaker. */
+/**
+ * Records the outcome of the attempt returned by the last tg_plan_next; updates its breaker,
+ * observes tollgate_attempt_duration_seconds{target,outcome} and, on success, feeds
+ * latency_us to the breaker's latency tracker when the provider has latency_threshold_ms.
+ * latency_us is the time to the first byte for streams, to the whole answer otherwise.
+ */
 void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, uint64_t latency_us);
 /** The request waited `ms` (a WAIT step was honoured). */
 void tg_plan_waited(tg_plan_t *p, uint32_t ms);
@@ -91,6 +100,16 @@ TG_MUST_CHECK int tg_plan_final_error(const tg_plan_t *p, uint64_t now_ms, int *
 /** "2" and "server_error" style header values: number of real attempts, reason of the first failover. */
 size_t tg_plan_attempt_count(const tg_plan_t *p);
 const char *tg_plan_fallback_reason(const tg_plan_t *p); /* NULL when served by the first target */
+
+/**
+ * Emits the plan's failover events (events.h) once it has ended (served or failed): one
+ * `skipped` per skipped target, one `failed` per failed attempt (to = the next target tried,
+ * "" when none), and one `fallback` when a target other than the chain's first served
+ * (from = the first target, reason = the first failure's, added latency = the time spent
+ * in failed attempts and waits). at_unix_ms 0 = now. Thread: any.
+ */
+void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t tenant_id, const char *chain,
+                         int64_t at_unix_ms);
 
 /** Maps an outcome to what the breaker records. */
 tg_result_t tg_outcome_breaker_result(tg_outcome_class_t c);

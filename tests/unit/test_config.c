@@ -43,7 +43,7 @@ static char *parse_fail(const char *json)
     assert_int_equal(tg_config_parse(json, strlen(json), "test.json", &c, &errs), TG_ECONFIG);
     assert_null(c);
     assert_non_null(errs.data);
-    size_t len;
+    size_t len = 0;
     return tg_buf_take(&errs, &len);
 }
 

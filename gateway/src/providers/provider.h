@@ -140,4 +140,53 @@ int64_t tg_parse_retry_after_ms(const char *value, int64_t now_unix);
  */
 int tg_canon_validate(const json_t *req, char *param, size_t param_len, tg_error_t *err);
 
+/* ---- helpers shared by the adapters (common.c): for providers/ and their tests only ---- */
+
+/** Sets out->url to the concatenation of the non-NULL parts. */
+TG_MUST_CHECK int tg_prov_set_url(tg_upstream_req_t *out, const char *base, const char *p1, const char *p2,
+                                  const char *p3);
+/** Serialises body (borrowed) compactly into out->body. */
+TG_MUST_CHECK int tg_prov_set_body(tg_upstream_req_t *out, const json_t *body, tg_error_t *err);
+/** Appends a canonical parameter name to out->dropped (skipped, never truncated, if it does not fit). */
+void tg_prov_drop(tg_upstream_req_t *out, const char *param);
+
+/** Identity of the canonical chunks of one stream (copied out of tg_resp_in_t at stream_create). */
+typedef struct tg_chunk_ctx {
+    char *id;    /* "chatcmpl-<request_id>" */
+    char *model; /* reported model */
+    int64_t created;
+} tg_chunk_ctx_t;
+
+TG_MUST_CHECK int tg_chunk_ctx_init(tg_chunk_ctx_t *c, const tg_resp_in_t *in);
+void tg_chunk_ctx_dispose(tg_chunk_ctx_t *c);
+/** A chat.completion.chunk with one choice; `delta` is stolen; finish may be NULL. */
+json_t *tg_prov_chunk_new(const tg_chunk_ctx_t *c, json_t *delta, const char *finish);
+/** Emits a chunk (stolen); returns 0, TG_ENOMEM, or TG_EINTERNAL when emit asked to stop. */
+int tg_prov_emit(tg_chunk_cb emit, void *ud, json_t *chunk);
+/** Emits the final usage chunk (choices []). */
+int tg_prov_emit_usage(const tg_chunk_ctx_t *c, const tg_usage_t *u, tg_chunk_cb emit, void *ud);
+/** OpenAI "usage" object for u (new reference). */
+json_t *tg_prov_usage_json(const tg_usage_t *u);
+/** Reads a JSON integer (or integral real) as int64; 0 when absent or not a number. */
+int64_t tg_prov_int(const json_t *obj, const char *key);
+/** "chatcmpl-<request_id>" into dst. */
+void tg_prov_completion_id(const tg_resp_in_t *in, char *dst, size_t n);
+
+/** Starts a classification: status, Retry-After, and defaults for every field. */
+void tg_prov_classified_init(tg_classified_t *out, int status, const char *retry_after);
+/** Classification from the status alone (used when the body says nothing more specific). */
+void tg_prov_classify_status(tg_classified_t *out);
+/** Copies src into dst (truncating), masking anything that looks like a credential. */
+void tg_prov_copy_public(char *dst, size_t n, const char *src);
+
+/** Splits "data:<mime>;base64,<payload>". Returns 0 and borrowed spans, or -1 if it is not one. */
+int tg_prov_data_url(const char *url, const char **mime, size_t *mime_len, const char **payload);
+/** Guesses an image MIME type from a URL's extension ("image/jpeg" by default). */
+const char *tg_prov_mime_from_url(const char *url);
+/**
+ * Appends the text of an OpenAI message content (string, or the "text" of every text part,
+ * separated by sep) to out. Non-text parts are skipped.
+ */
+TG_MUST_CHECK int tg_prov_content_text(const json_t *content, const char *sep, tg_buf_t *out);
+
 #endif

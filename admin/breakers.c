@@ -1,0 +1,69 @@
+/*
+ * breakers.c - GET /admin/v1/breakers and POST /admin/v1/breakers/{target}/reset.
+ *
+ * Breakers live in breaker.c's process-wide registry (one per target, shared by every worker), so
+ * any worker can answer; nothing here blocks beyond each breaker's tiny lock.
+ */
+#include <jansson.h>
+#include <string.h>
+
+#include "admin.h"
+#include "breaker.h"
+#include "clock.h"
+#include "http.h"
+
+#define LIST_MAX_BYTES (8u << 20)
+
+typedef struct {
+    tg_buf_t *out;
+    uint64_t now_ms;
+    size_t n;
+    int rc;
+} list_ctx_t;
+
+static void append_one(void *ud, tg_breaker_t *b)
+{
+    list_ctx_t *c = ud;
+    if (c->rc != 0)
+        return;
+    if (c->n > 0)
+        c->rc = tg_buf_append(c->out, ",", 1);
+    if (c->rc == 0)
+        c->rc = tg_breaker_to_json(b, c->now_ms, c->out);
+    c->n++;
+}
+
+void tg_admin_breakers_list(h2o_req_t *req)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, LIST_MAX_BYTES);
+    list_ctx_t c = {.out = &b, .now_ms = tg_now_ms()};
+    c.rc = tg_buf_append_str(&b, "{\"data\":[");
+    if (c.rc == 0)
+        tg_breaker_foreach(append_one, &c);
+    if (c.rc == 0)
+        c.rc = tg_buf_append_str(&b, "]}");
+    if (c.rc != 0)
+        tg_http_send_error(req, c.rc == TG_ETOO_LARGE ? TG_EINTERNAL : c.rc, NULL, NULL, 0);
+    else
+        tg_http_send_raw_json(req, 200, b.data, b.len);
+    tg_buf_dispose(&b);
+}
+
+void tg_admin_breaker_reset(h2o_req_t *req, const char *target)
+{
+    tg_breaker_t *br = tg_breaker_find(target);
+    if (br == NULL) {
+        tg_http_send_error(req, TG_ENOT_FOUND, "no breaker for this target", "target", 0);
+        return;
+    }
+    tg_breaker_reset(br);
+    json_t *v = json_pack("{s:s,s:s}", "target", tg_breaker_key(br), "state",
+                          tg_breaker_state_name(tg_breaker_state(br, tg_now_ms())));
+    if (v == NULL) {
+        tg_http_send_error(req, TG_ENOMEM, NULL, NULL, 0);
+        return;
+    }
+    tg_http_send_json(req, 200, v);
+    json_decref(v);
+}

@@ -1,0 +1,455 @@
+/*
+ * failover.c - the attempt planner: which target next, when to wait, when to
+ * give up, and the final error. Pure apart from the breakers it consults and
+ * the metrics it counts; the rules are in failover.h and FAILOVER.md.
+ */
+#include "failover.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "events.h"
+#include "metrics.h"
+
+#define CUR_NONE (-1)
+#define CUR_CTX  (-2) /* the context fallback is being attempted */
+
+static const tg_plan_opts_t default_opts = {
+    .max_attempts_per_target = 1, .retry_wait_cap_ms = 10000, .short_wait_ms = 2000};
+
+tg_result_t tg_outcome_breaker_result(tg_outcome_class_t c)
+{
+    switch (c) {
+    case TG_OUTCOME_SUCCESS:
+        return TG_RESULT_SUCCESS;
+    case TG_OUTCOME_TRANSPORT:
+    case TG_OUTCOME_TIMEOUT:
+    case TG_OUTCOME_SERVER:
+    case TG_OUTCOME_RATE_LIMITED:
+        return TG_RESULT_FAILURE;
+    case TG_OUTCOME_MISCONFIGURED:
+        return TG_RESULT_FAILURE_OPEN;
+    case TG_OUTCOME_CONTEXT_LENGTH:
+    case TG_OUTCOME_CALLER:
+        return TG_RESULT_NEUTRAL;
+    }
+    return TG_RESULT_NEUTRAL;
+}
+
+void tg_classify_transport(int tg_err, const char *timeout_kind, tg_classified_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->retry_after_ms = -1;
+    out->status = 0;
+    int code = tg_err;
+    switch (tg_err) {
+    case TG_EUPSTREAM_UNREACHABLE:
+        out->cls = TG_OUTCOME_TRANSPORT;
+        snprintf(out->reason, sizeof(out->reason), "connect_error");
+        break;
+    case TG_EUPSTREAM_TIMEOUT:
+        out->cls = TG_OUTCOME_TIMEOUT;
+        snprintf(out->reason, sizeof(out->reason), "timeout_%s",
+                 timeout_kind != NULL && timeout_kind[0] != '\0' ? timeout_kind : "total");
+        break;
+    case TG_EUPSTREAM_PROTOCOL:
+        out->cls = TG_OUTCOME_TRANSPORT;
+        snprintf(out->reason, sizeof(out->reason), "protocol_error");
+        break;
+    case TG_ESTREAM_BROKEN:
+        out->cls = TG_OUTCOME_TRANSPORT;
+        snprintf(out->reason, sizeof(out->reason), "stream_broken");
+        break;
+    default:
+        /* any other transport failure (curl error, our own resource limits) */
+        out->cls = TG_OUTCOME_TRANSPORT;
+        snprintf(out->reason, sizeof(out->reason), "transport_error");
+        code = TG_EUPSTREAM_FAILED;
+        break;
+    }
+    snprintf(out->type, sizeof(out->type), "%s", tg_err_type(code));
+    snprintf(out->code, sizeof(out->code), "%s", tg_err_code(code));
+    snprintf(out->message, sizeof(out->message), "%s", tg_err_public_msg(code));
+}
+
+void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker_t *const *breakers, size_t n,
+                  const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker,
+                  const tg_plan_opts_t *opts)
+{
+    memset(p, 0, sizeof(*p));
+    if (n > TG_PLAN_MAX_TARGETS)
+        n = TG_PLAN_MAX_TARGETS;
+    for (size_t i = 0; i < n; i++) {
+        p->_targets[i] = targets[i];
+        p->_breakers[i] = breakers != NULL ? breakers[i] : NULL;
+    }
+    p->_n = n;
+    p->_ctx_fallback = ctx_fallback;
+    p->_ctx_fallback_breaker = ctx_fallback_breaker;
+    p->_opts = opts != NULL ? *opts : default_opts;
+    if (p->_opts.max_attempts_per_target == 0)
+        p->_opts.max_attempts_per_target = 1;
+    if (p->_opts.max_attempts_per_target > 8) /* _tries is 8 bits; recs are bounded anyway */
+        p->_opts.max_attempts_per_target = 8;
+    p->_cur = CUR_NONE;
+}
+
+/* Room for one more record, keeping the last slot for an attempt's outcome. */
+static bool room_for_skip(const tg_plan_t *p)
+{
+    return p->n_recs + 1 < TG_PLAN_MAX_ATTEMPTS;
+}
+
+static void add_skip(tg_plan_t *p, const tg_model_cfg_t *t)
+{
+    tg_attempt_rec_t *r = &p->recs[p->n_recs++];
+    memset(r, 0, sizeof(*r));
+    r->target = t;
+    r->skipped = true;
+    /* cls means nothing for a skip (callers test `skipped` first); the reason names it */
+    r->out.cls = TG_OUTCOME_SERVER;
+    r->out.retry_after_ms = -1;
+    snprintf(r->out.reason, sizeof(r->out.reason), "breaker_open");
+}
+
+static tg_admit_t admit(tg_breaker_t *b, uint64_t now_ms)
+{
+    return b != NULL ? tg_breaker_admit(b, now_ms) : TG_ADMIT_YES;
+}
+
+static tg_step_t step_fail(tg_plan_t *p)
+{
+    p->_done = true;
+    return (tg_step_t){.kind = TG_STEP_FAIL};
+}
+
+static tg_step_t step_attempt(tg_plan_t *p, int cur, tg_admit_t a)
+{
+    p->_cur = cur;
+    p->_cur_admit = a;
+    const tg_model_cfg_t *t = cur == CUR_CTX ? p->_ctx_fallback : p->_targets[cur];
+    return (tg_step_t){.kind = TG_STEP_ATTEMPT, .target = t, .probe = a == TG_ADMIT_PROBE};
+}
+
+tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
+{
+    if (p->_done || p->_served || p->n_recs >= TG_PLAN_MAX_ATTEMPTS)
+        return step_fail(p);
+    if (p->_cur != CUR_NONE) /* the previous attempt was never recorded: count it as neutral */
+        tg_breaker_record(p->_cur == CUR_CTX ? p->_ctx_fallback_breaker : p->_breakers[p->_cur], now_ms,
+                          p->_cur_admit, TG_RESULT_NEUTRAL);
+    p->_cur = CUR_NONE;
+
+    /* After a context-length error only the larger-context fallback may serve. */
+    if (p->_ctx_fallback_armed) {
+        if (p->_ctx_fallback_used)
+            return step_fail(p);
+        p->_ctx_fallback_used = true;
+        tg_admit_t a = admit(p->_ctx_fallback_breaker, now_ms);
+        if (a == TG_ADMIT_SKIP) {
+            add_skip(p, p->_ctx_fallback);
+            return step_fail(p);
+        }
+        return step_attempt(p, CUR_CTX, a);
+    }
+
+    /* Fresh tries: targets with fewer tries first (round r), healthy before degraded,
+     * chain order within each. A target waiting on its Retry-After is not due yet. */
+    for (uint32_t r = 0; r < p->_opts.max_attempts_per_target; r++) {
+        for (int pass = 0; pass < 2; pass++) {
+            for (size_t i = 0; i < p->_n; i++) {
+                if (p->_skipped[i] || p->_tries[i] != r || p->_not_before_ms[i] > (int64_t)now_ms)
+                    continue;
+                bool degraded = p->_breakers[i] != NULL && tg_breaker_is_degraded_at(p->_breakers[i], now_ms);
+                if (degraded != (pass == 1))
+                    continue;
+                if (!room_for_skip(p))
+                    return step_fail(p);
+                tg_admit_t a = admit(p->_breakers[i], now_ms);
+                if (a == TG_ADMIT_SKIP) {
+                    p->_skipped[i] = true;
+                    add_skip(p, p->_targets[i]);
+                    continue;
+                }
+                p->_tries[i]++;
+                p->_retry_ok[i] = false;
+                return step_attempt(p, (int)i, a);
+            }
+        }
+    }
+
+    /* No other target is usable: a target that asked for a short Retry-After may be tried
+     * once more, after its wait, within the request's waiting budget. */
+    int best = -1;
+    for (size_t i = 0; i < p->_n; i++) {
+        if (!p->_retry_ok[i] || p->_skipped[i])
+            continue;
+        if (p->_not_before_ms[i] <= (int64_t)now_ms) {
+            if (!room_for_skip(p))
+                return step_fail(p);
+            p->_retry_ok[i] = false;
+            tg_admit_t a = admit(p->_breakers[i], now_ms);
+            if (a == TG_ADMIT_SKIP) {
+                p->_skipped[i] = true;
+                add_skip(p, p->_targets[i]);
+                continue;
+            }
+            p->_tries[i]++;
+            return step_attempt(p, (int)i, a);
+        }
+        if (best < 0 || p->_not_before_ms[i] < p->_not_before_ms[best])
+            best = (int)i;
+    }
+    if (best >= 0) {
+        uint64_t wait = (uint64_t)(p->_not_before_ms[best] - (int64_t)now_ms);
+        uint64_t left =
+            p->_opts.retry_wait_cap_ms > p->_waited_ms ? p->_opts.retry_wait_cap_ms - p->_waited_ms : 0;
+        if (wait <= left)
+            return (tg_step_t){.kind = TG_STEP_WAIT, .wait_ms = (uint32_t)wait};
+    }
+    return step_fail(p);
+}
+
+void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, uint64_t latency_us)
+{
+    if (p->_cur == CUR_NONE || p->n_recs >= TG_PLAN_MAX_ATTEMPTS)
+        return;
+    int cur = p->_cur;
+    p->_cur = CUR_NONE;
+    const tg_model_cfg_t *t = cur == CUR_CTX ? p->_ctx_fallback : p->_targets[cur];
+    tg_breaker_t *b = cur == CUR_CTX ? p->_ctx_fallback_breaker : p->_breakers[cur];
+
+    tg_attempt_rec_t *r = &p->recs[p->n_recs++];
+    memset(r, 0, sizeof(*r));
+    r->target = t;
+    r->out = *out;
+    r->latency_us = latency_us;
+
+    if (b != NULL) {
+        tg_breaker_record(b, now_ms, p->_cur_admit, tg_outcome_breaker_result(out->cls));
+        if (out->cls == TG_OUTCOME_SUCCESS && t->provider != NULL && t->provider->latency_threshold_ms > 0)
+            tg_breaker_latency_at(b, now_ms, latency_us, t->provider->latency_threshold_ms);
+    }
+    if (t->target_key != NULL) {
+        char labels[320] = "";
+        tg_metrics_label(labels, sizeof(labels), "target", t->target_key);
+        tg_metrics_label(labels, sizeof(labels), "outcome", tg_outcome_name(out->cls));
+        tg_metrics_observe("tollgate_attempt_duration_seconds", labels, (double)latency_us / 1e6);
+    }
+
+    switch (out->cls) {
+    case TG_OUTCOME_SUCCESS:
+        p->_served = true;
+        p->_done = true;
+        break;
+    case TG_OUTCOME_RATE_LIMITED:
+        if (cur >= 0 && out->retry_after_ms >= 0) {
+            p->_not_before_ms[cur] = (int64_t)now_ms + out->retry_after_ms;
+            /* a short wait may retry this target (only if nothing else is usable, see next);
+             * a long one just fails over */
+            p->_retry_ok[cur] = p->_tries[cur] <= p->_opts.max_attempts_per_target && /* one retry */
+                                (uint64_t)out->retry_after_ms <= p->_opts.short_wait_ms &&
+                                p->_waited_ms + (uint64_t)out->retry_after_ms <= p->_opts.retry_wait_cap_ms;
+        }
+        break;
+    case TG_OUTCOME_CONTEXT_LENGTH:
+        if (cur != CUR_CTX && p->_ctx_fallback != NULL && p->_ctx_fallback != t && !p->_ctx_fallback_armed) {
+            p->_ctx_fallback_armed = true;
+        } else {
+            p->_caller_error = &r->out;
+            p->_done = true;
+        }
+        break;
+    case TG_OUTCOME_CALLER:
+        p->_caller_error = &r->out;
+        p->_done = true;
+        break;
+    case TG_OUTCOME_TRANSPORT:
+    case TG_OUTCOME_TIMEOUT:
+    case TG_OUTCOME_SERVER:
+    case TG_OUTCOME_MISCONFIGURED:
+        break; /* fail over; the breaker already counted it */
+    }
+}
+
+void tg_plan_waited(tg_plan_t *p, uint32_t ms)
+{
+    p->_waited_ms += ms;
+}
+
+size_t tg_plan_attempt_count(const tg_plan_t *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_recs; i++)
+        if (!p->recs[i].skipped)
+            n++;
+    return n;
+}
+
+const char *tg_plan_fallback_reason(const tg_plan_t *p)
+{
+    if (p->n_recs == 0 || (!p->recs[0].skipped && p->recs[0].out.cls == TG_OUTCOME_SUCCESS))
+        return NULL;
+    return p->recs[0].out.reason;
+}
+
+static const char *target_name(const tg_model_cfg_t *t)
+{
+    if (t == NULL)
+        return "";
+    return t->target_key != NULL ? t->target_key : (t->name != NULL ? t->name : "");
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? json_string(s) : json_null();
+}
+
+/* {"error":{...}} from an upstream's normalised caller error. */
+static json_t *caller_error_body(const tg_classified_t *c)
+{
+    int fallback = c->cls == TG_OUTCOME_CONTEXT_LENGTH ? TG_ECONTEXT_LENGTH : TG_EINVALID_REQUEST;
+    json_t *e = json_object();
+    json_object_set_new(e, "message",
+                        json_string(c->message[0] != '\0' ? c->message : tg_err_public_msg(fallback)));
+    json_object_set_new(e, "type", json_string(c->type[0] != '\0' ? c->type : tg_err_type(fallback)));
+    json_object_set_new(
+        e, "code",
+        c->code[0] != '\0'
+            ? json_string(c->code)
+            : (c->cls == TG_OUTCOME_CONTEXT_LENGTH ? json_string("context_length_exceeded") : json_null()));
+    json_object_set_new(e, "param", str_or_null(c->param));
+    json_t *root = json_object();
+    json_object_set_new(root, "error", e);
+    return root;
+}
+
+static json_t *all_failed_body(const tg_plan_t *p)
+{
+    tg_buf_t msg;
+    tg_buf_init(&msg, 4096);
+    int rc = tg_buf_append_str(&msg, "all targets failed");
+    json_t *attempts = json_array();
+    for (size_t i = 0; i < p->n_recs; i++) {
+        const tg_attempt_rec_t *r = &p->recs[i];
+        const char *name = target_name(r->target);
+        if (rc == 0)
+            rc = tg_buf_appendf(&msg, "%s %s: %s", i == 0 ? ":" : ";", name, r->out.reason);
+        if (rc == 0 && r->skipped)
+            rc = tg_buf_append_str(&msg, " (skipped)");
+        else if (rc == 0 && r->out.status > 0)
+            rc = tg_buf_appendf(&msg, " (%d)", r->out.status);
+        json_t *a = json_object();
+        json_object_set_new(a, "target", json_string(name));
+        json_object_set_new(a, "reason", json_string(r->out.reason));
+        json_object_set_new(a, "status", r->out.status > 0 ? json_integer(r->out.status) : json_null());
+        json_object_set_new(a, "skipped", json_boolean(r->skipped));
+        json_array_append_new(attempts, a);
+    }
+    if (p->n_recs == 0 && rc == 0)
+        rc = tg_buf_append_str(&msg, ": no target in the chain");
+    /* a message too long for its cap ends with what fit: the attempts array has it all */
+    json_t *e = json_object();
+    json_object_set_new(e, "message", json_string(msg.data != NULL ? msg.data : "all targets failed"));
+    json_object_set_new(e, "type", json_string("service_unavailable"));
+    json_object_set_new(e, "code", json_string("no_target_available"));
+    json_object_set_new(e, "param", json_null());
+    json_object_set_new(e, "attempts", attempts);
+    tg_buf_dispose(&msg);
+    json_t *root = json_object();
+    json_object_set_new(root, "error", e);
+    return root;
+}
+
+/* Seconds until the first breaker of the chain lets a probe through, or 0 when some target
+ * is closed (a retry now could be served, so no Retry-After). */
+static uint32_t all_open_retry_after_s(const tg_plan_t *p, uint64_t now_ms)
+{
+    if (p->_n == 0)
+        return 0;
+    uint64_t min_ms = UINT64_MAX;
+    for (size_t i = 0; i < p->_n; i++) {
+        tg_breaker_t *b = p->_breakers[i];
+        if (b == NULL)
+            return 0;
+        tg_breaker_state_t s = tg_breaker_state(b, now_ms);
+        if (s == TG_BREAKER_CLOSED)
+            return 0;
+        /* half-open: its probe slot may be taken; tell the client to come back soon */
+        uint64_t in = s == TG_BREAKER_OPEN ? tg_breaker_retry_in_ms(b, now_ms) : 0;
+        if (in < min_ms)
+            min_ms = in;
+    }
+    uint64_t s = (min_ms + 999) / 1000;
+    return s == 0 ? 1 : (uint32_t)s;
+}
+
+int tg_plan_final_error(const tg_plan_t *p, uint64_t now_ms, int *status, tg_buf_t *body,
+                        uint32_t *retry_after_s)
+{
+    json_t *root;
+    *retry_after_s = 0;
+    if (p->_caller_error != NULL) {
+        int st = p->_caller_error->status;
+        *status = st >= 400 && st <= 499 ? st : 400;
+        root = caller_error_body(p->_caller_error);
+    } else {
+        *status = 503;
+        root = all_failed_body(p);
+        *retry_after_s = all_open_retry_after_s(p, now_ms);
+    }
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text == NULL)
+        return TG_ENOMEM;
+    int rc = tg_buf_append_str(body, text);
+    free(text);
+    return rc;
+}
+
+static void fill_event(tg_failover_event_t *ev, tg_event_kind_t kind, const char *request_id,
+                       int64_t tenant_id, const char *chain, int64_t at_unix_ms)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->kind = kind;
+    snprintf(ev->request_id, sizeof(ev->request_id), "%s", request_id != NULL ? request_id : "");
+    ev->tenant_id = tenant_id;
+    snprintf(ev->chain, sizeof(ev->chain), "%s", chain != NULL ? chain : "");
+    ev->at_unix_ms = at_unix_ms;
+}
+
+void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t tenant_id, const char *chain,
+                         int64_t at_unix_ms)
+{
+    uint64_t spent_us = p->_waited_ms * 1000u;
+    for (size_t i = 0; i < p->n_recs; i++) {
+        const tg_attempt_rec_t *r = &p->recs[i];
+        if (!r->skipped && (r->out.cls == TG_OUTCOME_SUCCESS || r->out.cls == TG_OUTCOME_CALLER))
+            continue; /* served, or the caller's own error: no failover happened there */
+        if (!r->skipped)
+            spent_us += r->latency_us;
+        tg_failover_event_t ev;
+        fill_event(&ev, r->skipped ? TG_EV_SKIPPED : TG_EV_FAILED, request_id, tenant_id, chain, at_unix_ms);
+        snprintf(ev.from_target, sizeof(ev.from_target), "%s", target_name(r->target));
+        if (i + 1 < p->n_recs)
+            snprintf(ev.to_target, sizeof(ev.to_target), "%s", target_name(p->recs[i + 1].target));
+        snprintf(ev.reason, sizeof(ev.reason), "%s", r->out.reason);
+        ev.status = r->skipped ? 0 : r->out.status;
+        ev.added_latency_us = r->skipped ? 0 : r->latency_us;
+        tg_events_emit(&ev);
+    }
+    const char *reason = tg_plan_fallback_reason(p);
+    if (p->_served && reason != NULL && p->n_recs > 0) {
+        const tg_attempt_rec_t *first = &p->recs[0];
+        const tg_attempt_rec_t *last = &p->recs[p->n_recs - 1];
+        tg_failover_event_t ev;
+        fill_event(&ev, TG_EV_FALLBACK, request_id, tenant_id, chain, at_unix_ms);
+        snprintf(ev.from_target, sizeof(ev.from_target), "%s", target_name(first->target));
+        snprintf(ev.to_target, sizeof(ev.to_target), "%s", target_name(last->target));
+        snprintf(ev.reason, sizeof(ev.reason), "%s", reason);
+        ev.status = first->skipped ? 0 : first->out.status;
+        ev.added_latency_us = spent_us;
+        tg_events_emit(&ev);
+    }
+}

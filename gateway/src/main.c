@@ -1,0 +1,69 @@
+/*
+ * main.c - the tollgate binary: `tollgate serve -c FILE` runs the server; every other subcommand
+ * (check, migrate, keys) is handed to cli.c.
+ *
+ * Process-wide library setup happens here, before any thread exists: curl_global_init is not
+ * thread-safe, sodium_init seeds the RNG used for request ids and key hashes, and SIGPIPE is
+ * ignored because a client closing its socket mid-write must be an error return, not a death.
+ */
+#include <curl/curl.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "admin.h"
+#include "cli.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: tollgate serve -c FILE\n"
+          "       tollgate check -c FILE\n"
+          "       tollgate migrate -c FILE\n"
+          "       tollgate keys create -c FILE --tenant NAME [--name LABEL]\n",
+          f);
+}
+
+static int serve(int argc, char **argv)
+{
+    const char *config = NULL;
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            config = argv[++i];
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    tg_server_set_admin_router(tg_admin_route);
+    return tg_server_run(config);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (sodium_init() < 0) {
+        fputs("tollgate: libsodium failed to initialise\n", stderr);
+        return 1;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fputs("tollgate: libcurl failed to initialise\n", stderr);
+        return 1;
+    }
+    int rc = strcmp(argv[1], "serve") == 0 ? serve(argc, argv) : tg_cli_main(argc, argv);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,33 @@
+// Polling helpers: tests wait for a condition, never for a fixed time.
+import { setTimeout as delay } from 'node:timers/promises';
+
+/**
+ * Calls fn until it returns a truthy value (returned) or tries run out (throws, naming `what`
+ * and the last value seen). The pause between tries only paces the polling.
+ */
+export async function waitFor(fn, { tries = 200, every = 50, what = 'condition' } = {}) {
+    let last;
+    for (let i = 0; i < tries; i++) {
+        last = await fn();
+        if (last) return last;
+        await delay(every);
+    }
+    throw new Error(`gave up waiting for ${what} after ${tries} tries; last value: ${JSON.stringify(last)}`);
+}
+
+/**
+ * Polls fn() (a number) until it moves by at most `slack` over `stable` consecutive samples;
+ * returns the last value.
+ */
+export async function waitStable(fn, { stable = 5, slack = 0, tries = 400, every = 50, what = 'a stable value' } = {}) {
+    let prev = await fn();
+    let same = 0;
+    for (let i = 0; i < tries; i++) {
+        await delay(every);
+        const v = await fn();
+        same = Math.abs(v - prev) <= slack ? same + 1 : 0;
+        prev = v;
+        if (same >= stable) return v;
+    }
+    throw new Error(`gave up waiting for ${what}; last value: ${prev}`);
+}

@@ -1,0 +1,214 @@
+/*
+ * test_events.c - the failover event queue: bounded (a full queue drops and
+ * counts, emit never blocks), flush waits for everything emitted before it,
+ * failovers are counted at emit time. Without a database (conninfo NULL).
+ * With TG_TEST_PG set (a libpq conninfo), also writes to a real
+ * failover_events table and reads the rows back.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events.h"
+#include "metrics.h"
+
+static tg_failover_event_t make_event(tg_event_kind_t kind, const char *from, const char *to,
+                                      const char *reason)
+{
+    tg_failover_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = kind;
+    snprintf(ev.request_id, sizeof(ev.request_id), "req_test");
+    ev.tenant_id = 42;
+    snprintf(ev.chain, sizeof(ev.chain), "smart");
+    snprintf(ev.from_target, sizeof(ev.from_target), "%s", from);
+    snprintf(ev.to_target, sizeof(ev.to_target), "%s", to);
+    snprintf(ev.reason, sizeof(ev.reason), "%s", reason);
+    ev.status = 503;
+    ev.added_latency_us = 1234;
+    return ev;
+}
+
+static void test_kind_names(void **state)
+{
+    assert_string_equal(tg_event_kind_name(TG_EV_SKIPPED), "skipped");
+    assert_string_equal(tg_event_kind_name(TG_EV_FAILED), "failed");
+    assert_string_equal(tg_event_kind_name(TG_EV_FALLBACK), "fallback");
+}
+
+static void test_full_queue_drops(void **state)
+{
+    assert_int_equal(tg_events_start(NULL, 4), 0);
+    assert_int_equal(tg_events_start(NULL, 4), TG_EINTERNAL); /* only one writer */
+    tg_events_pause(true);
+    double dropped0 = tg_metrics_get("tollgate_events_dropped_total", "");
+    tg_failover_event_t ev = make_event(TG_EV_FAILED, "p/a", "p/b", "http_503");
+    for (int i = 0; i < 6; i++)
+        tg_events_emit(&ev); /* never blocks, even with the writer paused */
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.emitted, 4);
+    assert_int_equal(st.queued, 4);
+    assert_int_equal(st.dropped, 2);
+    assert_int_equal(st.written, 0);
+    assert_true(tg_metrics_get("tollgate_events_dropped_total", "") == dropped0 + 2);
+    /* every failover is counted, stored or not */
+    assert_true(tg_metrics_get("tollgate_failovers_total", "from=\"p/a\",to=\"p/b\",reason=\"http_503\"") >=
+                6);
+
+    tg_events_pause(false);
+    tg_events_flush();
+    tg_events_stats(&st);
+    assert_int_equal(st.written, 4);
+    assert_int_equal(st.queued, 0);
+    tg_events_stop();
+}
+
+static void test_flush_many_batches(void **state)
+{
+    assert_int_equal(tg_events_start(NULL, 2048), 0);
+    tg_failover_event_t ev = make_event(TG_EV_SKIPPED, "p/a", "", "breaker_open");
+    for (int i = 0; i < 1000; i++)
+        tg_events_emit(&ev);
+    tg_events_flush();
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.emitted, 1000);
+    assert_int_equal(st.written, 1000);
+    assert_int_equal(st.dropped, 0);
+    tg_events_stop();
+    /* after stop, emit only counts: nothing is queued, nothing blocks */
+    tg_events_emit(&ev);
+    tg_events_flush();
+}
+
+static void test_fallback_not_counted_as_failover(void **state)
+{
+    assert_int_equal(tg_events_start(NULL, 16), 0);
+    double before =
+        tg_metrics_get("tollgate_failovers_total", "from=\"x/1\",to=\"x/2\",reason=\"timeout_idle\"");
+    tg_failover_event_t ev = make_event(TG_EV_FALLBACK, "x/1", "x/2", "timeout_idle");
+    tg_events_emit(&ev); /* the summary of a request's failovers: its hops were counted already */
+    assert_true(tg_metrics_get("tollgate_failovers_total",
+                               "from=\"x/1\",to=\"x/2\",reason=\"timeout_idle\"") == before);
+    ev = make_event(TG_EV_FAILED, "x/1", "", "timeout_idle"); /* the last attempt: no move */
+    tg_events_emit(&ev);
+    assert_true(tg_metrics_get("tollgate_failovers_total", "from=\"x/1\",to=\"\",reason=\"timeout_idle\"") ==
+                0);
+    tg_events_stop();
+}
+
+static void test_db_down_stop_does_not_hang(void **state)
+{
+    /* nothing listens there: connecting fails at once, the writer backs off holding the
+     * batch, and stop gives up on it (counted as dropped) instead of hanging */
+    assert_int_equal(tg_events_start("host=/nonexistent-tollgate-dir port=1 connect_timeout=1", 16), 0);
+    tg_failover_event_t ev = make_event(TG_EV_FAILED, "p/a", "p/b", "http_503");
+    for (int i = 0; i < 3; i++)
+        tg_events_emit(&ev);
+    tg_events_stop();
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.emitted, 3);
+    assert_int_equal(st.written, 0);
+    assert_int_equal(st.dropped, 3);
+    assert_int_equal(st.queued, 0);
+}
+
+static PGresult *exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    return r;
+}
+
+static void test_postgres_writer(void **state)
+{
+    const char *ci = getenv("TG_TEST_PG");
+    if (ci == NULL || ci[0] == '\0')
+        skip();
+    PGconn *c = PQconnectdb(ci);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    /* the schema of docs/CONVENTIONS.md, in a scratch schema so a migrated DB is untouched */
+    PQclear(exec_ok(c, "SET client_min_messages = warning"));
+    PQclear(exec_ok(c,
+                    "DROP SCHEMA IF EXISTS tg_events_test CASCADE; CREATE SCHEMA tg_events_test; "
+                    "CREATE TABLE tg_events_test.failover_events (id bigserial primary key, at timestamptz "
+                    "not null, request_id text, tenant_id bigint, chain text, kind text, from_target text, "
+                    "to_target text, reason text, status int, added_latency_us bigint)"));
+    char conninfo[1024];
+    snprintf(conninfo, sizeof(conninfo),
+             "%s application_name=tg_events_test_writer options='-c search_path=tg_events_test'", ci);
+    assert_int_equal(tg_events_start(conninfo, 1024), 0);
+    tg_failover_event_t ev = make_event(TG_EV_FAILED, "p/a", "p/b", "http_503");
+    for (int i = 0; i < 300; i++) /* more than one batch */
+        tg_events_emit(&ev);
+    ev = make_event(TG_EV_SKIPPED, "p/b", "", "breaker_open");
+    ev.tenant_id = 0;
+    ev.status = 0;
+    ev.at_unix_ms = 1700000000123;
+    tg_events_emit(&ev);
+    tg_events_flush();
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.written, 301);
+    assert_int_equal(st.dropped, 0);
+
+    PGresult *r =
+        exec_ok(c, "SELECT count(*) FROM tg_events_test.failover_events WHERE kind = 'failed' AND "
+                   "tenant_id = 42 AND status = 503 AND to_target = 'p/b' AND added_latency_us = 1234 "
+                   "AND request_id = 'req_test' AND chain = 'smart'");
+    assert_string_equal(PQgetvalue(r, 0, 0), "300");
+    PQclear(r);
+    r = exec_ok(c, "SELECT tenant_id IS NULL, status IS NULL, to_target IS NULL, "
+                   "(extract(epoch from at) * 1000)::bigint FROM tg_events_test.failover_events "
+                   "WHERE kind = 'skipped'");
+    assert_int_equal(PQntuples(r), 1);
+    assert_string_equal(PQgetvalue(r, 0, 0), "t");
+    assert_string_equal(PQgetvalue(r, 0, 1), "t");
+    assert_string_equal(PQgetvalue(r, 0, 2), "t");
+    assert_string_equal(PQgetvalue(r, 0, 3), "1700000000123");
+    PQclear(r);
+
+    /* the writer's connection dies: it reconnects (with back-off) and the batch is kept */
+    r = exec_ok(c, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE application_name = 'tg_events_test_writer') t");
+    assert_string_equal(PQgetvalue(r, 0, 0), "1");
+    PQclear(r);
+    ev = make_event(TG_EV_FALLBACK, "p/a", "p/c", "http_503");
+    for (int i = 0; i < 5; i++)
+        tg_events_emit(&ev);
+    tg_events_flush();
+    tg_events_stats(&st);
+    assert_int_equal(st.written, 306);
+    assert_int_equal(st.dropped, 0);
+    r = exec_ok(c, "SELECT count(*) FROM tg_events_test.failover_events WHERE kind = 'fallback'");
+    assert_string_equal(PQgetvalue(r, 0, 0), "5");
+    PQclear(r);
+
+    tg_events_stop();
+    PQclear(exec_ok(c, "DROP SCHEMA tg_events_test CASCADE"));
+    PQfinish(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_full_queue_drops),
+        cmocka_unit_test(test_flush_many_batches),
+        cmocka_unit_test(test_fallback_not_counted_as_failover),
+        cmocka_unit_test(test_db_down_stop_does_not_hang),
+        cmocka_unit_test(test_postgres_writer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,552 @@
+/*
+ * test_failover.c - the attempt planner against real breakers and an injected
+ * clock: every row of the outcome table, every planner rule, the final error
+ * bodies and the transport classification.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "events.h"
+#include "failover.h"
+#include "metrics.h"
+
+static tg_provider_cfg_t prov_p = {.name = "p", .kind = TG_KIND_OPENAI};
+static tg_provider_cfg_t prov_q = {.name = "q", .kind = TG_KIND_ANTHROPIC, .latency_threshold_ms = 100};
+
+static tg_model_cfg_t mod_a = {.name = "a", .upstream = "ua", .provider = &prov_p, .target_key = "p/ua"};
+static tg_model_cfg_t mod_b = {.name = "b", .upstream = "ub", .provider = &prov_q, .target_key = "q/ub"};
+static tg_model_cfg_t mod_c = {.name = "c", .upstream = "uc", .provider = &prov_q, .target_key = "q/uc"};
+
+static const tg_breaker_opts_t bopts = {.failure_threshold = 3, .open_ms = 30000, .half_open_probes = 1};
+
+typedef struct fx {
+    tg_breaker_t *ba, *bb, *bc;
+    const tg_model_cfg_t *targets[3];
+    tg_breaker_t *breakers[3];
+    tg_plan_t plan;
+} fx_t;
+
+static int setup(void **state)
+{
+    static fx_t f;
+    memset(&f, 0, sizeof(f));
+    f.ba = tg_breaker_create("p/ua", &bopts);
+    f.bb = tg_breaker_create("q/ub", &bopts);
+    f.bc = tg_breaker_create("q/uc", &bopts);
+    f.targets[0] = &mod_a;
+    f.targets[1] = &mod_b;
+    f.targets[2] = &mod_c;
+    f.breakers[0] = f.ba;
+    f.breakers[1] = f.bb;
+    f.breakers[2] = f.bc;
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    tg_breaker_destroy(f->ba);
+    tg_breaker_destroy(f->bb);
+    tg_breaker_destroy(f->bc);
+    return 0;
+}
+
+static tg_classified_t out_of(tg_outcome_class_t cls, int status, const char *reason, int64_t retry_after_ms)
+{
+    tg_classified_t c;
+    memset(&c, 0, sizeof(c));
+    c.cls = cls;
+    c.status = status;
+    c.retry_after_ms = retry_after_ms;
+    snprintf(c.reason, sizeof(c.reason), "%s", reason);
+    return c;
+}
+
+static const tg_classified_t OK = {
+    .cls = TG_OUTCOME_SUCCESS, .status = 200, .retry_after_ms = -1, .reason = "ok"};
+
+static void init2(fx_t *f, const tg_plan_opts_t *o)
+{
+    tg_plan_init(&f->plan, f->targets, f->breakers, 2, NULL, NULL, o);
+}
+
+static void expect_attempt(tg_plan_t *p, uint64_t now, const tg_model_cfg_t *t, bool probe)
+{
+    tg_step_t s = tg_plan_next(p, now);
+    assert_int_equal(s.kind, TG_STEP_ATTEMPT);
+    assert_ptr_equal(s.target, t);
+    assert_int_equal(s.probe, probe);
+}
+
+static void expect_fail(tg_plan_t *p, uint64_t now)
+{
+    tg_step_t s = tg_plan_next(p, now);
+    assert_int_equal(s.kind, TG_STEP_FAIL);
+}
+
+static void test_served_by_first(void **state)
+{
+    fx_t *f = *state;
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &OK, 1000);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 1);
+    assert_null(tg_plan_fallback_reason(&f->plan));
+    expect_fail(&f->plan, 0); /* done: nothing more to do */
+}
+
+/* Rows of the outcome table that fail over and count against the breaker. */
+static void test_failover_rows(void **state)
+{
+    fx_t *f = *state;
+    struct {
+        tg_outcome_class_t cls;
+        int status;
+        const char *reason;
+        tg_breaker_state_t after; /* the failed target's breaker after one failure */
+    } rows[] = {
+        {TG_OUTCOME_TRANSPORT, 0, "connect_error", TG_BREAKER_CLOSED},
+        {TG_OUTCOME_TIMEOUT, 0, "timeout_first_byte", TG_BREAKER_CLOSED},
+        {TG_OUTCOME_SERVER, 500, "http_500", TG_BREAKER_CLOSED},
+        {TG_OUTCOME_SERVER, 503, "http_503", TG_BREAKER_CLOSED},
+        {TG_OUTCOME_SERVER, 529, "overloaded", TG_BREAKER_CLOSED},
+        {TG_OUTCOME_RATE_LIMITED, 429, "rate_limited", TG_BREAKER_CLOSED},
+        {TG_OUTCOME_MISCONFIGURED, 401, "http_401", TG_BREAKER_OPEN},
+        {TG_OUTCOME_MISCONFIGURED, 404, "model_not_found", TG_BREAKER_OPEN},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        tg_breaker_reset(f->ba);
+        tg_breaker_reset(f->bb);
+        init2(f, NULL);
+        expect_attempt(&f->plan, 0, &mod_a, false);
+        tg_classified_t o = out_of(rows[i].cls, rows[i].status, rows[i].reason, -1);
+        tg_plan_record(&f->plan, 0, &o, 2000);
+        assert_int_equal(tg_breaker_state(f->ba, 0), rows[i].after);
+        expect_attempt(&f->plan, 0, &mod_b, false);
+        tg_plan_record(&f->plan, 0, &OK, 1000);
+        assert_int_equal(tg_plan_attempt_count(&f->plan), 2);
+        assert_string_equal(tg_plan_fallback_reason(&f->plan), rows[i].reason);
+        assert_int_equal(f->plan.n_recs, 2);
+        assert_false(f->plan.recs[0].skipped);
+        assert_int_equal(f->plan.recs[0].out.status, rows[i].status);
+    }
+    /* counted failures: the third one opens the breaker */
+    tg_breaker_reset(f->ba);
+    for (int k = 0; k < 3; k++) {
+        init2(f, NULL);
+        expect_attempt(&f->plan, 0, &mod_a, false);
+        tg_classified_t o = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+        tg_plan_record(&f->plan, 0, &o, 10);
+    }
+    assert_int_equal(tg_breaker_state(f->ba, 0), TG_BREAKER_OPEN);
+}
+
+static void test_caller_error_no_failover(void **state)
+{
+    fx_t *f = *state;
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_CALLER, 422, "http_422", -1);
+    snprintf(o.message, sizeof(o.message), "temperature must be <= 2");
+    snprintf(o.type, sizeof(o.type), "invalid_request_error");
+    snprintf(o.param, sizeof(o.param), "temperature");
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 1);
+    /* not counted against the breaker */
+    for (int i = 0; i < 5; i++)
+        tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_NEUTRAL);
+    assert_int_equal(tg_breaker_state(f->ba, 0), TG_BREAKER_CLOSED);
+
+    int status = 0;
+    uint32_t ra = 99;
+    tg_buf_t body;
+    tg_buf_init(&body, 65536);
+    assert_int_equal(tg_plan_final_error(&f->plan, 0, &status, &body, &ra), 0);
+    assert_int_equal(status, 422);
+    assert_int_equal(ra, 0);
+    assert_string_equal(body.data, "{\"error\":{\"message\":\"temperature must be <= 2\",\"type\":"
+                                   "\"invalid_request_error\",\"code\":null,\"param\":\"temperature\"}}");
+    tg_buf_dispose(&body);
+}
+
+static void test_context_length_goes_to_fallback_only(void **state)
+{
+    fx_t *f = *state;
+    tg_plan_init(&f->plan, f->targets, f->breakers, 2, &mod_c, f->bc, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_CONTEXT_LENGTH, 400, "context_length", -1);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_c, false); /* not b */
+    tg_plan_record(&f->plan, 0, &OK, 10);
+    assert_string_equal(tg_plan_fallback_reason(&f->plan), "context_length");
+    assert_int_equal(tg_breaker_state(f->ba, 0), TG_BREAKER_CLOSED);
+
+    /* the fallback failing too ends the plan: b is still not tried */
+    tg_plan_init(&f->plan, f->targets, f->breakers, 2, &mod_c, f->bc, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_c, false);
+    tg_classified_t e = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 0, &e, 10);
+    expect_fail(&f->plan, 0);
+    int status;
+    uint32_t ra;
+    tg_buf_t body;
+    tg_buf_init(&body, 65536);
+    assert_int_equal(tg_plan_final_error(&f->plan, 0, &status, &body, &ra), 0);
+    assert_int_equal(status, 503);
+    tg_buf_dispose(&body);
+}
+
+static void test_context_length_without_fallback(void **state)
+{
+    fx_t *f = *state;
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_CONTEXT_LENGTH, 400, "context_length", -1);
+    snprintf(o.message, sizeof(o.message), "This model's maximum context length is 128000 tokens");
+    snprintf(o.type, sizeof(o.type), "invalid_request_error");
+    snprintf(o.code, sizeof(o.code), "context_length_exceeded");
+    snprintf(o.param, sizeof(o.param), "messages");
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+    int status;
+    uint32_t ra;
+    tg_buf_t body;
+    tg_buf_init(&body, 65536);
+    assert_int_equal(tg_plan_final_error(&f->plan, 0, &status, &body, &ra), 0);
+    assert_int_equal(status, 400);
+    assert_int_equal(ra, 0);
+    assert_string_equal(body.data, "{\"error\":{\"message\":\"This model's maximum context length is 128000 "
+                                   "tokens\",\"type\":\"invalid_request_error\",\"code\":\"context_length_"
+                                   "exceeded\",\"param\":\"messages\"}}");
+    tg_buf_dispose(&body);
+}
+
+static void test_open_breaker_is_skipped(void **state)
+{
+    fx_t *f = *state;
+    tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 10, &mod_b, false);
+    assert_int_equal(f->plan.n_recs, 1);
+    assert_true(f->plan.recs[0].skipped);
+    assert_ptr_equal(f->plan.recs[0].target, &mod_a);
+    assert_string_equal(f->plan.recs[0].out.reason, "breaker_open");
+    tg_plan_record(&f->plan, 10, &OK, 10);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 1);
+    assert_string_equal(tg_plan_fallback_reason(&f->plan), "breaker_open");
+
+    /* after open_ms the next plan is the half-open probe; a concurrent one skips it */
+    init2(f, NULL);
+    expect_attempt(&f->plan, 30000, &mod_a, true);
+    tg_plan_t other;
+    tg_plan_init(&other, f->targets, f->breakers, 2, NULL, NULL, NULL);
+    expect_attempt(&other, 30000, &mod_b, false);
+    assert_true(other.recs[0].skipped);
+    tg_plan_record(&f->plan, 30001, &OK, 10);
+    assert_int_equal(tg_breaker_state(f->ba, 30001), TG_BREAKER_CLOSED);
+}
+
+static void test_degraded_after_healthy(void **state)
+{
+    fx_t *f = *state;
+    tg_breaker_latency_at(f->ba, 0, 5000000, 100);
+    assert_true(tg_breaker_is_degraded_at(f->ba, 0));
+    init2(f, NULL);
+    expect_attempt(&f->plan, 1, &mod_b, false);
+    tg_classified_t o = out_of(TG_OUTCOME_SERVER, 502, "http_502", -1);
+    tg_plan_record(&f->plan, 1, &o, 10);
+    expect_attempt(&f->plan, 1, &mod_a, false); /* still tried, last */
+    tg_plan_record(&f->plan, 1, &OK, 10);
+
+    /* a success feeds the latency tracker of a provider with a threshold (q: 100 ms) */
+    init2(f, NULL);
+    expect_attempt(&f->plan, 2, &mod_b, false);
+    tg_plan_record(&f->plan, 2, &OK, 900000);
+    assert_true(tg_breaker_is_degraded_at(f->bb, 2));
+}
+
+static void test_max_attempts_per_target(void **state)
+{
+    fx_t *f = *state;
+    tg_classified_t o = out_of(TG_OUTCOME_SERVER, 500, "http_500", -1);
+    init2(f, NULL); /* default: one each */
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 2);
+
+    tg_breaker_reset(f->ba);
+    tg_breaker_reset(f->bb);
+    tg_plan_opts_t two = {.max_attempts_per_target = 2, .retry_wait_cap_ms = 10000, .short_wait_ms = 2000};
+    init2(f, &two); /* round robin: every target once before any twice */
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    /* two counted failures: still closed (the threshold is three) */
+    assert_int_equal(tg_breaker_state(f->ba, 0), TG_BREAKER_CLOSED);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+}
+
+static void test_retry_after_short_wait_same_target(void **state)
+{
+    fx_t *f = *state;
+    tg_plan_init(&f->plan, f->targets, f->breakers, 1, NULL, NULL, NULL);
+    expect_attempt(&f->plan, 100, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_RATE_LIMITED, 429, "rate_limited", 1000);
+    tg_plan_record(&f->plan, 100, &o, 10);
+    tg_step_t s = tg_plan_next(&f->plan, 100);
+    assert_int_equal(s.kind, TG_STEP_WAIT);
+    assert_int_equal(s.wait_ms, 1000);
+    tg_plan_waited(&f->plan, 1000);
+    expect_attempt(&f->plan, 1100, &mod_a, false);
+    /* one retry only: a second 429 ends the plan */
+    tg_plan_record(&f->plan, 1100, &o, 10);
+    expect_fail(&f->plan, 1100);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 2);
+}
+
+static void test_retry_after_fails_over_first(void **state)
+{
+    fx_t *f = *state;
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_RATE_LIMITED, 429, "rate_limited", 500);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_b, false); /* another target is usable: no waiting */
+    tg_classified_t e = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 200, &e, 10);
+    tg_step_t s = tg_plan_next(&f->plan, 200);
+    assert_int_equal(s.kind, TG_STEP_WAIT);
+    assert_int_equal(s.wait_ms, 300); /* what is left of a's Retry-After */
+    tg_plan_waited(&f->plan, 300);
+    expect_attempt(&f->plan, 500, &mod_a, false);
+    tg_plan_record(&f->plan, 500, &OK, 10);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 3);
+}
+
+static void test_retry_after_long_or_capped(void **state)
+{
+    fx_t *f = *state;
+    /* a long Retry-After fails over (here: nothing left) */
+    tg_plan_init(&f->plan, f->targets, f->breakers, 1, NULL, NULL, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_RATE_LIMITED, 429, "rate_limited", 5000);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+
+    /* no Retry-After at all: no retry */
+    tg_breaker_reset(f->ba);
+    tg_plan_init(&f->plan, f->targets, f->breakers, 1, NULL, NULL, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    o.retry_after_ms = -1;
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+
+    /* the total waiting cap */
+    tg_breaker_reset(f->ba);
+    tg_plan_opts_t cap = {.max_attempts_per_target = 1, .retry_wait_cap_ms = 800, .short_wait_ms = 2000};
+    tg_plan_init(&f->plan, f->targets, f->breakers, 1, NULL, NULL, &cap);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    o.retry_after_ms = 1000;
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+}
+
+static void test_all_failed_body(void **state)
+{
+    fx_t *f = *state;
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_classified_t t;
+    tg_classify_transport(TG_EUPSTREAM_TIMEOUT, "first_byte", &t);
+    tg_plan_record(&f->plan, 0, &t, 10);
+    expect_fail(&f->plan, 0);
+
+    int status;
+    uint32_t ra = 7;
+    tg_buf_t body;
+    tg_buf_init(&body, 65536);
+    assert_int_equal(tg_plan_final_error(&f->plan, 0, &status, &body, &ra), 0);
+    assert_int_equal(status, 503);
+    assert_int_equal(ra, 0); /* breakers still closed: a retry could be served */
+    json_error_t jerr;
+    json_t *root = json_loads(body.data, 0, &jerr);
+    assert_non_null(root);
+    json_t *e = json_object_get(root, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "message")),
+                        "all targets failed: p/ua: http_503 (503); q/ub: timeout_first_byte");
+    assert_string_equal(json_string_value(json_object_get(e, "type")), "service_unavailable");
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "no_target_available");
+    assert_true(json_is_null(json_object_get(e, "param")));
+    json_t *att = json_object_get(e, "attempts");
+    assert_int_equal(json_array_size(att), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(att, 1), "reason")),
+                        "timeout_first_byte");
+    assert_true(json_is_null(json_object_get(json_array_get(att, 1), "status")));
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(att, 0), "status")), 503);
+    assert_true(json_is_false(json_object_get(json_array_get(att, 0), "skipped")));
+    json_decref(root);
+    tg_buf_dispose(&body);
+}
+
+static void test_everything_down_retry_after(void **state)
+{
+    fx_t *f = *state;
+    /* a's breaker opened at 0, b's at 20000: b's probe is the soonest, at 50000 */
+    tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 20000, &mod_b, false);
+    tg_classified_t o = out_of(TG_OUTCOME_MISCONFIGURED, 401, "http_401", -1);
+    tg_plan_record(&f->plan, 20000, &o, 10);
+    expect_fail(&f->plan, 20000);
+    int status;
+    uint32_t ra;
+    tg_buf_t body;
+    tg_buf_init(&body, 65536);
+    assert_int_equal(tg_plan_final_error(&f->plan, 20000, &status, &body, &ra), 0);
+    assert_int_equal(status, 503);
+    assert_int_equal(ra, 10); /* a's probe is due at 30000 */
+    assert_non_null(
+        strstr(body.data, "all targets failed: p/ua: breaker_open (skipped); q/ub: http_401 (401)"));
+    tg_buf_dispose(&body);
+
+    /* a plan where every breaker is open does no I/O at all */
+    init2(f, NULL);
+    expect_fail(&f->plan, 20001);
+    assert_int_equal(f->plan.n_recs, 2);
+    assert_true(f->plan.recs[0].skipped && f->plan.recs[1].skipped);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 0);
+    tg_buf_init(&body, 65536);
+    assert_int_equal(tg_plan_final_error(&f->plan, 29500, &status, &body, &ra), 0);
+    assert_int_equal(ra, 1); /* 500 ms rounds up to one second */
+    tg_buf_dispose(&body);
+}
+
+static void test_unrecorded_probe_is_released(void **state)
+{
+    fx_t *f = *state;
+    tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 30000, &mod_a, true);
+    /* the caller asks again without recording (cancelled): the probe slot is given back */
+    expect_attempt(&f->plan, 30000, &mod_b, false);
+    assert_int_equal(tg_breaker_admit(f->ba, 30000), TG_ADMIT_PROBE);
+}
+
+static void test_outcome_breaker_results(void **state)
+{
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_SUCCESS), TG_RESULT_SUCCESS);
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_TRANSPORT), TG_RESULT_FAILURE);
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_TIMEOUT), TG_RESULT_FAILURE);
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_SERVER), TG_RESULT_FAILURE);
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_RATE_LIMITED), TG_RESULT_FAILURE);
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_MISCONFIGURED), TG_RESULT_FAILURE_OPEN);
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_CONTEXT_LENGTH), TG_RESULT_NEUTRAL);
+    assert_int_equal(tg_outcome_breaker_result(TG_OUTCOME_CALLER), TG_RESULT_NEUTRAL);
+}
+
+static void test_classify_transport(void **state)
+{
+    tg_classified_t c;
+    tg_classify_transport(TG_EUPSTREAM_UNREACHABLE, NULL, &c);
+    assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
+    assert_string_equal(c.reason, "connect_error");
+    assert_int_equal(c.status, 0);
+    assert_int_equal(c.retry_after_ms, -1);
+    assert_string_equal(c.code, "upstream_unreachable");
+    const char *kinds[] = {"connect", "first_byte", "idle", "total"};
+    for (size_t i = 0; i < 4; i++) {
+        char want[40];
+        snprintf(want, sizeof(want), "timeout_%s", kinds[i]);
+        tg_classify_transport(TG_EUPSTREAM_TIMEOUT, kinds[i], &c);
+        assert_int_equal(c.cls, TG_OUTCOME_TIMEOUT);
+        assert_string_equal(c.reason, want);
+        assert_string_equal(c.type, "timeout_error");
+    }
+    tg_classify_transport(TG_EUPSTREAM_TIMEOUT, NULL, &c);
+    assert_string_equal(c.reason, "timeout_total");
+    tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, &c);
+    assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
+    assert_string_equal(c.reason, "protocol_error");
+    tg_classify_transport(TG_ESTREAM_BROKEN, NULL, &c);
+    assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
+    assert_string_equal(c.reason, "stream_broken");
+    tg_classify_transport(TG_EUPSTREAM_FAILED, NULL, &c);
+    assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
+}
+
+static void test_events_and_metrics(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(tg_events_start(NULL, 64), 0);
+    tg_plan_init(&f->plan, f->targets, f->breakers, 3, NULL, NULL, NULL);
+    tg_breaker_record(f->bb, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 0, &o, 1500);
+    expect_attempt(&f->plan, 0, &mod_c, false); /* b skipped */
+    tg_plan_record(&f->plan, 0, &OK, 700);
+    assert_string_equal(tg_plan_fallback_reason(&f->plan), "http_503");
+
+    double before =
+        tg_metrics_get("tollgate_failovers_total", "from=\"p/ua\",to=\"q/ub\",reason=\"http_503\"");
+    tg_plan_emit_events(&f->plan, "req_1", 7, "smart", 0);
+    tg_events_flush();
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.emitted, 3); /* failed a, skipped b, fallback a -> c */
+    assert_int_equal(st.written, 3);
+    assert_int_equal(st.dropped, 0);
+    assert_true(tg_metrics_get("tollgate_failovers_total", "from=\"p/ua\",to=\"q/ub\",reason=\"http_503\"") ==
+                before + 1);
+    assert_true(
+        tg_metrics_get("tollgate_failovers_total", "from=\"q/ub\",to=\"q/uc\",reason=\"breaker_open\"") >= 1);
+    assert_true(
+        tg_metrics_get("tollgate_attempt_duration_seconds", "target=\"p/ua\",outcome=\"server_error\"") >= 1);
+    tg_events_stop();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_served_by_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failover_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_caller_error_no_failover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_context_length_goes_to_fallback_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_context_length_without_fallback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_breaker_is_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_degraded_after_healthy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_attempts_per_target, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_short_wait_same_target, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_fails_over_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_long_or_capped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_failed_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_everything_down_retry_after, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unrecorded_probe_is_released, setup, teardown),
+        cmocka_unit_test(test_outcome_breaker_results),
+        cmocka_unit_test(test_classify_transport),
+        cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
