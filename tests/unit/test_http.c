@@ -1,7 +1,9 @@
 /*
  * test_http.c - http.c's helpers that need no socket (error JSON, request ids), and upstream.c's
  * transfer engine on a real h2o loop against a tiny in-process HTTP server: body delivery, the
- * head callback, pause/resume, connection refused, the first-byte timeout and cancellation.
+ * head callback, pause/resume, connection refused, the first-byte timeout and cancellation; the
+ * admin API's pure parsers; and server.c's whole life cycle in-process (routes, 404/405/413 JSON,
+ * /readyz without a database, metrics, admin routes, SIGHUP reload good and bad, SIGTERM exit 0).
  */
 #define _GNU_SOURCE /* memmem */
 #include <stdarg.h>
@@ -613,9 +615,11 @@ static size_t current_models(void)
 
 static void test_server_lifecycle(void **state)
 {
-    char dir[] = "/tmp/tg-test-http-XXXXXX"; /* a test temp dir, not a repository path */
+    const char *tmp = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/tg-test-http-XXXXXX", tmp);
     assert_non_null(mkdtemp(dir));
-    char path[128];
+    char path[300];
     snprintf(path, sizeof(path), "%s/tollgate.json", dir);
     setenv("TG_TEST_PEPPER", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", 1);
     uint16_t data = free_port(), admin = free_port();
