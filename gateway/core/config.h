@@ -137,7 +137,7 @@ const tg_chain_cfg_t *tg_config_find_chain(const tg_config_t *c, const char *nam
 const tg_provider_cfg_t *tg_config_find_provider(const tg_config_t *c, const char *name);
 
 /* The process-wide current snapshot (reload swaps it). Thread: any. */
-tg_config_t *tg_config_acquire(void); /* returns a new reference */
-void tg_config_publish(tg_config_t *c);  /* takes over the caller's reference */
+tg_config_t *tg_config_acquire(void);   /* returns a new reference */
+void tg_config_publish(tg_config_t *c); /* takes over the caller's reference */
 
 #endif

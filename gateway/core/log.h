@@ -32,10 +32,10 @@ tg_log_level_t tg_log_level(void);
 void tg_log_set_fd(int fd);
 void tg__log(tg_log_level_t level, const char *event, ...);
 
-#define TG_LOG(level, ...)                                                                                     \
-    do {                                                                                                       \
-        if ((level) <= tg_log_level())                                                                         \
-            tg__log((level), __VA_ARGS__, TG_KV_END);                                                          \
+#define TG_LOG(level, ...)                            \
+    do {                                              \
+        if ((level) <= tg_log_level())                \
+            tg__log((level), __VA_ARGS__, TG_KV_END); \
     } while (0)
 
 /** Appends s as a JSON string body (without quotes) into dst; returns bytes written or -1 if it won't fit. */

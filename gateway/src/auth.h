@@ -38,8 +38,8 @@ typedef void (*tg_auth_cb)(void *arg, int rc, const tg_principal_t *p);
  * TG_EUNAUTHENTICATED at once for a malformed or cached-unknown key (no callback), 0 when a
  * query was sent (cb fires exactly once later), or TG_EDB_UNAVAILABLE (no callback).
  */
-int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, uint64_t now_ms, const char *key,
-                   size_t len, tg_principal_t *out, tg_auth_cb cb, void *arg);
+int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, uint64_t now_ms,
+                   const char *key, size_t len, tg_principal_t *out, tg_auth_cb cb, void *arg);
 /** Drops every cached entry (on LISTEN/NOTIFY of a key change, or reload). */
 void tg_auth_cache_clear(void);
 

@@ -33,7 +33,8 @@ typedef struct tg_sse_parser {
 void tg_sse_parser_init(tg_sse_parser_t *p, size_t max_event_bytes);
 void tg_sse_parser_dispose(tg_sse_parser_t *p);
 /** Feeds n bytes; calls cb once per complete event. Returns 0, a cb's nonzero value, or TG_ETOO_LARGE. */
-TG_MUST_CHECK int tg_sse_parser_feed(tg_sse_parser_t *p, const char *buf, size_t n, tg_sse_event_cb cb, void *ud);
+TG_MUST_CHECK int tg_sse_parser_feed(tg_sse_parser_t *p, const char *buf, size_t n, tg_sse_event_cb cb,
+                                     void *ud);
 
 /** Appends "data: <data>\n\n" (multi-line data is split into several data: lines). */
 TG_MUST_CHECK int tg_sse_write_data(tg_buf_t *out, const char *data, size_t n);

@@ -64,7 +64,8 @@ static void test_every_code_is_complete(void **state)
 static void test_error_set(void **state)
 {
     tg_error_t err;
-    assert_int_equal(tg_error_set(&err, TG_EUPSTREAM_FAILED, "%s answered %d", "p", 503), TG_EUPSTREAM_FAILED);
+    assert_int_equal(tg_error_set(&err, TG_EUPSTREAM_FAILED, "%s answered %d", "p", 503),
+                     TG_EUPSTREAM_FAILED);
     assert_int_equal(err.code, TG_EUPSTREAM_FAILED);
     assert_string_equal(err.detail, "p answered 503");
     assert_int_equal(tg_error_set(NULL, TG_ENOMEM, "x"), TG_ENOMEM); /* NULL-safe */

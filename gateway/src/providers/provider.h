@@ -36,7 +36,7 @@ typedef struct tg_usage {
 /** An HTTP request to send upstream. Owns every pointer; dispose wipes the headers (they hold keys). */
 typedef struct tg_upstream_req {
     char *url;
-    const char *method; /* static string: "POST" or "GET" */
+    const char *method;                     /* static string: "POST" or "GET" */
     char *headers[TG_UPSTREAM_MAX_HEADERS]; /* "Name: value", malloc'd */
     size_t n_headers;
     char *body; /* NULL for GET */
@@ -100,11 +100,12 @@ typedef struct tg_adapter {
     tg_provider_kind_t kind;
 
     /** Builds the upstream request from a validated canonical request. */
-    int (*build_request)(const tg_build_in_t *in, const json_t *canon, tg_upstream_req_t *out, tg_error_t *err);
+    int (*build_request)(const tg_build_in_t *in, const json_t *canon, tg_upstream_req_t *out,
+                         tg_error_t *err);
 
     /** Translates a whole 2xx answer into a canonical chat.completion (*out: new reference). */
-    int (*parse_response)(const tg_resp_in_t *in, const char *body, size_t len, json_t **out, tg_usage_t *usage,
-                          tg_error_t *err);
+    int (*parse_response)(const tg_resp_in_t *in, const char *body, size_t len, json_t **out,
+                          tg_usage_t *usage, tg_error_t *err);
 
     tg_stream_t *(*stream_create)(const tg_resp_in_t *in);
     /**
@@ -113,15 +114,16 @@ typedef struct tg_adapter {
      * provider signalled the end of the stream, or a negative TG_E* (err filled; an in-stream
      * error event from the provider gives TG_EUPSTREAM_FAILED with err->detail = its message).
      */
-    int (*stream_event)(tg_stream_t *s, const tg_sse_event_t *ev, tg_chunk_cb emit, void *ud, tg_usage_t *usage,
-                        tg_error_t *err);
+    int (*stream_event)(tg_stream_t *s, const tg_sse_event_t *ev, tg_chunk_cb emit, void *ud,
+                        tg_usage_t *usage, tg_error_t *err);
     void (*stream_destroy)(tg_stream_t *s);
 
     /** Classifies a non-2xx answer from its status, Retry-After header (may be NULL) and body. */
     void (*classify)(int status, const char *retry_after, const char *body, size_t len, tg_classified_t *out);
 
     /** Builds the health probe: an unbilled request (the models list). */
-    int (*build_probe)(const tg_provider_cfg_t *p, const char *api_key, tg_upstream_req_t *out, tg_error_t *err);
+    int (*build_probe)(const tg_provider_cfg_t *p, const char *api_key, tg_upstream_req_t *out,
+                       tg_error_t *err);
 } tg_adapter_t;
 
 extern const tg_adapter_t tg_adapter_openai;
