@@ -41,6 +41,7 @@
 #include "chat.h"
 #include "clock.h"
 #include "events.h"
+#include "keywatch.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -704,6 +705,8 @@ int tg_server_run(const char *config_path)
     cfg = NULL;
     if (tg_events_start(events_db, TG_EVENTS_QUEUE_CAP) != 0)
         TG_LOG(TG_LOG_WARN, "events_writer_unavailable");
+    if (tg_keywatch_start(events_db) != 0) /* revoked keys leave the cache at once */
+        TG_LOG(TG_LOG_WARN, "keywatch_unavailable");
 
     pthread_barrier_init(&g_start_barrier, NULL, (unsigned)g_nworkers + 1);
     for (size_t i = 0; i < g_nworkers; i++) {
@@ -747,6 +750,7 @@ int tg_server_run(const char *config_path)
     for (size_t i = 0; i < g_nworkers; i++)
         pthread_join(privs[i].tid, NULL);
     tg_events_stop();
+    tg_keywatch_stop();
     pthread_barrier_destroy(&g_start_barrier);
     TG_LOG(TG_LOG_INFO, "server_stopped", TG_KV_INT("exit_code", exit_code));
     /* The h2o contexts, loops and g_conf stay allocated until exit: idle keep-alive connections may
