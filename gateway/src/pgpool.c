@@ -11,6 +11,7 @@
  */
 #include "pgpool.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -50,10 +51,21 @@ struct tg_pgpool {
     char *conninfo;
     unsigned n;
     pg_conn_t *conns;
+    _Atomic unsigned n_ready; /* connections in PG_READY: read by /readyz from any thread */
 };
 
 static void pg_on_io(h2o_socket_t *sock, const char *err);
 static void pg_start_connect(pg_conn_t *c);
+
+/* Every state change goes through here so n_ready stays exact. Thread: the pool's loop. */
+static void set_state(pg_conn_t *c, pg_state_t state)
+{
+    if (c->state == PG_READY && state != PG_READY)
+        atomic_fetch_sub(&c->pool->n_ready, 1);
+    else if (c->state != PG_READY && state == PG_READY)
+        atomic_fetch_add(&c->pool->n_ready, 1);
+    c->state = state;
+}
 
 static void pg_notice(void *arg, const char *message)
 {
@@ -101,7 +113,7 @@ static void pg_fail_jobs(pg_conn_t *c, const char *why)
 static void pg_reset(pg_conn_t *c, const char *why)
 {
     bool was_ready = c->state == PG_READY;
-    c->state = PG_IDLE;
+    set_state(c, PG_IDLE);
     pg_close_socket(c);
     if (c->conn != NULL) {
         PQfinish(c->conn);
@@ -155,7 +167,7 @@ static void pg_connect_step(pg_conn_t *c)
             pg_reset(c, "database connection setup failed");
             return;
         }
-        c->state = PG_READY;
+        set_state(c, PG_READY);
         c->backoff_ms = BACKOFF_MIN_MS;
         pg_rewrap_socket(c);
         if (c->sock == NULL)
@@ -189,7 +201,7 @@ static void pg_start_connect(pg_conn_t *c)
         return;
     }
     PQsetNoticeProcessor(c->conn, pg_notice, NULL);
-    c->state = PG_CONNECTING;
+    set_state(c, PG_CONNECTING);
     pg_rewrap_socket(c);
     if (c->sock == NULL) {
         pg_reset(c, "database connection failed");
@@ -224,7 +236,7 @@ static void pg_drain(pg_conn_t *c)
             const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
             if (sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)) {
                 doomed = true;
-                c->state = PG_BROKEN;
+                set_state(c, PG_BROKEN);
             }
         }
         if (st == PGRES_PIPELINE_SYNC) {
@@ -299,7 +311,7 @@ tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, unsigned n
         c->fd = -1;
         c->tail = &c->head;
         c->backoff_ms = BACKOFF_MIN_MS;
-        c->state = PG_IDLE;
+        set_state(c, PG_IDLE);
         h2o_timeout_init(loop, &c->timer, 0);
         c->timer_entry.cb = pg_on_timer;
         pg_start_connect(c);
@@ -313,7 +325,7 @@ void tg_pgpool_destroy(tg_pgpool_t *p)
         return;
     for (unsigned i = 0; i < p->n; i++) {
         pg_conn_t *c = &p->conns[i];
-        c->state = PG_IDLE;
+        set_state(c, PG_IDLE);
         if (h2o_timeout_is_linked(&c->timer_entry))
             h2o_timeout_unlink(&c->timer_entry);
         pg_close_socket(c);
@@ -335,10 +347,7 @@ void tg_pgpool_destroy(tg_pgpool_t *p)
 
 bool tg_pgpool_ready(const tg_pgpool_t *p)
 {
-    for (unsigned i = 0; p != NULL && i < p->n; i++)
-        if (p->conns[i].state == PG_READY)
-            return true;
-    return false;
+    return p != NULL && atomic_load(&((tg_pgpool_t *)p)->n_ready) > 0;
 }
 
 int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *const *values, tg_pg_cb cb,
@@ -359,7 +368,7 @@ int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *co
         free(j);
         if (PQstatus(best->conn) == CONNECTION_BAD) {
             /* reset later, on the loop: resetting here would run other jobs' callbacks inside this call */
-            best->state = PG_BROKEN;
+            set_state(best, PG_BROKEN);
             pg_arm_timer(best, 0);
         }
         return TG_EDB_UNAVAILABLE;
@@ -367,7 +376,7 @@ int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *co
     if (!PQpipelineSync(best->conn)) {
         /* a query without its sync would shift every later job's results: take the connection down */
         free(j);
-        best->state = PG_BROKEN;
+        set_state(best, PG_BROKEN);
         pg_arm_timer(best, 0);
         return TG_EDB_UNAVAILABLE;
     }
@@ -380,7 +389,7 @@ int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *co
     if (f == 1) {
         pg_want_write(best);
     } else if (f < 0) {
-        best->state = PG_BROKEN; /* the job is queued: it fails from the timer, not from here */
+        set_state(best, PG_BROKEN); /* the job is queued: it fails from the timer, not from here */
         pg_arm_timer(best, 0);
     }
     return 0;

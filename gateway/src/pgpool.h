@@ -24,7 +24,7 @@ typedef void (*tg_pg_cb)(void *arg, const PGresult *res, const char *errmsg);
 tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, unsigned n_conns);
 /** Fails queued jobs (callbacks run with res NULL) and frees. */
 void tg_pgpool_destroy(tg_pgpool_t *p);
-/** At least one connection is ready. */
+/** At least one connection is ready. Thread: any (an atomic count). */
 bool tg_pgpool_ready(const tg_pgpool_t *p);
 /** Queues a query; params are copied by libpq. Returns 0 (cb fires exactly once, never synchronously
  *  from inside this call) or TG_EDB_UNAVAILABLE (cb never fires). */

@@ -77,6 +77,9 @@ static size_t g_nworkers;
 static atomic_bool g_draining;
 static tg_route_fn g_admin_router;
 static pthread_barrier_t g_start_barrier;
+/* Workers tear down their pools only once every worker has stopped serving: /readyz on one worker
+ * reads the pools of all (all_pools_ready). */
+static pthread_barrier_t g_stop_barrier;
 
 bool tg_server_draining(void)
 {
@@ -132,16 +135,25 @@ static void handle_healthz(h2o_req_t *req)
     tg_http_send_raw_json(req, 200, ok, sizeof(ok) - 1);
 }
 
+/* Ready means every worker can reach the database: a load balancer cannot choose which worker
+ * (SO_REUSEPORT) a connection lands on, so one worker still connecting makes the process not ready. */
+static bool all_pools_ready(void)
+{
+    for (size_t i = 0; i < g_nworkers; i++)
+        if (g_workers[i].pg == NULL || !tg_pgpool_ready(g_workers[i].pg))
+            return false;
+    return g_nworkers > 0;
+}
+
 static void handle_readyz(h2o_req_t *req)
 {
-    tg_worker_t *w = tg_worker_of(req);
     const char *reason = NULL;
     tg_config_t *cfg = tg_config_acquire();
     if (tg_server_draining())
         reason = "shutting down";
     else if (cfg == NULL)
         reason = "config not loaded";
-    else if (w->pg == NULL || !tg_pgpool_ready(w->pg))
+    else if (!all_pools_ready())
         reason = "database not reachable";
     tg_config_unref(cfg);
     if (reason == NULL) {
@@ -545,6 +557,7 @@ static void *worker_main(void *arg)
     if (!clean)
         TG_LOG(TG_LOG_WARN, "drain_timeout", TG_KV_INT("worker", w->idx),
                TG_KV_INT("requests", priv->active_reqs), TG_KV_INT("inflight", w->inflight));
+    pthread_barrier_wait(&g_stop_barrier);
     if (priv->health != NULL) {
         tg_health_stop(priv->health);
         priv->health = NULL;
@@ -709,6 +722,7 @@ int tg_server_run(const char *config_path)
         TG_LOG(TG_LOG_WARN, "keywatch_unavailable");
 
     pthread_barrier_init(&g_start_barrier, NULL, (unsigned)g_nworkers + 1);
+    pthread_barrier_init(&g_stop_barrier, NULL, (unsigned)g_nworkers);
     for (size_t i = 0; i < g_nworkers; i++) {
         g_workers[i].idx = i;
         g_workers[i]._priv = &privs[i];
@@ -752,6 +766,7 @@ int tg_server_run(const char *config_path)
     tg_events_stop();
     tg_keywatch_stop();
     pthread_barrier_destroy(&g_start_barrier);
+    pthread_barrier_destroy(&g_stop_barrier);
     TG_LOG(TG_LOG_INFO, "server_stopped", TG_KV_INT("exit_code", exit_code));
     /* The h2o contexts, loops and g_conf stay allocated until exit: idle keep-alive connections may
      * still reference them, and the process ends right after this returns. */
