@@ -177,6 +177,8 @@ curl -fsS "$admin_url/admin/v1/breakers" | grep -q '"sim-open/bench-dead"[^}]*"o
     say "warning: the breaker of sim-open/bench-dead does not report open"
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$gw_pid/status"; }
+# Other work on the machine skews every figure: the report says how busy it was when the load began.
+loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_idle_start=$(rss_kib)
 
 # ---- measurements ------------------------------------------------------------------------------
@@ -305,7 +307,8 @@ err_a=${P50[primary-503-direct-1]}
     echo
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit"
     echo
-    echo "Machine: $machine. Gateway workers: $workers; wrk, tollgate-sim and the gateway share the"
+    echo "Machine: $machine; load average before the runs: $loadavg_start. Gateway workers: $workers;"
+    echo "wrk, tollgate-sim and the gateway share the"
     echo "machine. Each run: $duration, wrk -t1 at 1 connection, -t2 at 64; latencies are wrk's"
     echo "percentiles of whole requests (a stream's total time). Failover (a) rows come from a"
     echo "sequential Node client (one keep-alive connection per series), see bench/README.md."

@@ -28,7 +28,11 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +55,16 @@
 #include "server.h"
 #include "sse.h"
 #include "upstream.h"
+
+/* The OpenAI adapter's non-stream fast path (providers/openai.c). Declared here because the
+ * adapter vtable in provider.h has no slot for it yet: 0 served (out holds the client's body unless
+ * *same says the provider's bytes are already it), 1 use parse_response, < 0 a TG_E* code. */
+int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
+                          tg_usage_t *usage);
+/* Its stream counterpart for one SSE data payload: 0 handled (out holds the chunk, or *drop), 1 use
+ * stream_event, < 0 a TG_E* code. */
+int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
+                                 tg_buf_t *out, bool *drop, tg_usage_t *usage);
 
 /* Retry-After up to this may retry the same target when no other target is usable (failover.h). */
 #define CHAT_SHORT_WAIT_MS 2000
@@ -129,6 +143,7 @@ struct call {
     bool send_error; /* end with H2O_SEND_STATE_ERROR (the error event could not be written) */
     bool paused;
     tg_buf_t pending, inflight;
+    tg_buf_t scratch; /* one spliced stream chunk (pass-through) */
     tg_buf_t route_log;
     const tg_model_cfg_t *served;
     tg_usage_t usage;
@@ -145,6 +160,56 @@ static int64_t unix_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * call_t is ~26 KiB (the plan's attempt records), and calloc'ing it for every request cost a large
+ * allocation plus zeroing all of it. Each loop thread keeps a few freed calls for reuse, and a new
+ * call zeroes everything except plan.recs, which nothing reads beyond plan.n_recs (zeroed) and
+ * tg_plan_init rewrites anyway. The cache is freed when its thread exits.
+ */
+#define CHAT_CALL_CACHE 32
+static __thread call_t *call_cache[CHAT_CALL_CACHE];
+static __thread size_t call_cache_n;
+static pthread_key_t call_cache_key;
+static pthread_once_t call_cache_once = PTHREAD_ONCE_INIT;
+
+static void call_cache_drop(void *unused)
+{
+    (void)unused;
+    while (call_cache_n > 0)
+        free(call_cache[--call_cache_n]);
+}
+
+static void call_cache_init(void)
+{
+    if (pthread_key_create(&call_cache_key, call_cache_drop) != 0)
+        call_cache_key = (pthread_key_t)-1;
+}
+
+static call_t *call_alloc(void)
+{
+    call_t *c = call_cache_n > 0 ? call_cache[--call_cache_n] : malloc(sizeof(call_t));
+    if (c == NULL)
+        return NULL;
+    char *p = (char *)c;
+    size_t recs = offsetof(call_t, plan) + offsetof(tg_plan_t, recs);
+    size_t after = offsetof(call_t, plan) + offsetof(tg_plan_t, n_recs);
+    memset(p, 0, recs);
+    memset(p + after, 0, sizeof(call_t) - after);
+    return c;
+}
+
+static void call_free(call_t *c)
+{
+    pthread_once(&call_cache_once, call_cache_init);
+    if (call_cache_n < CHAT_CALL_CACHE && call_cache_key != (pthread_key_t)-1) {
+        if (call_cache_n == 0)
+            pthread_setspecific(call_cache_key, (void *)1); /* arms the destructor at thread exit */
+        call_cache[call_cache_n++] = c;
+        return;
+    }
+    free(c);
 }
 
 static void call_ref(call_t *c)
@@ -204,11 +269,12 @@ static void call_destroy(call_t *c)
     tg_buf_dispose(&c->pending);
     tg_buf_dispose(&c->inflight);
     tg_buf_dispose(&c->route_log);
+    tg_buf_dispose(&c->scratch);
     json_decref(c->body);
     if (c->worker->inflight > 0)
         c->worker->inflight--;
     tg_config_unref(c->cfg);
-    free(c);
+    call_free(c);
 }
 
 static void call_unref(call_t *c)
@@ -393,6 +459,63 @@ static void record_failure(call_t *c, const tg_classified_t *cls)
            TG_KV_INT("latency_us", lat));
 }
 
+/*
+ * Broken streams and the breaker. The planner records a stream as a success at its first byte
+ * (from then on it cannot fail over), and a success resets the breaker's run of consecutive
+ * failures; a target whose every stream breaks half-way would therefore never trip. So each
+ * target also has a run of broken streams, kept here: a break records that many counted failures
+ * (after the first byte's reset, the breaker is back to "this many failures in a row"), and a
+ * whole answer from the target ends the run. Breakers are never freed, so their addresses are
+ * stable keys; the table is process-wide and lock-free.
+ */
+#define CHAT_STREAK_SLOTS 256
+
+static struct {
+    _Atomic(tg_breaker_t *) b;
+    atomic_uint n;
+} streaks[CHAT_STREAK_SLOTS];
+
+static atomic_uint *streak_of(tg_breaker_t *b, bool create)
+{
+    size_t h = (size_t)(((uintptr_t)b >> 4) * 2654435761u);
+    for (size_t i = 0; i < CHAT_STREAK_SLOTS; i++) {
+        size_t k = (h + i) % CHAT_STREAK_SLOTS;
+        tg_breaker_t *cur = atomic_load(&streaks[k].b);
+        if (cur == b)
+            return &streaks[k].n;
+        if (cur == NULL) {
+            if (!create)
+                return NULL;
+            tg_breaker_t *expected = NULL;
+            if (atomic_compare_exchange_strong(&streaks[k].b, &expected, b) || expected == b)
+                return &streaks[k].n;
+        }
+    }
+    return NULL; /* more targets than slots: a break then counts once */
+}
+
+/* A whole answer from this target: its run of broken streams is over. */
+static void streak_end(tg_breaker_t *b)
+{
+    atomic_uint *n = b != NULL ? streak_of(b, false) : NULL;
+    if (n != NULL && atomic_load_explicit(n, memory_order_relaxed) != 0)
+        atomic_store(n, 0);
+}
+
+static void count_broken_stream(call_t *c)
+{
+    if (c->breaker == NULL)
+        return;
+    atomic_uint *n = streak_of(c->breaker, true);
+    unsigned run = n != NULL ? atomic_fetch_add(n, 1) + 1 : 1;
+    unsigned cap = c->served->provider->breaker.failure_threshold;
+    if (run > cap && cap > 0)
+        run = cap; /* more cannot change anything */
+    uint64_t now = tg_now_ms();
+    for (unsigned i = 0; i < run; i++)
+        tg_breaker_record(c->breaker, now, TG_ADMIT_YES, TG_RESULT_FAILURE);
+}
+
 /* The attempt serves the client: latency (TTFT for streams, total otherwise) feeds the breaker. */
 static void record_success(call_t *c)
 {
@@ -511,6 +634,25 @@ static int on_sse_event(void *ud, const tg_sse_event_t *ev)
     call_t *c = ud;
     if (c->ended)
         return 0; /* anything after the provider's end signal is ignored */
+    if (c->adapter->kind == TG_KIND_OPENAI && c->st != NULL && c->stream_rc == 0) {
+        /* Pass-through chunks are spliced, not parsed and re-serialised (openai.c). */
+        bool drop = false;
+        tg_buf_reset(&c->scratch);
+        int prc = tg_openai_stream_passthrough(c->resp_in.model, ev->data, ev->data_len, c->client_usage,
+                                               &c->scratch, &drop, &c->usage);
+        if (prc == 0) {
+            if (drop)
+                return 0;
+            if (!c->committed)
+                commit_stream(c);
+            int wrc = tg_sse_write_data(&c->pending, c->scratch.data, c->scratch.len);
+            if (wrc != 0) {
+                c->stream_rc = wrc;
+                return wrc;
+            }
+            return 0;
+        }
+    }
     int rc = c->adapter->stream_event(c->st, ev, on_chunk, c, &c->usage, &c->stream_err);
     if (rc == 1) {
         c->ended = true;
@@ -598,6 +740,9 @@ static void end_broken_stream(call_t *c, const char *why)
     tg_buf_dispose(&ev);
     char reason[40];
     snprintf(reason, sizeof(reason), "mid_stream:%s", why);
+    /* The planner recorded this attempt as a success at its first byte (that is when it stopped
+     * being able to fail over). A provider that cuts streams must still trip its breaker. */
+    count_broken_stream(c);
     emit_event(c, TG_EV_FAILED, c->served, NULL, reason, c->up_status, tg_now_us() - c->start_us);
     TG_LOG(TG_LOG_WARN, "stream_broken", TG_KV_STR("request_id", c->request_id),
            TG_KV_STR("target", c->served->target_key), TG_KV_STR("reason", why),
@@ -633,6 +778,26 @@ static const char *stream_fail_reason(call_t *c, int rc, const char *timeout_kin
 
 static void finish_non_stream(call_t *c)
 {
+    if (c->adapter->kind == TG_KIND_OPENAI) {
+        /* Pass-through: validate and read usage without a tree, send the provider's bytes. */
+        tg_buf_t out;
+        bool same = false;
+        tg_buf_init(&out, c->body_buf.len + 1024);
+        int prc =
+            tg_openai_passthrough(&c->resp_in, c->body_buf.data, c->body_buf.len, &out, &same, &c->usage);
+        if (prc == 0) {
+            record_success(c);
+            streak_end(c->breaker);
+            add_route_headers(c);
+            if (same)
+                respond_raw(c, 200, c->body_buf.data, c->body_buf.len);
+            else
+                respond_raw(c, 200, out.data, out.len);
+            tg_buf_dispose(&out);
+            return;
+        }
+        tg_buf_dispose(&out); /* anything unusual: the generic path below decides */
+    }
     json_t *resp = NULL;
     tg_error_t err = {0};
     int rc = c->adapter->parse_response(&c->resp_in, c->body_buf.data != NULL ? c->body_buf.data : "",
@@ -653,6 +818,7 @@ static void finish_non_stream(call_t *c)
         return;
     }
     record_success(c);
+    streak_end(c->breaker);
     add_route_headers(c);
     respond_raw(c, 200, s, strlen(s));
     free(s);
@@ -668,6 +834,7 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
     tg_classified_t cls;
     if (c->committed) {
         if (c->ended && c->stream_rc == 0) {
+            streak_end(c->breaker);
             c->finishing = true;
             flush(c);
         } else {
@@ -1089,10 +1256,11 @@ static int handle(h2o_req_t *req, call_kind_t kind)
     tg_request_id(rid);
     tg_http_add_header(req, "x-tollgate-request-id", rid);
 
-    call_t *c = calloc(1, sizeof(*c));
+    call_t *c = call_alloc();
     call_guard_t *g = c != NULL ? h2o_mem_alloc_shared(&req->pool, sizeof(*g), on_guard_dispose) : NULL;
     if (g == NULL) {
-        free(c);
+        if (c != NULL)
+            call_free(c);
         tg_http_send_error(req, TG_ENOMEM, NULL, NULL, 1);
         return 0;
     }
@@ -1116,6 +1284,7 @@ static int handle(h2o_req_t *req, call_kind_t kind)
     tg_buf_init(&c->body_buf, max_up > CHAT_ERROR_BODY_MAX ? max_up : CHAT_ERROR_BODY_MAX);
     tg_buf_init(&c->pending, pend_max);
     tg_buf_init(&c->inflight, pend_max);
+    tg_buf_init(&c->scratch, c->cfg != NULL ? c->cfg->max_sse_event_bytes + 1024 : 0);
 
     if (tg_server_draining()) {
         respond_error(c, TG_ESHUTTING_DOWN, NULL, NULL, 1);

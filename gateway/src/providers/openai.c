@@ -1,18 +1,21 @@
 /*
  * openai.c - the pass-through adapter for OpenAI and OpenAI-compatible hosts.
  *
- * This runs on every request, so it avoids deep copies: the upstream body is
- * a shallow copy of the canonical request (values shared by reference) with
- * "model" swapped, "models" removed and, for streams, include_usage forced on
- * (tollgate always bills from provider-reported usage; the gateway hides the
- * usage chunk from clients that did not ask for it).
+ * This runs on every request, so it avoids deep copies: the upstream body is a shallow copy of
+ * the canonical request (values shared by reference) with "model" swapped, "models" removed and,
+ * for streams, include_usage forced on (tollgate always bills from provider-reported usage; the
+ * gateway hides the usage chunk from clients that did not ask for it). Answers avoid trees
+ * altogether on the common path: see tg_openai_passthrough below.
  */
 #include "provider.h"
 
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "log.h" /* tg_json_escape */
 
 static int add_bearer(tg_upstream_req_t *out, const char *key)
 {
@@ -115,6 +118,500 @@ static int oa_parse_response(const tg_resp_in_t *in, const char *body, size_t le
         json_object_set_new(root, "object", json_string("chat.completion"));
     *out = root;
     return 0;
+}
+
+/* ---- non-stream fast path ----
+ *
+ * A pass-through answer needs no tree: parsing ~1 KiB into jansson objects and serialising it
+ * again was the largest user-space cost of a request. tg_openai_passthrough validates the body
+ * as strict JSON in one pass, reads usage, and hands the provider's own bytes to the client with
+ * only the top-level "model" value replaced. It is conservative: whatever it is not sure about
+ * (an "error" member, a missing "object", duplicate or escaped top-level keys, numbers or
+ * escapes jansson might refuse, deep nesting) returns 1 and oa_parse_response decides, so the
+ * client sees the same answers (and the same errors) as before, only cheaper.
+ */
+
+#define PT_MAX_DEPTH 128
+
+typedef struct pt_val {
+    const char *start, *end; /* the value's bytes */
+    char type;               /* 'o' object, 'a' array, 's' string, 'i' integer, 'r' real, 'l' literal */
+    bool esc;                /* string: holds a backslash escape */
+    bool is_null;
+    int64_t ival; /* 'i', and 'r' in range (tg_prov_int's rules) */
+} pt_val_t;
+
+typedef struct pt {
+    const unsigned char *p, *end;
+    int depth;
+    bool unsure; /* valid as far as we know, but let jansson decide */
+} pt_t;
+
+/* Called for each member of the object being scanned (top level only). */
+typedef void (*pt_member_fn)(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v);
+
+static int pt_value(pt_t *s, pt_val_t *v, pt_member_fn fn, void *ud);
+
+static void pt_ws(pt_t *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static int pt_hex(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A string at s->p (the opening quote); strict UTF-8, as jansson checks it. */
+static int pt_string(pt_t *s, pt_val_t *v)
+{
+    const unsigned char *p = s->p + 1, *e = s->end;
+    v->start = (const char *)s->p;
+    v->type = 's';
+    v->esc = false;
+    while (p < e) {
+        unsigned char c = *p;
+        if (c == '"') {
+            s->p = p + 1;
+            v->end = (const char *)s->p;
+            return 0;
+        }
+        if (c < 0x20)
+            return -1;
+        if (c == '\\') {
+            v->esc = true;
+            if (p + 1 >= e)
+                return -1;
+            c = p[1];
+            if (c == 'u') {
+                if (p + 6 > e)
+                    return -1;
+                int cp = 0;
+                for (int i = 2; i < 6; i++) {
+                    int h = pt_hex(p[i]);
+                    if (h < 0)
+                        return -1;
+                    cp = cp * 16 + h;
+                }
+                if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
+                    s->unsure = true; /* NUL and surrogate pairs: jansson's rules decide */
+                p += 6;
+                continue;
+            }
+            if (c != '"' && c != '\\' && c != '/' && c != 'b' && c != 'f' && c != 'n' && c != 'r' && c != 't')
+                return -1;
+            p += 2;
+            continue;
+        }
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t n = (size_t)(e - p);
+        if (c >= 0xc2 && c <= 0xdf && n >= 2 && (p[1] & 0xc0) == 0x80) {
+            p += 2;
+        } else if (c >= 0xe0 && c <= 0xef && n >= 3 && (p[1] & 0xc0) == 0x80 && (p[2] & 0xc0) == 0x80 &&
+                   !(c == 0xe0 && p[1] < 0xa0) && !(c == 0xed && p[1] >= 0xa0)) {
+            p += 3;
+        } else if (c >= 0xf0 && c <= 0xf4 && n >= 4 && (p[1] & 0xc0) == 0x80 && (p[2] & 0xc0) == 0x80 &&
+                   (p[3] & 0xc0) == 0x80 && !(c == 0xf0 && p[1] < 0x90) && !(c == 0xf4 && p[1] >= 0x90)) {
+            p += 4;
+        } else {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static int pt_number(pt_t *s, pt_val_t *v)
+{
+    const unsigned char *p = s->p, *e = s->end;
+    v->start = (const char *)p;
+    if (p < e && *p == '-')
+        p++;
+    const unsigned char *digits = p;
+    if (p < e && *p == '0') {
+        p++;
+    } else if (p < e && *p >= '1' && *p <= '9') {
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        return -1;
+    }
+    size_t int_digits = (size_t)(p - digits);
+    bool real = false;
+    if (p < e && *p == '.') {
+        real = true;
+        p++;
+        if (p >= e || *p < '0' || *p > '9')
+            return -1;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        real = true;
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= e || *p < '0' || *p > '9')
+            return -1;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    s->p = p;
+    v->end = (const char *)p;
+    v->ival = 0;
+    size_t n = (size_t)(p - (const unsigned char *)v->start);
+    if (!real) {
+        v->type = 'i';
+        if (int_digits > 18) {
+            s->unsure = true; /* might not fit jansson's integer */
+            return 0;
+        }
+        int64_t x = 0;
+        for (const unsigned char *d = digits; d < p; d++)
+            x = x * 10 + (*d - '0');
+        v->ival = *v->start == '-' ? -x : x;
+        return 0;
+    }
+    v->type = 'r';
+    char tmp[64];
+    if (n >= sizeof(tmp)) {
+        s->unsure = true;
+        return 0;
+    }
+    memcpy(tmp, v->start, n);
+    tmp[n] = '\0';
+    double d = strtod(tmp, NULL);
+    if (isinf(d) || isnan(d))
+        s->unsure = true; /* jansson refuses an overflowing real */
+    else if (d >= 0 && d < 9.0e18)
+        v->ival = (int64_t)d;
+    return 0;
+}
+
+static int pt_literal(pt_t *s, pt_val_t *v, const char *word, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+        return -1;
+    v->start = (const char *)s->p;
+    s->p += n;
+    v->end = (const char *)s->p;
+    v->type = 'l';
+    v->is_null = word[0] == 'n';
+    return 0;
+}
+
+static int pt_container(pt_t *s, pt_val_t *v, pt_member_fn fn, void *ud)
+{
+    bool obj = *s->p == '{';
+    unsigned char close = obj ? '}' : ']';
+    v->start = (const char *)s->p;
+    v->type = obj ? 'o' : 'a';
+    if (++s->depth > PT_MAX_DEPTH)
+        return -1; /* reported as unsure by the caller */
+    s->p++;
+    pt_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        v->end = (const char *)s->p;
+        s->depth--;
+        return 0;
+    }
+    for (;;) {
+        pt_val_t key = {0}, val = {0};
+        if (obj) {
+            if (s->p >= s->end || *s->p != '"' || pt_string(s, &key) != 0)
+                return -1;
+            pt_ws(s);
+            if (s->p >= s->end || *s->p != ':')
+                return -1;
+            s->p++;
+            pt_ws(s);
+        }
+        if (pt_value(s, &val, NULL, NULL) != 0)
+            return -1;
+        if (obj && fn != NULL)
+            fn(ud, key.start + 1, (size_t)(key.end - key.start) - 2, key.esc, &val);
+        pt_ws(s);
+        if (s->p >= s->end)
+            return -1;
+        if (*s->p == ',') {
+            s->p++;
+            pt_ws(s);
+            continue;
+        }
+        if (*s->p != close)
+            return -1;
+        s->p++;
+        v->end = (const char *)s->p;
+        s->depth--;
+        return 0;
+    }
+}
+
+static int pt_value(pt_t *s, pt_val_t *v, pt_member_fn fn, void *ud)
+{
+    if (s->p >= s->end)
+        return -1;
+    v->is_null = false;
+    switch (*s->p) {
+    case '{':
+    case '[':
+        return pt_container(s, v, fn, ud);
+    case '"':
+        return pt_string(s, v);
+    case 't':
+        return pt_literal(s, v, "true", 4);
+    case 'f':
+        return pt_literal(s, v, "false", 5);
+    case 'n':
+        return pt_literal(s, v, "null", 4);
+    default:
+        return pt_number(s, v);
+    }
+}
+
+/* Scans the complete text [p, end) as one value; members of a top-level object go to fn. */
+static int pt_document(const char *p, const char *end, pt_val_t *v, pt_member_fn fn, void *ud, bool *unsure)
+{
+    pt_t s = {.p = (const unsigned char *)p, .end = (const unsigned char *)end};
+    pt_ws(&s);
+    int rc = pt_value(&s, v, fn, ud);
+    pt_ws(&s);
+    *unsure = s.unsure || s.depth > PT_MAX_DEPTH;
+    return rc == 0 && s.p == s.end ? 0 : -1;
+}
+
+static bool pt_key_is(const char *key, size_t klen, const char *want)
+{
+    size_t n = strlen(want);
+    return klen == n && memcmp(key, want, n) == 0;
+}
+
+typedef struct pt_top {
+    pt_val_t model, object, choices, usage;
+    const char *usage_key; /* the opening quote of the "usage" key */
+    int n_model, n_object, n_choices, n_usage;
+    bool error, escaped_key;
+} pt_top_t;
+
+static void pt_top_member(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v)
+{
+    pt_top_t *t = ud;
+    if (kesc) {
+        t->escaped_key = true; /* "mod\u0065l" is "model" to jansson */
+    } else if (pt_key_is(key, klen, "model")) {
+        t->model = *v;
+        t->n_model++;
+    } else if (pt_key_is(key, klen, "object")) {
+        t->object = *v;
+        t->n_object++;
+    } else if (pt_key_is(key, klen, "choices")) {
+        t->choices = *v;
+        t->n_choices++;
+    } else if (pt_key_is(key, klen, "usage")) {
+        t->usage = *v;
+        t->usage_key = key - 1;
+        t->n_usage++;
+    } else if (pt_key_is(key, klen, "error")) {
+        t->error = !v->is_null;
+    }
+}
+
+typedef struct pt_usage {
+    int64_t prompt, completion, cached;
+    pt_val_t details;
+    bool have_details;
+} pt_usage_t;
+
+/* Later duplicates win, as in jansson; a real counts as tg_prov_int counts it. */
+static void pt_usage_member(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v)
+{
+    pt_usage_t *u = ud;
+    int64_t x = v->type == 'i' || v->type == 'r' ? v->ival : 0;
+    if (kesc)
+        return;
+    if (pt_key_is(key, klen, "prompt_tokens"))
+        u->prompt = x;
+    else if (pt_key_is(key, klen, "completion_tokens"))
+        u->completion = x;
+    else if (pt_key_is(key, klen, "prompt_tokens_details")) {
+        u->details = *v;
+        u->have_details = v->type == 'o';
+    }
+}
+
+static void pt_cached_member(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v)
+{
+    pt_usage_t *u = ud;
+    if (!kesc && pt_key_is(key, klen, "cached_tokens"))
+        u->cached = v->type == 'i' || v->type == 'r' ? v->ival : 0;
+}
+
+int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
+                          tg_usage_t *usage);
+
+int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
+                          tg_usage_t *usage)
+{
+    pt_top_t top;
+    memset(&top, 0, sizeof(top));
+    pt_val_t root;
+    bool unsure;
+    if (body == NULL || pt_document(body, body + len, &root, pt_top_member, &top, &unsure) != 0 || unsure ||
+        root.type != 'o')
+        return 1;
+    if (top.error || top.escaped_key || top.n_model != 1 || top.model.type != 's' || top.model.esc ||
+        top.n_object != 1 || top.object.type != 's' || top.n_choices != 1 || top.choices.type != 'a' ||
+        top.n_usage > 1)
+        return 1;
+    pt_usage_t u;
+    memset(&u, 0, sizeof(u));
+    if (top.n_usage == 1 && top.usage.type == 'o') {
+        pt_val_t v;
+        /* the spans were validated above: these re-scans of small pieces cannot fail */
+        if (pt_document(top.usage.start, top.usage.end, &v, pt_usage_member, &u, &unsure) != 0)
+            return 1;
+        if (u.have_details &&
+            pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure) != 0)
+            return 1;
+    }
+    char esc[512];
+    int n = in->model != NULL ? tg_json_escape(esc, sizeof(esc), in->model) : 0;
+    if (n < 0)
+        return 1;
+    size_t old_len = (size_t)(top.model.end - top.model.start) - 2;
+    *same = in->model == NULL || (old_len == (size_t)n && memcmp(top.model.start + 1, esc, (size_t)n) == 0);
+    if (!*same) {
+        size_t head = (size_t)(top.model.start + 1 - body);
+        if (tg_buf_append(out, body, head) != 0 || tg_buf_append(out, esc, (size_t)n) != 0 ||
+            tg_buf_append(out, top.model.end - 1, len - (size_t)(top.model.end - 1 - body)) != 0)
+            return TG_ETOO_LARGE;
+    }
+    if (usage != NULL && top.n_usage == 1 && top.usage.type == 'o') {
+        usage->present = true;
+        usage->prompt_tokens = u.prompt;
+        usage->completion_tokens = u.completion;
+        usage->cached_tokens = u.cached;
+    }
+    return 0;
+}
+
+/* Bytes [*start, *end) that remove the member whose key starts at key and whose value ends at
+ * vend, with one of the commas around it, so the object stays valid. */
+static void pt_member_span(const char *body, size_t len, const char *key, const char *vend,
+                           const char **start, const char **end)
+{
+    const char *e = vend, *lim = body + len;
+    while (e < lim && (*e == ' ' || *e == '\t' || *e == '\n' || *e == '\r'))
+        e++;
+    if (e < lim && *e == ',') {
+        *start = key;
+        *end = e + 1;
+        return;
+    }
+    const char *b = key;
+    while (b > body && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\n' || b[-1] == '\r'))
+        b--;
+    *start = b > body && b[-1] == ',' ? b - 1 : key;
+    *end = vend;
+}
+
+static bool pt_array_empty(const pt_val_t *v)
+{
+    const char *p = v->start + 1;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return *p == ']';
+}
+
+int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
+                                 tg_buf_t *out, bool *drop, tg_usage_t *usage);
+
+/*
+ * The stream counterpart of tg_openai_passthrough, for one SSE data payload: 0 when handled (out
+ * holds the chunk the client must see, or *drop says there is none), 1 when oa_stream_event must
+ * decide ("[DONE]", an error, a chunk to split or repair, anything unusual). The result equals
+ * what oa_stream_event and the gateway's usage filter produce: model replaced, "usage":null
+ * removed, the usage chunk hidden from a client that did not ask for it.
+ */
+int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
+                                 tg_buf_t *out, bool *drop, tg_usage_t *usage)
+{
+    static const char chunk_obj[] = "\"chat.completion.chunk\"";
+    pt_top_t top;
+    memset(&top, 0, sizeof(top));
+    pt_val_t root;
+    bool unsure;
+    *drop = false;
+    if (data == NULL || model == NULL ||
+        pt_document(data, data + len, &root, pt_top_member, &top, &unsure) != 0 || unsure || root.type != 'o')
+        return 1;
+    if (top.error || top.escaped_key || top.n_model != 1 || top.model.type != 's' || top.model.esc ||
+        top.n_object != 1 || (size_t)(top.object.end - top.object.start) != sizeof(chunk_obj) - 1 ||
+        memcmp(top.object.start, chunk_obj, sizeof(chunk_obj) - 1) != 0 || top.n_choices != 1 ||
+        top.choices.type != 'a' || top.n_usage > 1)
+        return 1;
+    bool has_usage = top.n_usage == 1 && top.usage.type == 'o';
+    bool null_usage = top.n_usage == 1 && top.usage.is_null;
+    if (top.n_usage == 1 && !has_usage && !null_usage)
+        return 1;
+    if (has_usage && !pt_array_empty(&top.choices))
+        return 1; /* usage on a content chunk: oa_stream_event splits it */
+    if (has_usage) {
+        pt_usage_t u;
+        pt_val_t v;
+        memset(&u, 0, sizeof(u));
+        if (pt_document(top.usage.start, top.usage.end, &v, pt_usage_member, &u, &unsure) != 0)
+            return 1;
+        if (u.have_details &&
+            pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure) != 0)
+            return 1;
+        if (usage != NULL) {
+            usage->present = true;
+            usage->prompt_tokens = u.prompt;
+            usage->completion_tokens = u.completion;
+            usage->cached_tokens = u.cached;
+        }
+        if (!client_usage) {
+            *drop = true; /* only usage, which this client did not ask for */
+            return 0;
+        }
+    }
+    char esc[512];
+    int n = tg_json_escape(esc, sizeof(esc), model);
+    if (n < 0)
+        return 1;
+    /* at most two edits, in document order: the model value and the removed "usage":null */
+    const char *ms = top.model.start + 1, *me = top.model.end - 1;
+    const char *us = NULL, *ue = NULL;
+    if (null_usage)
+        pt_member_span(data, len, top.usage_key, top.usage.end, &us, &ue);
+    const char *end = data + len;
+    int rc = 0;
+    if (us != NULL && us < ms) {
+        if (me > us && ms < ue)
+            return 1; /* cannot overlap; be safe anyway */
+        rc |= tg_buf_append(out, data, (size_t)(us - data));
+        rc |= tg_buf_append(out, ue, (size_t)(ms - ue));
+        rc |= tg_buf_append(out, esc, (size_t)n);
+        rc |= tg_buf_append(out, me, (size_t)(end - me));
+    } else {
+        rc |= tg_buf_append(out, data, (size_t)(ms - data));
+        rc |= tg_buf_append(out, esc, (size_t)n);
+        if (us != NULL) {
+            rc |= tg_buf_append(out, me, (size_t)(us - me));
+            rc |= tg_buf_append(out, ue, (size_t)(end - ue));
+        } else {
+            rc |= tg_buf_append(out, me, (size_t)(end - me));
+        }
+    }
+    return rc != 0 ? TG_ETOO_LARGE : 0;
 }
 
 /* ---- streams ---- */
