@@ -56,16 +56,6 @@
 #include "sse.h"
 #include "upstream.h"
 
-/* The OpenAI adapter's non-stream fast path (providers/openai.c). Declared here because the
- * adapter vtable in provider.h has no slot for it yet: 0 served (out holds the client's body unless
- * *same says the provider's bytes are already it), 1 use parse_response, < 0 a TG_E* code. */
-int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
-                          tg_usage_t *usage);
-/* Its stream counterpart for one SSE data payload: 0 handled (out holds the chunk, or *drop), 1 use
- * stream_event, < 0 a TG_E* code. */
-int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
-                                 tg_buf_t *out, bool *drop, tg_usage_t *usage);
-
 /* Retry-After up to this may retry the same target when no other target is usable (failover.h). */
 #define CHAT_SHORT_WAIT_MS 2000
 /* Route-event comment lines collected before the stream is committed. */

@@ -454,9 +454,6 @@ static void pt_cached_member(void *ud, const char *key, size_t klen, bool kesc, 
 }
 
 int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
-                          tg_usage_t *usage);
-
-int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
                           tg_usage_t *usage)
 {
     pt_top_t top;
@@ -529,9 +526,6 @@ static bool pt_array_empty(const pt_val_t *v)
         p++;
     return *p == ']';
 }
-
-int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
-                                 tg_buf_t *out, bool *drop, tg_usage_t *usage);
 
 /*
  * The stream counterpart of tg_openai_passthrough, for one SSE data payload: 0 when handled (out

@@ -191,4 +191,19 @@ const char *tg_prov_mime_from_url(const char *url);
  */
 TG_MUST_CHECK int tg_prov_content_text(const json_t *content, const char *sep, tg_buf_t *out);
 
+/* ---- OpenAI fast paths (providers/openai.c) ----
+ * The pass-through provider's answers usually need nothing but the "model" field replaced, so the
+ * gateway first offers them to these single-pass scanners and falls back to the adapter's
+ * parse_response / stream_event (which build jansson trees) whenever they decline. Their output
+ * equals the slow path's (tests/unit/test_openai_passthrough.c, tests/fuzz/fuzz_passthrough.c). */
+
+/** Non-stream 2xx body: 0 served (out holds the client's body, unless *same says the provider's
+ *  bytes already are it), 1 declined (use parse_response), < 0 a TG_E* code. usage is filled on 0. */
+int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
+                          tg_usage_t *usage);
+/** One SSE data payload: 0 handled (out holds the chunk the client must see, or *drop says there is
+ *  none), 1 declined (use stream_event), < 0 a TG_E* code. client_usage: the client asked for usage. */
+int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
+                                 tg_buf_t *out, bool *drop, tg_usage_t *usage);
+
 #endif
