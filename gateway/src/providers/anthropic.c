@@ -71,25 +71,6 @@ static int content_blocks(const json_t *content, json_t *blocks, size_t mi, tg_e
     return 0;
 }
 
-/* Appends a turn, merging it into the previous one when the role repeats. */
-static int push_turn(json_t *msgs, const char *role, json_t *blocks)
-{
-    size_t n = json_array_size(msgs);
-    if (json_array_size(blocks) == 0) {
-        json_decref(blocks);
-        return 0;
-    }
-    json_t *last = n > 0 ? json_array_get(msgs, n - 1) : NULL;
-    if (last != NULL && strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
-        int rc = json_array_extend(json_object_get(last, "content"), blocks);
-        json_decref(blocks);
-        return rc == 0 ? 0 : TG_ENOMEM;
-    }
-    return json_array_append_new(msgs, json_pack("{s:s, s:o}", "role", role, "content", blocks)) == 0
-               ? 0
-               : TG_ENOMEM;
-}
-
 static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err)
 {
     json_t *msgs = json_array();
@@ -128,7 +109,7 @@ static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err
             if (rc == 0 && json_array_append_new(blocks, tr) != 0)
                 rc = TG_ENOMEM;
             if (rc == 0)
-                rc = push_turn(msgs, "user", blocks);
+                rc = tg_prov_push_turn(msgs, "user", "content", blocks);
             else
                 json_decref(blocks);
             continue;
@@ -156,7 +137,8 @@ static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err
                 rc = TG_ENOMEM;
         }
         if (rc == 0)
-            rc = push_turn(msgs, strcmp(role, "assistant") == 0 ? "assistant" : "user", blocks);
+            rc = tg_prov_push_turn(msgs, strcmp(role, "assistant") == 0 ? "assistant" : "user", "content",
+                                   blocks);
         else
             json_decref(blocks);
     }

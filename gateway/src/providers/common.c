@@ -599,3 +599,22 @@ int tg_prov_content_text(const json_t *content, const char *sep, tg_buf_t *out)
     }
     return 0;
 }
+
+int tg_prov_push_turn(json_t *turns, const char *role, const char *items_key, json_t *items)
+{
+    size_t n = json_array_size(turns);
+    if (json_array_size(items) == 0) {
+        json_decref(items);
+        return 0;
+    }
+    json_t *last = n > 0 ? json_array_get(turns, n - 1) : NULL;
+    const char *last_role = last != NULL ? json_string_value(json_object_get(last, "role")) : NULL;
+    if (last_role != NULL && strcmp(last_role, role) == 0) {
+        int rc = json_array_extend(json_object_get(last, items_key), items);
+        json_decref(items);
+        return rc == 0 ? 0 : TG_ENOMEM;
+    }
+    return json_array_append_new(turns, json_pack("{s:s, s:o}", "role", role, items_key, items)) == 0
+               ? 0
+               : TG_ENOMEM;
+}

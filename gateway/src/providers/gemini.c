@@ -103,24 +103,6 @@ static int content_parts(const json_t *content, json_t *parts, size_t mi, tg_err
     return 0;
 }
 
-static int push_turn(json_t *contents, const char *role, json_t *parts)
-{
-    size_t n = json_array_size(contents);
-    if (json_array_size(parts) == 0) {
-        json_decref(parts);
-        return 0;
-    }
-    json_t *last = n > 0 ? json_array_get(contents, n - 1) : NULL;
-    if (last != NULL && strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
-        int rc = json_array_extend(json_object_get(last, "parts"), parts);
-        json_decref(parts);
-        return rc == 0 ? 0 : TG_ENOMEM;
-    }
-    return json_array_append_new(contents, json_pack("{s:s, s:o}", "role", role, "parts", parts)) == 0
-               ? 0
-               : TG_ENOMEM;
-}
-
 /* The function name of an earlier assistant tool call, by its id. */
 static const char *tool_name_for(const json_t *msgs, size_t before, const char *call_id)
 {
@@ -180,7 +162,7 @@ static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err
             if (rc == 0 && (p == NULL || json_array_append_new(parts, p) != 0))
                 rc = TG_ENOMEM;
             if (rc == 0)
-                rc = push_turn(contents, "user", parts);
+                rc = tg_prov_push_turn(contents, "user", "parts", parts);
             else
                 json_decref(parts);
             continue;
@@ -207,7 +189,8 @@ static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err
                 rc = TG_ENOMEM;
         }
         if (rc == 0)
-            rc = push_turn(contents, strcmp(role, "assistant") == 0 ? "model" : "user", parts);
+            rc = tg_prov_push_turn(contents, strcmp(role, "assistant") == 0 ? "model" : "user", "parts",
+                                   parts);
         else
             json_decref(parts);
     }

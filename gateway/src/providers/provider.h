@@ -191,6 +191,11 @@ const char *tg_prov_mime_from_url(const char *url);
  */
 TG_MUST_CHECK int tg_prov_content_text(const json_t *content, const char *sep, tg_buf_t *out);
 
+/** Appends a turn {"role": role, items_key: items} to `turns` (a JSON array), merging it into the
+ *  previous turn when the role repeats (Anthropic and Gemini want alternating roles). Takes over
+ *  `items`; an empty `items` adds nothing. Returns 0 or TG_ENOMEM. */
+TG_MUST_CHECK int tg_prov_push_turn(json_t *turns, const char *role, const char *items_key, json_t *items);
+
 /* ---- OpenAI fast paths (providers/openai.c) ----
  * The pass-through provider's answers usually need nothing but the "model" field replaced, so the
  * gateway first offers them to these single-pass scanners and falls back to the adapter's
