@@ -9,7 +9,7 @@ root=$(cd "$here/../.." && pwd)
 build=${1:-$root/build-fuzz}
 secs=${2:-${TG_FUZZ_SECONDS:-10}}
 targets=(fuzz_sse_parser fuzz_canon fuzz_openai_stream fuzz_anthropic_stream fuzz_gemini_stream
-         fuzz_openai_response fuzz_anthropic_response fuzz_gemini_response)
+         fuzz_openai_response fuzz_anthropic_response fuzz_gemini_response fuzz_passthrough)
 
 command -v clang >/dev/null || { echo "fuzz: clang is required" >&2; exit 1; }
 CC=clang cmake -S "$root" -B "$build" -DTG_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -427,6 +427,7 @@ typedef struct pt_usage {
     int64_t prompt, completion, cached;
     pt_val_t details;
     bool have_details;
+    bool escaped_key; /* "prompt\u005ftokens" is "prompt_tokens" to jansson: let it decide */
 } pt_usage_t;
 
 /* Later duplicates win, as in jansson; a real counts as tg_prov_int counts it. */
@@ -434,8 +435,10 @@ static void pt_usage_member(void *ud, const char *key, size_t klen, bool kesc, c
 {
     pt_usage_t *u = ud;
     int64_t x = v->type == 'i' || v->type == 'r' ? v->ival : 0;
-    if (kesc)
+    if (kesc) {
+        u->escaped_key = true;
         return;
+    }
     if (pt_key_is(key, klen, "prompt_tokens"))
         u->prompt = x;
     else if (pt_key_is(key, klen, "completion_tokens"))
@@ -449,7 +452,9 @@ static void pt_usage_member(void *ud, const char *key, size_t klen, bool kesc, c
 static void pt_cached_member(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v)
 {
     pt_usage_t *u = ud;
-    if (!kesc && pt_key_is(key, klen, "cached_tokens"))
+    if (kesc)
+        u->escaped_key = true;
+    else if (pt_key_is(key, klen, "cached_tokens"))
         u->cached = v->type == 'i' || v->type == 'r' ? v->ival : 0;
 }
 
@@ -476,6 +481,8 @@ int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, 
             return 1;
         if (u.have_details &&
             pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure) != 0)
+            return 1;
+        if (u.escaped_key)
             return 1;
     }
     char esc[512];
@@ -565,6 +572,8 @@ int tg_openai_stream_passthrough(const char *model, const char *data, size_t len
             return 1;
         if (u.have_details &&
             pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure) != 0)
+            return 1;
+        if (u.escaped_key)
             return 1;
         if (usage != NULL) {
             usage->present = true;
