@@ -3,12 +3,18 @@
  *
  * Emitters (loop threads) copy an event into a bounded ring under ev_mu and
  * never wait: a full ring drops the event and counts it. One writer thread
- * (not a loop thread, so blocking libpq is fine here) takes up to
- * TG_EV_BATCH events at a time and inserts them with one multi-row
- * parameterised INSERT, at least every TG_EV_PERIOD_MS when anything is
- * queued. A lost connection is retried with exponential back-off while the
- * batch is kept; a statement the server rejects drops its batch (it would
- * never succeed) and counts the events as dropped.
+ * (not a loop thread, so blocking libpq is fine here) takes what is queued,
+ * up to TG_EV_BATCH_MAX rows, and stores it with one COPY ... FROM STDIN
+ * (text format): a COPY costs the server far less per row than a
+ * parameterised multi-row INSERT, which with a dead primary (two events per
+ * request) made PostgreSQL the bottleneck. The writer wakes when the ring is
+ * deep (TG_EV_WAKE_ROWS), on flush or stop, and otherwise every
+ * TG_EV_PERIOD_MS while anything is queued, so a quiet gateway still stores
+ * an event within ~100 ms and a busy one writes few large batches.
+ *
+ * A lost connection is retried with exponential back-off while the formatted
+ * batch is kept; a COPY the server rejects drops its batch (it would never
+ * succeed) and counts the events as dropped.
  */
 #include "events.h"
 
@@ -24,19 +30,29 @@
 #include "log.h"
 #include "metrics.h"
 
-#define TG_EV_BATCH       256
+#define TG_EV_BATCH_MAX   4096 /* rows per COPY */
+#define TG_EV_WAKE_ROWS   1024 /* a ring this deep is written before the period ends */
 #define TG_EV_PERIOD_MS   100
 #define TG_EV_BACKOFF_MIN 100
 #define TG_EV_BACKOFF_MAX 5000
-#define TG_EV_NCOLS       10
+/* One COPY row at worst: every text byte escaped (x2), the timestamp, numbers, tabs. */
+#define TG_EV_ROW_MAX                                                                                       \
+    (2 * (sizeof(((tg_failover_event_t *)0)->request_id) + sizeof(((tg_failover_event_t *)0)->chain) +      \
+          sizeof(((tg_failover_event_t *)0)->from_target) + sizeof(((tg_failover_event_t *)0)->to_target) + \
+          sizeof(((tg_failover_event_t *)0)->reason)) +                                                     \
+     160)
 
-/* ev_mu protects everything in `q` below. cv_work wakes the writer (batch full, flush,
- * stop); cv_done wakes flushers when `written` advances. */
+static const char copy_sql[] = "COPY failover_events (at, request_id, tenant_id, chain, kind, from_target, "
+                               "to_target, reason, status, added_latency_us) FROM STDIN";
+
+/* ev_mu protects everything in `q` below. cv_work wakes the writer (ring deep, flush,
+ * stop); cv_done wakes flushers when `finished` advances. */
 static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv_work, cv_done;
 static struct {
     tg_failover_event_t *ring;
     size_t cap, head, count;
+    size_t wake_rows;  /* signal the writer at this depth: min(TG_EV_WAKE_ROWS, cap / 2) */
     uint64_t emitted;  /* accepted into the ring, ever */
     uint64_t finished; /* taken out and written (or given up on), ever */
     uint64_t dropped;  /* refused at emit: ring full or stopping */
@@ -88,6 +104,174 @@ static void deadline_in(struct timespec *ts, uint32_t ms)
     }
 }
 
+/* ---- COPY text formatting (writer thread only) ---- */
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0xC2)
+        return 0; /* continuation byte or overlong 2-byte lead */
+    if (c < 0xE0) {
+        n = 2;
+        cp = c & 0x1Fu;
+    } else if (c < 0xF0) {
+        n = 3;
+        cp = c & 0x0Fu;
+    } else if (c < 0xF5) {
+        n = 4;
+        cp = c & 0x07u;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0u) != 0x80u) /* also stops at the NUL */
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3Fu);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return n;
+}
+
+/*
+ * Appends s as one COPY text field: backslash, tab, newline and carriage return escaped (they
+ * would end the field or the row), and a byte that is not valid UTF-8 replaced by '?' (the server
+ * would reject the whole batch for it). An empty string is the SQL NULL when empty_is_null, as
+ * the columns were written before. Returns the new end; the caller sized `out` for the worst case.
+ */
+static char *put_text(char *out, const char *s, bool empty_is_null)
+{
+    if (empty_is_null && s[0] == '\0') {
+        memcpy(out, "\\N", 2);
+        return out + 2;
+    }
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        unsigned char c = *p;
+        if (c >= 0x80) {
+            size_t n = utf8_seq(p);
+            if (n == 0) {
+                *out++ = '?';
+                p++;
+            } else {
+                memcpy(out, p, n);
+                out += n;
+                p += n;
+            }
+            continue;
+        }
+        switch (c) {
+        case '\\':
+            *out++ = '\\';
+            *out++ = '\\';
+            break;
+        case '\t':
+            *out++ = '\\';
+            *out++ = 't';
+            break;
+        case '\n':
+            *out++ = '\\';
+            *out++ = 'n';
+            break;
+        case '\r':
+            *out++ = '\\';
+            *out++ = 'r';
+            break;
+        default:
+            *out++ = (char)c;
+            break;
+        }
+        p++;
+    }
+    return out;
+}
+
+static char *put_i64(char *out, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *out++ = '-';
+    while (n > 0)
+        *out++ = tmp[--n];
+    return out;
+}
+
+/* "YYYY-MM-DD HH:MM:SS" of the last second formatted: rows of one batch mostly share it. */
+typedef struct ts_cache {
+    int64_t sec;
+    char text[32];
+    size_t len;
+    bool valid;
+} ts_cache_t;
+
+/* Appends at_unix_ms as an ISO timestamptz literal in UTC ("...SS.mmm+00"): unambiguous under
+ * any DateStyle and TimeZone of the session. */
+static char *put_timestamp(char *out, int64_t at_ms, ts_cache_t *tc)
+{
+    int64_t sec = at_ms >= 0 ? at_ms / 1000 : (at_ms - 999) / 1000;
+    int ms = (int)(at_ms - sec * 1000);
+    if (!tc->valid || tc->sec != sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        int n = snprintf(tc->text, sizeof(tc->text), "%04d-%02d-%02d %02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        tc->len = n > 0 && (size_t)n < sizeof(tc->text) ? (size_t)n : 0;
+        tc->sec = sec;
+        tc->valid = true;
+    }
+    memcpy(out, tc->text, tc->len);
+    out += tc->len;
+    *out++ = '.';
+    *out++ = (char)('0' + ms / 100);
+    *out++ = (char)('0' + ms / 10 % 10);
+    *out++ = (char)('0' + ms % 10);
+    memcpy(out, "+00", 3);
+    return out + 3;
+}
+
+/* One row of the COPY, in the column order of copy_sql. Returns its length. */
+static size_t format_row(char *row, const tg_failover_event_t *e, ts_cache_t *tc)
+{
+    char *o = put_timestamp(row, e->at_unix_ms, tc);
+    *o++ = '\t';
+    o = put_text(o, e->request_id, true);
+    *o++ = '\t';
+    if (e->tenant_id != 0)
+        o = put_i64(o, e->tenant_id);
+    else
+        o = put_text(o, "", true);
+    *o++ = '\t';
+    o = put_text(o, e->chain, true);
+    *o++ = '\t';
+    o = put_text(o, tg_event_kind_name(e->kind), false);
+    *o++ = '\t';
+    o = put_text(o, e->from_target, false);
+    *o++ = '\t';
+    o = put_text(o, e->to_target, true);
+    *o++ = '\t';
+    o = put_text(o, e->reason, false);
+    *o++ = '\t';
+    if (e->status != 0)
+        o = put_i64(o, e->status);
+    else
+        o = put_text(o, "", true);
+    *o++ = '\t';
+    o = put_i64(o, e->added_latency_us > INT64_MAX ? INT64_MAX : (int64_t)e->added_latency_us);
+    *o++ = '\n';
+    return (size_t)(o - row);
+}
+
 /* ---- the SQL side (writer thread only) ---- */
 
 static PGconn *db_connect(void)
@@ -102,77 +286,91 @@ static PGconn *db_connect(void)
     return c;
 }
 
-typedef struct batch_text {
-    char num[TG_EV_BATCH][4][24]; /* at, tenant, status, latency as text */
-} batch_text_t;
-
-/* Returns 0 written, 1 connection lost (retry), -1 rejected (drop). */
-static int db_insert(PGconn *c, const tg_failover_event_t *evs, size_t n, batch_text_t *tx, tg_buf_t *sql)
+/* Drains the results of the statement in progress; returns the first non-OK one's verdict. */
+static int copy_verdict(PGconn *c, size_t n)
 {
-    const char *vals[TG_EV_BATCH * TG_EV_NCOLS];
-    tg_buf_reset(sql);
-    int rc = tg_buf_append_str(sql, "INSERT INTO failover_events (at, request_id, tenant_id, chain, kind, "
-                                    "from_target, to_target, reason, status, added_latency_us) VALUES ");
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const tg_failover_event_t *e = &evs[i];
-        size_t b = i * TG_EV_NCOLS;
-        snprintf(tx->num[i][0], sizeof(tx->num[i][0]), "%lld", (long long)e->at_unix_ms);
-        snprintf(tx->num[i][1], sizeof(tx->num[i][1]), "%lld", (long long)e->tenant_id);
-        snprintf(tx->num[i][2], sizeof(tx->num[i][2]), "%d", e->status);
-        snprintf(tx->num[i][3], sizeof(tx->num[i][3]), "%llu", (unsigned long long)e->added_latency_us);
-        vals[b + 0] = tx->num[i][0];
-        vals[b + 1] = e->request_id[0] != '\0' ? e->request_id : NULL;
-        vals[b + 2] = e->tenant_id != 0 ? tx->num[i][1] : NULL;
-        vals[b + 3] = e->chain[0] != '\0' ? e->chain : NULL;
-        vals[b + 4] = tg_event_kind_name(e->kind);
-        vals[b + 5] = e->from_target;
-        vals[b + 6] = e->to_target[0] != '\0' ? e->to_target : NULL;
-        vals[b + 7] = e->reason;
-        vals[b + 8] = e->status != 0 ? tx->num[i][2] : NULL;
-        vals[b + 9] = tx->num[i][3];
-        rc = tg_buf_appendf(
-            sql,
-            "%s(to_timestamp($%zu::bigint / 1000.0), $%zu, $%zu::bigint, $%zu, $%zu, $%zu, $%zu, "
-            "$%zu, $%zu::int, $%zu::bigint)",
-            i == 0 ? "" : ",", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10);
-    }
-    if (rc != 0)
-        return -1;
-    PGresult *res = PQexecParams(c, sql->data, (int)(n * TG_EV_NCOLS), NULL, vals, NULL, NULL, 0);
     int out = 0;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        if (PQstatus(c) != CONNECTION_OK) {
-            out = 1;
-        } else {
+    PGresult *res;
+    while ((res = PQgetResult(c)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_COPY_IN) {
+            /* still in COPY (a failed put): end it so the connection is usable, and judge below */
+            PQputCopyEnd(c, "aborted");
+        } else if (st != PGRES_COMMAND_OK && out == 0) {
+            if (PQstatus(c) != CONNECTION_OK) {
+                out = 1;
+            } else {
+                const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+                TG_LOG(TG_LOG_ERROR, "events_copy_rejected",
+                       TG_KV_STR("sqlstate", state != NULL ? state : ""),
+                       TG_KV_STR("error", PQresultErrorMessage(res)), TG_KV_INT("events", n));
+                out = -1;
+            }
+        }
+        PQclear(res);
+        if (PQstatus(c) != CONNECTION_OK)
+            return 1;
+    }
+    return PQstatus(c) != CONNECTION_OK ? 1 : out;
+}
+
+/* Stores the formatted rows of `data` (n events). Returns 0 written, 1 connection lost (retry),
+ * -1 rejected (drop). */
+static int db_copy(PGconn *c, const tg_buf_t *data, size_t n)
+{
+    PGresult *res = PQexec(c, copy_sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COPY_IN) {
+        int out = 1;
+        if (PQstatus(c) == CONNECTION_OK) {
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            TG_LOG(TG_LOG_ERROR, "events_insert_rejected", TG_KV_STR("sqlstate", state != NULL ? state : ""),
+            TG_LOG(TG_LOG_ERROR, "events_copy_rejected", TG_KV_STR("sqlstate", state != NULL ? state : ""),
                    TG_KV_STR("error", PQresultErrorMessage(res)), TG_KV_INT("events", n));
             out = -1;
         }
+        PQclear(res);
+        return out;
     }
     PQclear(res);
-    return out;
+    /* a blocking connection: each call returns once libpq has queued or sent the bytes */
+    if (PQputCopyData(c, data->data, (int)data->len) != 1 || PQputCopyEnd(c, NULL) != 1)
+        return 1; /* the connection broke mid-COPY; the caller drops it and retries the batch */
+    return copy_verdict(c, n);
 }
 
 /* ---- the writer thread ---- */
 
+/* Formats ring[head .. head+n) into `out` (reset first). Called without ev_mu: those slots belong to
+ * the writer until it advances head, and emitters only write past head + count. */
+static int format_batch(tg_buf_t *out, size_t head, size_t n, ts_cache_t *tc)
+{
+    char row[TG_EV_ROW_MAX];
+    tg_buf_reset(out);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = format_row(row, &q.ring[(head + i) % q.cap], tc);
+        int rc = tg_buf_append(out, row, len);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static void *writer_main(void *arg)
 {
     (void)arg;
-    tg_failover_event_t *batch = malloc(TG_EV_BATCH * sizeof(*batch));
-    batch_text_t *tx = malloc(sizeof(*tx));
-    tg_buf_t sql;
-    tg_buf_init(&sql, 256u * 1024u);
+    tg_buf_t data; /* reused by every batch: grows once to the largest batch seen */
+    tg_buf_init(&data, (size_t)TG_EV_BATCH_MAX * TG_EV_ROW_MAX);
+    ts_cache_t tc = {.valid = false};
     PGconn *conn = NULL;
     uint32_t backoff = TG_EV_BACKOFF_MIN;
 
     pthread_mutex_lock(&ev_mu);
     for (;;) {
-        /* wait for a full batch, a flush, stop, or the period (a condition wait with a
+        /* wait for a deep ring, a flush, stop, or the period (a condition wait with a
          * deadline, not a sleep: any of those wakes it at once) */
         struct timespec dl;
         deadline_in(&dl, TG_EV_PERIOD_MS);
-        while (!q.stopping && (q.paused || (q.count < TG_EV_BATCH && !q.flush_wanted))) {
+        while (!q.stopping && (q.paused || (q.count < q.wake_rows && !q.flush_wanted))) {
             int w = pthread_cond_timedwait(&cv_work, &ev_mu, &dl);
             if (w == ETIMEDOUT) {
                 if (!q.paused && q.count > 0)
@@ -187,20 +385,26 @@ static void *writer_main(void *arg)
                 break;
             continue;
         }
-        size_t n = q.count < TG_EV_BATCH ? q.count : TG_EV_BATCH;
-        for (size_t i = 0; i < n; i++)
-            batch[i] = q.ring[(q.head + i) % q.cap];
+        size_t n = q.count < TG_EV_BATCH_MAX ? q.count : TG_EV_BATCH_MAX;
+        size_t head = q.head;
+        pthread_mutex_unlock(&ev_mu);
+
+        /* Without a database the writer only takes events (tests, `serve` without one). */
+        int frc = q.conninfo != NULL ? format_batch(&data, head, n, &tc) : 0;
+
+        /* the rows are text now: give their slots back before the (slow) round trip */
+        pthread_mutex_lock(&ev_mu);
         q.head = (q.head + n) % q.cap;
         q.count -= n;
         bool stopping = q.stopping;
         pthread_mutex_unlock(&ev_mu);
 
         uint64_t lost = 0;
-        if (q.conninfo != NULL && batch != NULL && tx != NULL) {
+        if (q.conninfo != NULL && frc == 0) {
             for (;;) {
                 if (conn == NULL)
                     conn = db_connect();
-                int r = conn != NULL ? db_insert(conn, batch, n, tx, &sql) : 1;
+                int r = conn != NULL ? db_copy(conn, &data, n) : 1;
                 if (r == 0) {
                     backoff = TG_EV_BACKOFF_MIN;
                     break;
@@ -226,7 +430,7 @@ static void *writer_main(void *arg)
                 }
             }
         } else if (q.conninfo != NULL) {
-            lost = n; /* no memory for the batch */
+            lost = n; /* no memory for the batch's text */
         }
         if (lost > 0)
             tg_metrics_add("tollgate_events_dropped_total", "", (double)lost);
@@ -238,9 +442,7 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&ev_mu);
     PQfinish(conn);
-    tg_buf_dispose(&sql);
-    free(tx);
-    free(batch);
+    tg_buf_dispose(&data);
     return NULL;
 }
 
@@ -265,7 +467,8 @@ int tg_events_start(const char *conninfo, size_t queue_cap)
         pthread_condattr_destroy(&ca);
         cv_ready = true;
     }
-    q.ring = calloc(queue_cap, sizeof(*q.ring));
+    /* malloc, not calloc: a slot is written whole by emit before the writer reads it */
+    q.ring = malloc(queue_cap * sizeof(*q.ring));
     q.conninfo = conninfo != NULL ? strdup(conninfo) : NULL;
     if (q.ring == NULL || (conninfo != NULL && q.conninfo == NULL)) {
         free(q.ring);
@@ -276,6 +479,9 @@ int tg_events_start(const char *conninfo, size_t queue_cap)
         return TG_ENOMEM;
     }
     q.cap = queue_cap;
+    q.wake_rows = queue_cap / 2 < TG_EV_WAKE_ROWS ? queue_cap / 2 : TG_EV_WAKE_ROWS;
+    if (q.wake_rows == 0)
+        q.wake_rows = 1;
     q.head = q.count = 0;
     q.emitted = q.finished = q.dropped = q.lost = 0;
     q.stopping = q.paused = q.flush_wanted = false;
@@ -319,19 +525,62 @@ void tg_events_stop(void)
     pthread_mutex_unlock(&ev_mu);
 }
 
+/*
+ * tollgate_failovers_total labels of the last few (from, to, reason) this thread counted: a chain
+ * produces the same few moves over and over, and escaping three label values per event showed up
+ * in profiles. The counter itself is still updated per event (exact at any time).
+ */
+#define TG_EV_LABEL_CACHE 8
+typedef struct label_slot {
+    char from[sizeof(((tg_failover_event_t *)0)->from_target)];
+    char to[sizeof(((tg_failover_event_t *)0)->to_target)];
+    char reason[sizeof(((tg_failover_event_t *)0)->reason)];
+    char labels[512];
+    bool used;
+} label_slot_t;
+static __thread label_slot_t label_cache[TG_EV_LABEL_CACHE];
+static __thread unsigned label_next;
+
+static bool same_field(const char *cached, const char *v, size_t cap)
+{
+    return strncmp(cached, v, cap) == 0; /* v may fill its field without a NUL */
+}
+
+static void count_failover(const tg_failover_event_t *ev)
+{
+    for (size_t i = 0; i < TG_EV_LABEL_CACHE; i++) {
+        label_slot_t *s = &label_cache[i];
+        if (s->used && same_field(s->from, ev->from_target, sizeof(s->from)) &&
+            same_field(s->to, ev->to_target, sizeof(s->to)) &&
+            same_field(s->reason, ev->reason, sizeof(s->reason))) {
+            tg_metrics_add("tollgate_failovers_total", s->labels, 1);
+            return;
+        }
+    }
+    label_slot_t *s = &label_cache[label_next++ % TG_EV_LABEL_CACHE];
+    snprintf(s->from, sizeof(s->from), "%.*s", (int)sizeof(s->from) - 1, ev->from_target);
+    snprintf(s->to, sizeof(s->to), "%.*s", (int)sizeof(s->to) - 1, ev->to_target);
+    snprintf(s->reason, sizeof(s->reason), "%.*s", (int)sizeof(s->reason) - 1, ev->reason);
+    s->labels[0] = '\0';
+    tg_metrics_label(s->labels, sizeof(s->labels), "from", s->from);
+    tg_metrics_label(s->labels, sizeof(s->labels), "to", s->to);
+    tg_metrics_label(s->labels, sizeof(s->labels), "reason", s->reason);
+    /* fields that fill their arrays (no NUL) were truncated here: such an entry is not reused */
+    s->used = strnlen(ev->from_target, sizeof(s->from)) < sizeof(s->from) &&
+              strnlen(ev->to_target, sizeof(s->to)) < sizeof(s->to) &&
+              strnlen(ev->reason, sizeof(s->reason)) < sizeof(s->reason);
+    tg_metrics_add("tollgate_failovers_total", s->labels, 1);
+}
+
 void tg_events_emit(const tg_failover_event_t *ev)
 {
     pthread_once(&metrics_once, register_metrics);
     /* a failover is a move from one target to another: count it whether or not it is stored */
-    if (ev->kind != TG_EV_FALLBACK && ev->to_target[0] != '\0') {
-        char labels[400] = "";
-        tg_metrics_label(labels, sizeof(labels), "from", ev->from_target);
-        tg_metrics_label(labels, sizeof(labels), "to", ev->to_target);
-        tg_metrics_label(labels, sizeof(labels), "reason", ev->reason);
-        tg_metrics_add("tollgate_failovers_total", labels, 1);
-    }
+    if (ev->kind != TG_EV_FALLBACK && ev->to_target[0] != '\0')
+        count_failover(ev);
 
     bool dropped = false;
+    int64_t now_ms = ev->at_unix_ms == 0 ? unix_ms_now() : 0; /* outside the lock */
     pthread_mutex_lock(&ev_mu);
     if (!q.running || q.stopping || q.count == q.cap) {
         dropped = q.running; /* not started: events are only counted, by design */
@@ -346,10 +595,10 @@ void tg_events_emit(const tg_failover_event_t *ev)
         slot->to_target[sizeof(slot->to_target) - 1] = '\0';
         slot->reason[sizeof(slot->reason) - 1] = '\0';
         if (slot->at_unix_ms == 0)
-            slot->at_unix_ms = unix_ms_now();
+            slot->at_unix_ms = now_ms;
         q.count++;
         q.emitted++;
-        if (q.count >= TG_EV_BATCH)
+        if (q.count == q.wake_rows)
             pthread_cond_signal(&cv_work);
     }
     pthread_mutex_unlock(&ev_mu);

@@ -1,8 +1,9 @@
 /*
  * events.h - failover events: every skip, failed attempt and successful
  * fallback. Emitting copies the event into a bounded queue (never blocks; a
- * full queue drops and counts); a writer thread inserts them into
- * PostgreSQL (failover_events) in batches, off the request path.
+ * full queue drops and counts); a writer thread stores them in
+ * PostgreSQL (failover_events) in batches (COPY, up to 4096 rows, at least
+ * every ~100 ms while any is queued), off the request path.
  */
 #ifndef TG_EVENTS_H
 #define TG_EVENTS_H

@@ -77,22 +77,44 @@ void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker
                   const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker,
                   const tg_plan_opts_t *opts)
 {
-    memset(p, 0, sizeof(*p));
+    /* Field by field, not memset: the plan is ~3 KiB and built per request; everything below is
+     * what the planner reads before writing (see tg_plan_t). Every loop stops at _n. */
     if (n > TG_PLAN_MAX_TARGETS)
         n = TG_PLAN_MAX_TARGETS;
     for (size_t i = 0; i < n; i++) {
         p->_targets[i] = targets[i];
         p->_breakers[i] = breakers != NULL ? breakers[i] : NULL;
+        p->_tries[i] = 0;
+        p->_not_before_ms[i] = 0;
+        p->_retry_ok[i] = false;
+        p->_skipped[i] = false;
     }
+    p->n_recs = 0;
     p->_n = n;
     p->_ctx_fallback = ctx_fallback;
     p->_ctx_fallback_breaker = ctx_fallback_breaker;
+    p->_ctx_fallback_armed = false;
+    p->_ctx_fallback_used = false;
+    p->_done = false;
+    p->_waited_ms = 0;
+    p->_cur_admit = TG_ADMIT_YES;
+    p->_caller_error = NULL;
+    p->_served = false;
     p->_opts = opts != NULL ? *opts : default_opts;
     if (p->_opts.max_attempts_per_target == 0)
         p->_opts.max_attempts_per_target = 1;
     if (p->_opts.max_attempts_per_target > 8) /* _tries is 8 bits; recs are bounded anyway */
         p->_opts.max_attempts_per_target = 8;
     p->_cur = CUR_NONE;
+}
+
+/* A bounded copy that always terminates dst (cheaper than snprintf("%s") on the per-request path). */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = src != NULL ? strnlen(src, cap - 1) : 0;
+    if (n > 0)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 /* Room for one more record, keeping the last slot for an attempt's outcome. */
@@ -104,13 +126,13 @@ static bool room_for_skip(const tg_plan_t *p)
 static void add_skip(tg_plan_t *p, const tg_model_cfg_t *t)
 {
     tg_attempt_rec_t *r = &p->recs[p->n_recs++];
-    memset(r, 0, sizeof(*r));
     r->target = t;
     r->skipped = true;
+    r->latency_us = 0;
     /* cls means nothing for a skip (callers test `skipped` first); the reason names it */
     r->out.cls = TG_OUTCOME_SERVER;
-    r->out.retry_after_ms = -1;
-    snprintf(r->out.reason, sizeof(r->out.reason), "breaker_open");
+    r->out.status = 0;
+    memcpy(r->out.reason, "breaker_open", sizeof("breaker_open"));
 }
 
 static tg_admit_t admit(tg_breaker_t *b, uint64_t now_ms)
@@ -221,9 +243,11 @@ void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, u
     tg_breaker_t *b = cur == CUR_CTX ? p->_ctx_fallback_breaker : p->_breakers[cur];
 
     tg_attempt_rec_t *r = &p->recs[p->n_recs++];
-    memset(r, 0, sizeof(*r));
     r->target = t;
-    r->out = *out;
+    r->skipped = false;
+    r->out.cls = out->cls;
+    r->out.status = out->status;
+    copy_str(r->out.reason, sizeof(r->out.reason), out->reason);
     r->latency_us = latency_us;
 
     if (b != NULL) {
@@ -257,12 +281,14 @@ void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, u
         if (cur != CUR_CTX && p->_ctx_fallback != NULL && p->_ctx_fallback != t && !p->_ctx_fallback_armed) {
             p->_ctx_fallback_armed = true;
         } else {
-            p->_caller_error = &r->out;
+            p->_caller_copy = *out;
+            p->_caller_error = &p->_caller_copy;
             p->_done = true;
         }
         break;
     case TG_OUTCOME_CALLER:
-        p->_caller_error = &r->out;
+        p->_caller_copy = *out;
+        p->_caller_error = &p->_caller_copy;
         p->_done = true;
         break;
     case TG_OUTCOME_TRANSPORT:
@@ -413,9 +439,9 @@ static void fill_event(tg_failover_event_t *ev, tg_event_kind_t kind, const char
 {
     memset(ev, 0, sizeof(*ev));
     ev->kind = kind;
-    snprintf(ev->request_id, sizeof(ev->request_id), "%s", request_id != NULL ? request_id : "");
+    copy_str(ev->request_id, sizeof(ev->request_id), request_id != NULL ? request_id : "");
     ev->tenant_id = tenant_id;
-    snprintf(ev->chain, sizeof(ev->chain), "%s", chain != NULL ? chain : "");
+    copy_str(ev->chain, sizeof(ev->chain), chain != NULL ? chain : "");
     ev->at_unix_ms = at_unix_ms;
 }
 
@@ -431,10 +457,10 @@ void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t ten
             spent_us += r->latency_us;
         tg_failover_event_t ev;
         fill_event(&ev, r->skipped ? TG_EV_SKIPPED : TG_EV_FAILED, request_id, tenant_id, chain, at_unix_ms);
-        snprintf(ev.from_target, sizeof(ev.from_target), "%s", target_name(r->target));
+        copy_str(ev.from_target, sizeof(ev.from_target), target_name(r->target));
         if (i + 1 < p->n_recs)
-            snprintf(ev.to_target, sizeof(ev.to_target), "%s", target_name(p->recs[i + 1].target));
-        snprintf(ev.reason, sizeof(ev.reason), "%s", r->out.reason);
+            copy_str(ev.to_target, sizeof(ev.to_target), target_name(p->recs[i + 1].target));
+        copy_str(ev.reason, sizeof(ev.reason), r->out.reason);
         ev.status = r->skipped ? 0 : r->out.status;
         ev.added_latency_us = r->skipped ? 0 : r->latency_us;
         tg_events_emit(&ev);
@@ -445,9 +471,9 @@ void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t ten
         const tg_attempt_rec_t *last = &p->recs[p->n_recs - 1];
         tg_failover_event_t ev;
         fill_event(&ev, TG_EV_FALLBACK, request_id, tenant_id, chain, at_unix_ms);
-        snprintf(ev.from_target, sizeof(ev.from_target), "%s", target_name(first->target));
-        snprintf(ev.to_target, sizeof(ev.to_target), "%s", target_name(last->target));
-        snprintf(ev.reason, sizeof(ev.reason), "%s", reason);
+        copy_str(ev.from_target, sizeof(ev.from_target), target_name(first->target));
+        copy_str(ev.to_target, sizeof(ev.to_target), target_name(last->target));
+        copy_str(ev.reason, sizeof(ev.reason), reason);
         ev.status = first->skipped ? 0 : first->out.status;
         ev.added_latency_us = spent_us;
         tg_events_emit(&ev);

@@ -29,11 +29,20 @@
 
 typedef enum { TG_STEP_ATTEMPT, TG_STEP_WAIT, TG_STEP_FAIL } tg_step_kind_t;
 
+/** What the attempt log keeps of an outcome: the headers, the final error and the events need no
+ *  more. The provider's full error text matters only for a caller error, which ends the plan; the
+ *  plan keeps that one whole (tg_plan_final_error). */
+typedef struct tg_attempt_out {
+    tg_outcome_class_t cls;
+    int status;      /* upstream HTTP status; 0 for transport/timeouts/skips */
+    char reason[40]; /* as tg_classified_t.reason */
+} tg_attempt_out_t;
+
 /** One line of the attempt log (headers, final error, events). */
 typedef struct tg_attempt_rec {
     const tg_model_cfg_t *target;
-    bool skipped;        /* breaker open: no I/O */
-    tg_classified_t out; /* class + reason + status */
+    bool skipped;         /* breaker open: no I/O */
+    tg_attempt_out_t out; /* class + reason + status */
     uint64_t latency_us;
 } tg_attempt_rec_t;
 
@@ -43,6 +52,12 @@ typedef struct tg_plan_opts {
     uint32_t short_wait_ms;           /* Retry-After up to this may retry the same target (2000) */
 } tg_plan_opts_t;
 
+/*
+ * tg_plan_init writes only what the planner reads before writing it (the per-target arrays up to
+ * n, the counters and flags), not the whole struct: recs[] is filled as records are added and read
+ * only below n_recs, and _caller_copy only once _caller_error points at it. Callers may keep
+ * recs[] and n_recs in this order and place (chat.c skips zeroing recs when reusing a call).
+ */
 typedef struct tg_plan {
     /* read-only for callers */
     tg_attempt_rec_t recs[TG_PLAN_MAX_ATTEMPTS];
@@ -63,8 +78,9 @@ typedef struct tg_plan {
     uint64_t _waited_ms;
     int _cur; /* index of the target being attempted, -1 none */
     tg_admit_t _cur_admit;
-    const tg_classified_t *_caller_error; /* points into recs when a caller error ended the plan */
+    const tg_classified_t *_caller_error; /* &_caller_copy when a caller error ended the plan */
     bool _served;
+    tg_classified_t _caller_copy; /* the caller error's full outcome (message, type, code, param) */
 } tg_plan_t;
 
 typedef struct tg_step {

@@ -122,6 +122,48 @@ static void test_db_down_stop_does_not_hang(void **state)
     assert_int_equal(st.queued, 0);
 }
 
+/* The label strings are cached per thread; the count must stay exact per (from, to, reason),
+ * including for fields that fill their arrays (cut to fit, never read past). */
+static void test_failover_count_exact(void **state)
+{
+    assert_int_equal(tg_events_start(NULL, 64), 0);
+    const char *l1 = "from=\"c/1\",to=\"c/2\",reason=\"http_500\"";
+    const char *l2 = "from=\"c/1\",to=\"c/2\",reason=\"http_502\"";
+    double b1 = tg_metrics_get("tollgate_failovers_total", l1);
+    double b2 = tg_metrics_get("tollgate_failovers_total", l2);
+    tg_failover_event_t e1 = make_event(TG_EV_FAILED, "c/1", "c/2", "http_500");
+    tg_failover_event_t e2 = make_event(TG_EV_SKIPPED, "c/1", "c/2", "http_502");
+    for (int i = 0; i < 20; i++) {
+        tg_events_emit(&e1);
+        if (i % 2 == 0)
+            tg_events_emit(&e2);
+    }
+    /* more distinct moves than the cache holds, then the first again */
+    for (int i = 0; i < 12; i++) {
+        char to[16];
+        snprintf(to, sizeof(to), "d/%d", i);
+        tg_failover_event_t e = make_event(TG_EV_FAILED, "c/1", to, "http_500");
+        tg_events_emit(&e);
+    }
+    tg_events_emit(&e1);
+    assert_true(tg_metrics_get("tollgate_failovers_total", l1) == b1 + 21);
+    assert_true(tg_metrics_get("tollgate_failovers_total", l2) == b2 + 10);
+    assert_true(tg_metrics_get("tollgate_failovers_total", "from=\"c/1\",to=\"d/11\",reason=\"http_500\"") >=
+                1);
+
+    tg_failover_event_t full = make_event(TG_EV_FAILED, "", "c/2", "http_500");
+    memset(full.from_target, 'x', sizeof(full.from_target)); /* no NUL */
+    tg_events_emit(&full);
+    tg_events_emit(&full);
+    tg_events_flush();
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.written, st.emitted);
+    tg_events_stop();
+}
+
+static PGresult *exec_ok(PGconn *c, const char *sql);
+
 static PGresult *exec_ok(PGconn *c, const char *sql)
 {
     PGresult *r = PQexec(c, sql);
@@ -200,6 +242,114 @@ static void test_postgres_writer(void **state)
     PQfinish(c);
 }
 
+/* COPY text format: tabs, newlines, carriage returns and backslashes in any text field survive
+ * as themselves, "\\N" stays a string, an empty optional field is NULL, bytes that are not UTF-8
+ * become '?' instead of failing the batch, and a queue deeper than one COPY takes several. */
+static void test_postgres_copy_text(void **state)
+{
+    const char *ci = getenv("TG_TEST_PG");
+    if (ci == NULL || ci[0] == '\0')
+        skip();
+    PGconn *c = PQconnectdb(ci);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(exec_ok(c, "SET client_min_messages = warning"));
+    PQclear(exec_ok(c,
+                    "DROP SCHEMA IF EXISTS tg_events_copy CASCADE; CREATE SCHEMA tg_events_copy; "
+                    "CREATE TABLE tg_events_copy.failover_events (id bigserial primary key, at timestamptz "
+                    "not null, request_id text, tenant_id bigint, chain text, kind text, from_target text, "
+                    "to_target text, reason text, status int, added_latency_us bigint)"));
+    char conninfo[1024];
+    snprintf(conninfo, sizeof(conninfo), "%s options='-c search_path=tg_events_copy'", ci);
+    assert_int_equal(tg_events_start(conninfo, 16384), 0);
+
+    tg_failover_event_t ev = make_event(TG_EV_FAILED, "p/a\tb", "q/\\N", "why\nnot\r");
+    snprintf(ev.request_id, sizeof(ev.request_id), "r\\1\t2");
+    snprintf(ev.chain, sizeof(ev.chain), "caf\xc3\xa9 \xff\xc3 end"); /* é, then two broken bytes */
+    ev.at_unix_ms = 1700000000007;
+    ev.added_latency_us = 0;
+    tg_events_emit(&ev);
+    ev = make_event(TG_EV_SKIPPED, "p/b", "", "breaker_open");
+    ev.request_id[0] = '\0';
+    ev.chain[0] = '\0';
+    tg_events_emit(&ev);
+    tg_events_flush();
+
+    PGresult *r = exec_ok(c, "SELECT request_id, chain, from_target, to_target, reason, "
+                             "(extract(epoch from at) * 1000)::bigint, added_latency_us "
+                             "FROM tg_events_copy.failover_events WHERE kind = 'failed'");
+    assert_int_equal(PQntuples(r), 1);
+    assert_string_equal(PQgetvalue(r, 0, 0), "r\\1\t2");
+    assert_string_equal(PQgetvalue(r, 0, 1), "caf\xc3\xa9 ?? end");
+    assert_string_equal(PQgetvalue(r, 0, 2), "p/a\tb");
+    assert_string_equal(PQgetvalue(r, 0, 3), "q/\\N");
+    assert_string_equal(PQgetvalue(r, 0, 4), "why\nnot\r");
+    assert_string_equal(PQgetvalue(r, 0, 5), "1700000000007");
+    assert_string_equal(PQgetvalue(r, 0, 6), "0");
+    PQclear(r);
+    r = exec_ok(c, "SELECT request_id IS NULL, chain IS NULL, to_target IS NULL, from_target "
+                   "FROM tg_events_copy.failover_events WHERE kind = 'skipped'");
+    assert_int_equal(PQntuples(r), 1);
+    assert_string_equal(PQgetvalue(r, 0, 0), "t");
+    assert_string_equal(PQgetvalue(r, 0, 1), "t");
+    assert_string_equal(PQgetvalue(r, 0, 2), "t");
+    assert_string_equal(PQgetvalue(r, 0, 3), "p/b");
+    PQclear(r);
+
+    /* a deep queue (the writer paused while it fills): more rows than one COPY holds */
+    tg_events_pause(true);
+    ev = make_event(TG_EV_FALLBACK, "p/a", "p/c", "http_503");
+    for (int i = 0; i < 9000; i++) {
+        ev.added_latency_us = (uint64_t)i;
+        tg_events_emit(&ev);
+    }
+    tg_events_pause(false);
+    tg_events_flush();
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.written, 9002);
+    assert_int_equal(st.dropped, 0);
+    r = exec_ok(c, "SELECT count(*), count(DISTINCT added_latency_us), sum(added_latency_us) "
+                   "FROM tg_events_copy.failover_events WHERE kind = 'fallback'");
+    assert_string_equal(PQgetvalue(r, 0, 0), "9000");
+    assert_string_equal(PQgetvalue(r, 0, 1), "9000");
+    assert_string_equal(PQgetvalue(r, 0, 2), "40495500");
+    PQclear(r);
+
+    tg_events_stop();
+    PQclear(exec_ok(c, "DROP SCHEMA tg_events_copy CASCADE"));
+    PQfinish(c);
+}
+
+/* A COPY the server rejects (here: no such table) would never succeed: its batch is dropped and
+ * counted, and the writer goes on (flush returns, stop does not hang). */
+static void test_postgres_rejected_batch_dropped(void **state)
+{
+    const char *ci = getenv("TG_TEST_PG");
+    if (ci == NULL || ci[0] == '\0')
+        skip();
+    PGconn *c = PQconnectdb(ci);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(exec_ok(c, "SET client_min_messages = warning"));
+    PQclear(exec_ok(c, "DROP SCHEMA IF EXISTS tg_events_none CASCADE; CREATE SCHEMA tg_events_none"));
+    char conninfo[1024];
+    snprintf(conninfo, sizeof(conninfo), "%s options='-c search_path=tg_events_none'", ci);
+    double dropped0 = tg_metrics_get("tollgate_events_dropped_total", "");
+    assert_int_equal(tg_events_start(conninfo, 64), 0);
+    tg_failover_event_t ev = make_event(TG_EV_FAILED, "p/a", "p/b", "http_503");
+    for (int i = 0; i < 3; i++)
+        tg_events_emit(&ev);
+    tg_events_flush();
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    assert_int_equal(st.emitted, 3);
+    assert_int_equal(st.written, 0);
+    assert_int_equal(st.dropped, 3);
+    assert_true(tg_metrics_get("tollgate_events_dropped_total", "") == dropped0 + 3);
+    tg_events_stop();
+    PQclear(exec_ok(c, "DROP SCHEMA tg_events_none CASCADE"));
+    PQfinish(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,7 +358,10 @@ int main(void)
         cmocka_unit_test(test_flush_many_batches),
         cmocka_unit_test(test_fallback_not_counted_as_failover),
         cmocka_unit_test(test_db_down_stop_does_not_hang),
+        cmocka_unit_test(test_failover_count_exact),
         cmocka_unit_test(test_postgres_writer),
+        cmocka_unit_test(test_postgres_copy_text),
+        cmocka_unit_test(test_postgres_rejected_batch_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -527,6 +527,58 @@ static void test_events_and_metrics(void **state)
     tg_events_stop();
 }
 
+/*
+ * chat.c reuses calls without zeroing the plan, and tg_plan_init writes only what the planner
+ * reads: whatever garbage or a previous request left in the plan must not change a decision.
+ */
+static void test_init_on_dirty_plan(void **state)
+{
+    fx_t *f = *state;
+    memset(&f->plan, 0xA5, sizeof(f->plan));
+    tg_plan_init(&f->plan, f->targets, f->breakers, 3, NULL, NULL, NULL);
+    assert_int_equal(f->plan.n_recs, 0);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_plan_record(&f->plan, 0, &OK, 20);
+    assert_int_equal(f->plan.n_recs, 2);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 2);
+    assert_string_equal(tg_plan_fallback_reason(&f->plan), "http_503");
+    assert_false(f->plan.recs[0].skipped);
+    assert_int_equal(f->plan.recs[0].out.status, 503);
+    assert_int_equal(f->plan.recs[1].out.cls, TG_OUTCOME_SUCCESS);
+    assert_int_equal(f->plan.recs[1].latency_us, 20);
+    expect_fail(&f->plan, 0);
+
+    /* the same memory for the next request: a caller error on the first target; its full text
+     * (kept outside the slim records) makes the body */
+    tg_plan_init(&f->plan, f->targets, f->breakers, 3, NULL, NULL, NULL);
+    assert_int_equal(f->plan.n_recs, 0);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    o = out_of(TG_OUTCOME_CALLER, 422, "http_422", -1);
+    snprintf(o.message, sizeof(o.message), "%s", "messages[0].content: expected a string or an array");
+    snprintf(o.type, sizeof(o.type), "invalid_request_error");
+    snprintf(o.param, sizeof(o.param), "messages[0].content");
+    tg_plan_record(&f->plan, 0, &o, 10);
+    expect_fail(&f->plan, 0);
+    int status = 0;
+    uint32_t ra = 99;
+    tg_buf_t body;
+    tg_buf_init(&body, 4096);
+    assert_int_equal(tg_plan_final_error(&f->plan, 0, &status, &body, &ra), 0);
+    assert_int_equal(status, 422);
+    assert_int_equal(ra, 0);
+    assert_string_equal(body.data, "{\"error\":{\"message\":\"messages[0].content: expected a string or an "
+                                   "array\",\"type\":\"invalid_request_error\",\"code\":null,\"param\":"
+                                   "\"messages[0].content\"}}");
+    tg_buf_dispose(&body);
+
+    /* the records stay small: a plan per request must not be tens of KiB again */
+    assert_true(sizeof(tg_attempt_rec_t) <= 80);
+    assert_true(sizeof(tg_plan_t) <= 4096);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -547,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_outcome_breaker_results),
         cmocka_unit_test(test_classify_transport),
         cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_init_on_dirty_plan, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -239,7 +239,7 @@ static char *read_path(const char *path, size_t *len)
     tg_buf_t b;
     tg_buf_init(&b, 1u << 24);
     char tmp[4096];
-    size_t n;
+    size_t n = 0;
     int rc = 0;
     while (rc == 0 && (n = fread(tmp, 1, sizeof(tmp), f)) > 0)
         rc = tg_buf_append(&b, tmp, n);
@@ -337,7 +337,7 @@ static void test_fixture_responses(void **state)
     assert_int_equal(t.served, 2);
     assert_true(t.declined >= 10); /* every error body is left to the slow path */
 
-    size_t n;
+    size_t n = 0;
     char *body = fx_read("openai/response.json", &n);
     assert_non_null(body);
     assert_int_equal(check_resp("response.json", body, n, "gw-model"), SERVE);
@@ -705,7 +705,7 @@ static void test_stream_usage_chunk(void **state)
 static void test_stream_fixture_usage_total(void **state)
 {
     (void)state;
-    size_t n;
+    size_t n = 0;
     char *bytes = fx_read("openai/stream.sse", &n);
     assert_non_null(bytes);
     fx_stream_t slow;
