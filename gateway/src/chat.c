@@ -153,9 +153,9 @@ static int64_t unix_ms(void)
 }
 
 /*
- * call_t is ~26 KiB (the plan's attempt records), and calloc'ing it for every request cost a large
- * allocation plus zeroing all of it. Each loop thread keeps a few freed calls for reuse, and a new
- * call zeroes everything except plan.recs, which nothing reads beyond plan.n_recs (zeroed) and
+ * call_t is several KiB (the plan's attempt records and the call's buffers' headers), and
+ * calloc'ing it for every request showed in profiles. Each loop thread keeps a few freed calls for reuse, and
+ * a new call zeroes everything except plan.recs, which nothing reads beyond plan.n_recs (zeroed) and
  * tg_plan_init rewrites anyway. The cache is freed when its thread exits.
  */
 #define CHAT_CALL_CACHE 32
