@@ -110,7 +110,6 @@ struct call {
     bool attempt_open; /* started, outcome not yet recorded in the plan */
     const tg_model_cfg_t *target;
     const tg_adapter_t *adapter;
-    tg_breaker_t *breaker;
     uint64_t attempt_start_us;
     int up_status;
     char retry_after[64];
@@ -251,6 +250,8 @@ static void call_destroy(call_t *c)
         tg_transfer_cancel(c->transfer);
     h2o_timeout_unlink(&c->wait_entry);
     h2o_timeout_unlink(&c->poll_entry);
+    if (c->kind == CALL_CHAT) /* no-op unless a started stream got no verdict on any other path */
+        tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_NEUTRAL);
     if (c->status == 0)
         c->status = 499; /* the client left before any answer */
     log_call(c);
@@ -291,6 +292,8 @@ static void abandon(call_t *c)
         tg_plan_record(&c->plan, tg_now_ms(), &cls, tg_now_us() - c->attempt_start_us);
         c->recs_seen = c->plan.n_recs;
     }
+    /* a stream the client left says nothing about the provider, but must free a probe slot */
+    tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_NEUTRAL);
     plan_events(c); /* the failures before the hang-up still happened */
 }
 
@@ -428,16 +431,6 @@ static void plan_events(call_t *c)
     tg_plan_emit_events(&c->plan, c->request_id, c->principal.tenant_id, c->route.name, 0);
 }
 
-static tg_breaker_t *breaker_of(call_t *c, const tg_model_cfg_t *m)
-{
-    for (size_t i = 0; i < c->route.n_targets; i++)
-        if (c->route.targets[i] == m)
-            return c->breakers[i];
-    if (m == c->route.context_fallback)
-        return c->ctx_breaker;
-    return tg_breaker_get(m->target_key, &m->provider->breaker);
-}
-
 static void record_failure(call_t *c, const tg_classified_t *cls)
 {
     uint64_t lat = tg_now_us() - c->attempt_start_us;
@@ -449,63 +442,6 @@ static void record_failure(call_t *c, const tg_classified_t *cls)
            TG_KV_INT("latency_us", lat));
 }
 
-/*
- * Broken streams and the breaker. The planner records a stream as a success at its first byte
- * (from then on it cannot fail over), and a success resets the breaker's run of consecutive
- * failures; a target whose every stream breaks half-way would therefore never trip. So each
- * target also has a run of broken streams, kept here: a break records that many counted failures
- * (after the first byte's reset, the breaker is back to "this many failures in a row"), and a
- * whole answer from the target ends the run. Breakers are never freed, so their addresses are
- * stable keys; the table is process-wide and lock-free.
- */
-#define CHAT_STREAK_SLOTS 256
-
-static struct {
-    _Atomic(tg_breaker_t *) b;
-    atomic_uint n;
-} streaks[CHAT_STREAK_SLOTS];
-
-static atomic_uint *streak_of(tg_breaker_t *b, bool create)
-{
-    size_t h = (size_t)(((uintptr_t)b >> 4) * 2654435761u);
-    for (size_t i = 0; i < CHAT_STREAK_SLOTS; i++) {
-        size_t k = (h + i) % CHAT_STREAK_SLOTS;
-        tg_breaker_t *cur = atomic_load(&streaks[k].b);
-        if (cur == b)
-            return &streaks[k].n;
-        if (cur == NULL) {
-            if (!create)
-                return NULL;
-            tg_breaker_t *expected = NULL;
-            if (atomic_compare_exchange_strong(&streaks[k].b, &expected, b) || expected == b)
-                return &streaks[k].n;
-        }
-    }
-    return NULL; /* more targets than slots: a break then counts once */
-}
-
-/* A whole answer from this target: its run of broken streams is over. */
-static void streak_end(tg_breaker_t *b)
-{
-    atomic_uint *n = b != NULL ? streak_of(b, false) : NULL;
-    if (n != NULL && atomic_load_explicit(n, memory_order_relaxed) != 0)
-        atomic_store(n, 0);
-}
-
-static void count_broken_stream(call_t *c)
-{
-    if (c->breaker == NULL)
-        return;
-    atomic_uint *n = streak_of(c->breaker, true);
-    unsigned run = n != NULL ? atomic_fetch_add(n, 1) + 1 : 1;
-    unsigned cap = c->served->provider->breaker.failure_threshold;
-    if (run > cap && cap > 0)
-        run = cap; /* more cannot change anything */
-    uint64_t now = tg_now_ms();
-    for (unsigned i = 0; i < run; i++)
-        tg_breaker_record(c->breaker, now, TG_ADMIT_YES, TG_RESULT_FAILURE);
-}
-
 /* The attempt serves the client: latency (TTFT for streams, total otherwise) feeds the breaker. */
 static void record_success(call_t *c)
 {
@@ -514,8 +450,12 @@ static void record_success(call_t *c)
     tg_classified_t cls = {.cls = TG_OUTCOME_SUCCESS, .status = c->up_status, .retry_after_ms = -1};
     snprintf(cls.reason, sizeof(cls.reason), "ok");
     c->attempt_open = false;
-    /* the planner feeds the latency to the breaker and observes the attempt histogram */
-    tg_plan_record(&c->plan, tg_now_ms(), &cls, lat);
+    /* the planner feeds the latency to the breaker and observes the attempt histogram; a stream's
+     * verdict for the breaker waits for its end (tg_plan_settle) */
+    if (c->stream)
+        tg_plan_record_stream_start(&c->plan, tg_now_ms(), &cls, lat);
+    else
+        tg_plan_record(&c->plan, tg_now_ms(), &cls, lat);
     c->served = c->target;
     note_new_recs(c);
     plan_events(c);
@@ -730,9 +670,8 @@ static void end_broken_stream(call_t *c, const char *why)
     tg_buf_dispose(&ev);
     char reason[40];
     snprintf(reason, sizeof(reason), "mid_stream:%s", why);
-    /* The planner recorded this attempt as a success at its first byte (that is when it stopped
-     * being able to fail over). A provider that cuts streams must still trip its breaker. */
-    count_broken_stream(c);
+    /* a provider that cuts its streams must trip its breaker like one that fails them outright */
+    tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_FAILURE);
     emit_event(c, TG_EV_FAILED, c->served, NULL, reason, c->up_status, tg_now_us() - c->start_us);
     TG_LOG(TG_LOG_WARN, "stream_broken", TG_KV_STR("request_id", c->request_id),
            TG_KV_STR("target", c->served->target_key), TG_KV_STR("reason", why),
@@ -777,7 +716,6 @@ static void finish_non_stream(call_t *c)
             tg_openai_passthrough(&c->resp_in, c->body_buf.data, c->body_buf.len, &out, &same, &c->usage);
         if (prc == 0) {
             record_success(c);
-            streak_end(c->breaker);
             add_route_headers(c);
             if (same)
                 respond_raw(c, 200, c->body_buf.data, c->body_buf.len);
@@ -808,7 +746,6 @@ static void finish_non_stream(call_t *c)
         return;
     }
     record_success(c);
-    streak_end(c->breaker);
     add_route_headers(c);
     respond_raw(c, 200, s, strlen(s));
     free(s);
@@ -824,7 +761,7 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
     tg_classified_t cls;
     if (c->committed) {
         if (c->ended && c->stream_rc == 0) {
-            streak_end(c->breaker);
+            tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_SUCCESS);
             c->finishing = true;
             flush(c);
         } else {
@@ -871,7 +808,6 @@ static int start_attempt(call_t *c, const tg_model_cfg_t *target)
     reset_attempt(c);
     c->target = target;
     c->adapter = tg_adapter_for(target->provider->kind);
-    c->breaker = breaker_of(c, target);
     c->attempt_start_us = tg_now_us();
     c->attempt_open = true;
     route_comment(c, "tollgate trying %s", target->target_key);

@@ -98,6 +98,7 @@ void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker
     p->_done = false;
     p->_waited_ms = 0;
     p->_cur_admit = TG_ADMIT_YES;
+    p->_pending_breaker = NULL;
     p->_caller_error = NULL;
     p->_served = false;
     p->_opts = opts != NULL ? *opts : default_opts;
@@ -233,7 +234,7 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
     return step_fail(p);
 }
 
-void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, uint64_t latency_us)
+static void record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, uint64_t latency_us, bool defer)
 {
     if (p->_cur == CUR_NONE || p->n_recs >= TG_PLAN_MAX_ATTEMPTS)
         return;
@@ -251,7 +252,12 @@ void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, u
     r->latency_us = latency_us;
 
     if (b != NULL) {
-        tg_breaker_record(b, now_ms, p->_cur_admit, tg_outcome_breaker_result(out->cls));
+        if (defer && out->cls == TG_OUTCOME_SUCCESS) {
+            p->_pending_breaker = b; /* the verdict comes with tg_plan_settle */
+            p->_pending_admit = p->_cur_admit;
+        } else {
+            tg_breaker_record(b, now_ms, p->_cur_admit, tg_outcome_breaker_result(out->cls));
+        }
         if (out->cls == TG_OUTCOME_SUCCESS && t->provider != NULL && t->provider->latency_threshold_ms > 0)
             tg_breaker_latency_at(b, now_ms, latency_us, t->provider->latency_threshold_ms);
     }
@@ -297,6 +303,26 @@ void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, u
     case TG_OUTCOME_MISCONFIGURED:
         break; /* fail over; the breaker already counted it */
     }
+}
+
+void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, uint64_t latency_us)
+{
+    record(p, now_ms, out, latency_us, false);
+}
+
+void tg_plan_record_stream_start(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out,
+                                 uint64_t latency_us)
+{
+    record(p, now_ms, out, latency_us, true);
+}
+
+void tg_plan_settle(tg_plan_t *p, uint64_t now_ms, tg_result_t r)
+{
+    tg_breaker_t *b = p->_pending_breaker;
+    if (b == NULL)
+        return;
+    p->_pending_breaker = NULL;
+    tg_breaker_record(b, now_ms, p->_pending_admit, r);
 }
 
 void tg_plan_waited(tg_plan_t *p, uint32_t ms)

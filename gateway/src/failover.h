@@ -78,6 +78,8 @@ typedef struct tg_plan {
     uint64_t _waited_ms;
     int _cur; /* index of the target being attempted, -1 none */
     tg_admit_t _cur_admit;
+    tg_breaker_t *_pending_breaker; /* a started stream awaiting its verdict (tg_plan_settle) */
+    tg_admit_t _pending_admit;
     const tg_classified_t *_caller_error; /* &_caller_copy when a caller error ended the plan */
     bool _served;
     tg_classified_t _caller_copy; /* the caller error's full outcome (message, type, code, param) */
@@ -103,6 +105,18 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms);
  * latency_us is the time to the first byte for streams, to the whole answer otherwise.
  */
 void tg_plan_record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, uint64_t latency_us);
+/**
+ * Streams: the first byte ends failover, so the attempt is recorded as served (events, latency,
+ * histogram) like tg_plan_record does, but the breaker's verdict waits for the stream's end: a
+ * provider that cuts its streams half-way must still trip its breaker, and a half-open probe is
+ * only proven by a whole answer. Follow with exactly one tg_plan_settle.
+ */
+void tg_plan_record_stream_start(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out,
+                                 uint64_t latency_us);
+/** The verdict on a started stream: TG_RESULT_SUCCESS (ended whole), TG_RESULT_FAILURE (broke
+ *  mid-way), TG_RESULT_NEUTRAL (the client left). No-op when nothing is pending, so it may be
+ *  called again on any exit path. */
+void tg_plan_settle(tg_plan_t *p, uint64_t now_ms, tg_result_t r);
 /** The request waited `ms` (a WAIT step was honoured). */
 void tg_plan_waited(tg_plan_t *p, uint32_t ms);
 

@@ -579,10 +579,65 @@ static void test_init_on_dirty_plan(void **state)
     assert_true(sizeof(tg_plan_t) <= 4096);
 }
 
+/* A stream's breaker verdict waits for its end: broken streams count, whole ones reset. */
+static void test_stream_verdict_deferred(void **state)
+{
+    fx_t *f = *state;
+    tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE);
+    tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE);
+    /* two failures in a row; a stream starts: its first byte must not wipe them */
+    init2(f, NULL);
+    expect_attempt(&f->plan, 1, &mod_a, false);
+    tg_plan_record_stream_start(&f->plan, 1, &OK, 1000);
+    assert_int_equal(tg_breaker_state(f->ba, 1), TG_BREAKER_CLOSED);
+    tg_plan_settle(&f->plan, 2, TG_RESULT_FAILURE); /* it broke: the third failure opens */
+    assert_int_equal(tg_breaker_state(f->ba, 2), TG_BREAKER_OPEN);
+    tg_plan_settle(&f->plan, 3, TG_RESULT_FAILURE); /* settled already: no-op */
+    tg_breaker_reset(f->ba);
+
+    /* a whole stream resets the run like any success */
+    tg_breaker_record(f->ba, 10, TG_ADMIT_YES, TG_RESULT_FAILURE);
+    tg_breaker_record(f->ba, 10, TG_ADMIT_YES, TG_RESULT_FAILURE);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 11, &mod_a, false);
+    tg_plan_record_stream_start(&f->plan, 11, &OK, 1000);
+    tg_plan_settle(&f->plan, 12, TG_RESULT_SUCCESS);
+    tg_breaker_record(f->ba, 13, TG_ADMIT_YES, TG_RESULT_FAILURE);
+    tg_breaker_record(f->ba, 13, TG_ADMIT_YES, TG_RESULT_FAILURE);
+    assert_int_equal(tg_breaker_state(f->ba, 13), TG_BREAKER_CLOSED);
+}
+
+/* A half-open probe that streams is proven only by a whole answer; a client that leaves frees it. */
+static void test_stream_probe_verdict(void **state)
+{
+    fx_t *f = *state;
+    for (int i = 0; i < 3; i++)
+        tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE);
+    uint64_t t = 30000; /* open_ms later: the next admit is the probe */
+    init2(f, NULL);
+    expect_attempt(&f->plan, t, &mod_a, true);
+    tg_plan_record_stream_start(&f->plan, t, &OK, 1000);
+    /* while the probe streams, everyone else skips the target */
+    assert_int_equal(tg_breaker_admit(f->ba, t + 1), TG_ADMIT_SKIP);
+    tg_plan_settle(&f->plan, t + 2, TG_RESULT_NEUTRAL); /* the client left: the slot is free again */
+    tg_admit_t a = tg_breaker_admit(f->ba, t + 3);
+    assert_int_equal(a, TG_ADMIT_PROBE);
+    tg_breaker_record(f->ba, t + 3, a, TG_RESULT_NEUTRAL);
+
+    init2(f, NULL);
+    expect_attempt(&f->plan, t + 4, &mod_a, true);
+    tg_plan_record_stream_start(&f->plan, t + 4, &OK, 1000);
+    assert_int_equal(tg_breaker_state(f->ba, t + 5), TG_BREAKER_HALF_OPEN);
+    tg_plan_settle(&f->plan, t + 6, TG_RESULT_SUCCESS);
+    assert_int_equal(tg_breaker_state(f->ba, t + 6), TG_BREAKER_CLOSED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_served_by_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_verdict_deferred, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_probe_verdict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_caller_error_no_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_context_length_goes_to_fallback_only, setup, teardown),
