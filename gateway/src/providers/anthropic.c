@@ -403,18 +403,7 @@ static int an_parse_response(const tg_resp_in_t *in, const char *body, size_t le
     tg_usage_t tmp = {0};
     set_usage(&tmp, uin, ucr, ucw, uout);
     const char *fr = finish_reason(json_string_value(json_object_get(root, "stop_reason")));
-    json_t *msg = json_pack("{s:s, s:o}", "role", "assistant", "content",
-                            text.len > 0 || json_array_size(calls) == 0
-                                ? json_stringn(text.data ? text.data : "", text.len)
-                                : json_null());
-    if (msg != NULL && json_array_size(calls) > 0)
-        json_object_set(msg, "tool_calls", calls);
-    char id[160];
-    tg_prov_completion_id(in, id, sizeof(id));
-    *out = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s?}], s:o}", "id", id, "object",
-                     "chat.completion", "created", (json_int_t)in->created, "model",
-                     in->model != NULL ? in->model : "", "choices", "index", 0, "message", msg, "logprobs",
-                     "finish_reason", fr ? fr : "stop", "usage", tg_prov_usage_json(&tmp));
+    *out = tg_prov_completion_new(in, &text, calls, fr, &tmp);
     if (*out == NULL)
         rc = tg_error_set(err, TG_ENOMEM, "out of memory");
 out:

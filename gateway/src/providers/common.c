@@ -618,3 +618,23 @@ int tg_prov_push_turn(json_t *turns, const char *role, const char *items_key, js
                ? 0
                : TG_ENOMEM;
 }
+
+json_t *tg_prov_completion_new(const tg_resp_in_t *in, const tg_buf_t *text, json_t *calls,
+                               const char *finish, const tg_usage_t *u)
+{
+    /* content is null only for an answer made of tool calls alone, as OpenAI sends it */
+    json_t *msg = json_pack("{s:s, s:o}", "role", "assistant", "content",
+                            text->len > 0 || json_array_size(calls) == 0
+                                ? json_stringn(text->data ? text->data : "", text->len)
+                                : json_null());
+    if (msg != NULL && json_array_size(calls) > 0 && json_object_set(msg, "tool_calls", calls) != 0) {
+        json_decref(msg);
+        return NULL;
+    }
+    char id[160];
+    tg_prov_completion_id(in, id, sizeof(id));
+    return json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:o}", "id", id, "object",
+                     "chat.completion", "created", (json_int_t)in->created, "model",
+                     in->model != NULL ? in->model : "", "choices", "index", 0, "message", msg, "logprobs",
+                     "finish_reason", finish != NULL ? finish : "stop", "usage", tg_prov_usage_json(u));
+}

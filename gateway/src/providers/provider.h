@@ -195,6 +195,10 @@ TG_MUST_CHECK int tg_prov_content_text(const json_t *content, const char *sep, t
  *  previous turn when the role repeats (Anthropic and Gemini want alternating roles). Takes over
  *  `items`; an empty `items` adds nothing. Returns 0 or TG_ENOMEM. */
 TG_MUST_CHECK int tg_prov_push_turn(json_t *turns, const char *role, const char *items_key, json_t *items);
+/** A canonical chat.completion (new reference, NULL when out of memory) from an answer's text,
+ *  tool calls (borrowed; may be NULL or empty), finish reason (NULL: "stop") and usage. */
+json_t *tg_prov_completion_new(const tg_resp_in_t *in, const tg_buf_t *text, json_t *calls,
+                               const char *finish, const tg_usage_t *u);
 
 /* ---- OpenAI fast paths (providers/openai.c) ----
  * The pass-through provider's answers usually need nothing but the "model" field replaced, so the
