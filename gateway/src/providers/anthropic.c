@@ -106,7 +106,9 @@ static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err
                 break;
             }
             rc = content_blocks(content, inner, i, err);
-            if (rc == 0 && json_array_append_new(blocks, tr) != 0)
+            if (rc != 0)
+                json_decref(tr); /* not handed to blocks: ours to free */
+            else if (json_array_append_new(blocks, tr) != 0)
                 rc = TG_ENOMEM;
             if (rc == 0)
                 rc = tg_prov_push_turn(msgs, "user", "content", blocks);

@@ -159,7 +159,9 @@ static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err
             tg_buf_dispose(&text);
             json_t *p = json_pack("{s:{s:s, s:o}}", "functionResponse", "name",
                                   name != NULL ? name : (id ? id : ""), "response", resp);
-            if (rc == 0 && (p == NULL || json_array_append_new(parts, p) != 0))
+            if (rc != 0)
+                json_decref(p); /* not handed to parts: ours to free */
+            else if (p == NULL || json_array_append_new(parts, p) != 0)
                 rc = TG_ENOMEM;
             if (rc == 0)
                 rc = tg_prov_push_turn(contents, "user", "parts", parts);
