@@ -5,6 +5,17 @@
  * h2o's loop (DONT_READ: h2o reports readiness and never reads it), so there are no per-socket h2o
  * objects and no fd ownership questions (c-stack.md 3.2, variant 1).
  *
+ * Idle connections stay registered. curl says CURL_POLL_REMOVE when a transfer ends and its
+ * connection goes back to the cache, and asks for the socket again when the next transfer reuses
+ * it: a DEL then an ADD per request, two syscalls that cost several µs each on a virtualised
+ * host. So REMOVE only marks a connection socket dormant (fd_state); a dormant fd that becomes
+ * ready (the peer closed the idle connection) is deleted then, once, so level-triggered epoll
+ * cannot spin on it, and curl finds the connection dead at its next reuse check. This is only
+ * safe for sockets whose close we see, or a reused fd number would inherit a stale registration:
+ * connection sockets are opened and closed through our own callbacks (CURLOPT_OPENSOCKETFUNCTION
+ * and CURLOPT_CLOSESOCKETFUNCTION, which curl keeps with the connection). Any other socket curl
+ * watches (a resolver's socketpair, which curl closes itself) is deleted at REMOVE as before.
+ *
  * curl's timer: a duration-0 h2o_timeout_t holding one entry whose registered_at is the absolute
  * deadline. Rewriting a list's duration instead makes h2o_timeout_run re-fire the entry in the same
  * pass and spin (c-stack.md 3.3).
@@ -39,6 +50,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -53,10 +65,21 @@ typedef struct duration_list {
     struct duration_list *next;
 } duration_list_t;
 
+/* What the private epoll set holds for one fd: kept across transfers (see the top comment). */
+typedef struct fd_state {
+    uint32_t events; /* registered interest; valid when registered */
+    bool registered; /* in epfd */
+    bool wanted;     /* curl asked for it since its last CURL_POLL_REMOVE */
+    bool owned;      /* opened by on_curl_open: its close comes through on_curl_close */
+} fd_state_t;
+
 struct tg_upstream {
     h2o_loop_t *loop;
     CURLM *multi;
     int epfd;
+    fd_state_t *fds; /* indexed by fd, grown on demand */
+    size_t n_fds;
+    size_t n_watched; /* fds with registered set */
     h2o_socket_t *ep_sock;
     h2o_timeout_t curl_timer; /* duration 0; its one entry's registered_at is curl's deadline */
     h2o_timeout_entry_t curl_timer_entry;
@@ -247,12 +270,54 @@ static void socket_action(tg_upstream_t *u, curl_socket_t fd, int ev)
 
 /* ---------------------------------------------------------------- loop glue */
 
+static fd_state_t *fd_state(tg_upstream_t *u, int fd, bool grow)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= u->n_fds) {
+        if (!grow)
+            return NULL;
+        size_t n = u->n_fds == 0 ? 256 : u->n_fds;
+        while (n <= (size_t)fd)
+            n *= 2;
+        fd_state_t *p = realloc(u->fds, n * sizeof(*p));
+        if (p == NULL)
+            return NULL;
+        memset(p + u->n_fds, 0, (n - u->n_fds) * sizeof(*p));
+        u->fds = p;
+        u->n_fds = n;
+    }
+    return &u->fds[fd];
+}
+
+static void fd_forget(tg_upstream_t *u, int fd)
+{
+    fd_state_t *st = fd_state(u, fd, false);
+    if (st == NULL || st->registered) /* untracked (no memory for the table): DEL to be sure */
+        epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
+    if (st != NULL && st->registered)
+        u->n_watched--;
+    if (st != NULL)
+        memset(st, 0, sizeof(*st));
+}
+
 static void on_epfd_ready(h2o_socket_t *sock, const char *err)
 {
     tg_upstream_t *u = sock->data;
     struct epoll_event evs[64];
     int n = epoll_wait(u->epfd, evs, 64, 0);
     for (int i = 0; i < n; ++i) {
+        fd_state_t *st = fd_state(u, evs[i].data.fd, false);
+        if (st == NULL || !st->wanted) {
+            /* a dormant idle connection woke up (closed by the peer): stop watching it; it stays
+             * ours (owned) until curl closes it */
+            epoll_ctl(u->epfd, EPOLL_CTL_DEL, evs[i].data.fd, NULL);
+            if (st != NULL && st->registered) {
+                st->registered = false;
+                u->n_watched--;
+            }
+            continue;
+        }
         int ev = 0;
         if (evs[i].events & (EPOLLIN | EPOLLHUP))
             ev |= CURL_CSELECT_IN;
@@ -267,22 +332,55 @@ static void on_epfd_ready(h2o_socket_t *sock, const char *err)
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     tg_upstream_t *u = userp;
-    if (what == CURL_POLL_REMOVE) { /* curl calls this before it closes the fd */
-        epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
-        curl_multi_assign(u->multi, fd, NULL);
+    fd_state_t *st = fd_state(u, fd, what != CURL_POLL_REMOVE);
+    if (what == CURL_POLL_REMOVE) {
+        if (st != NULL && st->owned)
+            st->wanted = false; /* stays registered while idle: see the top comment */
+        else
+            fd_forget(u, fd); /* curl may close it behind our back */
         return 0;
     }
-    struct epoll_event ev = {.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) |
-                                       ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u),
-                             .data.fd = fd};
-    if (socketp == NULL) {
+    uint32_t want = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    struct epoll_event ev = {.events = want, .data.fd = fd};
+    if (st == NULL) { /* no memory for the table: register without remembering, the old way */
         if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
             epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
-        curl_multi_assign(u->multi, fd, (void *)1); /* mark as known */
-    } else {
-        epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
+        return 0;
     }
+    if (!st->registered) {
+        if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
+        st->registered = true;
+        u->n_watched++;
+    } else if (st->events != want) {
+        if (epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+            epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+    st->events = want;
+    st->wanted = true;
     return 0;
+}
+
+/* Connection sockets: opened here and closed in on_curl_close, so fd_state never outlives the
+ * socket it describes. */
+static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    tg_upstream_t *u = clientp;
+    int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    fd_state_t *st = fd_state(u, fd, true);
+    if (st != NULL) {
+        memset(st, 0, sizeof(*st)); /* a fresh socket is in no epoll set */
+        st->owned = true;
+    }
+    return fd;
+}
+
+static int on_curl_close(void *clientp, curl_socket_t fd)
+{
+    fd_forget(clientp, fd);
+    return close(fd);
 }
 
 static void on_curl_timer_fired(h2o_timeout_entry_t *e)
@@ -472,6 +570,7 @@ void tg_upstream_destroy(tg_upstream_t *u)
     curl_multi_cleanup(u->multi); /* closes cached connections (CURL_POLL_REMOVE first) */
     h2o_socket_read_stop(u->ep_sock);
     h2o_socket_close(u->ep_sock); /* closes epfd */
+    free(u->fds);
     h2o_timeout_dispose(u->loop, &u->curl_timer);
     h2o_timeout_dispose(u->loop, &u->zero);
     while (u->durations != NULL) {
@@ -486,6 +585,11 @@ void tg_upstream_destroy(tg_upstream_t *u)
 size_t tg_upstream_active(const tg_upstream_t *u)
 {
     return u != NULL ? u->active : 0;
+}
+
+size_t tg_upstream_watched(const tg_upstream_t *u)
+{
+    return u != NULL ? u->n_watched : 0;
 }
 
 static CURL *make_easy(tg_transfer_t *t)
@@ -539,6 +643,10 @@ static CURL *make_easy(tg_transfer_t *t)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_curl_open);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -42,6 +42,8 @@ tg_upstream_t *tg_upstream_create(h2o_loop_t *loop);
 /** Cancels every transfer (no callbacks) and frees. */
 void tg_upstream_destroy(tg_upstream_t *u);
 size_t tg_upstream_active(const tg_upstream_t *u);
+/** Sockets in the private epoll set: active transfers' plus idle kept-alive connections'. */
+size_t tg_upstream_watched(const tg_upstream_t *u);
 
 /** Starts a transfer; takes ownership of *req (left disposed). Returns NULL on failure (no callbacks). */
 tg_transfer_t *tg_transfer_start(tg_upstream_t *u, tg_upstream_req_t *req, const tg_timeouts_t *t,

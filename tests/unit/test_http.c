@@ -160,6 +160,7 @@ typedef struct mini_server {
     h2o_socket_t *conn;
     const char *reply;
     uint16_t port;
+    int accepts;
 } mini_server_t;
 
 static void on_mini_written(h2o_socket_t *sock, const char *err)
@@ -193,6 +194,7 @@ static void on_mini_accept(h2o_socket_t *listener, const char *err)
     if (s->conn != NULL)
         h2o_socket_close(s->conn);
     s->conn = sock;
+    s->accepts++;
     sock->data = s;
     h2o_socket_read_start(sock, on_mini_read);
 }
@@ -325,6 +327,47 @@ static void test_upstream_body_and_head(void **state)
     assert_string_equal(p.retry_after, "7");
     assert_int_equal(p.body_len, 11);
     assert_memory_equal(p.body, "hello world", 11);
+    assert_int_equal(tg_upstream_active(u), 0);
+    tg_upstream_destroy(u);
+    mini_stop(&s);
+    h2o_evloop_run(loop, 0);
+    h2o_evloop_destroy(loop);
+}
+
+/* Idle connections stay in curl's epoll set between transfers (upstream.c): a reused connection
+ * must still be heard, and one the server closed while idle must neither spin the loop nor
+ * confuse the next transfer, which connects afresh. */
+static void test_upstream_idle_connection_reuse_and_peer_close(void **state)
+{
+    h2o_loop_t *loop = h2o_evloop_create();
+    mini_server_t s;
+    mini_start(loop, &s, chunked_reply);
+    tg_upstream_t *u = tg_upstream_create(loop);
+    assert_non_null(u);
+    tg_timeouts_t to = {.connect_ms = 5000, .first_byte_ms = 5000, .idle_ms = 5000, .total_ms = 10000};
+    for (int i = 0; i < 3; i++) { /* three transfers on one kept-alive connection */
+        probe_t p = {0};
+        assert_non_null(start_get(u, s.port, &to, &p));
+        RUN_UNTIL(loop, p.dones == 1);
+        assert_int_equal(p.rc, 0);
+        assert_memory_equal(p.body, "hello world", 11);
+    }
+    assert_int_equal(s.accepts, 1);
+    assert_int_equal(tg_upstream_watched(u), 1); /* idle, still watched */
+
+    /* the server drops the idle connection: the loop notices and stops watching it */
+    h2o_socket_close(s.conn);
+    s.conn = NULL;
+    RUN_UNTIL(loop, tg_upstream_watched(u) == 0);
+    for (int i = 0; i < 2; i++) { /* a new connection, reused again */
+        probe_t p = {0};
+        assert_non_null(start_get(u, s.port, &to, &p));
+        RUN_UNTIL(loop, p.dones == 1);
+        assert_int_equal(p.rc, 0);
+        assert_int_equal(p.status, 200);
+        assert_memory_equal(p.body, "hello world", 11);
+    }
+    assert_int_equal(s.accepts, 2);
     assert_int_equal(tg_upstream_active(u), 0);
     tg_upstream_destroy(u);
     mini_stop(&s);
@@ -728,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_request_id_format),
         cmocka_unit_test(test_request_ids_differ),
         cmocka_unit_test(test_upstream_body_and_head),
+        cmocka_unit_test(test_upstream_idle_connection_reuse_and_peer_close),
         cmocka_unit_test(test_upstream_pause_resume),
         cmocka_unit_test(test_upstream_connection_refused),
         cmocka_unit_test(test_upstream_first_byte_timeout),
