@@ -199,6 +199,9 @@ static void on_events(void *arg, const PGresult *res, const char *errmsg)
         json_object_set_new(o, "reason", col(res, r, 9, false));
         json_object_set_new(o, "status", col(res, r, 10, true));
         json_object_set_new(o, "added_latency_us", col(res, r, 11, true));
+        /* true on the hop whose `to` then served the request (the successful fallback) */
+        json_object_set_new(o, "served",
+                            json_boolean(!PQgetisnull(res, r, 12) && PQgetvalue(res, r, 12)[0] == 't'));
         json_array_append_new(data, o);
     }
     json_t *next = json_null();
@@ -266,7 +269,7 @@ void tg_admin_events_list(h2o_req_t *req)
         sql, sizeof(sql),
         "SELECT id, (extract(epoch FROM at) * 1000000)::bigint, "
         "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), request_id, tenant_id, "
-        "chain, kind, from_target, to_target, reason, status, added_latency_us "
+        "chain, kind, from_target, to_target, reason, status, added_latency_us, served "
         "FROM failover_events WHERE true");
     if (has_since > 0) {
         snprintf(pbuf[np], sizeof(pbuf[np]), "%" PRId64, since_ms);

@@ -6,8 +6,8 @@
  * (not a loop thread, so blocking libpq is fine here) takes what is queued,
  * up to TG_EV_BATCH_MAX rows, and stores it with one COPY ... FROM STDIN
  * (text format): a COPY costs the server far less per row than a
- * parameterised multi-row INSERT, which with a dead primary (two events per
- * request) made PostgreSQL the bottleneck. The writer wakes when the ring is
+ * parameterised multi-row INSERT, which with a dead primary (then two events
+ * per request) made PostgreSQL the bottleneck. The writer wakes when the ring is
  * deep (TG_EV_WAKE_ROWS), on flush or stop, and otherwise every
  * TG_EV_PERIOD_MS while anything is queued, so a quiet gateway still stores
  * an event within ~100 ms and a busy one writes few large batches.
@@ -43,7 +43,7 @@
      160)
 
 static const char copy_sql[] = "COPY failover_events (at, request_id, tenant_id, chain, kind, from_target, "
-                               "to_target, reason, status, added_latency_us) FROM STDIN";
+                               "to_target, reason, status, added_latency_us, served) FROM STDIN";
 
 /* ev_mu protects everything in `q` below. cv_work wakes the writer (ring deep, flush,
  * stop); cv_done wakes flushers when `finished` advances. */
@@ -80,8 +80,6 @@ const char *tg_event_kind_name(tg_event_kind_t k)
         return "skipped";
     case TG_EV_FAILED:
         return "failed";
-    case TG_EV_FALLBACK:
-        return "fallback";
     }
     return "unknown";
 }
@@ -268,6 +266,8 @@ static size_t format_row(char *row, const tg_failover_event_t *e, ts_cache_t *tc
         o = put_text(o, "", true);
     *o++ = '\t';
     o = put_i64(o, e->added_latency_us > INT64_MAX ? INT64_MAX : (int64_t)e->added_latency_us);
+    *o++ = '\t';
+    *o++ = e->served ? 't' : 'f';
     *o++ = '\n';
     return (size_t)(o - row);
 }
@@ -546,6 +546,14 @@ static bool same_field(const char *cached, const char *v, size_t cap)
     return strncmp(cached, v, cap) == 0; /* v may fill its field without a NUL */
 }
 
+/* v (which may fill its field of `cap` bytes without a NUL) cut to fit dst[cap], terminated. */
+static void copy_field(char *dst, const char *v, size_t cap)
+{
+    size_t n = strnlen(v, cap - 1);
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
 static void count_failover(const tg_failover_event_t *ev)
 {
     for (size_t i = 0; i < TG_EV_LABEL_CACHE; i++) {
@@ -558,9 +566,9 @@ static void count_failover(const tg_failover_event_t *ev)
         }
     }
     label_slot_t *s = &label_cache[label_next++ % TG_EV_LABEL_CACHE];
-    snprintf(s->from, sizeof(s->from), "%.*s", (int)sizeof(s->from) - 1, ev->from_target);
-    snprintf(s->to, sizeof(s->to), "%.*s", (int)sizeof(s->to) - 1, ev->to_target);
-    snprintf(s->reason, sizeof(s->reason), "%.*s", (int)sizeof(s->reason) - 1, ev->reason);
+    copy_field(s->from, ev->from_target, sizeof(s->from));
+    copy_field(s->to, ev->to_target, sizeof(s->to));
+    copy_field(s->reason, ev->reason, sizeof(s->reason));
     s->labels[0] = '\0';
     tg_metrics_label(s->labels, sizeof(s->labels), "from", s->from);
     tg_metrics_label(s->labels, sizeof(s->labels), "to", s->to);
@@ -576,7 +584,7 @@ void tg_events_emit(const tg_failover_event_t *ev)
 {
     pthread_once(&metrics_once, register_metrics);
     /* a failover is a move from one target to another: count it whether or not it is stored */
-    if (ev->kind != TG_EV_FALLBACK && ev->to_target[0] != '\0')
+    if (ev->to_target[0] != '\0')
         count_failover(ev);
 
     bool dropped = false;
@@ -624,6 +632,16 @@ void tg_events_pause(bool paused)
     q.paused = paused;
     pthread_cond_signal(&cv_work);
     pthread_mutex_unlock(&ev_mu);
+}
+
+bool tg_events_peek(size_t i, tg_failover_event_t *out)
+{
+    pthread_mutex_lock(&ev_mu);
+    bool ok = i < q.count;
+    if (ok)
+        *out = q.ring[(q.head + i) % q.cap];
+    pthread_mutex_unlock(&ev_mu);
+    return ok;
 }
 
 void tg_events_stats(tg_events_stats_t *out)

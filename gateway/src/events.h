@@ -1,9 +1,10 @@
 /*
- * events.h - failover events: every skip, failed attempt and successful
- * fallback. Emitting copies the event into a bounded queue (never blocks; a
- * full queue drops and counts); a writer thread stores them in
- * PostgreSQL (failover_events) in batches (COPY, up to 4096 rows, at least
- * every ~100 ms while any is queued), off the request path.
+ * events.h - failover events: one row per hop of a request, each skip and each
+ * failed attempt; the hop into the target that then served is flagged
+ * `served` (that row is the successful fallback). Emitting copies the event
+ * into a bounded queue (never blocks; a full queue drops and counts); a writer
+ * thread stores them in PostgreSQL (failover_events) in batches (COPY, up to
+ * 4096 rows, at least every ~100 ms while any is queued), off the request path.
  */
 #ifndef TG_EVENTS_H
 #define TG_EVENTS_H
@@ -14,7 +15,9 @@
 
 #include "buf.h"
 
-typedef enum { TG_EV_SKIPPED = 0, TG_EV_FAILED = 1, TG_EV_FALLBACK = 2 } tg_event_kind_t;
+/* Rows written before migration 0002 may also have kind "fallback" (a per-request summary row,
+ * no longer written: the served hop carries it). */
+typedef enum { TG_EV_SKIPPED = 0, TG_EV_FAILED = 1 } tg_event_kind_t;
 
 typedef struct tg_failover_event {
     tg_event_kind_t kind;
@@ -25,7 +28,8 @@ typedef struct tg_failover_event {
     char to_target[128];   /* "" when none */
     char reason[40];
     int status;                /* upstream status, 0 none */
-    uint64_t added_latency_us; /* time spent before the serving attempt */
+    bool served;               /* to_target then served the request */
+    uint64_t added_latency_us; /* this hop's attempt plus the waits after it; 0 for a skip */
     int64_t at_unix_ms;
 } tg_failover_event_t;
 
@@ -48,6 +52,9 @@ void tg_events_flush(void);
 
 /** Test hook: a paused writer takes nothing from the queue (so tests can fill it). */
 void tg_events_pause(bool paused);
+/** Test hook: copies the i-th queued event (0 = oldest) into *out; false when fewer are queued.
+ *  Pause the writer first, or the event may already be taken. */
+bool tg_events_peek(size_t i, tg_failover_event_t *out);
 
 typedef struct tg_events_stats {
     uint64_t emitted; /* accepted into the queue */

@@ -129,6 +129,7 @@ static void add_skip(tg_plan_t *p, const tg_model_cfg_t *t)
     tg_attempt_rec_t *r = &p->recs[p->n_recs++];
     r->target = t;
     r->skipped = true;
+    r->waited_ms = 0;
     r->latency_us = 0;
     /* cls means nothing for a skip (callers test `skipped` first); the reason names it */
     r->out.cls = TG_OUTCOME_SERVER;
@@ -249,6 +250,7 @@ static void record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, ui
     r->out.cls = out->cls;
     r->out.status = out->status;
     copy_str(r->out.reason, sizeof(r->out.reason), out->reason);
+    r->waited_ms = 0;
     r->latency_us = latency_us;
 
     if (b != NULL) {
@@ -328,6 +330,16 @@ void tg_plan_settle(tg_plan_t *p, uint64_t now_ms, tg_result_t r)
 void tg_plan_waited(tg_plan_t *p, uint32_t ms)
 {
     p->_waited_ms += ms;
+    /* For the events a wait is latency added by the hop after which it happened, and a skip adds
+     * none: it goes to the last attempt that was not a skip (the 429 that asked for it, or an
+     * attempt made while its Retry-After ran). */
+    for (size_t i = p->n_recs; i > 0; i--) {
+        tg_attempt_rec_t *r = &p->recs[i - 1];
+        if (!r->skipped) {
+            r->waited_ms = ms > UINT32_MAX - r->waited_ms ? UINT32_MAX : r->waited_ms + ms;
+            break;
+        }
+    }
 }
 
 size_t tg_plan_attempt_count(const tg_plan_t *p)
@@ -460,48 +472,42 @@ int tg_plan_final_error(const tg_plan_t *p, uint64_t now_ms, int *status, tg_buf
     return rc;
 }
 
-static void fill_event(tg_failover_event_t *ev, tg_event_kind_t kind, const char *request_id,
-                       int64_t tenant_id, const char *chain, int64_t at_unix_ms)
+/* A hop the request moved on from: a skip or a failed attempt (a success or the caller's own
+ * error ends the plan there). */
+static bool is_hop(const tg_attempt_rec_t *r)
 {
-    memset(ev, 0, sizeof(*ev));
-    ev->kind = kind;
-    copy_str(ev->request_id, sizeof(ev->request_id), request_id != NULL ? request_id : "");
-    ev->tenant_id = tenant_id;
-    copy_str(ev->chain, sizeof(ev->chain), chain != NULL ? chain : "");
-    ev->at_unix_ms = at_unix_ms;
+    return r->skipped || (r->out.cls != TG_OUTCOME_SUCCESS && r->out.cls != TG_OUTCOME_CALLER);
 }
 
 void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t tenant_id, const char *chain,
                          int64_t at_unix_ms)
 {
-    uint64_t spent_us = p->_waited_ms * 1000u;
+    /* One row per hop, no summary row: the hop into the serving target says all a summary did
+     * (served = true), and with a dead primary a second row per request doubled what PostgreSQL
+     * had to store during exactly the storms the events exist for. */
+    tg_failover_event_t ev;
+    bool head_done = false;
     for (size_t i = 0; i < p->n_recs; i++) {
         const tg_attempt_rec_t *r = &p->recs[i];
-        if (!r->skipped && (r->out.cls == TG_OUTCOME_SUCCESS || r->out.cls == TG_OUTCOME_CALLER))
-            continue; /* served, or the caller's own error: no failover happened there */
-        if (!r->skipped)
-            spent_us += r->latency_us;
-        tg_failover_event_t ev;
-        fill_event(&ev, r->skipped ? TG_EV_SKIPPED : TG_EV_FAILED, request_id, tenant_id, chain, at_unix_ms);
+        if (!is_hop(r))
+            continue;
+        if (!head_done) {
+            /* once per request: the fields every row shares; the rest is overwritten per row */
+            memset(&ev, 0, sizeof(ev));
+            copy_str(ev.request_id, sizeof(ev.request_id), request_id);
+            ev.tenant_id = tenant_id;
+            copy_str(ev.chain, sizeof(ev.chain), chain);
+            ev.at_unix_ms = at_unix_ms;
+            head_done = true;
+        }
+        const tg_attempt_rec_t *next = i + 1 < p->n_recs ? &p->recs[i + 1] : NULL;
+        ev.kind = r->skipped ? TG_EV_SKIPPED : TG_EV_FAILED;
         copy_str(ev.from_target, sizeof(ev.from_target), target_name(r->target));
-        if (i + 1 < p->n_recs)
-            copy_str(ev.to_target, sizeof(ev.to_target), target_name(p->recs[i + 1].target));
+        copy_str(ev.to_target, sizeof(ev.to_target), next != NULL ? target_name(next->target) : "");
         copy_str(ev.reason, sizeof(ev.reason), r->out.reason);
         ev.status = r->skipped ? 0 : r->out.status;
-        ev.added_latency_us = r->skipped ? 0 : r->latency_us;
-        tg_events_emit(&ev);
-    }
-    const char *reason = tg_plan_fallback_reason(p);
-    if (p->_served && reason != NULL && p->n_recs > 0) {
-        const tg_attempt_rec_t *first = &p->recs[0];
-        const tg_attempt_rec_t *last = &p->recs[p->n_recs - 1];
-        tg_failover_event_t ev;
-        fill_event(&ev, TG_EV_FALLBACK, request_id, tenant_id, chain, at_unix_ms);
-        copy_str(ev.from_target, sizeof(ev.from_target), target_name(first->target));
-        copy_str(ev.to_target, sizeof(ev.to_target), target_name(last->target));
-        copy_str(ev.reason, sizeof(ev.reason), reason);
-        ev.status = first->skipped ? 0 : first->out.status;
-        ev.added_latency_us = spent_us;
+        ev.served = next != NULL && !next->skipped && next->out.cls == TG_OUTCOME_SUCCESS;
+        ev.added_latency_us = r->skipped ? 0 : r->latency_us + (uint64_t)r->waited_ms * 1000u;
         tg_events_emit(&ev);
     }
 }

@@ -43,6 +43,7 @@ typedef struct tg_attempt_rec {
     const tg_model_cfg_t *target;
     bool skipped;         /* breaker open: no I/O */
     tg_attempt_out_t out; /* class + reason + status */
+    uint32_t waited_ms;   /* Retry-After waits honoured after this failed attempt (tg_plan_waited) */
     uint64_t latency_us;
 } tg_attempt_rec_t;
 
@@ -117,7 +118,8 @@ void tg_plan_record_stream_start(tg_plan_t *p, uint64_t now_ms, const tg_classif
  *  mid-way), TG_RESULT_NEUTRAL (the client left). No-op when nothing is pending, so it may be
  *  called again on any exit path. */
 void tg_plan_settle(tg_plan_t *p, uint64_t now_ms, tg_result_t r);
-/** The request waited `ms` (a WAIT step was honoured). */
+/** The request waited `ms` (a WAIT step was honoured). The wait counts against the plan's cap
+ *  and, for the events, is added to the last failed attempt (recs[].waited_ms; a skip adds none). */
 void tg_plan_waited(tg_plan_t *p, uint32_t ms);
 
 /**
@@ -132,11 +134,13 @@ size_t tg_plan_attempt_count(const tg_plan_t *p);
 const char *tg_plan_fallback_reason(const tg_plan_t *p); /* NULL when served by the first target */
 
 /**
- * Emits the plan's failover events (events.h) once it has ended (served or failed): one
- * `skipped` per skipped target, one `failed` per failed attempt (to = the next target tried,
- * "" when none), and one `fallback` when a target other than the chain's first served
- * (from = the first target, reason = the first failure's, added latency = the time spent
- * in failed attempts and waits). at_unix_ms 0 = now. Thread: any.
+ * Emits the plan's failover events (events.h) once it has ended (served or failed), one per hop:
+ * `skipped` per skipped target, `failed` per failed attempt (a caller error is no hop), from =
+ * that target, to = the target tried next ("" when none). `served` is set on the row whose `to`
+ * then served the request (that row is the successful fallback), so a request served by its
+ * first target emits nothing and a failed plan has no served row. added_latency_us = the failed
+ * attempt's latency plus the waits after it (0 for skips): the rows of a request add up to its
+ * added latency. at_unix_ms 0 = now. Thread: any.
  */
 void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t tenant_id, const char *chain,
                          int64_t at_unix_ms);

@@ -25,7 +25,7 @@ import {
     waitBreaker,
 } from './lib/control.mjs';
 import { KINDS, providerOf, stack, targetOf } from './lib/stack.mjs';
-import { waitFor } from './lib/wait.mjs';
+import { waitFor, waitStable } from './lib/wait.mjs';
 
 const S = stack();
 
@@ -65,6 +65,24 @@ function assertServedBy(r, model, { attempts, reason } = {}) {
     else if (reason !== undefined) assert.match(got || '', REASON[reason], 'x-tollgate-fallback-reason');
 }
 
+/**
+ * The failover events of one answer (by its x-tollgate-request-id) through the admin API, oldest
+ * first, once at least `n` have arrived and their number has held still for a few writer periods
+ * (so a row written after the others, such as a summary row, would be seen).
+ */
+async function eventsOf(r, sinceMs, n) {
+    const id = r.headers.get('x-tollgate-request-id');
+    assert.ok(id, 'x-tollgate-request-id');
+    const rows = async () =>
+        (await failoverEvents({ since: String(sinceMs), limit: 1000 })).list.filter((e) => e.request_id === id);
+    await waitFor(async () => (await rows()).length >= n, { what: `${n} failover event(s) of request ${id}` });
+    await waitStable(async () => (await rows()).length, { stable: 4, every: 60, what: `the events of ${id}` });
+    return { id, list: await rows() };
+}
+
+/** [kind, from, to, status, served] of each event, for deepEqual. */
+const hops = (list) => list.map((e) => [e.kind, e.from_target, e.to_target, e.status, e.served]);
+
 function allModels() {
     return Object.keys(S.cfg.models).filter((m) => /-(fo|down|flaky)/.test(m));
 }
@@ -90,28 +108,52 @@ for (const kind of KINDS) {
             assert.equal((await breakerOf(m('503'))).state, 'closed', 'one failure does not open the breaker');
         });
 
-        test('the failover is an event: admin API, PostgreSQL and tollgate_failovers_total', async () => {
+        test('the failover is one event row, flagged served: admin API, PostgreSQL, tollgate_failovers_total', async () => {
+            await freshStart([m('503'), fb('503')]);
+            await setFault(m('503'), { status: 503 });
             const from = targetOf(m('503'));
             const to = targetOf(fb('503'));
-            const ev = await waitFor(
-                async () => {
-                    const { list } = await failoverEvents({ limit: 500 });
-                    return list.find((e) => e.from_target === from && e.to_target === to);
-                },
-                { what: `a failover event from ${from} in GET /admin/v1/failover-events` }
-            );
-            assert.equal(ev.status, 503);
-            assert.equal(typeof ev.request_id, 'string');
+            const since = Date.now() - 1000;
+            const before = (await metricSum('tollgate_failovers_total', { from, to })) || 0;
+            const r = await chat(chatBody(chain('503')));
+            assertServedBy(r, fb('503'), { attempts: 2, reason: 'server_error' });
+            // One row per hop and no summary row: the hop into the fallback is the fallback event.
+            const { id, list } = await eventsOf(r, since, 1);
+            assert.deepEqual(hops(list), [['failed', from, to, 503, true]], JSON.stringify(list));
+            const [ev] = list;
             assert.equal(ev.chain, chain('503'));
             assert.ok(ev.reason, 'the event names a reason');
+            assert.equal(typeof ev.added_latency_us, 'number');
+            assert.ok(ev.added_latency_us > 0, 'the failed attempt took time');
             const rows = await psql(
-                `select count(*), max(status), max(chain) from failover_events where from_target = ${lit(from)}`
+                `select kind, from_target, to_target, status, served, added_latency_us, chain ` +
+                    `from failover_events where request_id = ${lit(id)} order by id`
             );
-            assert.ok(Number(rows[0][0]) >= 1, 'the event is in PostgreSQL');
-            assert.equal(rows[0][1], '503');
-            assert.equal(rows[0][2], chain('503'));
+            assert.deepEqual(rows, [['failed', from, to, '503', 't', String(ev.added_latency_us), chain('503')]]);
             const n = await metricSum('tollgate_failovers_total', { from, to });
-            assert.ok(n >= 1, `tollgate_failovers_total{from="${from}",to="${to}"} counted (${n})`);
+            assert.equal(n, before + 1, `tollgate_failovers_total{from="${from}",to="${to}"} counted once`);
+        });
+
+        test('429 with a short Retry-After and nothing else to try -> the wait is part of the served hop', async () => {
+            // A model on its own (a chain of one): the planner waits out the Retry-After and retries.
+            await freshStart([m('429')]);
+            await setFault(m('429'), { status: 429, retry_after_s: 1, fail_first: 1 });
+            const since = Date.now() - 1000;
+            let tookMs = 0;
+            const { result: r, delta } = await simDelta([m('429')], async () => {
+                const t0 = performance.now();
+                const res = await chat(chatBody(m('429')));
+                tookMs = performance.now() - t0;
+                return res;
+            });
+            assertServedBy(r, m('429'), { attempts: 2, reason: 'rate_limited' });
+            assert.equal(delta[m('429')].requests, 2, 'the same target, retried once');
+            const t = targetOf(m('429'));
+            const { list } = await eventsOf(r, since, 1);
+            assert.deepEqual(hops(list), [['failed', t, t, 429, true]], JSON.stringify(list));
+            const added = list[0].added_latency_us;
+            assert.ok(added >= 1_000_000, `the 1 s wait counts in the hop's added latency (${added} µs)`);
+            assert.ok(added <= tookMs * 1000 + 5000, `no more than the request took (${added} µs, ${tookMs} ms)`);
         });
 
         test('a per-request "models" list is a chain', async () => {
@@ -160,10 +202,19 @@ for (const kind of KINDS) {
             assertServedBy(r, fb('401'), { attempts: 2, reason: 'misconfigured' });
             const b = await breakerOf(m('401'));
             assert.equal(b.state, 'open', `breaker of ${targetOf(m('401'))} is open after one 401`);
-            // And it is skipped with no I/O now.
+            // And it is skipped with no I/O now: one event row, the skip, flagged served.
+            const since = Date.now() - 1000;
             const { result: r2, delta } = await simDelta([m('401')], () => chat(chatBody(chain('401'))));
             assertServedBy(r2, fb('401'));
             assert.equal(delta[m('401')].requests, 0, 'an open breaker is skipped without a request');
+            const { list } = await eventsOf(r2, since, 1);
+            assert.deepEqual(
+                hops(list),
+                [['skipped', targetOf(m('401')), targetOf(fb('401')), null, true]],
+                JSON.stringify(list)
+            );
+            assert.equal(list[0].reason, 'breaker_open');
+            assert.equal(list[0].added_latency_us, 0, 'a skip adds no latency');
         });
 
         test('context length exceeded -> the larger-context fallback only', async () => {
@@ -194,10 +245,22 @@ for (const kind of KINDS) {
             await freshStart([a, b]);
             await setFault(a, { status: 503 });
             await setFault(b, { status: 500 });
+            const since = Date.now() - 1000;
             const first = await chat(chatBody(`${kind}-chain-down`));
             const e = assertOpenAIError(first, 503);
             assert.match(e.message, /503|server_error/, 'the message names the primary’s reason');
             assert.match(e.message, /500|server_error/, 'the message names the fallback’s reason');
+            // One row per failed attempt, none served; the last names no next target.
+            const { list } = await eventsOf(first, since, 2);
+            assert.deepEqual(
+                hops(list),
+                [
+                    ['failed', targetOf(a), targetOf(b), 503, false],
+                    ['failed', targetOf(b), null, 500, false],
+                ],
+                JSON.stringify(list)
+            );
+            assert.ok(list.every((x) => x.added_latency_us > 0), 'each failed attempt took time');
             // Each failed request counts once against both breakers: after 3 both are open.
             const last = await waitFor(
                 async () => {

@@ -3,7 +3,7 @@
  * counts, emit never blocks), flush waits for everything emitted before it,
  * failovers are counted at emit time. Without a database (conninfo NULL).
  * With TG_TEST_PG set (a libpq conninfo), also writes to a real
- * failover_events table and reads the rows back.
+ * failover_events table (made by the embedded migrations) and reads the rows back.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "events.h"
 #include "metrics.h"
 
@@ -40,7 +41,6 @@ static void test_kind_names(void **state)
 {
     assert_string_equal(tg_event_kind_name(TG_EV_SKIPPED), "skipped");
     assert_string_equal(tg_event_kind_name(TG_EV_FAILED), "failed");
-    assert_string_equal(tg_event_kind_name(TG_EV_FALLBACK), "fallback");
 }
 
 static void test_full_queue_drops(void **state)
@@ -89,19 +89,38 @@ static void test_flush_many_batches(void **state)
     tg_events_flush();
 }
 
-static void test_fallback_not_counted_as_failover(void **state)
+/* Every hop that names a `to` is a move and counted once, the served one too (there is no separate
+ * summary row to leave out); a last attempt with no `to` is no move. */
+static void test_hops_counted_once(void **state)
 {
     assert_int_equal(tg_events_start(NULL, 16), 0);
-    double before =
-        tg_metrics_get("tollgate_failovers_total", "from=\"x/1\",to=\"x/2\",reason=\"timeout_idle\"");
-    tg_failover_event_t ev = make_event(TG_EV_FALLBACK, "x/1", "x/2", "timeout_idle");
-    tg_events_emit(&ev); /* the summary of a request's failovers: its hops were counted already */
-    assert_true(tg_metrics_get("tollgate_failovers_total",
-                               "from=\"x/1\",to=\"x/2\",reason=\"timeout_idle\"") == before);
+    const char *l = "from=\"x/1\",to=\"x/2\",reason=\"timeout_idle\"";
+    double before = tg_metrics_get("tollgate_failovers_total", l);
+    tg_failover_event_t ev = make_event(TG_EV_FAILED, "x/1", "x/2", "timeout_idle");
+    ev.served = true;
+    tg_events_emit(&ev);
+    assert_true(tg_metrics_get("tollgate_failovers_total", l) == before + 1);
+    ev.served = false;
+    tg_events_emit(&ev);
+    assert_true(tg_metrics_get("tollgate_failovers_total", l) == before + 2);
     ev = make_event(TG_EV_FAILED, "x/1", "", "timeout_idle"); /* the last attempt: no move */
     tg_events_emit(&ev);
     assert_true(tg_metrics_get("tollgate_failovers_total", "from=\"x/1\",to=\"\",reason=\"timeout_idle\"") ==
                 0);
+    /* what was queued is what was emitted, served flag included */
+    tg_events_pause(true);
+    tg_failover_event_t got;
+    ev = make_event(TG_EV_SKIPPED, "x/3", "x/4", "breaker_open");
+    ev.served = true;
+    tg_events_stats_t st;
+    tg_events_stats(&st);
+    tg_events_emit(&ev);
+    assert_true(tg_events_peek(st.queued, &got));
+    assert_int_equal(got.kind, TG_EV_SKIPPED);
+    assert_true(got.served);
+    assert_string_equal(got.to_target, "x/4");
+    assert_false(tg_events_peek(st.queued + 1, &got));
+    tg_events_pause(false);
     tg_events_stop();
 }
 
@@ -173,6 +192,20 @@ static PGresult *exec_ok(PGconn *c, const char *sql)
     return r;
 }
 
+/* A scratch schema made by every embedded migration, in order (as `tollgate migrate` does), so
+ * the writer's COPY is checked against the schema that ships and a migrated DB is untouched. */
+static void migrated_schema(PGconn *c, const char *schema)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s; SET search_path = %s",
+             schema, schema, schema);
+    PQclear(exec_ok(c, sql));
+    assert_true(tg_migrations_count >= 2);
+    for (size_t i = 0; i < tg_migrations_count; i++)
+        PQclear(exec_ok(c, tg_migrations[i].sql));
+    PQclear(exec_ok(c, "SET search_path = DEFAULT"));
+}
+
 static void test_postgres_writer(void **state)
 {
     const char *ci = getenv("TG_TEST_PG");
@@ -180,13 +213,8 @@ static void test_postgres_writer(void **state)
         skip();
     PGconn *c = PQconnectdb(ci);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
-    /* the schema of docs/CONVENTIONS.md, in a scratch schema so a migrated DB is untouched */
     PQclear(exec_ok(c, "SET client_min_messages = warning"));
-    PQclear(exec_ok(c,
-                    "DROP SCHEMA IF EXISTS tg_events_test CASCADE; CREATE SCHEMA tg_events_test; "
-                    "CREATE TABLE tg_events_test.failover_events (id bigserial primary key, at timestamptz "
-                    "not null, request_id text, tenant_id bigint, chain text, kind text, from_target text, "
-                    "to_target text, reason text, status int, added_latency_us bigint)"));
+    migrated_schema(c, "tg_events_test");
     char conninfo[1024];
     snprintf(conninfo, sizeof(conninfo),
              "%s application_name=tg_events_test_writer options='-c search_path=tg_events_test'", ci);
@@ -208,7 +236,7 @@ static void test_postgres_writer(void **state)
     PGresult *r =
         exec_ok(c, "SELECT count(*) FROM tg_events_test.failover_events WHERE kind = 'failed' AND "
                    "tenant_id = 42 AND status = 503 AND to_target = 'p/b' AND added_latency_us = 1234 "
-                   "AND request_id = 'req_test' AND chain = 'smart'");
+                   "AND request_id = 'req_test' AND chain = 'smart' AND NOT served");
     assert_string_equal(PQgetvalue(r, 0, 0), "300");
     PQclear(r);
     r = exec_ok(c, "SELECT tenant_id IS NULL, status IS NULL, to_target IS NULL, "
@@ -226,15 +254,23 @@ static void test_postgres_writer(void **state)
                    "WHERE application_name = 'tg_events_test_writer') t");
     assert_string_equal(PQgetvalue(r, 0, 0), "1");
     PQclear(r);
-    ev = make_event(TG_EV_FALLBACK, "p/a", "p/c", "http_503");
+    ev = make_event(TG_EV_SKIPPED, "p/a", "p/c", "breaker_open");
+    ev.status = 0;
+    ev.added_latency_us = 0;
+    ev.served = true; /* the hop into the target that served: the fallback event */
     for (int i = 0; i < 5; i++)
         tg_events_emit(&ev);
     tg_events_flush();
     tg_events_stats(&st);
     assert_int_equal(st.written, 306);
     assert_int_equal(st.dropped, 0);
-    r = exec_ok(c, "SELECT count(*) FROM tg_events_test.failover_events WHERE kind = 'fallback'");
+    r = exec_ok(c,
+                "SELECT count(*) FILTER (WHERE served), count(*) FILTER (WHERE served AND kind = 'skipped' "
+                "AND from_target = 'p/a' AND to_target = 'p/c'), count(*) FILTER (WHERE kind = 'fallback') "
+                "FROM tg_events_test.failover_events");
     assert_string_equal(PQgetvalue(r, 0, 0), "5");
+    assert_string_equal(PQgetvalue(r, 0, 1), "5");
+    assert_string_equal(PQgetvalue(r, 0, 2), "0");
     PQclear(r);
 
     tg_events_stop();
@@ -253,11 +289,7 @@ static void test_postgres_copy_text(void **state)
     PGconn *c = PQconnectdb(ci);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     PQclear(exec_ok(c, "SET client_min_messages = warning"));
-    PQclear(exec_ok(c,
-                    "DROP SCHEMA IF EXISTS tg_events_copy CASCADE; CREATE SCHEMA tg_events_copy; "
-                    "CREATE TABLE tg_events_copy.failover_events (id bigserial primary key, at timestamptz "
-                    "not null, request_id text, tenant_id bigint, chain text, kind text, from_target text, "
-                    "to_target text, reason text, status int, added_latency_us bigint)"));
+    migrated_schema(c, "tg_events_copy");
     char conninfo[1024];
     snprintf(conninfo, sizeof(conninfo), "%s options='-c search_path=tg_events_copy'", ci);
     assert_int_equal(tg_events_start(conninfo, 16384), 0);
@@ -297,9 +329,10 @@ static void test_postgres_copy_text(void **state)
 
     /* a deep queue (the writer paused while it fills): more rows than one COPY holds */
     tg_events_pause(true);
-    ev = make_event(TG_EV_FALLBACK, "p/a", "p/c", "http_503");
+    ev = make_event(TG_EV_FAILED, "p/a", "p/c", "http_503");
     for (int i = 0; i < 9000; i++) {
         ev.added_latency_us = (uint64_t)i;
+        ev.served = i % 3 == 0;
         tg_events_emit(&ev);
     }
     tg_events_pause(false);
@@ -308,11 +341,15 @@ static void test_postgres_copy_text(void **state)
     tg_events_stats(&st);
     assert_int_equal(st.written, 9002);
     assert_int_equal(st.dropped, 0);
-    r = exec_ok(c, "SELECT count(*), count(DISTINCT added_latency_us), sum(added_latency_us) "
-                   "FROM tg_events_copy.failover_events WHERE kind = 'fallback'");
+    r = exec_ok(
+        c, "SELECT count(*), count(DISTINCT added_latency_us), sum(added_latency_us), "
+           "count(*) FILTER (WHERE served), count(*) FILTER (WHERE served <> (added_latency_us % 3 = 0)) "
+           "FROM tg_events_copy.failover_events WHERE to_target = 'p/c'");
     assert_string_equal(PQgetvalue(r, 0, 0), "9000");
     assert_string_equal(PQgetvalue(r, 0, 1), "9000");
     assert_string_equal(PQgetvalue(r, 0, 2), "40495500");
+    assert_string_equal(PQgetvalue(r, 0, 3), "3000");
+    assert_string_equal(PQgetvalue(r, 0, 4), "0");
     PQclear(r);
 
     tg_events_stop();
@@ -356,7 +393,7 @@ int main(void)
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_full_queue_drops),
         cmocka_unit_test(test_flush_many_batches),
-        cmocka_unit_test(test_fallback_not_counted_as_failover),
+        cmocka_unit_test(test_hops_counted_once),
         cmocka_unit_test(test_db_down_stop_does_not_hang),
         cmocka_unit_test(test_failover_count_exact),
         cmocka_unit_test(test_postgres_writer),

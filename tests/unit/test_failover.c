@@ -496,6 +496,41 @@ static void test_classify_transport(void **state)
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
 }
 
+/* Emits the plan's events into a paused queue and copies them out (at most cap); returns how many
+ * were emitted. The caller starts the queue (no database) and stops it. */
+static size_t emit_and_peek(const tg_plan_t *p, tg_failover_event_t *out, size_t cap)
+{
+    tg_events_pause(true);
+    tg_events_stats_t st0, st1;
+    tg_events_stats(&st0);
+    tg_plan_emit_events(p, "req_1", 7, "smart", 1700000000000);
+    tg_events_stats(&st1);
+    size_t n = (size_t)(st1.emitted - st0.emitted);
+    assert_int_equal(st1.queued, st0.queued + n); /* nothing dropped */
+    for (size_t i = 0; i < n && i < cap; i++)
+        assert_true(tg_events_peek(st0.queued + i, &out[i]));
+    tg_events_pause(false);
+    tg_events_flush();
+    return n;
+}
+
+static void expect_row(const tg_failover_event_t *e, tg_event_kind_t kind, const char *from, const char *to,
+                       const char *reason, int status, bool served, uint64_t added_us)
+{
+    assert_int_equal(e->kind, kind);
+    assert_string_equal(e->from_target, from);
+    assert_string_equal(e->to_target, to);
+    assert_string_equal(e->reason, reason);
+    assert_int_equal(e->status, status);
+    assert_int_equal(e->served, served);
+    assert_int_equal(e->added_latency_us, added_us);
+    assert_string_equal(e->request_id, "req_1");
+    assert_int_equal(e->tenant_id, 7);
+    assert_string_equal(e->chain, "smart");
+    assert_int_equal(e->at_unix_ms, 1700000000000);
+}
+
+/* "failed a, skipped b, served by c" is two rows, the last flagged served; no summary row. */
 static void test_events_and_metrics(void **state)
 {
     fx_t *f = *state;
@@ -511,19 +546,135 @@ static void test_events_and_metrics(void **state)
 
     double before =
         tg_metrics_get("tollgate_failovers_total", "from=\"p/ua\",to=\"q/ub\",reason=\"http_503\"");
-    tg_plan_emit_events(&f->plan, "req_1", 7, "smart", 0);
-    tg_events_flush();
+    double before_skip =
+        tg_metrics_get("tollgate_failovers_total", "from=\"q/ub\",to=\"q/uc\",reason=\"breaker_open\"");
+    tg_failover_event_t ev[4];
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 2);
+    expect_row(&ev[0], TG_EV_FAILED, "p/ua", "q/ub", "http_503", 503, false, 1500);
+    expect_row(&ev[1], TG_EV_SKIPPED, "q/ub", "q/uc", "breaker_open", 0, true, 0);
     tg_events_stats_t st;
     tg_events_stats(&st);
-    assert_int_equal(st.emitted, 3); /* failed a, skipped b, fallback a -> c */
-    assert_int_equal(st.written, 3);
+    assert_int_equal(st.emitted, 2);
+    assert_int_equal(st.written, 2);
     assert_int_equal(st.dropped, 0);
     assert_true(tg_metrics_get("tollgate_failovers_total", "from=\"p/ua\",to=\"q/ub\",reason=\"http_503\"") ==
                 before + 1);
-    assert_true(
-        tg_metrics_get("tollgate_failovers_total", "from=\"q/ub\",to=\"q/uc\",reason=\"breaker_open\"") >= 1);
+    assert_true(tg_metrics_get("tollgate_failovers_total",
+                               "from=\"q/ub\",to=\"q/uc\",reason=\"breaker_open\"") == before_skip + 1);
     assert_true(
         tg_metrics_get("tollgate_attempt_duration_seconds", "target=\"p/ua\",outcome=\"server_error\"") >= 1);
+    tg_events_stop();
+}
+
+/* A dead primary (breaker open) costs one row per request: the skip, served by the next target. */
+static void test_events_dead_primary_one_row(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(tg_events_start(NULL, 64), 0);
+    tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_plan_record(&f->plan, 0, &OK, 900);
+    tg_failover_event_t ev[4];
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 1);
+    expect_row(&ev[0], TG_EV_SKIPPED, "p/ua", "q/ub", "breaker_open", 0, true, 0);
+
+    /* served by the first target: no row at all */
+    tg_breaker_reset(f->ba);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &OK, 900);
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 0);
+    tg_events_stop();
+}
+
+/* A plan that ends without service has no served row, and a caller error is no hop. */
+static void test_events_unserved(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(tg_events_start(NULL, 64), 0);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t o = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 0, &o, 100);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_classified_t t = out_of(TG_OUTCOME_TIMEOUT, 0, "timeout_first_byte", -1);
+    tg_plan_record(&f->plan, 0, &t, 2000);
+    expect_fail(&f->plan, 0);
+    tg_failover_event_t ev[4];
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 2);
+    expect_row(&ev[0], TG_EV_FAILED, "p/ua", "q/ub", "http_503", 503, false, 100);
+    expect_row(&ev[1], TG_EV_FAILED, "q/ub", "", "timeout_first_byte", 0, false, 2000);
+
+    /* a 503, then the fallback answers with the caller's own 400: one hop, into no service */
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &o, 100);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_classified_t c = out_of(TG_OUTCOME_CALLER, 400, "http_400", -1);
+    tg_plan_record(&f->plan, 0, &c, 50);
+    expect_fail(&f->plan, 0);
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 1);
+    expect_row(&ev[0], TG_EV_FAILED, "p/ua", "q/ub", "http_503", 503, false, 100);
+    tg_events_stop();
+}
+
+/* Retry-After waits belong to the hop after which they happened, so a request's rows add up to its
+ * added latency (attempts that failed plus waits). */
+static void test_events_wait_attribution(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(tg_events_start(NULL, 64), 0);
+    /* one target: 429 with a short Retry-After, the wait, then served by the same target */
+    tg_plan_init(&f->plan, f->targets, f->breakers, 1, NULL, NULL, NULL);
+    expect_attempt(&f->plan, 100, &mod_a, false);
+    tg_classified_t r = out_of(TG_OUTCOME_RATE_LIMITED, 429, "rate_limited", 1000);
+    tg_plan_record(&f->plan, 100, &r, 40);
+    tg_step_t s = tg_plan_next(&f->plan, 100);
+    assert_int_equal(s.kind, TG_STEP_WAIT);
+    tg_plan_waited(&f->plan, 1000);
+    expect_attempt(&f->plan, 1100, &mod_a, false);
+    tg_plan_record(&f->plan, 1100, &OK, 30);
+    tg_failover_event_t ev[4];
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 1);
+    expect_row(&ev[0], TG_EV_FAILED, "p/ua", "p/ua", "rate_limited", 429, true, 40 + 1000 * 1000);
+
+    /* a 429 (Retry-After 500 ms), b fails over at 200 ms, the rest of a's wait, a serves: the wait
+     * happened after b's attempt, so b's row carries it */
+    tg_breaker_reset(f->ba);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    r = out_of(TG_OUTCOME_RATE_LIMITED, 429, "rate_limited", 500);
+    tg_plan_record(&f->plan, 0, &r, 10);
+    expect_attempt(&f->plan, 0, &mod_b, false);
+    tg_classified_t e = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 200, &e, 20);
+    s = tg_plan_next(&f->plan, 200);
+    assert_int_equal(s.kind, TG_STEP_WAIT);
+    assert_int_equal(s.wait_ms, 300);
+    tg_plan_waited(&f->plan, 300);
+    expect_attempt(&f->plan, 500, &mod_a, false);
+    tg_plan_record(&f->plan, 500, &OK, 10);
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 2);
+    expect_row(&ev[0], TG_EV_FAILED, "p/ua", "q/ub", "rate_limited", 429, false, 10);
+    expect_row(&ev[1], TG_EV_FAILED, "q/ub", "p/ua", "http_503", 503, true, 20 + 300 * 1000);
+
+    /* a 429 (short Retry-After), b skipped (open), the wait, a serves: a skip adds nothing, the
+     * wait stays with the attempt that asked for it */
+    tg_breaker_reset(f->ba);
+    tg_breaker_record(f->bb, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 0, &r, 10);
+    s = tg_plan_next(&f->plan, 0); /* b is skipped on the way */
+    assert_int_equal(s.kind, TG_STEP_WAIT);
+    assert_int_equal(s.wait_ms, 500);
+    tg_plan_waited(&f->plan, 500);
+    expect_attempt(&f->plan, 500, &mod_a, false);
+    tg_plan_record(&f->plan, 500, &OK, 10);
+    assert_int_equal(emit_and_peek(&f->plan, ev, 4), 2);
+    expect_row(&ev[0], TG_EV_FAILED, "p/ua", "q/ub", "rate_limited", 429, false, 10 + 500 * 1000);
+    expect_row(&ev[1], TG_EV_SKIPPED, "q/ub", "p/ua", "breaker_open", 0, true, 0);
     tg_events_stop();
 }
 
@@ -654,6 +805,9 @@ int main(void)
         cmocka_unit_test(test_outcome_breaker_results),
         cmocka_unit_test(test_classify_transport),
         cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_dead_primary_one_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_unserved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_wait_attribution, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_on_dirty_plan, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
