@@ -823,7 +823,9 @@ static int start_attempt(call_t *c, const tg_model_cfg_t *target)
     tg_build_in_t in = {.provider = target->provider,
                         .upstream_model = target->upstream,
                         .api_key = target->provider->api_key,
-                        .stream = c->stream};
+                        .stream = c->stream,
+                        .raw = c->req != NULL ? c->req->entity.base : NULL,
+                        .raw_len = c->req != NULL ? c->req->entity.len : 0};
     tg_error_t err = {0};
     int rc = c->adapter->build_request(&in, c->body, &ureq, &err);
     if (rc != 0) {

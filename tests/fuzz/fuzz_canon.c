@@ -1,13 +1,40 @@
 /*
  * fuzz_canon.c - the tenant-controlled input: a client request body is
  * validated, and when valid, built into an upstream request by every adapter
- * (translation must never crash on any request the validator accepts).
+ * (translation must never crash on any request the validator accepts). The
+ * OpenAI adapter's raw fast path must send what its tree path sends: the same
+ * JSON once parsed, whenever it does not decline.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <string.h>
+
 #include "providers/provider.h"
+
+static void check_raw_path(const tg_build_in_t *tree_in, const tg_upstream_req_t *tree_out,
+                           const uint8_t *data, size_t size)
+{
+    tg_build_in_t in = *tree_in;
+    in.raw = (const char *)data;
+    in.raw_len = size;
+    char *body = NULL;
+    size_t len = 0;
+    int rc = tg_openai_request_passthrough(&in, &body, &len);
+    if (rc < 0 || (rc == 1 && body != NULL))
+        abort();
+    if (rc == 0) {
+        json_error_t je;
+        json_t *fast = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+        json_t *slow = json_loadb(tree_out->body, tree_out->body_len, 0, &je);
+        if (fast == NULL || slow == NULL || !json_equal(fast, slow) || strlen(body) != len)
+            abort();
+        json_decref(fast);
+        json_decref(slow);
+    }
+    free(body);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -28,6 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 int rc = ads[i]->build_request(&in, req, &out, &err);
                 if (rc == 0 && (out.body == NULL || out.url == NULL))
                     abort();
+                if (rc == 0 && ads[i] == &tg_adapter_openai)
+                    check_raw_path(&in, &out, data, size);
                 tg_upstream_req_dispose(&out);
             }
         }

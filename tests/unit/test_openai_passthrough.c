@@ -22,7 +22,7 @@
 
 #define OUT_MAX (1u << 20)
 
-enum { ANY = -1, SERVE = 0, DECLINE = 1 };
+enum { ANY = -1, SERVE = 0, DECLINE = 1, MIXED = 2 };
 
 static int usage_equal(const tg_usage_t *a, const tg_usage_t *b)
 {
@@ -325,6 +325,130 @@ static void on_sse_file(const char *path, const char *bytes, size_t n, void *ud)
     if (!ends_with(path, ".sse"))
         return;
     replay_sse_bytes(path, bytes, n, r);
+}
+
+/* ---- request ---- */
+
+/* The request fast path against the tree path for one client body (already valid for the
+ * gateway: jansson accepts it). Both stream settings, a plain and an escaping upstream id.
+ * Returns the fast path's rc (the same for every setting, or the test fails). */
+static int check_req(const char *what, const char *body, size_t len)
+{
+    static tg_provider_cfg_t prov = {.name = "p", .base_url = "https://api.example.com/v1"};
+    const char *models[] = {"up-model", "up \"q\" \\ \xc3\xa9 \x01"};
+    json_error_t je;
+    json_t *canon = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (canon == NULL)
+        return ANY; /* the gateway answers 400 before any adapter runs */
+    int first = ANY;
+    for (int stream = 0; stream < 2; stream++) {
+        for (size_t m = 0; m < sizeof(models) / sizeof(models[0]); m++) {
+            tg_build_in_t in = {.provider = &prov, .upstream_model = models[m], .stream = stream};
+            tg_upstream_req_t slow_req;
+            memset(&slow_req, 0, sizeof(slow_req));
+            tg_error_t err = {0};
+            int src = tg_adapter_openai.build_request(&in, canon, &slow_req, &err);
+            char *fast_body = NULL;
+            size_t fast_len = 0;
+            in.raw = body;
+            in.raw_len = len;
+            int frc = tg_openai_request_passthrough(&in, &fast_body, &fast_len);
+            if (frc != 0 && frc != 1) {
+                fprintf(stderr, "%s: fast path failed with %d\n", what, frc);
+                fail();
+            }
+            if (first == ANY && stream == 0 && m == 0)
+                first = frc;
+            else if (frc != first)
+                first = MIXED; /* e.g. a stream_options the stream case must read and the other drops */
+            if (frc == 0) {
+                assert_int_equal(src, 0);
+                assert_int_equal(strlen(fast_body), fast_len); /* NUL-terminated, no NUL inside */
+                json_t *fast = json_loadb(fast_body, fast_len, JSON_REJECT_DUPLICATES, &je);
+                json_t *slow = json_loadb(slow_req.body, slow_req.body_len, 0, &je);
+                if (fast == NULL || !json_equal(fast, slow)) {
+                    fprintf(stderr, "%s (stream %d): outputs differ\n fast: %.*s\n slow: %.*s\n", what,
+                            stream, (int)fast_len, fast_body, (int)slow_req.body_len, slow_req.body);
+                    fail();
+                }
+                json_decref(fast);
+                json_decref(slow);
+            }
+            free(fast_body);
+            tg_upstream_req_dispose(&slow_req);
+        }
+    }
+    json_decref(canon);
+    return first;
+}
+
+static void on_req_file(const char *path, const char *bytes, size_t n, void *ud)
+{
+    tally_t *t = ud;
+    int rc = check_req(path, bytes, n);
+    t->served += rc == SERVE;
+    t->declined += rc == DECLINE;
+}
+
+static void test_req_fixtures_and_seeds(void **state)
+{
+    (void)state;
+    tally_t t = {0};
+    assert_true(each_file("canon", on_req_file, &t) > 0);
+    assert_int_equal(t.declined, 0); /* the canonical fixtures are the common case */
+    assert_true(t.served >= 2);
+    tally_t f = {0};
+    assert_true(each_file("../fuzz/corpus/fuzz_canon", on_req_file, &f) > 0);
+}
+
+static void test_req_edges(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        int want;
+    } cases[] = {
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", SERVE},
+        /* whitespace everywhere, members in any order, the model last */
+        {" {\n \"messages\" : [ {\"role\":\"user\",\"content\":\"hi\"} ] ,\t\"model\" : \"m\" } ", SERVE},
+        /* tollgate's own members: models dropped, stream and stream_options rewritten */
+        {"{\"models\":[\"a\",\"b\"],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", SERVE},
+        {"{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":false},\"messages\":[]}",
+         SERVE},
+        {"{\"model\":\"m\",\"stream\":false,\"stream_options\":{\"include_obfuscation\":true,"
+         "\"include_usage\":false},\"messages\":[]}",
+         SERVE},
+        {"{\"model\":\"m\",\"stream_options\":null,\"messages\":[]}", SERVE},
+        {"{\"model\":\"m\",\"stream_options\":{},\"messages\":[]}", SERVE},
+        /* the only member is tollgate's */
+        {"{\"model\":\"m\"}", SERVE},
+        /* strings with escapes and non-ASCII inside values are forwarded as sent */
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\u00e9\\n\\\"q\\\" \xc3\xa9\"}]}",
+         SERVE},
+        {"{\"model\":\"m\",\"temperature\":0.70000000000000001,\"seed\":-12,\"max_tokens\":1e2}", SERVE},
+        /* an escaped key could be one of tollgate's: the tree decides */
+        {"{\"mod\\u0065l\":\"m\",\"messages\":[]}", DECLINE},
+        {"{\"model\":\"m\",\"stream_options\":{\"include\\u005fusage\":false},\"stream\":true}", MIXED},
+        /* numbers jansson might refuse or read differently */
+        {"{\"model\":\"m\",\"seed\":123456789012345678901234567890}", ANY},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char what[32];
+        snprintf(what, sizeof(what), "req edge %zu", i);
+        int rc = check_req(what, cases[i].body, strlen(cases[i].body));
+        if (cases[i].want != ANY && rc != cases[i].want) {
+            fprintf(stderr, "%s: fast path gave %d, expected %d: %s\n", what, rc, cases[i].want,
+                    cases[i].body);
+            fail();
+        }
+    }
+    /* no raw bytes: always the tree */
+    static tg_provider_cfg_t prov = {.name = "p", .base_url = "https://api.example.com/v1"};
+    tg_build_in_t in = {.provider = &prov, .upstream_model = "m"};
+    char *b = (char *)"x";
+    size_t n = 1;
+    assert_int_equal(tg_openai_request_passthrough(&in, &b, &n), DECLINE);
+    assert_null(b);
 }
 
 static void test_fixture_responses(void **state)
@@ -723,11 +847,18 @@ static void test_stream_fixture_usage_total(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixture_responses),  cmocka_unit_test(test_fixture_streams),
-        cmocka_unit_test(test_fuzz_seeds),         cmocka_unit_test(test_resp_edges),
-        cmocka_unit_test(test_resp_embedded_nul),  cmocka_unit_test(test_resp_deep_nesting),
-        cmocka_unit_test(test_resp_usage_values),  cmocka_unit_test(test_stream_edges),
-        cmocka_unit_test(test_stream_usage_chunk), cmocka_unit_test(test_stream_fixture_usage_total),
+        cmocka_unit_test(test_fixture_responses),
+        cmocka_unit_test(test_fixture_streams),
+        cmocka_unit_test(test_fuzz_seeds),
+        cmocka_unit_test(test_resp_edges),
+        cmocka_unit_test(test_resp_embedded_nul),
+        cmocka_unit_test(test_resp_deep_nesting),
+        cmocka_unit_test(test_resp_usage_values),
+        cmocka_unit_test(test_stream_edges),
+        cmocka_unit_test(test_stream_usage_chunk),
+        cmocka_unit_test(test_stream_fixture_usage_total),
+        cmocka_unit_test(test_req_fixtures_and_seeds),
+        cmocka_unit_test(test_req_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,9 +27,34 @@ static int add_bearer(tg_upstream_req_t *out, const char *key)
     return rc;
 }
 
+/* Everything but the body: URL, headers, method. */
+static int oa_finish_request(const tg_build_in_t *in, tg_upstream_req_t *out, tg_error_t *err)
+{
+    int rc = tg_prov_set_url(out, in->provider->base_url, "/chat/completions", NULL, NULL);
+    if (rc == 0)
+        rc = tg_upstream_req_add_header(out, "Content-Type", "application/json");
+    if (rc == 0 && in->api_key != NULL && in->api_key[0] != '\0')
+        rc = add_bearer(out, in->api_key);
+    if (rc != 0)
+        return tg_error_set(err, rc, "cannot build the upstream request");
+    out->method = "POST";
+    return 0;
+}
+
 static int oa_build_request(const tg_build_in_t *in, const json_t *canon, tg_upstream_req_t *out,
                             tg_error_t *err)
 {
+    char *raw_body = NULL;
+    size_t raw_len = 0;
+    int frc = tg_openai_request_passthrough(in, &raw_body, &raw_len);
+    if (frc < 0)
+        return tg_error_set(err, frc, "cannot build the upstream request");
+    if (frc == 0) {
+        free(out->body);
+        out->body = raw_body;
+        out->body_len = raw_len;
+        return oa_finish_request(in, out, err);
+    }
     /* json_copy is shallow: only the top-level object is new, nested values are shared */
     json_t *body = json_copy((json_t *)canon);
     if (body == NULL)
@@ -54,16 +79,9 @@ static int oa_build_request(const tg_build_in_t *in, const json_t *canon, tg_ups
     if (rc == 0)
         rc = tg_prov_set_body(out, body, err);
     json_decref(body);
-    if (rc == 0)
-        rc = tg_prov_set_url(out, in->provider->base_url, "/chat/completions", NULL, NULL);
-    if (rc == 0)
-        rc = tg_upstream_req_add_header(out, "Content-Type", "application/json");
-    if (rc == 0 && in->api_key != NULL && in->api_key[0] != '\0')
-        rc = add_bearer(out, in->api_key);
     if (rc != 0)
         return tg_error_set(err, rc, "cannot build the upstream request");
-    out->method = "POST";
-    return 0;
+    return oa_finish_request(in, out, err);
 }
 
 /* Reads an OpenAI "usage" object. */
@@ -763,3 +781,126 @@ const tg_adapter_t tg_adapter_openai = {
     .classify = oa_classify,
     .build_probe = oa_build_probe,
 };
+
+/* ---- request fast path ----
+ *
+ * The request was parsed and validated into a tree already (that is where every 400 comes from),
+ * but serialising the tree again for a pass-through upstream cost as much as parsing it. The
+ * client's bytes are forwarded instead, member by member, with tollgate's own members rewritten:
+ * "model" (the upstream id), "models" (tollgate's chain, never sent), "stream" and
+ * "stream_options" (include_usage forced on for streams, both removed otherwise). Anything the
+ * scanner is unsure about, or an escaped top-level key, declines to the tree path.
+ */
+
+#define RQ_MODEL_MAX 256 /* longer upstream ids take the tree path */
+
+/* One malloc'd output of a size known up front: what is copied never exceeds the client's bytes,
+ * plus the escaped model id and the few members added here. */
+typedef struct rq_out {
+    char *p;
+    size_t len, cap;
+    bool overflow;
+} rq_out_t;
+
+static void rq_put(rq_out_t *o, const char *s, size_t n)
+{
+    if (o->overflow || n > o->cap - o->len) {
+        o->overflow = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+typedef struct rq_scan {
+    rq_out_t *out;
+    pt_val_t stream_options;
+    const char *skip; /* stream_options scan: the member that is ours */
+    bool have_stream_options, escaped_key, first;
+} rq_scan_t;
+
+static void rq_copy_member(rq_scan_t *r, const char *key, const pt_val_t *v)
+{
+    /* key points after the opening quote: key - 1 .. v->end is `"key": value` as the client sent it */
+    if (!r->first)
+        rq_put(r->out, ",", 1);
+    rq_put(r->out, key - 1, (size_t)(v->end - (key - 1)));
+    r->first = false;
+}
+
+static void rq_top_member(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v)
+{
+    rq_scan_t *r = ud;
+    if (kesc) {
+        r->escaped_key = true; /* "mod\u0065l" is "model" to jansson */
+        return;
+    }
+    if (pt_key_is(key, klen, "model") || pt_key_is(key, klen, "models") || pt_key_is(key, klen, "stream"))
+        return;
+    if (pt_key_is(key, klen, "stream_options")) {
+        r->stream_options = *v;
+        r->have_stream_options = true;
+        return;
+    }
+    rq_copy_member(r, key, v);
+}
+
+static void rq_so_member(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v)
+{
+    rq_scan_t *r = ud;
+    if (kesc)
+        r->escaped_key = true;
+    else if (!pt_key_is(key, klen, r->skip))
+        rq_copy_member(r, key, v);
+}
+
+int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *len)
+{
+    *body = NULL;
+    *len = 0;
+    if (in->raw == NULL || in->upstream_model == NULL || strlen(in->upstream_model) > RQ_MODEL_MAX)
+        return 1;
+    char model[6 * RQ_MODEL_MAX + 1];
+    int mlen = tg_json_escape(model, sizeof(model), in->upstream_model);
+    if (mlen < 0)
+        return 1;
+    rq_out_t out = {.cap = in->raw_len + (size_t)mlen + 96};
+    out.p = malloc(out.cap + 1);
+    if (out.p == NULL)
+        return TG_ENOMEM;
+    rq_scan_t r = {.out = &out, .first = true};
+    pt_val_t root;
+    bool unsure;
+    rq_put(&out, "{", 1);
+    if (pt_document(in->raw, in->raw + in->raw_len, &root, rq_top_member, &r, &unsure) != 0 || unsure ||
+        root.type != 'o' || r.escaped_key)
+        goto decline;
+    rq_put(&out, r.first ? "\"model\":\"" : ",\"model\":\"", r.first ? 9 : 10);
+    rq_put(&out, model, (size_t)mlen);
+    rq_put(&out, "\"", 1);
+    if (in->stream) {
+        rq_put(&out, ",\"stream\":true,\"stream_options\":{", 33);
+        if (r.have_stream_options && r.stream_options.type == 'o') {
+            /* the client's other stream options go along; include_usage is tollgate's */
+            rq_scan_t so = {.out = &out, .first = true, .skip = "include_usage"};
+            pt_val_t v;
+            if (pt_document(r.stream_options.start, r.stream_options.end, &v, rq_so_member, &so, &unsure) !=
+                    0 ||
+                unsure || so.escaped_key)
+                goto decline;
+            if (!so.first)
+                rq_put(&out, ",", 1);
+        }
+        rq_put(&out, "\"include_usage\":true}", 21);
+    }
+    rq_put(&out, "}", 1);
+    if (out.overflow)
+        goto decline; /* cannot happen by the sizing above; the tree path is always right */
+    out.p[out.len] = '\0';
+    *body = out.p;
+    *len = out.len;
+    return 0;
+decline:
+    free(out.p);
+    return 1;
+}

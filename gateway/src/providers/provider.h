@@ -54,6 +54,11 @@ typedef struct tg_build_in {
     const char *upstream_model;
     const char *api_key; /* credential for this attempt (config or BYOK); may be NULL */
     bool stream;
+    /* The client's request body, the very bytes the canonical request was parsed and validated
+     * from (NULL when there are none): a pass-through adapter may forward them with its own
+     * members rewritten instead of serialising the canonical tree again. */
+    const char *raw;
+    size_t raw_len;
 } tg_build_in_t;
 
 /** What the adapter needs to shape an answer. */
@@ -214,5 +219,11 @@ int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, 
  *  none), 1 declined (use stream_event), < 0 a TG_E* code. client_usage: the client asked for usage. */
 int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
                                  tg_buf_t *out, bool *drop, tg_usage_t *usage);
+/** The upstream body of a pass-through request from in->raw: the client's members as sent, with
+ *  "model" set to in->upstream_model, "models" removed, and "stream"/"stream_options" as
+ *  build_request sets them. 0 served (*body is malloc'd, *len its length), 1 declined (in->raw is
+ *  NULL or holds something the scanner is not sure about: serialise the tree), < 0 a TG_E* code.
+ *  Equal, once parsed, to what the tree path sends (tests/unit/test_openai_passthrough.c). */
+int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *len);
 
 #endif
