@@ -6,6 +6,8 @@
 # then measures with wrk (bench/chat.lua), each run BENCH_DURATION long (default 10s):
 #   - the simulator direct vs through tollgate: non-stream and stream, 1 and 64 connections
 #     (p50/p99/RPS; added latency at 1 connection in µs; throughput ratio at 64);
+#   - the same 64-connection runs through tollgate-bench-relay (bench/relay.c), a bare TCP relay:
+#     its throughput over the direct one is the ceiling for any proxy on this machine;
 #   - the translation path: an Anthropic-kind model behind the OpenAI API, 1 connection, vs the
 #     pass-through path;
 #   - failover (a): primary answers 503 (its breaker never opens), fallback healthy, vs a call to
@@ -14,6 +16,8 @@
 #     primary (breaker open) vs healthy, 64 connections;
 #   - the gateway's RSS, idle after start-up and warm-up, and idle again after the load.
 # Prints a table and appends it to bench/RESULTS.md with the date, the machine and the commit.
+# BENCH_ONLY="name ..." measures only those runs (failover (a) when one of its series is named);
+# figures whose inputs were not measured print n/a.
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only, every wrk run is
 # bounded by -d, and everything it started is stopped on exit.
 set -euo pipefail
@@ -26,6 +30,7 @@ results=$root/bench/RESULTS.md
 work=$build/bench-run
 pg_dir=$work/pg
 pg_port=55491
+read -r -a only <<<"${BENCH_ONLY:-}"
 
 say() { echo "bench: $*" >&2; }
 die() {
@@ -37,11 +42,29 @@ for tool in wrk curl cmake psql node; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk curl cmake postgresql-client)"
 done
 
+# Every measured series, in the order of the report's table.
+all_runs=(direct-ns-1 gw-ns-1 direct-st-1 gw-st-1 direct-ns-64 relay-ns-64 gw-ns-64 direct-st-64 relay-st-64
+    gw-st-64 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1
+    gw-fb2-ns-64 gw-chainopen-ns-64)
+for n in "${only[@]}"; do
+    [[ " ${all_runs[*]} " == *" $n "* ]] || die "BENCH_ONLY: unknown run $n (known: ${all_runs[*]})"
+done
+wanted() { # name -> measured in this run?
+    local n
+    [ ${#only[@]} -eq 0 ] && return 0
+    for n in "${only[@]}"; do
+        [ "$n" = "$1" ] && return 0
+    done
+    return 1
+}
+
 sim_pid=
+relay_pid=
 gw_pid=
 cleanup() {
     # Only what this script started, by pid.
     [ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+    [ -n "$relay_pid" ] && kill -TERM "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
     [ -n "$sim_pid" ] && kill -TERM "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
     "$root/tests/pg_tmp.sh" stop "$pg_dir" "$pg_port" >/dev/null 2>&1 || true
 }
@@ -50,10 +73,13 @@ trap cleanup EXIT
 # ---- build ----------------------------------------------------------------------------------
 say "building $build (Release)"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)" --target tollgate tollgate-sim >/dev/null
+cmake --build "$build" -j "$(nproc)" --target tollgate tollgate-sim tollgate-bench-relay >/dev/null
 gw_bin=$build/gateway/tollgate
 sim_bin=$build/gateway/tollgate-sim
-[ -x "$gw_bin" ] && [ -x "$sim_bin" ] || die "build did not produce $gw_bin and $sim_bin"
+relay_bin=$build/bench/tollgate-bench-relay
+for bin in "$gw_bin" "$sim_bin" "$relay_bin"; do
+    [ -x "$bin" ] || die "build did not produce $bin"
+done
 
 rm -rf "$work"
 mkdir -p "$work"
@@ -89,9 +115,11 @@ psql -X -q -v ON_ERROR_STOP=1 "host=$pg_sock port=$pg_port user=postgres dbname=
 db_url="postgresql:///tollgate_bench?host=$pg_sock&port=$pg_port&user=postgres"
 
 sim_port=$(free_port)
+relay_port=$(free_port)
 data_port=$(free_port)
 admin_port=$(free_port)
 sim_url=http://127.0.0.1:$sim_port
+relay_url=http://127.0.0.1:$relay_port
 gw_url=http://127.0.0.1:$data_port
 admin_url=http://127.0.0.1:$admin_port
 (
@@ -147,6 +175,11 @@ say "starting tollgate-sim on :$sim_port"
 sim_pid=$!
 wait_http "$sim_url/_sim/stats" "$sim_pid" simulator
 
+say "starting tollgate-bench-relay on :$relay_port (to the simulator)"
+"$relay_bin" --listen "127.0.0.1:$relay_port" --upstream "127.0.0.1:$sim_port" </dev/null >"$work/relay.log" 2>&1 &
+relay_pid=$!
+wait_http "$relay_url/_sim/stats" "$relay_pid" relay
+
 say "starting tollgate ($workers worker(s)) on :$data_port, admin :$admin_port"
 (cd "$root" && exec "$gw_bin" serve -c "$work/tollgate.json") </dev/null >"$work/gateway.log" 2>&1 &
 gw_pid=$!
@@ -186,6 +219,7 @@ declare -A P50 P99 RPS NON2XX
 # run NAME URL MODEL STREAM CONNS AUTH
 run() {
     local name=$1 url=$2 model=$3 stream=$4 conns=$5 auth=$6 threads=1 out
+    wanted "$name" || return 0
     [ "$conns" -gt 1 ] && threads=2
     say "wrk $name: $conns connection(s), $duration"
     out=$(BENCH_MODEL=$model BENCH_STREAM=$stream BENCH_AUTH=$auth \
@@ -264,6 +298,7 @@ EOJS
 }
 
 direct=$sim_url/v1/chat/completions
+relayed=$relay_url/v1/chat/completions
 via=$gw_url/v1/chat/completions
 bearer="Bearer $key"
 
@@ -272,11 +307,15 @@ run gw-ns-1 "$via" bench-oa 0 1 "$bearer"
 run direct-st-1 "$direct" bench-oa 1 1 "Bearer sim"
 run gw-st-1 "$via" bench-oa 1 1 "$bearer"
 run direct-ns-64 "$direct" bench-oa 0 64 "Bearer sim"
+run relay-ns-64 "$relayed" bench-oa 0 64 "Bearer sim"
 run gw-ns-64 "$via" bench-oa 0 64 "$bearer"
 run direct-st-64 "$direct" bench-oa 1 64 "Bearer sim"
+run relay-st-64 "$relayed" bench-oa 1 64 "Bearer sim"
 run gw-st-64 "$via" bench-oa 1 64 "$bearer"
 run gw-anthropic-ns-1 "$via" bench-an 0 1 "$bearer"
-failover_a
+if wanted gw-fb-ns-1 || wanted primary-503-direct-1 || wanted gw-chain503-ns-1; then
+    failover_a
+fi
 run gw-fb2-ns-1 "$via" bench-fb2 0 1 "$bearer"
 run gw-chainopen-ns-1 "$via" bench-chain-open 0 1 "$bearer"
 run gw-fb2-ns-64 "$via" bench-fb2 0 64 "$bearer"
@@ -296,28 +335,47 @@ fi
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 machine="$(nproc) cores, ${cpu:-unknown CPU}, Linux $(uname -r)"
 
-add_ns=$((P50[gw-ns-1] - P50[direct-ns-1]))
-add_st=$((P50[gw-st-1] - P50[direct-st-1]))
-add_tr=$((P50[gw-anthropic-ns-1] - P50[direct-ns-1]))
-add_fo_a=$((P50[gw-chain503-ns-1] - P50[gw-fb-ns-1]))
-add_fo_b=$((P50[gw-chainopen-ns-1] - P50[gw-fb2-ns-1]))
-err_a=${P50[primary-503-direct-1]}
+measured() { # names... -> were they all measured in this run (BENCH_ONLY)?
+    local n
+    for n; do
+        [ -n "${RPS[$n]:-}" ] || return 1
+    done
+}
+row() { echo "| $1 | $2 | $3 | $4 |"; }
+added() { # label a b bound_us: p50(a) - p50(b) against the bound
+    local v
+    if measured "$2" "$3"; then
+        v=$((P50[$2] - P50[$3]))
+        row "$1" "$v µs" "≤ $4 µs" "$(verdict "$v <= $4")"
+    else
+        row "$1" n/a "≤ $4 µs" ""
+    fi
+}
+ratio() { # label a b min: RPS(a) / RPS(b) against min (a fraction); an empty min is for information
+    local v=n/a target="(for information)" ok=""
+    [ -n "$4" ] && target="≥ $(calc "sprintf(\"%.0f%%\", 100 * $4)")"
+    if measured "$2" "$3"; then
+        v=$(pct "${RPS[$2]}" "${RPS[$3]}")
+        [ -n "$4" ] && ok=$(verdict "${RPS[$2]} >= $4 * ${RPS[$3]}")
+    fi
+    row "$1" "$v" "$target" "$ok"
+}
 
 {
     echo
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit"
     echo
     echo "Machine: $machine; load average before the runs: $loadavg_start. Gateway workers: $workers;"
-    echo "wrk, tollgate-sim and the gateway share the"
+    echo "wrk, tollgate-sim, the TCP relay (bench/relay.c) and the gateway share the"
     echo "machine. Each run: $duration, wrk -t1 at 1 connection, -t2 at 64; latencies are wrk's"
     echo "percentiles of whole requests (a stream's total time). Failover (a) rows come from a"
     echo "sequential Node client (one keep-alive connection per series), see bench/README.md."
+    [ ${#only[@]} -gt 0 ] && echo "Partial run: BENCH_ONLY=\"${only[*]}\"."
     echo
     echo "| run | conns | p50 µs | p99 µs | req/s | non-2xx |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-    for n in direct-ns-1 gw-ns-1 direct-st-1 gw-st-1 direct-ns-64 gw-ns-64 direct-st-64 gw-st-64 \
-        gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1 \
-        gw-fb2-ns-64 gw-chainopen-ns-64; do
+    for n in "${all_runs[@]}"; do
+        measured "$n" || continue
         c=1
         [[ $n == *-64 ]] && c=64
         echo "| $n | $c | ${P50[$n]} | ${P99[$n]} | ${RPS[$n]} | ${NON2XX[$n]} |"
@@ -325,14 +383,30 @@ err_a=${P50[primary-503-direct-1]}
     echo
     echo "| figure | value | target | |"
     echo "| --- | ---: | --- | --- |"
-    echo "| added latency, non-stream, 1 conn (p50) | ${add_ns} µs | ≤ 100 µs | $(verdict "$add_ns <= 100") |"
-    echo "| added latency, stream, 1 conn (p50) | ${add_st} µs | ≤ 100 µs | $(verdict "$add_st <= 100") |"
-    echo "| throughput through tollgate / direct, non-stream, 64 conns | $(pct "${RPS[gw-ns-64]}" "${RPS[direct-ns-64]}") | ≥ 50% | $(verdict "${RPS[gw-ns-64]} >= 0.5 * ${RPS[direct-ns-64]}") |"
-    echo "| throughput through tollgate / direct, stream, 64 conns | $(pct "${RPS[gw-st-64]}" "${RPS[direct-st-64]}") | ≥ 50% | $(verdict "${RPS[gw-st-64]} >= 0.5 * ${RPS[direct-st-64]}") |"
-    echo "| translation (anthropic kind) added latency, 1 conn (p50) | ${add_tr} µs | ≤ 1.5 × ${add_ns} µs | $(verdict "$add_tr <= 1.5 * ($add_ns > 0 ? $add_ns : 1)") |"
-    echo "| (a) 503 primary + fallback, over the fallback alone (p50) | ${add_fo_a} µs | ≤ primary's error time ${err_a} µs + 100 | $(verdict "$add_fo_a <= $err_a + 100") |"
-    echo "| (b) breaker open, added over the healthy path (p50) | ${add_fo_b} µs | ≤ 20 µs | $(verdict "$add_fo_b <= 20") |"
-    echo "| (c) throughput, dead primary (breaker open) / healthy, 64 conns | $(pct "${RPS[gw-chainopen-ns-64]}" "${RPS[gw-fb2-ns-64]}") | ≥ 90% | $(verdict "${RPS[gw-chainopen-ns-64]} >= 0.9 * ${RPS[gw-fb2-ns-64]}") |"
+    added "added latency, non-stream, 1 conn (p50)" gw-ns-1 direct-ns-1 100
+    added "added latency, stream, 1 conn (p50)" gw-st-1 direct-st-1 100
+    ratio "throughput through tollgate / direct, non-stream, 64 conns" gw-ns-64 direct-ns-64 0.5
+    ratio "throughput through tollgate / direct, stream, 64 conns" gw-st-64 direct-st-64 0.5
+    ratio "TCP relay (the floor of any proxy) / direct, non-stream, 64 conns" relay-ns-64 direct-ns-64 ""
+    ratio "TCP relay (the floor of any proxy) / direct, stream, 64 conns" relay-st-64 direct-st-64 ""
+    label="translation (anthropic kind) added latency, 1 conn (p50)"
+    if measured gw-anthropic-ns-1 gw-ns-1 direct-ns-1; then
+        add_ns=$((P50[gw-ns-1] - P50[direct-ns-1]))
+        add_tr=$((P50[gw-anthropic-ns-1] - P50[direct-ns-1]))
+        row "$label" "${add_tr} µs" "≤ 1.5 × ${add_ns} µs" "$(verdict "$add_tr <= 1.5 * ($add_ns > 0 ? $add_ns : 1)")"
+    else
+        row "$label" n/a "≤ 1.5 × the pass-through's" ""
+    fi
+    label="(a) 503 primary + fallback, over the fallback alone (p50)"
+    if measured gw-chain503-ns-1 gw-fb-ns-1 primary-503-direct-1; then
+        add_fo_a=$((P50[gw-chain503-ns-1] - P50[gw-fb-ns-1]))
+        err_a=${P50[primary-503-direct-1]}
+        row "$label" "${add_fo_a} µs" "≤ primary's error time ${err_a} µs + 100" "$(verdict "$add_fo_a <= $err_a + 100")"
+    else
+        row "$label" n/a "≤ primary's error time + 100 µs" ""
+    fi
+    added "(b) breaker open, added over the healthy path (p50)" gw-chainopen-ns-1 gw-fb2-ns-1 20
+    ratio "(c) throughput, dead primary (breaker open) / healthy, 64 conns" gw-chainopen-ns-64 gw-fb2-ns-64 0.9
     echo "| gateway RSS idle after start-up and warm-up | $((rss_idle_start / 1024)) MiB ($rss_idle_start KiB) | ≤ 20 MiB | $(verdict "$rss_idle_start <= 20480") |"
     echo "| gateway RSS idle after the load | $((rss_idle_end / 1024)) MiB ($rss_idle_end KiB) | (for information) | |"
 } >"$work/report.md"
