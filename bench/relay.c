@@ -4,7 +4,7 @@
  * with the fewest syscalls a proxy can make: per request about one read and one write on each side
  * plus a share of epoll_wait. Its throughput over the direct path's is therefore the ceiling that
  * any proxy, tollgate included, can reach on the same machine. Single thread, one level-triggered
- * epoll, IPv4, libc only. A bench tool: not installed, not shipped. */
+ * epoll, IPv4, libc plus tg_core's address parser. A bench tool: not installed, not shipped. */
 #define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +20,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "addr.h"
 
 #define BUF_BYTES  (64 * 1024) /* per direction: a slow reader costs at most 128 KiB per pair */
 #define MAX_EVENTS 256
@@ -194,22 +196,15 @@ static void on_accept(int lfd, const struct sockaddr_in *upstream)
     }
 }
 
-static int parse_addr(const char *s, struct sockaddr_in *a)
+/* The relay's sockets are AF_INET only, so an IPv6 address gets the usage error. */
+static int parse_addr(const char *s, bool allow_port_zero, struct sockaddr_in *a)
 {
-    const char *colon = strrchr(s, ':');
-    char host[64];
-    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (tg_addr_parse(s, allow_port_zero, &ss, &len) != 0 || ss.ss_family != AF_INET)
         return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
-        return -1;
-    memset(a, 0, sizeof(*a));
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -1;
+    memcpy(a, &ss, sizeof(*a));
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -222,8 +217,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--upstream") == 0)
             up_s = argv[i + 1];
     }
-    if (argc != 5 || listen_s == NULL || up_s == NULL || parse_addr(listen_s, &listen_addr) != 0 ||
-        parse_addr(up_s, &up_addr) != 0) {
+    if (argc != 5 || listen_s == NULL || up_s == NULL || parse_addr(listen_s, true, &listen_addr) != 0 ||
+        parse_addr(up_s, false, &up_addr) != 0) {
         fprintf(stderr, "usage: tollgate-bench-relay --listen IPV4:PORT --upstream IPV4:PORT\n");
         return 2;
     }

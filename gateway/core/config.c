@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "log.h"
 
 #define CFG_FILE_MAX    (4u << 20) /* a config file larger than this is a mistake */
@@ -276,46 +277,28 @@ static void free_secret(char *s)
     free(s);
 }
 
-/* Parses "host:port" or "[v6]:port"; host must be an IP literal or "localhost". */
+/* The host is kept in inet_ntop's form, so "localhost" is stored as 127.0.0.1 (what gets bound) and
+ * two spellings of one IPv6 address compare equal in the checks below. */
 static bool parse_hostport(const char *s, char **host, uint16_t *port)
 {
-    const char *colon;
-    char h[64];
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(h))
-            return false;
-        memcpy(h, s + 1, (size_t)(rb - s - 1));
-        h[rb - s - 1] = '\0';
-        colon = rb + 1;
-        struct in6_addr a6;
-        if (inet_pton(AF_INET6, h, &a6) != 1)
-            return false;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(h))
-            return false;
-        memcpy(h, s, (size_t)(colon - s));
-        h[colon - s] = '\0';
-        struct in_addr a4;
-        if (strcmp(h, "localhost") == 0)
-            snprintf(h, sizeof(h), "127.0.0.1"); /* no resolver at bind time */
-        else if (inet_pton(AF_INET, h, &a4) != 1)
-            return false;
-    }
-    const char *ps = colon + 1;
-    if (*ps == '\0' || strlen(ps) > 5)
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char h[INET6_ADDRSTRLEN];
+    if (tg_addr_parse(s, false, &ss, &len) != 0)
         return false;
-    unsigned long pn = 0;
-    for (const char *q = ps; *q != '\0'; q++) {
-        if (*q < '0' || *q > '9')
-            return false;
-        pn = pn * 10 + (unsigned long)(*q - '0');
+    const void *ip;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ss;
+        ip = &a6->sin6_addr;
+        *port = ntohs(a6->sin6_port);
+    } else {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ss;
+        ip = &a4->sin_addr;
+        *port = ntohs(a4->sin_port);
     }
-    if (pn == 0 || pn > 65535)
+    if (inet_ntop(ss.ss_family, ip, h, sizeof(h)) == NULL)
         return false;
     *host = xstrdup(h);
-    *port = (uint16_t)pn;
     return true;
 }
 

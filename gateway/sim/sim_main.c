@@ -26,6 +26,7 @@
 #error "build with -DH2O_USE_LIBUV=0 (libh2o-evloop)"
 #endif
 
+#include "addr.h"
 #include "err.h"
 #include "sim.h"
 
@@ -748,26 +749,6 @@ static void usage(FILE *out)
                  "prints \"tollgate-sim listening on http://HOST:PORT\" once it accepts connections\n");
 }
 
-static int parse_listen(const char *s, struct sockaddr_in *a)
-{
-    const char *colon = strrchr(s, ':');
-    char host[64];
-    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
-        return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
-        return -1;
-    memset(a, 0, sizeof(*a));
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    if (strcmp(host, "localhost") == 0)
-        strcpy(host, "127.0.0.1");
-    return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -1;
-}
-
 int main(int argc, char **argv)
 {
     const char *listen_s = "127.0.0.1:9100";
@@ -790,11 +771,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    struct sockaddr_in addr;
-    if (parse_listen(listen_s, &addr) != 0) {
+    struct sockaddr_storage parsed;
+    socklen_t parsed_len;
+    struct sockaddr_in addr; /* the listeners are AF_INET sockets: an IPv6 address is refused */
+    if (tg_addr_parse(listen_s, true, &parsed, &parsed_len) != 0 || parsed.ss_family != AF_INET) {
         fprintf(stderr, "tollgate-sim: --listen wants IPv4HOST:PORT, got \"%s\"\n", listen_s);
         return 2;
     }
+    memcpy(&addr, &parsed, sizeof(addr));
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t sigs;
