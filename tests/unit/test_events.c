@@ -2,8 +2,9 @@
  * test_events.c - the failover event queue: bounded (a full queue drops and
  * counts, emit never blocks), flush waits for everything emitted before it,
  * failovers are counted at emit time. Without a database (conninfo NULL).
- * With TG_TEST_PG set (a libpq conninfo), also writes to a real
- * failover_events table (made by the embedded migrations) and reads the rows back.
+ * With a database (TG_TEST_PG or TG_TEST_PG_FILE, see pg_env.h; ctest passes the "pg" fixture's),
+ * also writes to a real failover_events table (made by the embedded migrations, each test in a
+ * schema of its own, dropped first and at the end) and reads the rows back.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include "cli.h"
 #include "events.h"
 #include "metrics.h"
+#include "pg_env.h"
 
 static tg_failover_event_t make_event(tg_event_kind_t kind, const char *from, const char *to,
                                       const char *reason)
@@ -208,9 +210,7 @@ static void migrated_schema(PGconn *c, const char *schema)
 
 static void test_postgres_writer(void **state)
 {
-    const char *ci = getenv("TG_TEST_PG");
-    if (ci == NULL || ci[0] == '\0')
-        skip();
+    const char *ci = tg_test_pg_or_skip();
     PGconn *c = PQconnectdb(ci);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     PQclear(exec_ok(c, "SET client_min_messages = warning"));
@@ -283,9 +283,7 @@ static void test_postgres_writer(void **state)
  * become '?' instead of failing the batch, and a queue deeper than one COPY takes several. */
 static void test_postgres_copy_text(void **state)
 {
-    const char *ci = getenv("TG_TEST_PG");
-    if (ci == NULL || ci[0] == '\0')
-        skip();
+    const char *ci = tg_test_pg_or_skip();
     PGconn *c = PQconnectdb(ci);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     PQclear(exec_ok(c, "SET client_min_messages = warning"));
@@ -361,9 +359,7 @@ static void test_postgres_copy_text(void **state)
  * counted, and the writer goes on (flush returns, stop does not hang). */
 static void test_postgres_rejected_batch_dropped(void **state)
 {
-    const char *ci = getenv("TG_TEST_PG");
-    if (ci == NULL || ci[0] == '\0')
-        skip();
+    const char *ci = tg_test_pg_or_skip();
     PGconn *c = PQconnectdb(ci);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     PQclear(exec_ok(c, "SET client_min_messages = warning"));

@@ -3,8 +3,10 @@
  * a failing query isolated from its neighbours, recovery after pg_terminate_backend, and the
  * key lookup end to end (tollgate migrate + keys create + tg_auth_lookup).
  *
- * Needs a PostgreSQL conninfo in TG_TEST_PG (unix socket or hostaddr); skipped without it,
- * except the no-database case.
+ * Needs a PostgreSQL conninfo (unix socket or hostaddr) in TG_TEST_PG or TG_TEST_PG_FILE (see
+ * pg_env.h; ctest passes the "pg" fixture's); skipped without one, except the no-database case.
+ * The key lookup migrates a schema of its own, so the stack's database and earlier runs never
+ * meet it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +24,7 @@
 #include "auth.h"
 #include "cli.h"
 #include "pgpool.h"
+#include "pg_env.h"
 
 typedef struct result {
     int fired;
@@ -50,12 +53,6 @@ static void on_result(void *arg, const PGresult *res, const char *errmsg)
             h2o_evloop_run(loop, 50);               \
         assert_true(cond);                          \
     } while (0)
-
-static const char *test_pg(void)
-{
-    const char *s = getenv("TG_TEST_PG");
-    return s != NULL && s[0] != '\0' ? s : NULL;
-}
 
 static int setup(void **state)
 {
@@ -86,9 +83,8 @@ static void test_no_database(void **state)
 
 static void test_many_pipelined(void **state)
 {
-    if (test_pg() == NULL)
-        skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, test_pg(), 2);
+    const char *pg = tg_test_pg_or_skip();
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 2);
     RUN_UNTIL(tg_pgpool_ready(p));
     enum { N = 500 };
     static result_t r[N];
@@ -118,9 +114,8 @@ static void test_many_pipelined(void **state)
 
 static void test_error_isolated(void **state)
 {
-    if (test_pg() == NULL)
-        skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, test_pg(), 1); /* one connection: all three share a pipeline */
+    const char *pg = tg_test_pg_or_skip();
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 1); /* one connection: all three share a pipeline */
     RUN_UNTIL(tg_pgpool_ready(p));
     result_t a = {0}, b = {0}, c = {0};
     const char *params[1] = {"3"};
@@ -140,9 +135,8 @@ static void test_error_isolated(void **state)
 
 static void test_terminate_recovery(void **state)
 {
-    if (test_pg() == NULL)
-        skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, test_pg(), 1);
+    const char *pg = tg_test_pg_or_skip();
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 1);
     RUN_UNTIL(tg_pgpool_ready(p));
     result_t pid1 = {0};
     assert_int_equal(tg_pgpool_query(p, "SELECT pg_backend_pid()", 0, NULL, on_result, &pid1), 0);
@@ -153,7 +147,7 @@ static void test_terminate_recovery(void **state)
     result_t sleeping = {0};
     assert_int_equal(tg_pgpool_query(p, "SELECT pg_sleep(60)", 0, NULL, on_result, &sleeping), 0);
     h2o_evloop_run(loop, 10);
-    PGconn *admin = PQconnectdb(test_pg());
+    PGconn *admin = PQconnectdb(pg);
     assert_int_equal(PQstatus(admin), CONNECTION_OK);
     const char *params[1] = {pid1.val};
     PGresult *res =
@@ -221,17 +215,28 @@ static void on_auth(void *arg, int rc, const tg_principal_t *p)
 
 static void test_auth_end_to_end(void **state)
 {
-    if (test_pg() == NULL)
-        skip();
+    const char *pg = tg_test_pg_or_skip();
     static const char pepper_hex[] = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
     uint8_t pepper[32];
     assert_int_equal(sodium_hex2bin(pepper, 32, pepper_hex, 64, NULL, NULL, NULL), 0);
     setenv("TG_TEST_PG_PEPPER", pepper_hex, 1);
 
+    /* A schema of its own, made afresh: what the migrations and keys below write meets neither the
+     * integration stack (another database in the same cluster) nor what an earlier run left. */
+    PGconn *admin = PQconnectdb(pg);
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    PGresult *res =
+        PQexec(admin, "SET client_min_messages = warning; "
+                      "DROP SCHEMA IF EXISTS tg_pgpool_test CASCADE; CREATE SCHEMA tg_pgpool_test");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    char db[1100];
+    snprintf(db, sizeof(db), "%s options='-c search_path=tg_pgpool_test'", pg);
+
     char cfg_path[] = "/tmp/tg_test_pg_cfgXXXXXX";
     int fd = mkstemp(cfg_path);
     assert_true(fd >= 0);
-    json_t *cfg = json_pack("{s:{s:s},s:{s:s}}", "database", "url", test_pg(), "secrets", "key_pepper_env",
+    json_t *cfg = json_pack("{s:{s:s},s:{s:s}}", "database", "url", db, "secrets", "key_pepper_env",
                             "TG_TEST_PG_PEPPER");
     char *text = json_dumps(cfg, 0);
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
@@ -259,7 +264,7 @@ static void test_auth_end_to_end(void **state)
     unlink(cfg_path);
 
     tg_auth_cache_clear();
-    tg_pgpool_t *p = tg_pgpool_create(loop, test_pg(), 1);
+    tg_pgpool_t *p = tg_pgpool_create(loop, db, 1);
     RUN_UNTIL(tg_pgpool_ready(p));
     tg_principal_t prin;
     auth_result_t r = {0};
@@ -291,22 +296,23 @@ static void test_auth_end_to_end(void **state)
     RUN_UNTIL(u.fired == 2);
 
     /* a revoked key is refused once the cache forgets it */
-    PGconn *admin = PQconnectdb(test_pg());
-    assert_int_equal(PQstatus(admin), CONNECTION_OK);
     char kid[32];
     snprintf(kid, sizeof(kid), "%lld", (long long)r.p.key_id);
     const char *params[1] = {kid};
-    PGresult *res = PQexecParams(admin, "UPDATE api_keys SET revoked_at = now() WHERE id = $1::bigint", 1,
-                                 NULL, params, NULL, NULL, 0);
+    res = PQexecParams(admin, "UPDATE tg_pgpool_test.api_keys SET revoked_at = now() WHERE id = $1::bigint",
+                       1, NULL, params, NULL, NULL, 0);
     assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
     PQclear(res);
-    PQfinish(admin);
     tg_auth_cache_clear();
     auth_result_t rv = {0};
     assert_int_equal(tg_auth_lookup(p, pepper, 60000, 3000, out, TG_API_KEY_LEN, &prin, on_auth, &rv), 0);
     RUN_UNTIL(rv.fired);
     assert_int_equal(rv.rc, TG_EUNAUTHENTICATED);
     tg_pgpool_destroy(p);
+    res = PQexec(admin, "DROP SCHEMA tg_pgpool_test CASCADE");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    PQfinish(admin);
     sodium_memzero(out, sizeof(out));
 }
 
