@@ -2,15 +2,23 @@
 -- RESULT line from done(). Settings come from the environment (bench/run.sh sets them):
 --   BENCH_MODEL   model name (required)
 --   BENCH_STREAM  "1" for "stream": true with include_usage (wrk times the whole stream)
---   BENCH_AUTH    the whole Authorization header value, or empty for none
+--   BENCH_AUTH    the whole Authorization header value, or empty for none (for the anthropic
+--                 shape: the x-api-key value)
+--   BENCH_SHAPE   "openai" (default: a chat completion) or "anthropic" (the Anthropic Messages
+--                 request the gateway's translation sends, posted to the simulator directly)
 -- wrk runs request()/response() in one Lua state per thread and done() in another, so the
 -- counts come from wrk's own summary, not from globals.
 local model = os.getenv("BENCH_MODEL") or error("BENCH_MODEL is not set")
 local stream = os.getenv("BENCH_STREAM") == "1"
 local auth = os.getenv("BENCH_AUTH") or ""
+local shape = os.getenv("BENCH_SHAPE") or "openai"
 
 local body
-if stream then
+if shape == "anthropic" then
+    -- what the anthropic adapter builds from the OpenAI body below (its default max_tokens)
+    body = string.format('{"model":"%s","max_tokens":4096,' ..
+                         '"messages":[{"role":"user","content":"Say hello to the benchmark."}]}', model)
+elseif stream then
     body = string.format('{"model":"%s","stream":true,"stream_options":{"include_usage":true},' ..
                          '"messages":[{"role":"user","content":"Say hello to the benchmark."}]}', model)
 else
@@ -21,7 +29,12 @@ end
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
-if auth ~= "" then
+if shape == "anthropic" then
+    wrk.headers["anthropic-version"] = "2023-06-01"
+    if auth ~= "" then
+        wrk.headers["x-api-key"] = auth
+    end
+elseif auth ~= "" then
     wrk.headers["Authorization"] = auth
 end
 

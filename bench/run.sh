@@ -18,6 +18,10 @@
 # Prints a table and appends it to bench/RESULTS.md with the date, the machine and the commit.
 # BENCH_ONLY="name ..." measures only those runs (failover (a) when one of its series is named);
 # figures whose inputs were not measured print n/a.
+# BENCH_ROUNDS (default 3): every wrk series is measured that many times, its group interleaved
+# round by round (direct, relay, gateway, direct, relay, gateway, ...), so that drift in a noisy
+# machine's speed hits both sides of a ratio alike. The table reports medians; a ratio is the
+# median of the per-round ratios, and the rows list each round's req/s.
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only, every wrk run is
 # bounded by -d, and everything it started is stopped on exit.
 set -euo pipefail
@@ -25,6 +29,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BENCH_BUILD_DIR:-$root/build-bench}
 duration=${BENCH_DURATION:-10s}
+rounds=${BENCH_ROUNDS:-3}
 workers=${BENCH_WORKERS:-1}
 results=$root/bench/RESULTS.md
 work=$build/bench-run
@@ -44,7 +49,7 @@ done
 
 # Every measured series, in the order of the report's table.
 all_runs=(direct-ns-1 gw-ns-1 direct-st-1 gw-st-1 direct-ns-64 relay-ns-64 gw-ns-64 direct-st-64 relay-st-64
-    gw-st-64 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1
+    gw-st-64 direct-an-ns-1 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1
     gw-fb2-ns-64 gw-chainopen-ns-64)
 for n in "${only[@]}"; do
     [[ " ${all_runs[*]} " == *" $n "* ]] || die "BENCH_ONLY: unknown run $n (known: ${all_runs[*]})"
@@ -215,24 +220,44 @@ loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_idle_start=$(rss_kib)
 
 # ---- measurements ------------------------------------------------------------------------------
-declare -A P50 P99 RPS NON2XX
-# run NAME URL MODEL STREAM CONNS AUTH
+declare -A P50 P99 RPS NON2XX ALL_P50 ALL_P99 ALL_RPS ALL_NON2XX
+median() { # numbers... -> their median
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2];
+        else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# run NAME URL MODEL STREAM CONNS AUTH [SHAPE]: one wrk measurement, appended to NAME's rounds; the
+# table's figures are the medians (summarise). SHAPE "anthropic" posts the simulator's own
+# Anthropic Messages request instead of an OpenAI one.
 run() {
-    local name=$1 url=$2 model=$3 stream=$4 conns=$5 auth=$6 threads=1 out
+    local name=$1 url=$2 model=$3 stream=$4 conns=$5 auth=$6 shape=${7:-openai} threads=1 out
     wanted "$name" || return 0
     [ "$conns" -gt 1 ] && threads=2
     say "wrk $name: $conns connection(s), $duration"
-    out=$(BENCH_MODEL=$model BENCH_STREAM=$stream BENCH_AUTH=$auth \
+    out=$(BENCH_MODEL=$model BENCH_STREAM=$stream BENCH_AUTH=$auth BENCH_SHAPE=$shape \
         wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$root/bench/chat.lua" "$url" 2>&1) ||
         die "wrk failed: $out"
-    echo "$out" >"$work/wrk-$name.txt"
+    echo "$out" >>"$work/wrk-$name.txt"
     local line
     line=$(grep '^RESULT ' <<<"$out" | tail -n 1)
     [ -n "$line" ] || die "no RESULT line from wrk for $name"
-    P50[$name]=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")
-    P99[$name]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
-    RPS[$name]=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$line")
-    NON2XX[$name]=$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")
+    ALL_P50[$name]+="$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line") "
+    ALL_P99[$name]+="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line") "
+    ALL_RPS[$name]+="$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$line") "
+    ALL_NON2XX[$name]+="$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line") "
+}
+summarise() { # the medians of every series measured with run
+    local n
+    for n in "${!ALL_RPS[@]}"; do
+        # shellcheck disable=SC2086 # the lists are space-separated numbers
+        {
+            P50[$n]=$(median ${ALL_P50[$n]})
+            P50[$n]=${P50[$n]%.*}
+            P99[$n]=$(median ${ALL_P99[$n]})
+            P99[$n]=${P99[$n]%.*}
+            RPS[$n]=$(median ${ALL_RPS[$n]})
+            NON2XX[$n]=$(printf '%s\n' ${ALL_NON2XX[$n]} | awk '{ s += $1 } END { print s }')
+        }
+    done
 }
 
 # Failover (a) cannot run under wrk: the primary's breaker would open after its threshold and the
@@ -302,24 +327,31 @@ relayed=$relay_url/v1/chat/completions
 via=$gw_url/v1/chat/completions
 bearer="Bearer $key"
 
-run direct-ns-1 "$direct" bench-oa 0 1 "Bearer sim"
-run gw-ns-1 "$via" bench-oa 0 1 "$bearer"
-run direct-st-1 "$direct" bench-oa 1 1 "Bearer sim"
-run gw-st-1 "$via" bench-oa 1 1 "$bearer"
-run direct-ns-64 "$direct" bench-oa 0 64 "Bearer sim"
-run relay-ns-64 "$relayed" bench-oa 0 64 "Bearer sim"
-run gw-ns-64 "$via" bench-oa 0 64 "$bearer"
-run direct-st-64 "$direct" bench-oa 1 64 "Bearer sim"
-run relay-st-64 "$relayed" bench-oa 1 64 "Bearer sim"
-run gw-st-64 "$via" bench-oa 1 64 "$bearer"
-run gw-anthropic-ns-1 "$via" bench-an 0 1 "$bearer"
+direct_an=$sim_url/anthropic/v1/messages
+for ((round = 1; round <= rounds; round++)); do
+    say "round $round of $rounds"
+    run direct-ns-1 "$direct" bench-oa 0 1 "Bearer sim"
+    run gw-ns-1 "$via" bench-oa 0 1 "$bearer"
+    run direct-st-1 "$direct" bench-oa 1 1 "Bearer sim"
+    run gw-st-1 "$via" bench-oa 1 1 "$bearer"
+    # the translation path's own baseline: the same simulator answering its Anthropic endpoint
+    run direct-an-ns-1 "$direct_an" bench-an 0 1 "sim" anthropic
+    run gw-anthropic-ns-1 "$via" bench-an 0 1 "$bearer"
+    run direct-ns-64 "$direct" bench-oa 0 64 "Bearer sim"
+    run relay-ns-64 "$relayed" bench-oa 0 64 "Bearer sim"
+    run gw-ns-64 "$via" bench-oa 0 64 "$bearer"
+    run direct-st-64 "$direct" bench-oa 1 64 "Bearer sim"
+    run relay-st-64 "$relayed" bench-oa 1 64 "Bearer sim"
+    run gw-st-64 "$via" bench-oa 1 64 "$bearer"
+    run gw-fb2-ns-1 "$via" bench-fb2 0 1 "$bearer"
+    run gw-chainopen-ns-1 "$via" bench-chain-open 0 1 "$bearer"
+    run gw-fb2-ns-64 "$via" bench-fb2 0 64 "$bearer"
+    run gw-chainopen-ns-64 "$via" bench-chain-open 0 64 "$bearer"
+done
+summarise
 if wanted gw-fb-ns-1 || wanted primary-503-direct-1 || wanted gw-chain503-ns-1; then
     failover_a
 fi
-run gw-fb2-ns-1 "$via" bench-fb2 0 1 "$bearer"
-run gw-chainopen-ns-1 "$via" bench-chain-open 0 1 "$bearer"
-run gw-fb2-ns-64 "$via" bench-fb2 0 64 "$bearer"
-run gw-chainopen-ns-64 "$via" bench-chain-open 0 64 "$bearer"
 
 rss_idle_end=$(rss_kib)
 
@@ -351,12 +383,16 @@ added() { # label a b bound_us: p50(a) - p50(b) against the bound
         row "$1" n/a "≤ $4 µs" ""
     fi
 }
-ratio() { # label a b min: RPS(a) / RPS(b) against min (a fraction); an empty min is for information
-    local v=n/a target="(for information)" ok=""
+ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min (a fraction); an
+    # empty min is for information
+    local v=n/a target="(for information)" ok="" r
     [ -n "$4" ] && target="≥ $(calc "sprintf(\"%.0f%%\", 100 * $4)")"
     if measured "$2" "$3"; then
-        v=$(pct "${RPS[$2]}" "${RPS[$3]}")
-        [ -n "$4" ] && ok=$(verdict "${RPS[$2]} >= $4 * ${RPS[$3]}")
+        # shellcheck disable=SC2086,SC2046 # the lists are space-separated numbers
+        r=$(median $(paste -d/ <(printf '%s\n' ${ALL_RPS[$2]}) <(printf '%s\n' ${ALL_RPS[$3]}) |
+            awk -F/ '{ printf "%.4f\n", $1 / $2 }'))
+        v="$(calc "sprintf(\"%.0f%%\", 100 * $r)")"
+        [ -n "$4" ] && ok=$(verdict "$r >= $4")
     fi
     row "$1" "$v" "$target" "$ok"
 }
@@ -367,18 +403,20 @@ ratio() { # label a b min: RPS(a) / RPS(b) against min (a fraction); an empty mi
     echo
     echo "Machine: $machine; load average before the runs: $loadavg_start. Gateway workers: $workers;"
     echo "wrk, tollgate-sim, the TCP relay (bench/relay.c) and the gateway share the"
-    echo "machine. Each run: $duration, wrk -t1 at 1 connection, -t2 at 64; latencies are wrk's"
-    echo "percentiles of whole requests (a stream's total time). Failover (a) rows come from a"
-    echo "sequential Node client (one keep-alive connection per series), see bench/README.md."
+    echo "machine. $rounds interleaved rounds of $duration per series, wrk -t1 at 1 connection, -t2 at 64;"
+    echo "p50/p99/req/s are the medians of the rounds, a ratio is the median of the rounds' ratios."
+    echo "Latencies are wrk's percentiles of whole requests (a stream's total time). Failover (a) rows"
+    echo "come from a sequential Node client (one keep-alive connection per series), see bench/README.md."
     [ ${#only[@]} -gt 0 ] && echo "Partial run: BENCH_ONLY=\"${only[*]}\"."
     echo
-    echo "| run | conns | p50 µs | p99 µs | req/s | non-2xx |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    echo "| run | conns | p50 µs | p99 µs | req/s | non-2xx | req/s per round |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
     for n in "${all_runs[@]}"; do
         measured "$n" || continue
         c=1
         [[ $n == *-64 ]] && c=64
-        echo "| $n | $c | ${P50[$n]} | ${P99[$n]} | ${RPS[$n]} | ${NON2XX[$n]} |"
+        per=${ALL_RPS[$n]:-}
+        echo "| $n | $c | ${P50[$n]} | ${P99[$n]} | ${RPS[$n]} | ${NON2XX[$n]} | ${per% } |"
     done
     echo
     echo "| figure | value | target | |"
@@ -389,10 +427,10 @@ ratio() { # label a b min: RPS(a) / RPS(b) against min (a fraction); an empty mi
     ratio "throughput through tollgate / direct, stream, 64 conns" gw-st-64 direct-st-64 0.5
     ratio "TCP relay (the floor of any proxy) / direct, non-stream, 64 conns" relay-ns-64 direct-ns-64 ""
     ratio "TCP relay (the floor of any proxy) / direct, stream, 64 conns" relay-st-64 direct-st-64 ""
-    label="translation (anthropic kind) added latency, 1 conn (p50)"
-    if measured gw-anthropic-ns-1 gw-ns-1 direct-ns-1; then
+    label="translation (anthropic kind) added latency over its direct call, 1 conn (p50)"
+    if measured gw-anthropic-ns-1 direct-an-ns-1 gw-ns-1 direct-ns-1; then
         add_ns=$((P50[gw-ns-1] - P50[direct-ns-1]))
-        add_tr=$((P50[gw-anthropic-ns-1] - P50[direct-ns-1]))
+        add_tr=$((P50[gw-anthropic-ns-1] - P50[direct-an-ns-1]))
         row "$label" "${add_tr} µs" "≤ 1.5 × ${add_ns} µs" "$(verdict "$add_tr <= 1.5 * ($add_ns > 0 ? $add_ns : 1)")"
     else
         row "$label" n/a "≤ 1.5 × the pass-through's" ""
