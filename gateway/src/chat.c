@@ -101,6 +101,9 @@ struct call {
     /* HTTP/1 hang-up detection before the answer starts (see poll_client) */
     h2o_timeout_entry_t poll_entry;
 
+    /* stream output waiting for the end of this loop turn (flush_soon) */
+    h2o_timeout_entry_t flush_entry;
+
     /* a Retry-After wait between attempts */
     h2o_timeout_entry_t wait_entry;
     uint32_t wait_ms;
@@ -250,6 +253,7 @@ static void call_destroy(call_t *c)
         tg_transfer_cancel(c->transfer);
     h2o_timeout_unlink(&c->wait_entry);
     h2o_timeout_unlink(&c->poll_entry);
+    h2o_timeout_unlink(&c->flush_entry);
     if (c->kind == CALL_CHAT) /* no-op unless a started stream got no verdict on any other path */
         tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_NEUTRAL);
     if (c->status == 0)
@@ -284,6 +288,7 @@ static void abandon(call_t *c)
     }
     h2o_timeout_unlink(&c->wait_entry);
     h2o_timeout_unlink(&c->poll_entry);
+    h2o_timeout_unlink(&c->flush_entry);
     if (c->attempt_open) {
         /* A half-open probe slot must not leak because its client hung up: neutral outcome. */
         tg_classified_t cls = {.cls = TG_OUTCOME_CALLER, .status = 0, .retry_after_ms = -1};
@@ -466,6 +471,7 @@ static void record_success(call_t *c)
 
 static void flush(call_t *c)
 {
+    h2o_timeout_unlink(&c->flush_entry); /* this flush takes what a deferred one would have */
     if (c->req == NULL || !c->committed || c->inflight.len != 0)
         return; /* h2o still owns the previous piece: proceed calls us again */
     if (c->pending.len == 0 && !c->finishing)
@@ -481,6 +487,34 @@ static void flush(call_t *c)
         return;
     }
     h2o_send(c->req, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+/* Stream output leaves once per loop turn: what one read of the upstream socket produced, and
+ * the end of the stream when it came with it, go out in one h2o_send (one write, one packet to
+ * the client) instead of one per curl callback. The zero-duration list runs in the same loop turn,
+ * after the socket callbacks, so nothing waits for another epoll round. */
+static __thread h2o_loop_t *flush_loop;
+static __thread h2o_timeout_t flush_list;
+
+static void on_flush_due(h2o_timeout_entry_t *e)
+{
+    call_t *c = H2O_STRUCT_FROM_MEMBER(call_t, flush_entry, e);
+    call_ref(c);
+    flush(c);
+    call_unref(c);
+}
+
+static void flush_soon(call_t *c)
+{
+    if (h2o_timeout_is_linked(&c->flush_entry))
+        return;
+    h2o_loop_t *loop = c->worker->ctx.loop;
+    if (flush_loop != loop) {
+        h2o_timeout_init(loop, &flush_list, 0);
+        flush_loop = loop;
+    }
+    c->flush_entry.cb = on_flush_due;
+    h2o_timeout_link(loop, &flush_list, &c->flush_entry);
 }
 
 static void gen_proceed(h2o_generator_t *gen, h2o_req_t *req)
@@ -649,7 +683,8 @@ static int on_data(void *ud, const char *p, size_t n)
         c->stream_rc = rc < 0 ? rc : TG_EUPSTREAM_PROTOCOL;
     if (c->stream_rc != 0)
         return -1; /* on_done follows and decides: failover or an error event */
-    flush(c);
+    if (c->committed && c->pending.len > 0)
+        flush_soon(c);
     if (c->committed && c->pending.len > c->cfg->stream_buffer_bytes) {
         c->paused = true; /* this chunk is consumed; the transfer pauses until proceed drains us */
         return 1;
