@@ -401,6 +401,42 @@ static void test_req_fixtures_and_seeds(void **state)
     assert_true(each_file("../fuzz/corpus/fuzz_canon", on_req_file, &f) > 0);
 }
 
+/* The string scanner skips plain ASCII 8 bytes at a time: every kind of byte that needs a closer
+ * look, at every offset around those 8-byte steps, in an answer and in a request. */
+static void test_string_scan_offsets(void **state)
+{
+    (void)state;
+    static const char *specials[] = {
+        "\\\"", "\\n",  "\\u00e9", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+        "\x01", "\x1f", "\xff",    "\xc3",     "\xed\xa0\x80", "\x7f"};
+    int served = 0, declined = 0;
+    for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+        for (int off = 0; off < 20; off++) {
+            char content[64];
+            snprintf(content, sizeof(content), "%.*s%s%.*s", off, "abcdefghijklmnopqrstuvwxyz", specials[k],
+                     19 - off, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+            char body[512], what[64];
+            snprintf(
+                body, sizeof(body),
+                "{\"id\":\"x\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{"
+                "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},\"finish_reason\":"
+                "\"stop\"}]}",
+                content);
+            snprintf(what, sizeof(what), "answer special %zu at %d", k, off);
+            int rc = check_resp_models(what, body, strlen(body));
+            served += rc == SERVE;
+            declined += rc == DECLINE;
+            snprintf(body, sizeof(body),
+                     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}", content);
+            snprintf(what, sizeof(what), "request special %zu at %d", k, off);
+            check_req(what, body, strlen(body));
+        }
+    }
+    /* valid specials are served, invalid bytes never (jansson refuses them, so must the scanner) */
+    assert_true(served >= 6 * 20);
+    assert_true(declined >= 4 * 20);
+}
+
 static void test_req_edges(void **state)
 {
     (void)state;
@@ -859,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_stream_fixture_usage_total),
         cmocka_unit_test(test_req_fixtures_and_seeds),
         cmocka_unit_test(test_req_edges),
+        cmocka_unit_test(test_string_scan_offsets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,16 @@ static int pt_hex(unsigned char c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+/* Whether any of the 8 bytes in w needs a closer look in a string: '"', '\\', a control byte
+ * (< 0x20) or a non-ASCII one. Exact as an "any" test (the bit tricks of "Bit Twiddling Hacks":
+ * hasless/haszero), which is all the caller needs: it then goes byte by byte. */
+static inline bool pt_word_special(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
+    return (((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) | ((bslash - ones) & ~bslash) | w) & highs;
+}
+
 /* A string at s->p (the opening quote); strict UTF-8, as jansson checks it. */
 static int pt_string(pt_t *s, pt_val_t *v)
 {
@@ -192,6 +203,16 @@ static int pt_string(pt_t *s, pt_val_t *v)
     v->type = 's';
     v->esc = false;
     while (p < e) {
+        /* plain ASCII runs, 8 bytes at a time: most of a request or an answer is prose */
+        while (e - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, sizeof(w));
+            if (pt_word_special(w))
+                break;
+            p += 8;
+        }
+        if (p >= e)
+            break;
         unsigned char c = *p;
         if (c == '"') {
             s->p = p + 1;
