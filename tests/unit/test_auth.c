@@ -68,6 +68,20 @@ static void test_well_formed(void **state)
     assert_false(tg_api_key_well_formed(bad, n));
     bad[n - 1] = 'A';
     assert_true(tg_api_key_well_formed(bad, n));
+    /* every possible last character: accepted exactly when a strict decoder accepts the key */
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    int accepted = 0;
+    for (size_t i = 0; i < sizeof(alphabet) - 1; i++) {
+        bad[n - 1] = alphabet[i];
+        unsigned char raw[32];
+        size_t bin_len = 0;
+        bool strict = sodium_base642bin(raw, sizeof(raw), bad + 3, n - 3, NULL, &bin_len, NULL,
+                                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0 &&
+                      bin_len == 32;
+        assert_int_equal(tg_api_key_well_formed(bad, n), strict);
+        accepted += strict;
+    }
+    assert_int_equal(accepted, 16); /* 64 characters, 2 bits of padding */
 }
 
 static void test_hash(void **state)
