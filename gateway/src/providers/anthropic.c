@@ -21,7 +21,19 @@
 
 /* ---- request ---- */
 
-static json_t *image_block(const char *url, tg_error_t *err, const char *path)
+/* How Messages writes each piece of a canonical message; the walk itself is common.c's. */
+
+static int set_system(json_t *body, const char *text, size_t len)
+{
+    return json_object_set_new(body, "system", json_stringn(text, len)) == 0 ? 0 : TG_ENOMEM;
+}
+
+static json_t *text_block(const json_t *text)
+{
+    return json_pack("{s:s, s:O}", "type", "text", "text", text);
+}
+
+static json_t *image_block(const char *url, const char *path, tg_error_t *err)
 {
     const char *mime, *payload;
     size_t mime_len;
@@ -34,125 +46,41 @@ static json_t *image_block(const char *url, tg_error_t *err, const char *path)
     return NULL;
 }
 
-/* Appends the blocks of one OpenAI content value (string or parts) to `blocks`. */
-static int content_blocks(const json_t *content, json_t *blocks, size_t mi, tg_error_t *err)
+static json_t *tool_use_block(const json_t *call, json_t *input)
 {
-    if (json_is_string(content)) {
-        if (json_string_length(content) == 0)
-            return 0; /* Messages rejects empty text blocks */
-        return json_array_append_new(blocks, json_pack("{s:s, s:O}", "type", "text", "text", content)) == 0
-                   ? 0
-                   : TG_ENOMEM;
+    return json_pack("{s:s, s:O, s:O, s:o}", "type", "tool_use", "id", json_object_get(call, "id"), "name",
+                     json_object_get(json_object_get(call, "function"), "name"), "input", input);
+}
+
+/* A tool_result block holds the tool's content as blocks of its own, so images in a result go along. */
+static int tool_result_block(const tg_msg_walker_t *w, const json_t *msgs, size_t mi, json_t **item,
+                             tg_error_t *err)
+{
+    json_t *m = json_array_get(msgs, mi);
+    json_t *inner = json_array();
+    json_t *tr = json_pack("{s:s, s:O, s:o}", "type", "tool_result", "tool_use_id",
+                           json_object_get(m, "tool_call_id"), "content", inner);
+    if (tr == NULL)
+        return TG_ENOMEM;
+    int rc = tg_prov_walk_content(w, json_object_get(m, "content"), mi, inner, err);
+    if (rc != 0) {
+        json_decref(tr); /* not handed to the turn: ours to free, with the blocks made so far */
+        return rc;
     }
-    size_t j;
-    json_t *part;
-    json_array_foreach(content, j, part)
-    {
-        const char *type = json_string_value(json_object_get(part, "type"));
-        json_t *b = NULL;
-        if (type != NULL && strcmp(type, "text") == 0) {
-            json_t *t = json_object_get(part, "text");
-            if (json_string_length(t) == 0)
-                continue;
-            b = json_pack("{s:s, s:O}", "type", "text", "text", t);
-        } else if (type != NULL && strcmp(type, "image_url") == 0) {
-            char path[80];
-            snprintf(path, sizeof(path), "messages[%zu].content[%zu].image_url.url", mi, j);
-            const char *url = json_string_value(json_object_get(json_object_get(part, "image_url"), "url"));
-            b = image_block(url != NULL ? url : "", err, path);
-            if (b == NULL)
-                return TG_EINVALID_REQUEST;
-        } else {
-            continue;
-        }
-        if (b == NULL || json_array_append_new(blocks, b) != 0)
-            return TG_ENOMEM;
-    }
+    *item = tr;
     return 0;
 }
 
-static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err)
-{
-    json_t *msgs = json_array();
-    tg_buf_t sys;
-    tg_buf_init(&sys, 4u << 20);
-    int rc = msgs != NULL ? 0 : TG_ENOMEM;
-    size_t i;
-    json_t *m;
-    json_array_foreach(json_object_get(canon, "messages"), i, m)
-    {
-        if (rc != 0)
-            break;
-        const char *role = json_string_value(json_object_get(m, "role"));
-        json_t *content = json_object_get(m, "content");
-        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            rc = tg_prov_content_text(content, "\n\n", &sys);
-            continue;
-        }
-        json_t *blocks = json_array();
-        if (blocks == NULL) {
-            rc = TG_ENOMEM;
-            break;
-        }
-        if (strcmp(role, "tool") == 0) {
-            /* a tool result goes back as a user turn holding a tool_result block */
-            json_t *tr = json_pack("{s:s, s:O}", "type", "tool_result", "tool_use_id",
-                                   json_object_get(m, "tool_call_id"));
-            json_t *inner = json_array();
-            if (tr == NULL || inner == NULL || json_object_set_new(tr, "content", inner) != 0) {
-                json_decref(tr);
-                json_decref(blocks);
-                rc = TG_ENOMEM;
-                break;
-            }
-            rc = content_blocks(content, inner, i, err);
-            if (rc != 0)
-                json_decref(tr); /* not handed to blocks: ours to free */
-            else if (json_array_append_new(blocks, tr) != 0)
-                rc = TG_ENOMEM;
-            if (rc == 0)
-                rc = tg_prov_push_turn(msgs, "user", "content", blocks);
-            else
-                json_decref(blocks);
-            continue;
-        }
-        if (content != NULL && !json_is_null(content))
-            rc = content_blocks(content, blocks, i, err);
-        size_t k;
-        json_t *tc;
-        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
-        {
-            if (rc != 0)
-                break;
-            json_t *fn = json_object_get(tc, "function");
-            const char *args = json_string_value(json_object_get(fn, "arguments"));
-            json_error_t jerr;
-            json_t *input = args != NULL ? json_loads(args, 0, &jerr) : NULL;
-            if (!json_is_object(input)) {
-                /* tool_use.input must be an object; arguments the model produced badly become {} */
-                json_decref(input);
-                input = json_object();
-            }
-            json_t *b = json_pack("{s:s, s:O, s:O, s:o}", "type", "tool_use", "id", json_object_get(tc, "id"),
-                                  "name", json_object_get(fn, "name"), "input", input);
-            if (b == NULL || json_array_append_new(blocks, b) != 0)
-                rc = TG_ENOMEM;
-        }
-        if (rc == 0)
-            rc = tg_prov_push_turn(msgs, strcmp(role, "assistant") == 0 ? "assistant" : "user", "content",
-                                   blocks);
-        else
-            json_decref(blocks);
-    }
-    if (rc == 0 && sys.len > 0 && json_object_set_new(body, "system", json_stringn(sys.data, sys.len)) != 0)
-        rc = TG_ENOMEM;
-    if (rc == 0 && json_object_set_new(body, "messages", msgs) != 0)
-        rc = TG_ENOMEM;
-    else if (rc != 0)
-        json_decref(msgs);
-    tg_buf_dispose(&sys);
-    return rc;
-}
+static const tg_msg_walker_t an_walker = {
+    .turns_key = "messages",
+    .items_key = "content",
+    .assistant_role = "assistant",
+    .set_system = set_system,
+    .text = text_block,
+    .image = image_block,
+    .tool_call = tool_use_block,
+    .tool_result = tool_result_block,
+};
 
 static int translate_tools(const json_t *canon, json_t *body, tg_upstream_req_t *out)
 {
@@ -231,7 +159,7 @@ static int an_build_request(const tg_build_in_t *in, const json_t *canon, tg_ups
     tg_error_t local = {0};
     int rc = json_object_set_new(body, "model", json_string(in->upstream_model)) == 0 ? 0 : TG_ENOMEM;
     if (rc == 0)
-        rc = translate_messages(canon, body, &local);
+        rc = tg_prov_walk_messages(json_object_get(canon, "messages"), &an_walker, body, &local);
     if (rc == 0)
         rc = translate_tools(canon, body, out);
 

@@ -1,7 +1,8 @@
 /*
  * common.c - adapter-independent parts of provider.h: the upstream request
- * container, Retry-After, canonical request validation, and small helpers the
- * three adapters share (chunk shaping, usage, error normalisation).
+ * container, Retry-After, canonical request validation, small helpers the
+ * three adapters share (chunk shaping, usage, error normalisation), and the
+ * walk over canonical messages that both translating adapters build on.
  */
 #define _GNU_SOURCE
 #include "provider.h"
@@ -637,4 +638,122 @@ json_t *tg_prov_completion_new(const tg_resp_in_t *in, const tg_buf_t *text, jso
                      "chat.completion", "created", (json_int_t)in->created, "model",
                      in->model != NULL ? in->model : "", "choices", "index", 0, "message", msg, "logprobs",
                      "finish_reason", finish != NULL ? finish : "stop", "usage", tg_prov_usage_json(u));
+}
+
+/* ---- the walk over canonical messages (Anthropic, Gemini) ---- */
+
+int tg_prov_walk_content(const tg_msg_walker_t *w, const json_t *content, size_t mi, json_t *items,
+                         tg_error_t *err)
+{
+    /* an empty text is no item: Messages rejects empty text blocks, and a Gemini part needs data */
+    if (json_is_string(content)) {
+        if (json_string_length(content) == 0)
+            return 0;
+        return json_array_append_new(items, w->text(content)) == 0 ? 0 : TG_ENOMEM;
+    }
+    size_t j;
+    json_t *part;
+    json_array_foreach(content, j, part)
+    {
+        const char *type = json_string_value(json_object_get(part, "type"));
+        json_t *item;
+        if (type != NULL && strcmp(type, "text") == 0) {
+            json_t *t = json_object_get(part, "text");
+            if (json_string_length(t) == 0)
+                continue;
+            item = w->text(t);
+        } else if (type != NULL && strcmp(type, "image_url") == 0) {
+            char path[80];
+            snprintf(path, sizeof(path), "messages[%zu].content[%zu].image_url.url", mi, j);
+            const char *url = json_string_value(json_object_get(json_object_get(part, "image_url"), "url"));
+            item = w->image(url != NULL ? url : "", path, err);
+            if (item == NULL)
+                return TG_EINVALID_REQUEST;
+        } else {
+            continue; /* a "refusal" part: neither provider takes one back */
+        }
+        if (item == NULL || json_array_append_new(items, item) != 0)
+            return TG_ENOMEM;
+    }
+    return 0;
+}
+
+static int walk_tool_calls(const tg_msg_walker_t *w, const json_t *calls, json_t *items)
+{
+    size_t k;
+    json_t *tc;
+    json_array_foreach(calls, k, tc)
+    {
+        const char *args = json_string_value(json_object_get(json_object_get(tc, "function"), "arguments"));
+        json_error_t jerr;
+        json_t *jargs = args != NULL ? json_loads(args, 0, &jerr) : NULL;
+        if (!json_is_object(jargs)) {
+            /* both providers take the arguments as an object; ones the model produced badly become {} */
+            json_decref(jargs);
+            jargs = json_object();
+        }
+        json_t *item = w->tool_call(tc, jargs);
+        if (item == NULL || json_array_append_new(items, item) != 0)
+            return TG_ENOMEM;
+    }
+    return 0;
+}
+
+/* Appends messages[mi] (user, assistant or tool) to `turns` as one turn of items. */
+static int walk_turn(const tg_msg_walker_t *w, const json_t *msgs, size_t mi, json_t *turns, tg_error_t *err)
+{
+    json_t *m = json_array_get(msgs, mi);
+    const char *role = json_string_value(json_object_get(m, "role"));
+    json_t *content = json_object_get(m, "content");
+    json_t *items = json_array();
+    if (items == NULL)
+        return TG_ENOMEM;
+    int rc = 0;
+    if (strcmp(role, "tool") == 0) {
+        json_t *item = NULL;
+        rc = w->tool_result(w, msgs, mi, &item, err);
+        if (rc == 0 && json_array_append_new(items, item) != 0)
+            rc = TG_ENOMEM;
+        role = "user"; /* neither provider has a tool role: both carry results in a user turn */
+    } else {
+        if (content != NULL && !json_is_null(content))
+            rc = tg_prov_walk_content(w, content, mi, items, err);
+        if (rc == 0)
+            rc = walk_tool_calls(w, json_object_get(m, "tool_calls"), items);
+        role = strcmp(role, "assistant") == 0 ? w->assistant_role : "user";
+    }
+    if (rc != 0) {
+        json_decref(items); /* not handed to turns: ours to free */
+        return rc;
+    }
+    return tg_prov_push_turn(turns, role, w->items_key, items);
+}
+
+int tg_prov_walk_messages(const json_t *messages, const tg_msg_walker_t *w, json_t *body, tg_error_t *err)
+{
+    json_t *turns = json_array();
+    tg_buf_t sys;
+    tg_buf_init(&sys, 4u << 20);
+    int rc = turns != NULL ? 0 : TG_ENOMEM;
+    size_t i;
+    json_t *m;
+    json_array_foreach(messages, i, m)
+    {
+        if (rc != 0)
+            break;
+        const char *role = json_string_value(json_object_get(m, "role"));
+        /* both providers take instructions apart from the turns, as one text */
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
+            rc = tg_prov_content_text(json_object_get(m, "content"), "\n\n", &sys);
+        else
+            rc = walk_turn(w, messages, i, turns, err);
+    }
+    if (rc == 0 && sys.len > 0)
+        rc = w->set_system(body, sys.data, sys.len);
+    if (rc == 0 && json_object_set_new(body, w->turns_key, turns) != 0)
+        rc = TG_ENOMEM;
+    else if (rc != 0)
+        json_decref(turns);
+    tg_buf_dispose(&sys);
+    return rc;
 }

@@ -57,7 +57,20 @@ static json_t *clean_schema(const json_t *schema)
     return clean_schema_in(schema, false);
 }
 
-static json_t *image_part(const char *url, tg_error_t *err, const char *path)
+/* How Gemini writes each piece of a canonical message; the walk itself is common.c's. */
+
+static int set_system(json_t *body, const char *text, size_t len)
+{
+    json_t *si = json_pack("{s:[{s:s%}]}", "parts", "text", text, len);
+    return json_object_set_new(body, "systemInstruction", si) == 0 ? 0 : TG_ENOMEM;
+}
+
+static json_t *text_part(const json_t *text)
+{
+    return json_pack("{s:O}", "text", text);
+}
+
+static json_t *image_part(const char *url, const char *path, tg_error_t *err)
 {
     const char *mime, *payload;
     size_t mime_len;
@@ -70,37 +83,10 @@ static json_t *image_part(const char *url, tg_error_t *err, const char *path)
     return NULL;
 }
 
-static int content_parts(const json_t *content, json_t *parts, size_t mi, tg_error_t *err)
+static json_t *function_call_part(const json_t *call, json_t *args)
 {
-    if (json_is_string(content)) {
-        if (json_string_length(content) == 0)
-            return 0;
-        return json_array_append_new(parts, json_pack("{s:O}", "text", content)) == 0 ? 0 : TG_ENOMEM;
-    }
-    size_t j;
-    json_t *part;
-    json_array_foreach(content, j, part)
-    {
-        const char *type = json_string_value(json_object_get(part, "type"));
-        json_t *p = NULL;
-        if (type != NULL && strcmp(type, "text") == 0) {
-            if (json_string_length(json_object_get(part, "text")) == 0)
-                continue;
-            p = json_pack("{s:O}", "text", json_object_get(part, "text"));
-        } else if (type != NULL && strcmp(type, "image_url") == 0) {
-            char path[80];
-            snprintf(path, sizeof(path), "messages[%zu].content[%zu].image_url.url", mi, j);
-            const char *url = json_string_value(json_object_get(json_object_get(part, "image_url"), "url"));
-            p = image_part(url != NULL ? url : "", err, path);
-            if (p == NULL)
-                return TG_EINVALID_REQUEST;
-        } else {
-            continue;
-        }
-        if (p == NULL || json_array_append_new(parts, p) != 0)
-            return TG_ENOMEM;
-    }
-    return 0;
+    return json_pack("{s:{s:O, s:o}}", "functionCall", "name",
+                     json_object_get(json_object_get(call, "function"), "name"), "args", args);
 }
 
 /* The function name of an earlier assistant tool call, by its id. */
@@ -119,94 +105,46 @@ static const char *tool_name_for(const json_t *msgs, size_t before, const char *
     return NULL;
 }
 
-static int translate_messages(const json_t *canon, json_t *body, tg_error_t *err)
+/* A functionResponse is matched by function name, not call id, and holds JSON, not content: the
+ * result's text goes as the object it parses to, or wrapped. */
+static int function_response_part(const tg_msg_walker_t *w, const json_t *msgs, size_t mi, json_t **item,
+                                  tg_error_t *err)
 {
-    json_t *msgs = json_object_get(canon, "messages");
-    json_t *contents = json_array();
-    tg_buf_t sys;
-    tg_buf_init(&sys, 4u << 20);
-    int rc = contents != NULL ? 0 : TG_ENOMEM;
-    size_t i;
-    json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
-        if (rc != 0)
-            break;
-        const char *role = json_string_value(json_object_get(m, "role"));
-        json_t *content = json_object_get(m, "content");
-        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            rc = tg_prov_content_text(content, "\n\n", &sys);
-            continue;
-        }
-        json_t *parts = json_array();
-        if (parts == NULL) {
-            rc = TG_ENOMEM;
-            break;
-        }
-        if (strcmp(role, "tool") == 0) {
-            const char *id = json_string_value(json_object_get(m, "tool_call_id"));
-            const char *name = tool_name_for(msgs, i, id);
-            tg_buf_t text;
-            tg_buf_init(&text, 4u << 20);
-            rc = tg_prov_content_text(content, "", &text);
-            json_error_t jerr;
-            json_t *resp = rc == 0 ? json_loadb(text.data ? text.data : "", text.len, 0, &jerr) : NULL;
-            if (!json_is_object(resp)) {
-                /* functionResponse.response must be an object: wrap anything else */
-                json_decref(resp);
-                resp = json_pack("{s:s%}", "output", text.data ? text.data : "", text.len);
-            }
-            tg_buf_dispose(&text);
-            json_t *p = json_pack("{s:{s:s, s:o}}", "functionResponse", "name",
-                                  name != NULL ? name : (id ? id : ""), "response", resp);
-            if (rc != 0)
-                json_decref(p); /* not handed to parts: ours to free */
-            else if (p == NULL || json_array_append_new(parts, p) != 0)
-                rc = TG_ENOMEM;
-            if (rc == 0)
-                rc = tg_prov_push_turn(contents, "user", "parts", parts);
-            else
-                json_decref(parts);
-            continue;
-        }
-        if (content != NULL && !json_is_null(content))
-            rc = content_parts(content, parts, i, err);
-        size_t k;
-        json_t *tc;
-        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
-        {
-            if (rc != 0)
-                break;
-            json_t *fn = json_object_get(tc, "function");
-            const char *args = json_string_value(json_object_get(fn, "arguments"));
-            json_error_t jerr;
-            json_t *jargs = args != NULL ? json_loads(args, 0, &jerr) : NULL;
-            if (!json_is_object(jargs)) {
-                json_decref(jargs);
-                jargs = json_object();
-            }
-            json_t *p = json_pack("{s:{s:O, s:o}}", "functionCall", "name", json_object_get(fn, "name"),
-                                  "args", jargs);
-            if (p == NULL || json_array_append_new(parts, p) != 0)
-                rc = TG_ENOMEM;
-        }
-        if (rc == 0)
-            rc = tg_prov_push_turn(contents, strcmp(role, "assistant") == 0 ? "model" : "user", "parts",
-                                   parts);
-        else
-            json_decref(parts);
+    (void)w;
+    (void)err; /* text is all Gemini takes from a result: nothing in it can be refused */
+    json_t *m = json_array_get(msgs, mi);
+    const char *id = json_string_value(json_object_get(m, "tool_call_id"));
+    const char *name = tool_name_for(msgs, mi, id);
+    tg_buf_t text;
+    tg_buf_init(&text, 4u << 20);
+    int rc = tg_prov_content_text(json_object_get(m, "content"), "", &text);
+    if (rc != 0) {
+        tg_buf_dispose(&text);
+        return rc;
     }
-    if (rc == 0 && sys.len > 0 &&
-        json_object_set_new(body, "systemInstruction",
-                            json_pack("{s:[{s:s%}]}", "parts", "text", sys.data, sys.len)) != 0)
-        rc = TG_ENOMEM;
-    if (rc == 0 && json_object_set_new(body, "contents", contents) != 0)
-        rc = TG_ENOMEM;
-    else if (rc != 0)
-        json_decref(contents);
-    tg_buf_dispose(&sys);
-    return rc;
+    json_error_t jerr;
+    json_t *resp = json_loadb(text.data ? text.data : "", text.len, 0, &jerr);
+    if (!json_is_object(resp)) {
+        /* functionResponse.response must be an object: wrap anything else */
+        json_decref(resp);
+        resp = json_pack("{s:s%}", "output", text.data ? text.data : "", text.len);
+    }
+    tg_buf_dispose(&text);
+    *item = json_pack("{s:{s:s, s:o}}", "functionResponse", "name", name != NULL ? name : (id ? id : ""),
+                      "response", resp);
+    return *item != NULL ? 0 : TG_ENOMEM;
 }
+
+static const tg_msg_walker_t gm_walker = {
+    .turns_key = "contents",
+    .items_key = "parts",
+    .assistant_role = "model",
+    .set_system = set_system,
+    .text = text_part,
+    .image = image_part,
+    .tool_call = function_call_part,
+    .tool_result = function_response_part,
+};
 
 static int translate_tools(const json_t *canon, json_t *body)
 {
@@ -312,7 +250,7 @@ static int gm_build_request(const tg_build_in_t *in, const json_t *canon, tg_ups
     if (body == NULL)
         return tg_error_set(err, TG_ENOMEM, "out of memory");
     tg_error_t local = {0};
-    int rc = translate_messages(canon, body, &local);
+    int rc = tg_prov_walk_messages(json_object_get(canon, "messages"), &gm_walker, body, &local);
     if (rc == 0)
         rc = translate_tools(canon, body);
     if (rc == 0)

@@ -205,6 +205,41 @@ TG_MUST_CHECK int tg_prov_push_turn(json_t *turns, const char *role, const char 
 json_t *tg_prov_completion_new(const tg_resp_in_t *in, const tg_buf_t *text, json_t *calls,
                                const char *finish, const tg_usage_t *u);
 
+/* ---- the walk over canonical messages (Anthropic and Gemini request builders) ----
+ * Both providers take the system/developer text apart from the turns, want user and assistant turns
+ * to alternate, and hold a turn's content as a list of items (Messages "content" blocks, Gemini
+ * "parts"). The walk is common.c's; a walker says only how the provider writes each item. */
+
+typedef struct tg_msg_walker tg_msg_walker_t;
+struct tg_msg_walker {
+    const char *turns_key;      /* body member holding the turns: "messages", "contents" */
+    const char *items_key;      /* turn member holding the items: "content", "parts" */
+    const char *assistant_role; /* the provider's role for assistant turns: "assistant", "model" */
+    /** Sets the body member for the joined system/developer text (len > 0). 0 or TG_ENOMEM. */
+    int (*set_system)(json_t *body, const char *text, size_t len);
+    /** The item for a non-empty text (a borrowed JSON string); NULL when out of memory. */
+    json_t *(*text)(const json_t *text);
+    /** The item for an image URL; NULL when the provider cannot take the URL (err set, naming path). */
+    json_t *(*image)(const char *url, const char *path, tg_error_t *err);
+    /** The item for an assistant tool call (borrowed) whose arguments are `args` (an object, stolen);
+     *  NULL when out of memory. */
+    json_t *(*tool_call)(const json_t *call, json_t *args);
+    /** The item for the tool message msgs[mi] (*item: new reference). 0, or a TG_E* code with err set
+     *  when it is TG_EINVALID_REQUEST. It goes in a user turn. */
+    int (*tool_result)(const tg_msg_walker_t *w, const json_t *msgs, size_t mi, json_t **item,
+                       tg_error_t *err);
+};
+
+/** Translates the canonical `messages` into body[w->turns_key] (turns merged as tg_prov_push_turn
+ *  does) and, when there is any, the system member. Returns 0, TG_EINVALID_REQUEST (err names the
+ *  field), or TG_ENOMEM / TG_ETOO_LARGE (err untouched). body keeps what was set before a failure. */
+TG_MUST_CHECK int tg_prov_walk_messages(const json_t *messages, const tg_msg_walker_t *w, json_t *body,
+                                        tg_error_t *err);
+/** Appends to `items` the items of one message content (string or parts) of messages[mi]. Returns
+ *  0, TG_EINVALID_REQUEST (err set by w->image) or TG_ENOMEM. */
+TG_MUST_CHECK int tg_prov_walk_content(const tg_msg_walker_t *w, const json_t *content, size_t mi,
+                                       json_t *items, tg_error_t *err);
+
 /* ---- OpenAI fast paths (providers/openai.c) ----
  * The pass-through provider's answers usually need nothing but the "model" field replaced, so the
  * gateway first offers them to these single-pass scanners and falls back to the adapter's
