@@ -52,6 +52,14 @@ static int reserve(tg_buf_t *b, size_t extra)
     return 0;
 }
 
+int tg_buf_reserve(tg_buf_t *b, size_t extra)
+{
+    int rc = reserve(b, extra);
+    if (rc == 0)
+        b->data[b->len] = '\0';
+    return rc;
+}
+
 int tg_buf_append(tg_buf_t *b, const void *p, size_t n)
 {
     int rc = reserve(b, n);

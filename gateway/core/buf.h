@@ -26,6 +26,9 @@ void tg_buf_init(tg_buf_t *b, size_t max);
 void tg_buf_dispose(tg_buf_t *b);
 /** Empties without freeing. */
 void tg_buf_reset(tg_buf_t *b);
+/** Makes room for `extra` more bytes at once (one allocation for a size known up front); fails
+ *  like an append of that size would. */
+TG_MUST_CHECK int tg_buf_reserve(tg_buf_t *b, size_t extra);
 TG_MUST_CHECK int tg_buf_append(tg_buf_t *b, const void *p, size_t n);
 TG_MUST_CHECK int tg_buf_append_str(tg_buf_t *b, const char *s);
 TG_MUST_CHECK int tg_buf_appendf(tg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

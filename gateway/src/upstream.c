@@ -290,15 +290,39 @@ static fd_state_t *fd_state(tg_upstream_t *u, int fd, bool grow)
     return &u->fds[fd];
 }
 
+/* Adds fd to the private set with interest `want`, or changes it; remembers what is registered. */
+static void fd_watch(tg_upstream_t *u, int fd, fd_state_t *st, uint32_t want)
+{
+    struct epoll_event ev = {.events = want, .data.fd = fd};
+    if (!st->registered) {
+        if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
+        st->registered = true;
+        u->n_watched++;
+    } else if (st->events != want) {
+        if (epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+            epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+    st->events = want;
+}
+
+static void fd_unwatch(tg_upstream_t *u, int fd, fd_state_t *st)
+{
+    if (!st->registered)
+        return;
+    epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
+    st->registered = false;
+    u->n_watched--;
+}
+
+/* The fd stops meaning the socket fd_state describes (closed, or closed behind our back). */
 static void fd_forget(tg_upstream_t *u, int fd)
 {
     fd_state_t *st = fd_state(u, fd, false);
-    if (st == NULL || st->registered) /* untracked (no memory for the table): DEL to be sure */
-        epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
-    if (st != NULL && st->registered)
-        u->n_watched--;
-    if (st != NULL)
+    if (st != NULL) {
+        fd_unwatch(u, fd, st);
         memset(st, 0, sizeof(*st));
+    }
 }
 
 static void on_epfd_ready(h2o_socket_t *sock, const char *err)
@@ -310,12 +334,12 @@ static void on_epfd_ready(h2o_socket_t *sock, const char *err)
         fd_state_t *st = fd_state(u, evs[i].data.fd, false);
         if (st == NULL || !st->wanted) {
             /* a dormant idle connection woke up (closed by the peer): stop watching it; it stays
-             * ours (owned) until curl closes it */
-            epoll_ctl(u->epfd, EPOLL_CTL_DEL, evs[i].data.fd, NULL);
-            if (st != NULL && st->registered) {
-                st->registered = false;
-                u->n_watched--;
-            }
+             * ours (owned) until curl closes it. Every watched fd is in the table (on_curl_socket
+             * refuses one it cannot record), so st is NULL only by mistake: DEL anyway. */
+            if (st != NULL)
+                fd_unwatch(u, evs[i].data.fd, st);
+            else
+                epoll_ctl(u->epfd, EPOLL_CTL_DEL, evs[i].data.fd, NULL);
             continue;
         }
         int ev = 0;
@@ -340,23 +364,9 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
             fd_forget(u, fd); /* curl may close it behind our back */
         return 0;
     }
-    uint32_t want = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    struct epoll_event ev = {.events = want, .data.fd = fd};
-    if (st == NULL) { /* no memory for the table: register without remembering, the old way */
-        if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
-            epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
-        return 0;
-    }
-    if (!st->registered) {
-        if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
-            epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
-        st->registered = true;
-        u->n_watched++;
-    } else if (st->events != want) {
-        if (epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
-            epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev);
-    }
-    st->events = want;
+    if (st == NULL)
+        return -1; /* no memory for the table: curl fails this transfer (CURLM_ABORTED_BY_CALLBACK) */
+    fd_watch(u, fd, st, ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u));
     st->wanted = true;
     return 0;
 }
@@ -370,10 +380,12 @@ static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose, struct cu
     if (fd < 0)
         return CURL_SOCKET_BAD;
     fd_state_t *st = fd_state(u, fd, true);
-    if (st != NULL) {
-        memset(st, 0, sizeof(*st)); /* a fresh socket is in no epoll set */
-        st->owned = true;
+    if (st == NULL) {
+        close(fd); /* a socket we could not track must not become a connection */
+        return CURL_SOCKET_BAD;
     }
+    memset(st, 0, sizeof(*st)); /* a fresh socket is in no epoll set */
+    st->owned = true;
     return fd;
 }
 

@@ -57,6 +57,24 @@ static void test_appendf_over_cap(void **state)
     tg_buf_dispose(&b);
 }
 
+static void test_reserve(void **state)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, 1000);
+    assert_int_equal(tg_buf_reserve(&b, 1001), TG_ETOO_LARGE); /* past the cap: refused, as an append */
+    assert_null(b.data);
+    assert_int_equal(tg_buf_reserve(&b, 1000), 0);
+    assert_true(b.cap >= 1000);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, ""); /* still a C string */
+    const char *before = b.data;
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(tg_buf_append(&b, "0123456789", 10), 0);
+    assert_ptr_equal(b.data, before); /* the appends fit: no reallocation */
+    assert_int_equal(tg_buf_append(&b, "x", 1), TG_ETOO_LARGE);
+    tg_buf_dispose(&b);
+}
+
 static void test_huge_length_does_not_wrap(void **state)
 {
     tg_buf_t b;
@@ -73,6 +91,7 @@ int main(void)
         cmocka_unit_test(test_append_and_cap),
         cmocka_unit_test(test_appendf_and_consume),
         cmocka_unit_test(test_appendf_over_cap),
+        cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_huge_length_does_not_wrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

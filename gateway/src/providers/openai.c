@@ -815,37 +815,20 @@ const tg_adapter_t tg_adapter_openai = {
 
 #define RQ_MODEL_MAX 256 /* longer upstream ids take the tree path */
 
-/* One malloc'd output of a size known up front: what is copied never exceeds the client's bytes,
- * plus the escaped model id and the few members added here. */
-typedef struct rq_out {
-    char *p;
-    size_t len, cap;
-    bool overflow;
-} rq_out_t;
-
-static void rq_put(rq_out_t *o, const char *s, size_t n)
-{
-    if (o->overflow || n > o->cap - o->len) {
-        o->overflow = true;
-        return;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
 typedef struct rq_scan {
-    rq_out_t *out;
+    tg_buf_t *out;
     pt_val_t stream_options;
     const char *skip; /* stream_options scan: the member that is ours */
-    bool have_stream_options, escaped_key, first;
+    bool have_stream_options, escaped_key, first, failed;
 } rq_scan_t;
 
 static void rq_copy_member(rq_scan_t *r, const char *key, const pt_val_t *v)
 {
     /* key points after the opening quote: key - 1 .. v->end is `"key": value` as the client sent it */
-    if (!r->first)
-        rq_put(r->out, ",", 1);
-    rq_put(r->out, key - 1, (size_t)(v->end - (key - 1)));
+    if (!r->first && tg_buf_append(r->out, ",", 1) != 0)
+        r->failed = true;
+    if (tg_buf_append(r->out, key - 1, (size_t)(v->end - (key - 1))) != 0)
+        r->failed = true;
     r->first = false;
 }
 
@@ -885,22 +868,25 @@ int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *
     int mlen = tg_json_escape(model, sizeof(model), in->upstream_model);
     if (mlen < 0)
         return 1;
-    rq_out_t out = {.cap = in->raw_len + (size_t)mlen + 96};
-    out.p = malloc(out.cap + 1);
-    if (out.p == NULL)
+    /* What is copied never exceeds the client's bytes; add the escaped model id and the few
+     * members written here, and reserve it all at once. */
+    size_t cap = in->raw_len + (size_t)mlen + 96;
+    tg_buf_t out;
+    tg_buf_init(&out, cap);
+    if (tg_buf_reserve(&out, cap) != 0)
         return TG_ENOMEM;
     rq_scan_t r = {.out = &out, .first = true};
     pt_val_t root;
     bool unsure;
-    rq_put(&out, "{", 1);
+    int rc = tg_buf_append(&out, "{", 1);
     if (pt_document(in->raw, in->raw + in->raw_len, &root, rq_top_member, &r, &unsure) != 0 || unsure ||
         root.type != 'o' || r.escaped_key)
         goto decline;
-    rq_put(&out, r.first ? "\"model\":\"" : ",\"model\":\"", r.first ? 9 : 10);
-    rq_put(&out, model, (size_t)mlen);
-    rq_put(&out, "\"", 1);
+    rc |= tg_buf_append(&out, r.first ? "\"model\":\"" : ",\"model\":\"", r.first ? 9 : 10);
+    rc |= tg_buf_append(&out, model, (size_t)mlen);
+    rc |= tg_buf_append(&out, "\"", 1);
     if (in->stream) {
-        rq_put(&out, ",\"stream\":true,\"stream_options\":{", 33);
+        rc |= tg_buf_append(&out, ",\"stream\":true,\"stream_options\":{", 33);
         if (r.have_stream_options && r.stream_options.type == 'o') {
             /* the client's other stream options go along; include_usage is tollgate's */
             rq_scan_t so = {.out = &out, .first = true, .skip = "include_usage"};
@@ -909,19 +895,17 @@ int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *
                     0 ||
                 unsure || so.escaped_key)
                 goto decline;
-            if (!so.first)
-                rq_put(&out, ",", 1);
+            if (so.failed || (!so.first && tg_buf_append(&out, ",", 1) != 0))
+                rc = TG_ETOO_LARGE;
         }
-        rq_put(&out, "\"include_usage\":true}", 21);
+        rc |= tg_buf_append(&out, "\"include_usage\":true}", 21);
     }
-    rq_put(&out, "}", 1);
-    if (out.overflow)
+    rc |= tg_buf_append(&out, "}", 1);
+    if (rc != 0 || r.failed)
         goto decline; /* cannot happen by the sizing above; the tree path is always right */
-    out.p[out.len] = '\0';
-    *body = out.p;
-    *len = out.len;
+    *body = tg_buf_take(&out, len);
     return 0;
 decline:
-    free(out.p);
+    tg_buf_dispose(&out);
     return 1;
 }
