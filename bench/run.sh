@@ -8,6 +8,8 @@
 #     (p50/p99/RPS; added latency at 1 connection in µs; throughput ratio at 64);
 #   - the same 64-connection runs through tollgate-bench-relay (bench/relay.c), a bare TCP relay:
 #     its throughput over the direct one is the ceiling for any proxy on this machine;
+#   - and through tollgate-bench-floor (bench/floor.c), h2o + tollgate's libcurl upstream module
+#     with no gateway logic: the ceiling for any proxy built on the fixed stack;
 #   - the translation path: an Anthropic-kind model behind the OpenAI API, 1 connection, vs the
 #     pass-through path;
 #   - failover (a): primary answers 503 (its breaker never opens), fallback healthy, vs a call to
@@ -19,7 +21,7 @@
 # BENCH_ONLY="name ..." measures only those runs (failover (a) when one of its series is named);
 # figures whose inputs were not measured print n/a.
 # BENCH_ROUNDS (default 3): every wrk series is measured that many times, its group interleaved
-# round by round (direct, relay, gateway, direct, relay, gateway, ...), so that drift in a noisy
+# round by round (direct, relay, floor, gateway, direct, relay, floor, gateway, ...), so that drift in a noisy
 # machine's speed hits both sides of a ratio alike. The table reports medians; a ratio is the
 # median of the per-round ratios, and the rows list each round's req/s.
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only, every wrk run is
@@ -48,8 +50,8 @@ for tool in wrk curl cmake psql node; do
 done
 
 # Every measured series, in the order of the report's table.
-all_runs=(direct-ns-1 gw-ns-1 direct-st-1 gw-st-1 direct-ns-64 relay-ns-64 gw-ns-64 direct-st-64 relay-st-64
-    gw-st-64 direct-an-ns-1 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1
+all_runs=(direct-ns-1 gw-ns-1 direct-st-1 gw-st-1 direct-ns-64 relay-ns-64 floor-ns-64 gw-ns-64 direct-st-64
+    relay-st-64 floor-st-64 gw-st-64 direct-an-ns-1 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1
     gw-fb2-ns-64 gw-chainopen-ns-64)
 for n in "${only[@]}"; do
     [[ " ${all_runs[*]} " == *" $n "* ]] || die "BENCH_ONLY: unknown run $n (known: ${all_runs[*]})"
@@ -65,11 +67,13 @@ wanted() { # name -> measured in this run?
 
 sim_pid=
 relay_pid=
+floor_pid=
 gw_pid=
 cleanup() {
     # Only what this script started, by pid.
     [ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
     [ -n "$relay_pid" ] && kill -TERM "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
+    [ -n "$floor_pid" ] && kill -TERM "$floor_pid" 2>/dev/null && wait "$floor_pid" 2>/dev/null
     [ -n "$sim_pid" ] && kill -TERM "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
     "$root/tests/pg_tmp.sh" stop "$pg_dir" "$pg_port" >/dev/null 2>&1 || true
 }
@@ -78,11 +82,12 @@ trap cleanup EXIT
 # ---- build ----------------------------------------------------------------------------------
 say "building $build (Release)"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)" --target tollgate tollgate-sim tollgate-bench-relay >/dev/null
+cmake --build "$build" -j "$(nproc)" --target tollgate tollgate-sim tollgate-bench-relay tollgate-bench-floor >/dev/null
 gw_bin=$build/gateway/tollgate
 sim_bin=$build/gateway/tollgate-sim
 relay_bin=$build/bench/tollgate-bench-relay
-for bin in "$gw_bin" "$sim_bin" "$relay_bin"; do
+floor_bin=$build/bench/tollgate-bench-floor
+for bin in "$gw_bin" "$sim_bin" "$relay_bin" "$floor_bin"; do
     [ -x "$bin" ] || die "build did not produce $bin"
 done
 
@@ -121,10 +126,12 @@ db_url="postgresql:///tollgate_bench?host=$pg_sock&port=$pg_port&user=postgres"
 
 sim_port=$(free_port)
 relay_port=$(free_port)
+floor_port=$(free_port)
 data_port=$(free_port)
 admin_port=$(free_port)
 sim_url=http://127.0.0.1:$sim_port
 relay_url=http://127.0.0.1:$relay_port
+floor_url=http://127.0.0.1:$floor_port
 gw_url=http://127.0.0.1:$data_port
 admin_url=http://127.0.0.1:$admin_port
 (
@@ -184,6 +191,11 @@ say "starting tollgate-bench-relay on :$relay_port (to the simulator)"
 "$relay_bin" --listen "127.0.0.1:$relay_port" --upstream "127.0.0.1:$sim_port" </dev/null >"$work/relay.log" 2>&1 &
 relay_pid=$!
 wait_http "$relay_url/_sim/stats" "$relay_pid" relay
+
+say "starting tollgate-bench-floor on :$floor_port (to the simulator)"
+"$floor_bin" --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$sim_port" </dev/null >"$work/floor.log" 2>&1 &
+floor_pid=$!
+wait_http "$floor_url/_sim/stats" "$floor_pid" floor
 
 say "starting tollgate ($workers worker(s)) on :$data_port, admin :$admin_port"
 (cd "$root" && exec "$gw_bin" serve -c "$work/tollgate.json") </dev/null >"$work/gateway.log" 2>&1 &
@@ -324,6 +336,7 @@ EOJS
 
 direct=$sim_url/v1/chat/completions
 relayed=$relay_url/v1/chat/completions
+floored=$floor_url/v1/chat/completions
 via=$gw_url/v1/chat/completions
 bearer="Bearer $key"
 
@@ -339,9 +352,11 @@ for ((round = 1; round <= rounds; round++)); do
     run gw-anthropic-ns-1 "$via" bench-an 0 1 "$bearer"
     run direct-ns-64 "$direct" bench-oa 0 64 "Bearer sim"
     run relay-ns-64 "$relayed" bench-oa 0 64 "Bearer sim"
+    run floor-ns-64 "$floored" bench-oa 0 64 "Bearer sim"
     run gw-ns-64 "$via" bench-oa 0 64 "$bearer"
     run direct-st-64 "$direct" bench-oa 1 64 "Bearer sim"
     run relay-st-64 "$relayed" bench-oa 1 64 "Bearer sim"
+    run floor-st-64 "$floored" bench-oa 1 64 "Bearer sim"
     run gw-st-64 "$via" bench-oa 1 64 "$bearer"
     run gw-fb2-ns-1 "$via" bench-fb2 0 1 "$bearer"
     run gw-chainopen-ns-1 "$via" bench-chain-open 0 1 "$bearer"
@@ -402,7 +417,8 @@ ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit"
     echo
     echo "Machine: $machine; load average before the runs: $loadavg_start. Gateway workers: $workers;"
-    echo "wrk, tollgate-sim, the TCP relay (bench/relay.c) and the gateway share the"
+    echo "wrk, tollgate-sim, the TCP relay (bench/relay.c), the h2o + libcurl floor (bench/floor.c) and the"
+    echo "gateway share the"
     echo "machine. $rounds interleaved rounds of $duration per series, wrk -t1 at 1 connection, -t2 at 64;"
     echo "p50/p99/req/s are the medians of the rounds, a ratio is the median of the rounds' ratios."
     echo "Latencies are wrk's percentiles of whole requests (a stream's total time). Failover (a) rows"
@@ -427,6 +443,8 @@ ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min
     ratio "throughput through tollgate / direct, stream, 64 conns" gw-st-64 direct-st-64 0.5
     ratio "TCP relay (the floor of any proxy) / direct, non-stream, 64 conns" relay-ns-64 direct-ns-64 ""
     ratio "TCP relay (the floor of any proxy) / direct, stream, 64 conns" relay-st-64 direct-st-64 ""
+    ratio "h2o + libcurl, no gateway logic (the floor of the fixed stack) / direct, non-stream, 64 conns" floor-ns-64 direct-ns-64 ""
+    ratio "h2o + libcurl, no gateway logic (the floor of the fixed stack) / direct, stream, 64 conns" floor-st-64 direct-st-64 ""
     label="translation (anthropic kind) added latency over its direct call, 1 conn (p50)"
     if measured gw-anthropic-ns-1 direct-an-ns-1 gw-ns-1 direct-ns-1; then
         add_ns=$((P50[gw-ns-1] - P50[direct-ns-1]))

@@ -117,3 +117,11 @@ char *tg_buf_take(tg_buf_t *b, size_t *len)
     b->len = b->cap = 0;
     return p;
 }
+
+void tg_str_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = src != NULL ? strnlen(src, cap - 1) : 0;
+    if (n > 0)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}

@@ -5,6 +5,9 @@
  * buffer as it was, so a caller never half-owns a partial write. The bytes
  * are always NUL-terminated (the NUL is not counted in len), so a buffer can
  * be handed to a parser that wants a C string.
+ *
+ * tg_str_copy is the fixed-size counterpart, for the small char[N] fields of
+ * records and events.
  */
 #ifndef TG_BUF_H
 #define TG_BUF_H
@@ -36,5 +39,10 @@ TG_MUST_CHECK int tg_buf_appendf(tg_buf_t *b, const char *fmt, ...) __attribute_
 void tg_buf_consume(tg_buf_t *b, size_t n);
 /** Transfers the malloc'd bytes to the caller (free() them); the buffer is left empty. */
 char *tg_buf_take(tg_buf_t *b, size_t *len);
+
+/** Copies the string src (NULL = "") into the field dst[cap] (cap >= 1), cut to fit and always
+ *  terminated. Reads at most cap - 1 bytes of src, so src may be another such field that its
+ *  text fills without a NUL. On the per-request path, in place of snprintf("%s"). */
+void tg_str_copy(char *dst, size_t cap, const char *src);
 
 #endif

@@ -401,12 +401,12 @@ static void emit_event(call_t *c, tg_event_kind_t kind, const tg_model_cfg_t *fr
     tg_failover_event_t ev;
     memset(&ev, 0, sizeof(ev));
     ev.kind = kind;
-    snprintf(ev.request_id, sizeof(ev.request_id), "%s", c->request_id);
+    tg_str_copy(ev.request_id, sizeof(ev.request_id), c->request_id);
     ev.tenant_id = c->principal.tenant_id;
-    snprintf(ev.chain, sizeof(ev.chain), "%s", c->route.name);
-    snprintf(ev.from_target, sizeof(ev.from_target), "%s", from != NULL ? from->target_key : "");
-    snprintf(ev.to_target, sizeof(ev.to_target), "%s", to != NULL ? to->target_key : "");
-    snprintf(ev.reason, sizeof(ev.reason), "%s", reason);
+    tg_str_copy(ev.chain, sizeof(ev.chain), c->route.name);
+    tg_str_copy(ev.from_target, sizeof(ev.from_target), from != NULL ? from->target_key : NULL);
+    tg_str_copy(ev.to_target, sizeof(ev.to_target), to != NULL ? to->target_key : NULL);
+    tg_str_copy(ev.reason, sizeof(ev.reason), reason);
     ev.status = status;
     ev.added_latency_us = added_us;
     ev.at_unix_ms = unix_ms();

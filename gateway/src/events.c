@@ -546,14 +546,6 @@ static bool same_field(const char *cached, const char *v, size_t cap)
     return strncmp(cached, v, cap) == 0; /* v may fill its field without a NUL */
 }
 
-/* v (which may fill its field of `cap` bytes without a NUL) cut to fit dst[cap], terminated. */
-static void copy_field(char *dst, const char *v, size_t cap)
-{
-    size_t n = strnlen(v, cap - 1);
-    memcpy(dst, v, n);
-    dst[n] = '\0';
-}
-
 static void count_failover(const tg_failover_event_t *ev)
 {
     for (size_t i = 0; i < TG_EV_LABEL_CACHE; i++) {
@@ -566,9 +558,9 @@ static void count_failover(const tg_failover_event_t *ev)
         }
     }
     label_slot_t *s = &label_cache[label_next++ % TG_EV_LABEL_CACHE];
-    copy_field(s->from, ev->from_target, sizeof(s->from));
-    copy_field(s->to, ev->to_target, sizeof(s->to));
-    copy_field(s->reason, ev->reason, sizeof(s->reason));
+    tg_str_copy(s->from, sizeof(s->from), ev->from_target);
+    tg_str_copy(s->to, sizeof(s->to), ev->to_target);
+    tg_str_copy(s->reason, sizeof(s->reason), ev->reason);
     s->labels[0] = '\0';
     tg_metrics_label(s->labels, sizeof(s->labels), "from", s->from);
     tg_metrics_label(s->labels, sizeof(s->labels), "to", s->to);

@@ -109,15 +109,6 @@ void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker
     p->_cur = CUR_NONE;
 }
 
-/* A bounded copy that always terminates dst (cheaper than snprintf("%s") on the per-request path). */
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = src != NULL ? strnlen(src, cap - 1) : 0;
-    if (n > 0)
-        memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 /* Room for one more record, keeping the last slot for an attempt's outcome. */
 static bool room_for_skip(const tg_plan_t *p)
 {
@@ -249,7 +240,7 @@ static void record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, ui
     r->skipped = false;
     r->out.cls = out->cls;
     r->out.status = out->status;
-    copy_str(r->out.reason, sizeof(r->out.reason), out->reason);
+    tg_str_copy(r->out.reason, sizeof(r->out.reason), out->reason);
     r->waited_ms = 0;
     r->latency_us = latency_us;
 
@@ -494,17 +485,17 @@ void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t ten
         if (!head_done) {
             /* once per request: the fields every row shares; the rest is overwritten per row */
             memset(&ev, 0, sizeof(ev));
-            copy_str(ev.request_id, sizeof(ev.request_id), request_id);
+            tg_str_copy(ev.request_id, sizeof(ev.request_id), request_id);
             ev.tenant_id = tenant_id;
-            copy_str(ev.chain, sizeof(ev.chain), chain);
+            tg_str_copy(ev.chain, sizeof(ev.chain), chain);
             ev.at_unix_ms = at_unix_ms;
             head_done = true;
         }
         const tg_attempt_rec_t *next = i + 1 < p->n_recs ? &p->recs[i + 1] : NULL;
         ev.kind = r->skipped ? TG_EV_SKIPPED : TG_EV_FAILED;
-        copy_str(ev.from_target, sizeof(ev.from_target), target_name(r->target));
-        copy_str(ev.to_target, sizeof(ev.to_target), next != NULL ? target_name(next->target) : "");
-        copy_str(ev.reason, sizeof(ev.reason), r->out.reason);
+        tg_str_copy(ev.from_target, sizeof(ev.from_target), target_name(r->target));
+        tg_str_copy(ev.to_target, sizeof(ev.to_target), next != NULL ? target_name(next->target) : "");
+        tg_str_copy(ev.reason, sizeof(ev.reason), r->out.reason);
         ev.status = r->skipped ? 0 : r->out.status;
         ev.served = next != NULL && !next->skipped && next->out.cls == TG_OUTCOME_SUCCESS;
         ev.added_latency_us = r->skipped ? 0 : r->latency_us + (uint64_t)r->waited_ms * 1000u;

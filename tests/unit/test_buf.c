@@ -85,6 +85,29 @@ static void test_huge_length_does_not_wrap(void **state)
     tg_buf_dispose(&b);
 }
 
+/* tg_str_copy: fits, cuts, NULL, and a source field that its text fills without a NUL (only
+ * cap - 1 bytes of it may be read: ASan checks the bound on the 4-byte heap source). */
+static void test_str_copy(void **state)
+{
+    (void)state;
+    char dst[5];
+    memset(dst, 'z', sizeof(dst));
+    tg_str_copy(dst, sizeof(dst), "ab");
+    assert_string_equal(dst, "ab");
+    tg_str_copy(dst, sizeof(dst), "abcdefgh");
+    assert_string_equal(dst, "abcd");
+    tg_str_copy(dst, sizeof(dst), NULL);
+    assert_string_equal(dst, "");
+    tg_str_copy(dst, 1, "abc");
+    assert_string_equal(dst, "");
+    char *field = malloc(4);
+    assert_non_null(field);
+    memcpy(field, "wxyz", 4); /* full: no NUL */
+    tg_str_copy(dst, sizeof(dst), field);
+    assert_string_equal(dst, "wxyz");
+    free(field);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -93,6 +116,7 @@ int main(void)
         cmocka_unit_test(test_appendf_over_cap),
         cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_huge_length_does_not_wrap),
+        cmocka_unit_test(test_str_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

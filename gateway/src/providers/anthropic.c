@@ -511,8 +511,7 @@ static void an_classify(int status, const char *retry_after, const char *body, s
         snprintf(out->type, sizeof(out->type), "server_error");
     }
     if (status == 401 || status == 403)
-        snprintf(out->message, sizeof(out->message), "upstream provider rejected the credentials (HTTP %d)",
-                 status);
+        tg_prov_credentials_rejected(out);
     json_decref(root);
 }
 

@@ -525,6 +525,12 @@ static size_t secret_len(const char *s)
     return n >= 8 ? n : 0;
 }
 
+void tg_prov_credentials_rejected(tg_classified_t *out)
+{
+    snprintf(out->message, sizeof(out->message), "upstream provider rejected the credentials (HTTP %d)",
+             out->status);
+}
+
 void tg_prov_copy_public(char *dst, size_t n, const char *src)
 {
     if (n == 0)

@@ -584,8 +584,7 @@ static void gm_classify(int status, const char *retry_after, const char *body, s
         snprintf(out->reason, sizeof(out->reason),
                  strcmp(st, "PERMISSION_DENIED") == 0 ? "forbidden" : "unauthorized");
         snprintf(out->type, sizeof(out->type), "authentication_error");
-        snprintf(out->message, sizeof(out->message), "upstream provider rejected the credentials (HTTP %d)",
-                 status);
+        tg_prov_credentials_rejected(out);
     } else if (strcmp(st, "NOT_FOUND") == 0) {
         out->cls = TG_OUTCOME_MISCONFIGURED;
         snprintf(out->reason, sizeof(out->reason), "not_found");
@@ -604,8 +603,7 @@ static void gm_classify(int status, const char *retry_after, const char *body, s
         snprintf(out->type, sizeof(out->type), "invalid_request_error");
     }
     if (status == 401 || status == 403)
-        snprintf(out->message, sizeof(out->message), "upstream provider rejected the credentials (HTTP %d)",
-                 status);
+        tg_prov_credentials_rejected(out);
     json_decref(root);
 }
 

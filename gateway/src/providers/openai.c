@@ -9,6 +9,7 @@
  */
 #include "provider.h"
 
+#include <endian.h> /* le64toh: the string scanner reads words in memory order */
 #include <math.h>
 #include <sodium.h>
 #include <stdint.h>
@@ -185,10 +186,11 @@ static int pt_hex(unsigned char c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Whether any of the 8 bytes in w needs a closer look in a string: '"', '\\', a control byte
- * (< 0x20) or a non-ASCII one. Exact as an "any" test (the bit tricks of "Bit Twiddling Hacks":
- * hasless/haszero), which is all the caller needs: it then goes byte by byte. */
-static inline bool pt_word_special(uint64_t w)
+/* A mark (bit 7) on each byte of w, loaded little-endian from a string's bytes, that may need a
+ * closer look: '"', '\\', a control byte (< 0x20) or a non-ASCII one (the hasless/haszero tricks of
+ * "Bit Twiddling Hacks"). A borrow can mark a byte above a special one, never below it, so the
+ * lowest mark is exact: it is the first special byte, and every byte before it is plain ASCII. */
+static inline uint64_t pt_word_special(uint64_t w)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
@@ -203,12 +205,17 @@ static int pt_string(pt_t *s, pt_val_t *v)
     v->type = 's';
     v->esc = false;
     while (p < e) {
-        /* plain ASCII runs, 8 bytes at a time: most of a request or an answer is prose */
+        /* plain ASCII runs, 8 bytes at a time: most of a request or an answer is prose; a word
+         * with a special byte skips straight to it (keys and short values end in their first word) */
         while (e - p >= 8) {
-            uint64_t w;
+            uint64_t w, marks;
             memcpy(&w, p, sizeof(w));
-            if (pt_word_special(w))
+            w = le64toh(w);
+            marks = pt_word_special(w);
+            if (marks != 0) {
+                p += __builtin_ctzll(marks) >> 3;
                 break;
+            }
             p += 8;
         }
         if (p >= e)
@@ -774,8 +781,7 @@ static void oa_classify(int status, const char *retry_after, const char *body, s
         snprintf(out->reason, sizeof(out->reason), "context_length");
     }
     if (status == 401 || status == 403)
-        snprintf(out->message, sizeof(out->message), "upstream provider rejected the credentials (HTTP %d)",
-                 status);
+        tg_prov_credentials_rejected(out);
     json_decref(root);
 }
 

@@ -183,6 +183,9 @@ void tg_prov_completion_id(const tg_resp_in_t *in, char *dst, size_t n);
 void tg_prov_classified_init(tg_classified_t *out, int status, const char *retry_after);
 /** Classification from the status alone (used when the body says nothing more specific). */
 void tg_prov_classify_status(tg_classified_t *out);
+/** The message for a refused credential (401/403, or Gemini's 400 for a bad key). The provider's
+ *  own text is not kept: it may quote the key. */
+void tg_prov_credentials_rejected(tg_classified_t *out);
 /** Copies src into dst (truncating), masking anything that looks like a credential. */
 void tg_prov_copy_public(char *dst, size_t n, const char *src);
 

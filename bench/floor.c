@@ -1,0 +1,205 @@
+/* tollgate-bench-floor: the fixed stack's own cost, measured by bench/run.sh next to the direct path.
+ *
+ * An HTTP/1.1 proxy built from the two libraries every tollgate request passes through and nothing
+ * else: h2o 2.2.5 (evloop) serves the client, and tollgate's own upstream module (libcurl's
+ * multi-socket API on the same loop, gateway/src/upstream.c) calls the upstream. A POST (with its
+ * body, as it came) or a GET goes to UPSTREAM + the request's path, and the answer comes back whole,
+ * with its status and content type; a stream too, which only makes the floor cheaper than a relay
+ * of events would be. There is no auth, no JSON, no routing, no failover, no metrics and no logs.
+ *
+ * Its throughput over the direct path's is therefore what tollgate would reach on the same machine
+ * if all of its own per-request work were free. The relay (relay.c) is the floor of any proxy; this
+ * is the floor of a proxy made of h2o and libcurl. One thread. A bench tool: not installed, not
+ * shipped. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "addr.h"
+#include "buf.h"
+#include "upstream.h"
+
+#define MAX_BODY   (1024 * 1024) /* request and answer alike: larger ones get 413 / 502 */
+#define ACCEPT_MAX 16            /* connections accepted per wake-up of the listener */
+
+static h2o_globalconf_t g_conf;
+static h2o_context_t g_ctx;
+static h2o_accept_ctx_t g_accept_ctx;
+static tg_upstream_t *g_up;
+static char g_upstream[256]; /* "http://HOST:PORT" */
+static const tg_timeouts_t g_timeouts = {
+    .connect_ms = 5000, .first_byte_ms = 30000, .idle_ms = 30000, .total_ms = 60000};
+
+/* One proxied request. Lives in req->pool; its dispose callback runs however the request ends and
+ * cancels a transfer still running, so no curl callback can reach a freed call. */
+typedef struct fl_call {
+    h2o_req_t *req;
+    tg_transfer_t *xfer; /* NULL once done */
+    int status;
+    char ctype[128];
+    tg_buf_t body;
+} fl_call_t;
+
+static void send_text(h2o_req_t *req, int status, const char *reason, const char *msg)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain"));
+    h2o_send_inline(req, msg, strlen(msg));
+}
+
+static void on_head(void *ud, int status, const char *content_type, const char *retry_after)
+{
+    fl_call_t *c = ud;
+    (void)retry_after;
+    c->status = status;
+    snprintf(c->ctype, sizeof(c->ctype), "%s", content_type != NULL ? content_type : "");
+}
+
+static int on_data(void *ud, const char *p, size_t n)
+{
+    fl_call_t *c = ud;
+    return tg_buf_append(&c->body, p, n) == 0 ? 0 : -1;
+}
+
+static void on_done(void *ud, int rc, const char *timeout_kind)
+{
+    fl_call_t *c = ud;
+    h2o_req_t *req = c->req;
+    (void)timeout_kind;
+    c->xfer = NULL;
+    if (rc != 0) {
+        send_text(req, 502, "Bad Gateway", "upstream failed\n");
+        return;
+    }
+    req->res.status = c->status;
+    req->res.reason = "OK";
+    if (c->ctype[0] != '\0') {
+        size_t n = strlen(c->ctype);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       h2o_strdup(&req->pool, c->ctype, n).base, n);
+    }
+    /* h2o_send_inline copies the bytes into the pool; the buffer is freed at dispose */
+    h2o_send_inline(req, c->body.data != NULL ? c->body.data : "", c->body.len);
+}
+
+static void on_call_dispose(void *p)
+{
+    fl_call_t *c = p;
+    if (c->xfer != NULL)
+        tg_transfer_cancel(c->xfer); /* the client left first: no callback runs after this */
+    tg_buf_dispose(&c->body);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    static const tg_transfer_cbs_t cbs = {.on_head = on_head, .on_data = on_data, .on_done = on_done};
+    (void)self;
+    bool post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    if (!post && !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        send_text(req, 405, "Method Not Allowed", "GET and POST only\n");
+        return 0;
+    }
+    tg_upstream_req_t ureq = {.method = post ? "POST" : "GET"};
+    size_t ulen = strlen(g_upstream) + req->path.len;
+    ureq.url = malloc(ulen + 1);
+    if (post)
+        ureq.body = malloc(req->entity.len + 1);
+    if (ureq.url == NULL || (post && ureq.body == NULL) ||
+        (post && tg_upstream_req_add_header(&ureq, "Content-Type", "application/json") != 0)) {
+        tg_upstream_req_dispose(&ureq);
+        send_text(req, 500, "Internal Server Error", "out of memory\n");
+        return 0;
+    }
+    snprintf(ureq.url, ulen + 1, "%s%.*s", g_upstream, (int)req->path.len, req->path.base);
+    if (post) {
+        if (req->entity.len > 0)
+            memcpy(ureq.body, req->entity.base, req->entity.len);
+        ureq.body_len = req->entity.len;
+    }
+
+    fl_call_t *c = h2o_mem_alloc_shared(&req->pool, sizeof(*c), on_call_dispose);
+    memset(c, 0, sizeof(*c));
+    c->req = req;
+    tg_buf_init(&c->body, MAX_BODY);
+    c->xfer = tg_transfer_start(g_up, &ureq, &g_timeouts, &cbs, c);
+    if (c->xfer == NULL)
+        send_text(req, 502, "Bad Gateway", "could not start the transfer\n");
+    return 0;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    h2o_socket_t *sock;
+    if (err != NULL)
+        return;
+    for (int i = 0; i < ACCEPT_MAX && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i)
+        h2o_accept(&g_accept_ctx, sock);
+}
+
+static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
+{
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen_s = NULL, *up_s = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--listen") == 0)
+            listen_s = argv[i + 1];
+        else if (strcmp(argv[i], "--upstream") == 0)
+            up_s = argv[i + 1];
+    }
+    struct sockaddr_storage addr, up;
+    socklen_t addr_len, up_len;
+    if (listen_s == NULL || up_s == NULL || tg_addr_parse(listen_s, false, &addr, &addr_len) != 0 ||
+        tg_addr_parse(up_s, false, &up, &up_len) != 0 ||
+        snprintf(g_upstream, sizeof(g_upstream), "http://%s", up_s) >= (int)sizeof(g_upstream)) {
+        fprintf(stderr, "usage: tollgate-bench-floor --listen HOST:PORT --upstream HOST:PORT\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "tollgate-bench-floor: curl_global_init failed\n");
+        return 1;
+    }
+
+    h2o_config_init(&g_conf);
+    g_conf.max_request_entity_size = MAX_BODY;
+    h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
+    h2o_create_handler(pc, sizeof(h2o_handler_t))->on_req = on_req;
+
+    h2o_context_init(&g_ctx, h2o_evloop_create(), &g_conf);
+    g_accept_ctx.ctx = &g_ctx;
+    g_accept_ctx.hosts = g_conf.hosts;
+    g_up = tg_upstream_create(g_ctx.loop);
+    int fd = open_listener(&addr, addr_len);
+    if (g_up == NULL || fd < 0) {
+        perror("tollgate-bench-floor: set-up");
+        return 1;
+    }
+    h2o_socket_t *listener = h2o_evloop_socket_create(g_ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(listener, on_accept);
+    printf("tollgate-bench-floor listening on http://%s\n", listen_s);
+    fflush(stdout);
+    for (;;) /* stopped by a signal: bench/run.sh owns the process */
+        h2o_evloop_run(g_ctx.loop, INT32_MAX);
+}
