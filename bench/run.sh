@@ -70,11 +70,14 @@ relay_pid=
 floor_pid=
 gw_pid=
 cleanup() {
-    # Only what this script started, by pid.
-    [ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
-    [ -n "$relay_pid" ] && kill -TERM "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
-    [ -n "$floor_pid" ] && kill -TERM "$floor_pid" 2>/dev/null && wait "$floor_pid" 2>/dev/null
-    [ -n "$sim_pid" ] && kill -TERM "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
+    # Only what this script started, by pid. Each step goes on whatever the one before it did
+    # (set -e must not stop a clean-up halfway and leave PostgreSQL running).
+    local pid
+    for pid in "$gw_pid" "$relay_pid" "$floor_pid" "$sim_pid"; do
+        [ -n "$pid" ] || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     "$root/tests/pg_tmp.sh" stop "$pg_dir" "$pg_port" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
