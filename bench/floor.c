@@ -9,11 +9,14 @@
  *
  * Its throughput over the direct path's is therefore what tollgate would reach on the same machine
  * if all of its own per-request work were free. The relay (relay.c) is the floor of any proxy; this
- * is the floor of a proxy made of h2o and libcurl. One thread. A bench tool: not installed, not
- * shipped. */
+ * is the floor of a proxy made of h2o and libcurl. Threads as tollgate's workers: one h2o loop and
+ * one upstream module each, an SO_REUSEPORT listener each (--threads, default 1, so that bench/run.sh
+ * gives it as many as the gateway has). A bench tool: not installed, not shipped. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,15 +30,21 @@
 #include "buf.h"
 #include "upstream.h"
 
-#define MAX_BODY   (1024 * 1024) /* request and answer alike: larger ones get 413 / 502 */
-#define ACCEPT_MAX 16            /* connections accepted per wake-up of the listener */
+#define MAX_BODY    (1024 * 1024) /* request and answer alike: larger ones get 413 / 502 */
+#define ACCEPT_MAX  16            /* connections accepted per wake-up of the listener */
+#define MAX_THREADS 64
+
+typedef struct fl_worker {
+    h2o_context_t ctx; /* a request's conn->ctx leads back to its worker */
+    h2o_accept_ctx_t accept_ctx;
+    tg_upstream_t *up;
+    int listen_fd;
+    pthread_t thread;
+} fl_worker_t;
 
 static h2o_globalconf_t g_conf;
-static h2o_context_t g_ctx;
-static h2o_accept_ctx_t g_accept_ctx;
-static tg_upstream_t *g_up;
 static char g_upstream[256]; /* "http://HOST:PORT" */
-static volatile sig_atomic_t g_stop;
+static atomic_int g_stop;    /* set by the main thread; each loop sees it within 1 s */
 static const tg_timeouts_t g_timeouts = {
     .connect_ms = 5000, .first_byte_ms = 30000, .idle_ms = 30000, .total_ms = 60000};
 
@@ -131,7 +140,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     memset(c, 0, sizeof(*c));
     c->req = req;
     tg_buf_init(&c->body, MAX_BODY);
-    c->xfer = tg_transfer_start(g_up, &ureq, &g_timeouts, &cbs, c);
+    fl_worker_t *w = H2O_STRUCT_FROM_MEMBER(fl_worker_t, ctx, req->conn->ctx);
+    c->xfer = tg_transfer_start(w->up, &ureq, &g_timeouts, &cbs, c);
     if (c->xfer == NULL)
         send_text(req, 502, "Bad Gateway", "could not start the transfer\n");
     return 0;
@@ -139,11 +149,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
+    fl_worker_t *w = listener->data;
     h2o_socket_t *sock;
     if (err != NULL)
         return;
     for (int i = 0; i < ACCEPT_MAX && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i)
-        h2o_accept(&g_accept_ctx, sock);
+        h2o_accept(&w->accept_ctx, sock);
 }
 
 static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
@@ -152,6 +163,7 @@ static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
     if (fd < 0)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
         bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
         close(fd);
         return -1;
@@ -159,37 +171,50 @@ static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
     return fd;
 }
 
-/* SIGTERM/SIGINT interrupt epoll_wait (no SA_RESTART) and the loop ends: exit status 0. A signal
- * that lands between the flag check and epoll_wait is seen at the next turn: the loop waits 1 s at
- * most. */
-static void on_stop_signal(int sig)
+/* One loop per thread. The loop waits 1 s at most, so a stop is seen within a second. */
+static void *worker_main(void *arg)
 {
-    (void)sig;
-    g_stop = 1;
+    fl_worker_t *w = arg;
+    h2o_socket_t *listener = h2o_evloop_socket_create(w->ctx.loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    listener->data = w;
+    h2o_socket_read_start(listener, on_accept);
+    while (!atomic_load(&g_stop))
+        h2o_evloop_run(w->ctx.loop, 1000);
+    h2o_socket_read_stop(listener);
+    h2o_socket_close(listener);
+    tg_upstream_destroy(w->up); /* cancels what is still running: the process is going away */
+    return NULL;
 }
 
 int main(int argc, char **argv)
 {
     const char *listen_s = NULL, *up_s = NULL;
+    int nthreads = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--listen") == 0)
             listen_s = argv[i + 1];
         else if (strcmp(argv[i], "--upstream") == 0)
             up_s = argv[i + 1];
+        else if (strcmp(argv[i], "--threads") == 0)
+            nthreads = atoi(argv[i + 1]);
     }
     struct sockaddr_storage addr, up;
     socklen_t addr_len, up_len;
-    if (listen_s == NULL || up_s == NULL || tg_addr_parse(listen_s, false, &addr, &addr_len) != 0 ||
+    if (listen_s == NULL || up_s == NULL || nthreads < 1 || nthreads > MAX_THREADS ||
+        tg_addr_parse(listen_s, false, &addr, &addr_len) != 0 ||
         tg_addr_parse(up_s, false, &up, &up_len) != 0 ||
         snprintf(g_upstream, sizeof(g_upstream), "http://%s", up_s) >= (int)sizeof(g_upstream)) {
-        fprintf(stderr, "usage: tollgate-bench-floor --listen HOST:PORT --upstream HOST:PORT\n");
+        fprintf(stderr,
+                "usage: tollgate-bench-floor --listen HOST:PORT --upstream HOST:PORT [--threads 1..%d]\n",
+                MAX_THREADS);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = {.sa_handler = on_stop_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    sigset_t stop_sigs;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGTERM);
+    sigaddset(&stop_sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL); /* the threads inherit it; main sigwait()s */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "tollgate-bench-floor: curl_global_init failed\n");
         return 1;
@@ -201,22 +226,32 @@ int main(int argc, char **argv)
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
     h2o_create_handler(pc, sizeof(h2o_handler_t))->on_req = on_req;
 
-    h2o_context_init(&g_ctx, h2o_evloop_create(), &g_conf);
-    g_accept_ctx.ctx = &g_ctx;
-    g_accept_ctx.hosts = g_conf.hosts;
-    g_up = tg_upstream_create(g_ctx.loop);
-    int fd = open_listener(&addr, addr_len);
-    if (g_up == NULL || fd < 0) {
-        perror("tollgate-bench-floor: set-up");
-        return 1;
+    static fl_worker_t workers[MAX_THREADS];
+    for (int i = 0; i < nthreads; i++) { /* every listener is bound before "listening" is printed */
+        fl_worker_t *w = &workers[i];
+        h2o_context_init(&w->ctx, h2o_evloop_create(), &g_conf);
+        w->accept_ctx.ctx = &w->ctx;
+        w->accept_ctx.hosts = g_conf.hosts;
+        w->up = tg_upstream_create(w->ctx.loop);
+        w->listen_fd = open_listener(&addr, addr_len);
+        if (w->up == NULL || w->listen_fd < 0) {
+            perror("tollgate-bench-floor: set-up");
+            return 1;
+        }
     }
-    h2o_socket_t *listener = h2o_evloop_socket_create(g_ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(listener, on_accept);
-    printf("tollgate-bench-floor listening on http://%s\n", listen_s);
+    for (int i = 0; i < nthreads; i++) {
+        if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
+            fprintf(stderr, "tollgate-bench-floor: pthread_create failed\n");
+            return 1;
+        }
+    }
+    printf("tollgate-bench-floor listening on http://%s (%d thread(s))\n", listen_s, nthreads);
     fflush(stdout);
-    while (!g_stop)
-        h2o_evloop_run(g_ctx.loop, 1000);
-    tg_upstream_destroy(g_up); /* cancels what is still running; their requests die with the process */
+    int sig;
+    sigwait(&stop_sigs, &sig);
+    atomic_store(&g_stop, 1);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(workers[i].thread, NULL);
     curl_global_cleanup();
     return 0;
 }

@@ -2,7 +2,8 @@
 # bench/run.sh: one benchmark run of tollgate against its simulator, on this machine.
 #
 # Builds a release tree (build-bench/), starts a throwaway PostgreSQL (tests/pg_tmp.sh), tollgate-sim
-# and `tollgate serve` (BENCH_WORKERS workers, default 1), creates a key and warms the key cache,
+# and `tollgate serve` (BENCH_WORKERS workers, default one per core like the gateway's own default;
+# the stack floor gets as many threads), creates a key and warms the key cache,
 # then measures with wrk (bench/chat.lua), each run BENCH_DURATION long (default 10s):
 #   - the simulator direct vs through tollgate: non-stream and stream, 1 and 64 connections
 #     (p50/p99/RPS; added latency at 1 connection in µs; throughput ratio at 64);
@@ -32,7 +33,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BENCH_BUILD_DIR:-$root/build-bench}
 duration=${BENCH_DURATION:-10s}
 rounds=${BENCH_ROUNDS:-3}
-workers=${BENCH_WORKERS:-1}
+workers=${BENCH_WORKERS:-$(nproc)}
 results=$root/bench/RESULTS.md
 work=$build/bench-run
 pg_dir=$work/pg
@@ -195,8 +196,8 @@ say "starting tollgate-bench-relay on :$relay_port (to the simulator)"
 relay_pid=$!
 wait_http "$relay_url/_sim/stats" "$relay_pid" relay
 
-say "starting tollgate-bench-floor on :$floor_port (to the simulator)"
-"$floor_bin" --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$sim_port" </dev/null >"$work/floor.log" 2>&1 &
+say "starting tollgate-bench-floor ($workers thread(s)) on :$floor_port (to the simulator)"
+"$floor_bin" --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$sim_port" --threads "$workers" </dev/null >"$work/floor.log" 2>&1 &
 floor_pid=$!
 wait_http "$floor_url/_sim/stats" "$floor_pid" floor
 
@@ -419,7 +420,7 @@ ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min
     echo
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit"
     echo
-    echo "Machine: $machine; load average before the runs: $loadavg_start. Gateway workers: $workers;"
+    echo "Machine: $machine; load average before the runs: $loadavg_start. Gateway workers and floor threads: $workers;"
     echo "wrk, tollgate-sim, the TCP relay (bench/relay.c), the h2o + libcurl floor (bench/floor.c) and the"
     echo "gateway share the"
     echo "machine. $rounds interleaved rounds of $duration per series, wrk -t1 at 1 connection, -t2 at 64;"
