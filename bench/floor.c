@@ -12,8 +12,6 @@
  * is the floor of a proxy made of h2o and libcurl. Threads as tollgate's workers: one h2o loop and
  * one upstream module each, an SO_REUSEPORT listener each (--threads, default 1, so that bench/run.sh
  * gives it as many as the gateway has). A bench tool: not installed, not shipped. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -22,16 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "addr.h"
 #include "buf.h"
+#include "listen.h"
 #include "upstream.h"
 
 #define MAX_BODY    (1024 * 1024) /* request and answer alike: larger ones get 413 / 502 */
-#define ACCEPT_MAX  16            /* connections accepted per wake-up of the listener */
 #define MAX_THREADS 64
 
 typedef struct fl_worker {
@@ -147,37 +144,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    fl_worker_t *w = listener->data;
-    h2o_socket_t *sock;
-    if (err != NULL)
-        return;
-    for (int i = 0; i < ACCEPT_MAX && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i)
-        h2o_accept(&w->accept_ctx, sock);
-}
-
-static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
-{
-    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
-    if (fd < 0)
-        return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
-        bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* One loop per thread. The loop waits 1 s at most, so a stop is seen within a second. */
 static void *worker_main(void *arg)
 {
     fl_worker_t *w = arg;
     h2o_socket_t *listener = h2o_evloop_socket_create(w->ctx.loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
-    listener->data = w;
-    h2o_socket_read_start(listener, on_accept);
+    listener->data = &w->accept_ctx;
+    h2o_socket_read_start(listener, tg_listen_on_accept);
     while (!atomic_load(&g_stop))
         h2o_evloop_run(w->ctx.loop, 1000);
     h2o_socket_read_stop(listener);
@@ -233,7 +206,7 @@ int main(int argc, char **argv)
         w->accept_ctx.ctx = &w->ctx;
         w->accept_ctx.hosts = g_conf.hosts;
         w->up = tg_upstream_create(w->ctx.loop);
-        w->listen_fd = open_listener(&addr, addr_len);
+        w->listen_fd = tg_listen_open(&addr, addr_len, true);
         if (w->up == NULL || w->listen_fd < 0) {
             perror("tollgate-bench-floor: set-up");
             return 1;

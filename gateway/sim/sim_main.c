@@ -28,6 +28,7 @@
 
 #include "addr.h"
 #include "err.h"
+#include "listen.h"
 #include "sim.h"
 
 #define MAX_BODY        (16u << 20)  /* request bodies above this get h2o's 413 */
@@ -691,16 +692,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- threads and sockets --------------------------------------------------------------- */
 
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    sim_worker_t *w = listener->data;
-    h2o_socket_t *sock;
-    if (err != NULL)
-        return;
-    for (int i = 0; i < 16 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i)
-        h2o_accept(&w->accept_ctx, sock);
-}
-
 static void on_shutdown_msg(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {
     sim_worker_t *w = H2O_STRUCT_FROM_MEMBER(sim_worker_t, shutdown_rx, rx);
@@ -724,20 +715,6 @@ static void *worker_main(void *arg)
     while (!w->stopping)
         h2o_evloop_run(w->ctx.loop, INT32_MAX);
     return NULL;
-}
-
-static int open_listener(const struct sockaddr_in *addr)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
-    if (fd < 0)
-        return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
-        bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0 || listen(fd, SOMAXCONN) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 static void usage(FILE *out)
@@ -773,12 +750,11 @@ int main(int argc, char **argv)
     }
     struct sockaddr_storage parsed;
     socklen_t parsed_len;
-    struct sockaddr_in addr; /* the listeners are AF_INET sockets: an IPv6 address is refused */
+    struct sockaddr_in addr; /* the "listening on" line speaks IPv4 only: an IPv6 address is refused */
     if (tg_addr_parse(listen_s, true, &parsed, &parsed_len) != 0 || parsed.ss_family != AF_INET) {
         fprintf(stderr, "tollgate-sim: --listen wants IPv4HOST:PORT, got \"%s\"\n", listen_s);
         return 2;
     }
-    memcpy(&addr, &parsed, sizeof(addr));
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t sigs;
@@ -798,16 +774,17 @@ int main(int argc, char **argv)
         return 1;
     /* bind every listener before any thread runs, so port 0 resolves once and "listening" is true */
     for (int i = 0; i < g_nworkers; i++) {
-        g_workers[i].fd = open_listener(&addr);
+        g_workers[i].fd = tg_listen_open(&parsed, parsed_len, true);
         if (g_workers[i].fd < 0) {
             fprintf(stderr, "tollgate-sim: cannot listen on %s: %s\n", listen_s, strerror(errno));
             return 1;
         }
         if (i == 0) {
-            socklen_t al = sizeof(addr);
-            getsockname(g_workers[0].fd, (struct sockaddr *)&addr, &al);
+            socklen_t al = parsed_len;
+            getsockname(g_workers[0].fd, (struct sockaddr *)&parsed, &al); /* port 0: the one picked */
         }
     }
+    memcpy(&addr, &parsed, sizeof(addr));
     for (int i = 0; i < g_nworkers; i++) {
         sim_worker_t *w = &g_workers[i];
         h2o_context_init(&w->ctx, h2o_evloop_create(), &g_conf);
@@ -816,8 +793,8 @@ int main(int argc, char **argv)
         h2o_timeout_init(w->ctx.loop, &w->hang_poll, HANG_POLL_MS);
         h2o_multithread_register_receiver(w->ctx.queue, &w->shutdown_rx, on_shutdown_msg);
         w->listener = h2o_evloop_socket_create(w->ctx.loop, w->fd, H2O_SOCKET_FLAG_DONT_READ);
-        w->listener->data = w;
-        h2o_socket_read_start(w->listener, on_accept);
+        w->listener->data = &w->accept_ctx;
+        h2o_socket_read_start(w->listener, tg_listen_on_accept);
         h2o_multithread_create_thread(&w->tid, NULL, worker_main, w);
     }
     char ip[INET_ADDRSTRLEN];

@@ -42,6 +42,7 @@
 #include "clock.h"
 #include "events.h"
 #include "keywatch.h"
+#include "listen.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -391,23 +392,6 @@ static bool is_loopback(const struct sockaddr_storage *ss)
     return false;
 }
 
-static int open_listener(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
-{
-    int on = 1;
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
-        bind(fd, (const struct sockaddr *)ss, len) != 0 || (reuseport && listen(fd, SOMAXCONN) != 0)) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 /*
  * Opens n SO_REUSEPORT sockets on one address. A plain bind first checks the port is free: with
  * SO_REUSEPORT alone a second tollgate of the same user would silently share the port.
@@ -428,14 +412,14 @@ static int open_listeners(const char *what, const char *host, uint16_t port, boo
                 what, host);
         return -1;
     }
-    int probe = open_listener(&ss, len, false);
+    int probe = tg_listen_open(&ss, len, false);
     if (probe < 0) {
         fprintf(stderr, "listen.%s: cannot bind %s:%u: %s\n", what, host, (unsigned)port, strerror(errno));
         return -1;
     }
     close(probe);
     for (size_t i = 0; i < n; i++) {
-        fds[i] = open_listener(&ss, len, true);
+        fds[i] = tg_listen_open(&ss, len, true);
         if (fds[i] < 0) {
             fprintf(stderr, "listen.%s: cannot listen on %s:%u: %s\n", what, host, (unsigned)port,
                     strerror(errno));
@@ -445,16 +429,6 @@ static int open_listeners(const char *what, const char *host, uint16_t port, boo
         }
     }
     return 0;
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    h2o_accept_ctx_t *actx = listener->data;
-    if (err != NULL)
-        return;
-    h2o_socket_t *sock;
-    for (int i = 0; i < 16 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i)
-        h2o_accept(actx, sock);
 }
 
 static void close_listener(h2o_socket_t **l)
@@ -537,8 +511,8 @@ static void *worker_main(void *arg)
     priv->admin_listener->data = &priv->admin_accept;
     pthread_barrier_wait(&g_start_barrier);
     if (!priv->failed) {
-        h2o_socket_read_start(priv->data_listener, on_accept);
-        h2o_socket_read_start(priv->admin_listener, on_accept);
+        h2o_socket_read_start(priv->data_listener, tg_listen_on_accept);
+        h2o_socket_read_start(priv->admin_listener, tg_listen_on_accept);
     }
 
     while (!priv->stopping)
