@@ -32,6 +32,7 @@
 # machine's speed hits both sides of a ratio alike. The table reports medians; a ratio is the
 # median of the per-round ratios, and the rows list each round's req/s.
 # BENCH_RECORD=0 prints the report without appending it to bench/RESULTS.md (trial runs).
+# BENCH_BUILD_TYPE (default Release): the CMake build type of both gateways.
 # Installs what it needs that is missing (deploy/packages.sh: TG_BENCH_DEB_PACKAGES).
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only, every wrk run is
 # bounded by -d, and everything it started is stopped on exit.
@@ -414,7 +415,7 @@ base_rss_idle_start=
 declare -A P50 P99 RPS NON2XX ALL_P50 ALL_P99 ALL_RPS ALL_NON2XX
 median() { # numbers... -> their median
     printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2];
-        else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+        else printf "%.10g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 # run NAME URL MODEL STREAM CONNS AUTH [SHAPE]: one wrk measurement, appended to NAME's rounds; the
 # table's figures are the medians (summarise). SHAPE "anthropic" posts the simulator's own
