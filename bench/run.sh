@@ -69,8 +69,9 @@ done
 # Every measured series, in the order of the report's table.
 all_runs=(direct-ns-1 nginx-ns-1 base-ns-1 gw-ns-1 direct-st-1 nginx-st-1 base-st-1 gw-st-1
     direct-ns-64 relay-ns-64 floor-ns-64 nginx-ns-64 base-ns-64 gw-ns-64
-    direct-st-64 relay-st-64 floor-st-64 nginx-st-64 base-st-64 gw-st-64 direct-an-ns-1 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1
-    gw-fb2-ns-64 gw-chainopen-ns-64)
+    direct-st-64 relay-st-64 floor-st-64 nginx-st-64 base-st-64 gw-st-64
+    direct-an-ns-1 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1
+    gw-fb2-ns-1 gw-chainopen-ns-1 gw-fb2-ns-64 gw-chainopen-ns-64)
 for n in "${only[@]}"; do
     [[ " ${all_runs[*]} " == *" $n "* ]] || die "BENCH_ONLY: unknown run $n (known: ${all_runs[*]})"
     [[ $n != base-* || -n $base_rev ]] || die "BENCH_ONLY: $n needs BENCH_BASE_REV"
