@@ -11,6 +11,12 @@
 #     its throughput over the direct one is the ceiling for any proxy on this machine;
 #   - and through tollgate-bench-floor (bench/floor.c), h2o + tollgate's libcurl upstream module
 #     with no gateway logic: the ceiling for any proxy built on the fixed stack;
+#   - nginx (Debian's package), the reference proxy: proxy_pass to the simulator with upstream
+#     keep-alive, as many worker processes as the gateway has workers, run unprivileged from a
+#     temporary prefix; the same four series as the gateway (1 and 64 connections); tollgate's
+#     throughput and added latency are read against nginx's as well as against the direct path;
+#   - with BENCH_BASE_REV=<git rev>, the gateway built at that revision (a temporary git worktree
+#     and build tree, removed on exit) as the series base-*: before and after in the same rounds;
 #   - the translation path: an Anthropic-kind model behind the OpenAI API, 1 connection, vs the
 #     pass-through path;
 #   - failover (a): primary answers 503 (its breaker never opens), fallback healthy, vs a call to
@@ -22,9 +28,12 @@
 # BENCH_ONLY="name ..." measures only those runs (failover (a) when one of its series is named);
 # figures whose inputs were not measured print n/a.
 # BENCH_ROUNDS (default 3): every wrk series is measured that many times, its group interleaved
-# round by round (direct, relay, floor, gateway, direct, relay, floor, gateway, ...), so that drift in a noisy
+# round by round (direct, relay, floor, nginx, base, gateway, direct, ...), so that drift in a noisy
 # machine's speed hits both sides of a ratio alike. The table reports medians; a ratio is the
 # median of the per-round ratios, and the rows list each round's req/s.
+# BENCH_RECORD=0 prints the report without appending it to bench/RESULTS.md (trial runs).
+# BENCH_BUILD_TYPE (default Release): the CMake build type of both gateways.
+# Installs what it needs that is missing (deploy/packages.sh: TG_BENCH_DEB_PACKAGES).
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only, every wrk run is
 # bounded by -d, and everything it started is stopped on exit.
 set -euo pipefail
@@ -38,6 +47,9 @@ results=$root/bench/RESULTS.md
 work=$build/bench-run
 pg_dir=$work/pg
 pg_port=55491
+base_rev=${BENCH_BASE_REV:-}
+build_type=${BENCH_BUILD_TYPE:-Release}
+record=${BENCH_RECORD:-1}
 read -r -a only <<<"${BENCH_ONLY:-}"
 
 say() { echo "bench: $*" >&2; }
@@ -46,46 +58,87 @@ die() {
     exit 1
 }
 
-for tool in wrk curl cmake psql node; do
-    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk curl cmake postgresql-client)"
+# shellcheck source=SCRIPTDIR/../deploy/packages.sh
+. "$root/deploy/packages.sh"
+tg_ensure_bench_packages || die "cannot install the packages the bench needs"
+PATH=$PATH:/usr/sbin # nginx, for a user whose PATH lacks it
+for tool in wrk curl cmake psql node git nginx; do
+    command -v "$tool" >/dev/null || die "$tool is missing"
 done
 
 # Every measured series, in the order of the report's table.
-all_runs=(direct-ns-1 gw-ns-1 direct-st-1 gw-st-1 direct-ns-64 relay-ns-64 floor-ns-64 gw-ns-64 direct-st-64
-    relay-st-64 floor-st-64 gw-st-64 direct-an-ns-1 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1 gw-fb2-ns-1 gw-chainopen-ns-1
-    gw-fb2-ns-64 gw-chainopen-ns-64)
+all_runs=(direct-ns-1 nginx-ns-1 base-ns-1 gw-ns-1 direct-st-1 nginx-st-1 base-st-1 gw-st-1
+    direct-ns-64 relay-ns-64 floor-ns-64 nginx-ns-64 base-ns-64 gw-ns-64
+    direct-st-64 relay-st-64 floor-st-64 nginx-st-64 base-st-64 gw-st-64
+    direct-an-ns-1 gw-anthropic-ns-1 gw-fb-ns-1 primary-503-direct-1 gw-chain503-ns-1
+    gw-fb2-ns-1 gw-chainopen-ns-1 gw-fb2-ns-64 gw-chainopen-ns-64)
 for n in "${only[@]}"; do
     [[ " ${all_runs[*]} " == *" $n "* ]] || die "BENCH_ONLY: unknown run $n (known: ${all_runs[*]})"
+    [[ $n != base-* || -n $base_rev ]] || die "BENCH_ONLY: $n needs BENCH_BASE_REV"
 done
 wanted() { # name -> measured in this run?
     local n
+    [[ $1 == base-* && -z $base_rev ]] && return 1
     [ ${#only[@]} -eq 0 ] && return 0
     for n in "${only[@]}"; do
         [ "$n" = "$1" ] && return 0
     done
     return 1
 }
+wanted_any() { # names... -> is one of them measured in this run?
+    local n
+    for n; do
+        wanted "$n" && return 0
+    done
+    return 1
+}
+want_nginx=0
+wanted_any nginx-ns-1 nginx-st-1 nginx-ns-64 nginx-st-64 && want_nginx=1
+want_base=0
+wanted_any base-ns-1 base-st-1 base-ns-64 base-st-64 && want_base=1
 
 sim_pid=
 relay_pid=
 floor_pid=
 gw_pid=
+nginx_pid=
+nginx_dir=
+base_pid=
+base_tmp=
+base_src=
 cleanup() {
     # Only what this script started, by pid. Each step goes on whatever the one before it did
-    # (set -e must not stop a clean-up halfway and leave PostgreSQL running).
+    # (set -e must not stop a clean-up halfway and leave PostgreSQL running). nginx's master stops
+    # its workers on SIGTERM before it exits. A signal that arrives now must not cut it short.
+    trap '' INT TERM HUP
     local pid
-    for pid in "$gw_pid" "$relay_pid" "$floor_pid" "$sim_pid"; do
+    for pid in "$gw_pid" "$base_pid" "$nginx_pid" "$relay_pid" "$floor_pid" "$sim_pid"; do
         [ -n "$pid" ] || continue
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     "$root/tests/pg_tmp.sh" stop "$pg_dir" "$pg_port" >/dev/null 2>&1 || true
+    if [ -n "$nginx_dir" ]; then
+        cp "$nginx_dir/error.log" "$work/nginx-error.log" 2>/dev/null || true
+        rm -rf "$nginx_dir"
+    fi
+    if [ -n "$base_tmp" ]; then
+        [ -z "$base_src" ] || git -C "$root" worktree remove --force "$base_src" >/dev/null 2>&1 || true
+        rm -rf "$base_tmp"
+        git -C "$root" worktree prune >/dev/null 2>&1 || true
+    fi
 }
 trap cleanup EXIT
+# A signal ends the script through exit, so the EXIT trap cleans up.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # ---- build ----------------------------------------------------------------------------------
-say "building $build (Release)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+# Both gateways are built alike (BENCH_BUILD_TYPE, default Release), so that base-* and gw-* differ
+# only by their source.
+say "building $build ($build_type)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="$build_type" >/dev/null
 cmake --build "$build" -j "$(nproc)" --target tollgate tollgate-sim tollgate-bench-relay tollgate-bench-floor >/dev/null
 gw_bin=$build/gateway/tollgate
 sim_bin=$build/gateway/tollgate-sim
@@ -95,15 +148,37 @@ for bin in "$gw_bin" "$sim_bin" "$relay_bin" "$floor_bin"; do
     [ -x "$bin" ] || die "build did not produce $bin"
 done
 
+# The base gateway: BENCH_BASE_REV checked out in a temporary worktree (outside the repository's
+# directory, removed with its build tree on exit) and built there. Only `tollgate` comes from the
+# base: the simulator and the other proxies are this tree's, shared by every series.
+base_bin=
+base_sha=
+if [ "$want_base" = 1 ]; then
+    base_sha=$(git -C "$root" rev-parse --verify --quiet "$base_rev^{commit}") ||
+        die "BENCH_BASE_REV: $base_rev is not a commit of this repository"
+    base_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench-base.XXXXXX")
+    base_src=$base_tmp/src
+    say "building the base gateway at ${base_sha:0:7} in $base_tmp ($build_type)"
+    git -C "$root" worktree add --detach --quiet "$base_src" "$base_sha" ||
+        die "cannot check out $base_rev in a worktree"
+    cmake -S "$base_src" -B "$base_tmp/build" -DCMAKE_BUILD_TYPE="$build_type" >/dev/null
+    cmake --build "$base_tmp/build" -j "$(nproc)" --target tollgate >/dev/null
+    base_bin=$base_tmp/build/gateway/tollgate
+    [ -x "$base_bin" ] || die "the base build did not produce $base_bin"
+fi
+
 rm -rf "$work"
 mkdir -p "$work"
 
-free_port() {
+ports_taken=" "
+pick_port() { # VAR: sets VAR to a free port, none that an earlier call picked
     local p i
     for ((i = 0; i < 200; i++)); do
         p=$((20000 + RANDOM % 12000))
+        [[ $ports_taken == *" $p "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
+            ports_taken+="$p "
+            printf -v "$1" '%s' "$p"
             return 0
         fi
     done
@@ -128,16 +203,18 @@ psql -X -q -v ON_ERROR_STOP=1 "host=$pg_sock port=$pg_port user=postgres dbname=
     -c 'CREATE DATABASE tollgate_bench' >/dev/null
 db_url="postgresql:///tollgate_bench?host=$pg_sock&port=$pg_port&user=postgres"
 
-sim_port=$(free_port)
-relay_port=$(free_port)
-floor_port=$(free_port)
-data_port=$(free_port)
-admin_port=$(free_port)
+sim_port='' relay_port='' floor_port='' nginx_port='' data_port='' admin_port='' base_data_port='' base_admin_port=''
+for v in sim_port relay_port floor_port nginx_port data_port admin_port base_data_port base_admin_port; do
+    pick_port "$v"
+done
 sim_url=http://127.0.0.1:$sim_port
 relay_url=http://127.0.0.1:$relay_port
 floor_url=http://127.0.0.1:$floor_port
+nginx_url=http://127.0.0.1:$nginx_port
 gw_url=http://127.0.0.1:$data_port
 admin_url=http://127.0.0.1:$admin_port
+base_url=http://127.0.0.1:$base_data_port
+base_admin_url=http://127.0.0.1:$base_admin_port
 (
     umask 077
     od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$work/pepper"
@@ -147,12 +224,15 @@ admin_url=http://127.0.0.1:$admin_port
 # breaker opens only after 1000 failures in a row, the config's maximum: the failover (a) client
 # resets it every 250 requests, so every measured request pays the primary's 503), sim-open (a
 # breaker that opens at the first failure and stays open for the whole run).
-cat >"$work/tollgate.json" <<EOF
+# write_config FILE DATA_PORT ADMIN_PORT DB_URL: the gateway's config (the base gateway gets the
+# same one on its own ports and database).
+write_config() {
+    cat >"$1" <<EOF
 {
-  "listen": {"data": "127.0.0.1:$data_port", "admin": "127.0.0.1:$admin_port"},
+  "listen": {"data": "127.0.0.1:$2", "admin": "127.0.0.1:$3"},
   "workers": $workers,
   "log_level": "warn",
-  "database": {"url": "$db_url", "pool_size": 2},
+  "database": {"url": "$4", "pool_size": 2},
   "secrets": {"key_pepper_file": "$work/pepper"},
   "providers": {
     "sim-openai": {"kind": "openai", "base_url": "$sim_url/openai/v1", "api_key_file": "$work/pepper"},
@@ -176,6 +256,8 @@ cat >"$work/tollgate.json" <<EOF
   }
 }
 EOF
+}
+write_config "$work/tollgate.json" "$data_port" "$admin_port" "$db_url"
 
 "$gw_bin" check -c "$work/tollgate.json" >"$work/check.log" 2>&1 || {
     cat "$work/check.log" >&2
@@ -185,6 +267,24 @@ EOF
     die "migrate failed (see $work/migrate.log)"
 key=$("$gw_bin" keys create -c "$work/tollgate.json" --tenant bench --name bench 2>"$work/keys.log" | tail -n 1)
 [ -n "$key" ] || die "keys create printed no key"
+
+# The base gateway has a database of its own, migrated and given a key by the base binary, so that
+# a schema change between the two revisions cannot hurt either.
+base_key=
+if [ "$want_base" = 1 ]; then
+    psql -X -q -v ON_ERROR_STOP=1 "host=$pg_sock port=$pg_port user=postgres dbname=postgres" \
+        -c 'CREATE DATABASE tollgate_bench_base' >/dev/null
+    write_config "$work/base.json" "$base_data_port" "$base_admin_port" \
+        "postgresql:///tollgate_bench_base?host=$pg_sock&port=$pg_port&user=postgres"
+    "$base_bin" check -c "$work/base.json" >"$work/base-check.log" 2>&1 || {
+        cat "$work/base-check.log" >&2
+        die "the base gateway (${base_sha:0:7}) does not accept this bench's config"
+    }
+    (cd "$base_src" && "$base_bin" migrate -c "$work/base.json") >"$work/base-migrate.log" 2>&1 ||
+        die "base migrate failed (see $work/base-migrate.log)"
+    base_key=$("$base_bin" keys create -c "$work/base.json" --tenant bench --name bench 2>"$work/base-keys.log" | tail -n 1)
+    [ -n "$base_key" ] || die "the base's keys create printed no key"
+fi
 
 say "starting tollgate-sim on :$sim_port"
 "$sim_bin" --listen "127.0.0.1:$sim_port" </dev/null >"$work/sim.log" 2>&1 &
@@ -201,11 +301,73 @@ say "starting tollgate-bench-floor ($workers thread(s)) on :$floor_port (to the 
 floor_pid=$!
 wait_http "$floor_url/_sim/stats" "$floor_pid" floor
 
+# nginx, the reference proxy: Debian's binary with a config of its own in a temporary prefix (pid,
+# error log, temp paths there; no access log), as many worker processes as the gateway has workers,
+# one SO_REUSEPORT listener per worker like the gateway, kept-alive upstream connections (HTTP/1.1,
+# the client's Connection header dropped) and no response buffering, so that streams go through
+# event by event. The keep-alive request caps are lifted on both sides: wrk's connections, like the
+# gateway's upstream ones, are never closed for having served too many requests. As root it runs
+# as nobody (setpriv), so nginx never holds a privilege in the bench.
+if [ "$want_nginx" = 1 ]; then
+    nginx_dir=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench-nginx.XXXXXX")
+    mkdir "$nginx_dir/tmp"
+    cat >"$nginx_dir/nginx.conf" <<EOF
+worker_processes $workers;
+pid $nginx_dir/nginx.pid;
+lock_file $nginx_dir/nginx.lock;
+error_log $nginx_dir/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path $nginx_dir/tmp/body;
+    proxy_temp_path $nginx_dir/tmp/proxy;
+    fastcgi_temp_path $nginx_dir/tmp/fastcgi;
+    uwsgi_temp_path $nginx_dir/tmp/uwsgi;
+    scgi_temp_path $nginx_dir/tmp/scgi;
+    keepalive_requests 1000000000;
+    upstream sim {
+        server 127.0.0.1:$sim_port;
+        keepalive 64;
+        keepalive_requests 1000000000;
+    }
+    server {
+        listen 127.0.0.1:$nginx_port reuseport;
+        location / {
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+    as_user=()
+    if [ "$(id -u)" -eq 0 ]; then
+        chown -R nobody "$nginx_dir"
+        as_user=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups)
+    fi
+    say "starting nginx ($workers worker(s)) on :$nginx_port (to the simulator)"
+    "${as_user[@]}" nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -e "$nginx_dir/error.log" -g 'daemon off;' \
+        </dev/null >"$work/nginx.log" 2>&1 &
+    nginx_pid=$!
+    wait_http "$nginx_url/_sim/stats" "$nginx_pid" nginx
+fi
+
 say "starting tollgate ($workers worker(s)) on :$data_port, admin :$admin_port"
 (cd "$root" && exec "$gw_bin" serve -c "$work/tollgate.json") </dev/null >"$work/gateway.log" 2>&1 &
 gw_pid=$!
 wait_http "$admin_url/readyz" "$gw_pid" gateway
 wait_http "$gw_url/healthz" "$gw_pid" "gateway data listener"
+
+if [ "$want_base" = 1 ]; then
+    say "starting the base gateway (${base_sha:0:7}, $workers worker(s)) on :$base_data_port, admin :$base_admin_port"
+    (cd "$base_src" && exec "$base_bin" serve -c "$work/base.json") </dev/null >"$work/base-gateway.log" 2>&1 &
+    base_pid=$!
+    wait_http "$base_admin_url/readyz" "$base_pid" "base gateway"
+    wait_http "$base_url/healthz" "$base_pid" "base gateway data listener"
+fi
 
 sim_fault() {
     curl -fsS -o /dev/null -X POST -H 'content-type: application/json' -d "$1" "$sim_url/_sim/faults" ||
@@ -214,10 +376,10 @@ sim_fault() {
 sim_fault '{"model": "bench-p503", "status": 503}'
 sim_fault '{"model": "bench-dead", "status": 503}'
 
-chat_once() { # model -> http status
-    curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $key" -H 'content-type: application/json' \
+chat_once() { # model [gateway_url key] -> http status
+    curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer ${3:-$key}" -H 'content-type: application/json' \
         -d "{\"model\":\"$1\",\"messages\":[{\"role\":\"user\",\"content\":\"warm up\"}]}" \
-        "$gw_url/v1/chat/completions"
+        "${2:-$gw_url}/v1/chat/completions"
 }
 
 # Warm-up: the key cache (every worker), upstream connections, and the dead primary's breaker.
@@ -229,17 +391,32 @@ for ((i = 0; i < 20; i++)); do
 done
 curl -fsS "$admin_url/admin/v1/breakers" | grep -q '"sim-open/bench-dead"[^}]*"open"' ||
     say "warning: the breaker of sim-open/bench-dead does not report open"
+# The base gateway serves only bench-oa in the rounds. nginx opens its upstream connections.
+if [ "$want_nginx" = 1 ]; then
+    for ((i = 0; i < 20; i++)); do
+        st=$(chat_once bench-oa "$nginx_url" sim)
+        [ "$st" = 200 ] || die "warm-up: nginx answered $st"
+    done
+fi
+if [ "$want_base" = 1 ]; then
+    for ((i = 0; i < 20; i++)); do
+        st=$(chat_once bench-oa "$base_url" "$base_key")
+        [ "$st" = 200 ] || die "warm-up: the base gateway answered $st"
+    done
+fi
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$gw_pid/status"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/${1:-$gw_pid}/status"; }
 # Other work on the machine skews every figure: the report says how busy it was when the load began.
 loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_idle_start=$(rss_kib)
+base_rss_idle_start=
+[ "$want_base" = 1 ] && base_rss_idle_start=$(rss_kib "$base_pid")
 
 # ---- measurements ------------------------------------------------------------------------------
 declare -A P50 P99 RPS NON2XX ALL_P50 ALL_P99 ALL_RPS ALL_NON2XX
 median() { # numbers... -> their median
     printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2];
-        else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+        else printf "%.10g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 # run NAME URL MODEL STREAM CONNS AUTH [SHAPE]: one wrk measurement, appended to NAME's rounds; the
 # table's figures are the medians (summarise). SHAPE "anthropic" posts the simulator's own
@@ -343,13 +520,20 @@ relayed=$relay_url/v1/chat/completions
 floored=$floor_url/v1/chat/completions
 via=$gw_url/v1/chat/completions
 bearer="Bearer $key"
+nginxed=$nginx_url/v1/chat/completions
+based=$base_url/v1/chat/completions
+base_bearer="Bearer $base_key"
 
 direct_an=$sim_url/anthropic/v1/messages
 for ((round = 1; round <= rounds; round++)); do
     say "round $round of $rounds"
     run direct-ns-1 "$direct" bench-oa 0 1 "Bearer sim"
+    run nginx-ns-1 "$nginxed" bench-oa 0 1 "Bearer sim"
+    run base-ns-1 "$based" bench-oa 0 1 "$base_bearer"
     run gw-ns-1 "$via" bench-oa 0 1 "$bearer"
     run direct-st-1 "$direct" bench-oa 1 1 "Bearer sim"
+    run nginx-st-1 "$nginxed" bench-oa 1 1 "Bearer sim"
+    run base-st-1 "$based" bench-oa 1 1 "$base_bearer"
     run gw-st-1 "$via" bench-oa 1 1 "$bearer"
     # the translation path's own baseline: the same simulator answering its Anthropic endpoint
     run direct-an-ns-1 "$direct_an" bench-an 0 1 "sim" anthropic
@@ -357,10 +541,14 @@ for ((round = 1; round <= rounds; round++)); do
     run direct-ns-64 "$direct" bench-oa 0 64 "Bearer sim"
     run relay-ns-64 "$relayed" bench-oa 0 64 "Bearer sim"
     run floor-ns-64 "$floored" bench-oa 0 64 "Bearer sim"
+    run nginx-ns-64 "$nginxed" bench-oa 0 64 "Bearer sim"
+    run base-ns-64 "$based" bench-oa 0 64 "$base_bearer"
     run gw-ns-64 "$via" bench-oa 0 64 "$bearer"
     run direct-st-64 "$direct" bench-oa 1 64 "Bearer sim"
     run relay-st-64 "$relayed" bench-oa 1 64 "Bearer sim"
     run floor-st-64 "$floored" bench-oa 1 64 "Bearer sim"
+    run nginx-st-64 "$nginxed" bench-oa 1 64 "Bearer sim"
+    run base-st-64 "$based" bench-oa 1 64 "$base_bearer"
     run gw-st-64 "$via" bench-oa 1 64 "$bearer"
     run gw-fb2-ns-1 "$via" bench-fb2 0 1 "$bearer"
     run gw-chainopen-ns-1 "$via" bench-chain-open 0 1 "$bearer"
@@ -373,6 +561,8 @@ if wanted gw-fb-ns-1 || wanted primary-503-direct-1 || wanted gw-chain503-ns-1; 
 fi
 
 rss_idle_end=$(rss_kib)
+base_rss_idle_end=
+[ "$want_base" = 1 ] && base_rss_idle_end=$(rss_kib "$base_pid")
 
 # ---- report ------------------------------------------------------------------------------------
 calc() { awk "BEGIN { printf \"%s\", $1 }"; }
@@ -385,6 +575,7 @@ if [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" 
 fi
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 machine="$(nproc) cores, ${cpu:-unknown CPU}, Linux $(uname -r)"
+nginx_version=$(nginx -v 2>&1 | sed -E 's|.*nginx/||')
 
 measured() { # names... -> were they all measured in this run (BENCH_ONLY)?
     local n
@@ -393,14 +584,14 @@ measured() { # names... -> were they all measured in this run (BENCH_ONLY)?
     done
 }
 row() { echo "| $1 | $2 | $3 | $4 |"; }
-added() { # label a b bound_us: p50(a) - p50(b) against the bound
-    local v
+added() { # label a b bound_us: p50(a) - p50(b) against the bound; an empty bound is for information
+    local v=n/a target="(for information)" ok=""
+    [ -n "$4" ] && target="≤ $4 µs"
     if measured "$2" "$3"; then
-        v=$((P50[$2] - P50[$3]))
-        row "$1" "$v µs" "≤ $4 µs" "$(verdict "$v <= $4")"
-    else
-        row "$1" n/a "≤ $4 µs" ""
+        v="$((P50[$2] - P50[$3])) µs"
+        [ -n "$4" ] && ok=$(verdict "$((P50[$2] - P50[$3])) <= $4")
     fi
+    row "$1" "$v" "$target" "$ok"
 }
 ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min (a fraction); an
     # empty min is for information
@@ -423,7 +614,9 @@ ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min
     echo "Machine: $machine; load average before the runs: $loadavg_start. Gateway workers and floor threads: $workers;"
     echo "wrk, tollgate-sim, the TCP relay (bench/relay.c), the h2o + libcurl floor (bench/floor.c) and the"
     echo "gateway share the"
-    echo "machine. $rounds interleaved rounds of $duration per series, wrk -t1 at 1 connection, -t2 at 64;"
+    echo "machine; nginx $nginx_version (Debian's package) is the reference proxy, with $workers worker process(es)."
+    [ -n "$base_sha" ] && echo "Base (base-*): the gateway built at ${base_sha:0:7} (BENCH_BASE_REV=$base_rev), measured in the same rounds."
+    echo "$rounds interleaved rounds of $duration per series, wrk -t1 at 1 connection, -t2 at 64;"
     echo "p50/p99/req/s are the medians of the rounds, a ratio is the median of the rounds' ratios."
     echo "Latencies are wrk's percentiles of whole requests (a stream's total time). Failover (a) rows"
     echo "come from a sequential Node client (one keep-alive connection per series), see bench/README.md."
@@ -442,9 +635,15 @@ ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min
     echo "| figure | value | target | |"
     echo "| --- | ---: | --- | --- |"
     added "added latency, non-stream, 1 conn (p50)" gw-ns-1 direct-ns-1 100
+    added "nginx's added latency, non-stream, 1 conn (p50)" nginx-ns-1 direct-ns-1 ""
     added "added latency, stream, 1 conn (p50)" gw-st-1 direct-st-1 100
-    ratio "throughput through tollgate / direct, non-stream, 64 conns" gw-ns-64 direct-ns-64 0.5
-    ratio "throughput through tollgate / direct, stream, 64 conns" gw-st-64 direct-st-64 0.5
+    added "nginx's added latency, stream, 1 conn (p50)" nginx-st-1 direct-st-1 ""
+    ratio "throughput through tollgate / nginx, non-stream, 64 conns" gw-ns-64 nginx-ns-64 ""
+    ratio "throughput through tollgate / nginx, stream, 64 conns" gw-st-64 nginx-st-64 ""
+    ratio "throughput through tollgate / direct, non-stream, 64 conns" gw-ns-64 direct-ns-64 ""
+    ratio "throughput through tollgate / direct, stream, 64 conns" gw-st-64 direct-st-64 ""
+    ratio "nginx (the reference proxy) / direct, non-stream, 64 conns" nginx-ns-64 direct-ns-64 ""
+    ratio "nginx (the reference proxy) / direct, stream, 64 conns" nginx-st-64 direct-st-64 ""
     ratio "TCP relay (the floor of any proxy) / direct, non-stream, 64 conns" relay-ns-64 direct-ns-64 ""
     ratio "TCP relay (the floor of any proxy) / direct, stream, 64 conns" relay-st-64 direct-st-64 ""
     ratio "h2o + libcurl, no gateway logic (the floor of the fixed stack) / direct, non-stream, 64 conns" floor-ns-64 direct-ns-64 ""
@@ -469,8 +668,25 @@ ratio() { # label a b min: the median of the rounds' RPS(a) / RPS(b) against min
     ratio "(c) throughput, dead primary (breaker open) / healthy, 64 conns" gw-chainopen-ns-64 gw-fb2-ns-64 0.9
     echo "| gateway RSS idle after start-up and warm-up | $((rss_idle_start / 1024)) MiB ($rss_idle_start KiB) | ≤ 20 MiB | $(verdict "$rss_idle_start <= 20480") |"
     echo "| gateway RSS idle after the load | $((rss_idle_end / 1024)) MiB ($rss_idle_end KiB) | (for information) | |"
+    if [ -n "$base_sha" ]; then
+        b=${base_sha:0:7}
+        added "base ($b) added latency, non-stream, 1 conn (p50)" base-ns-1 direct-ns-1 ""
+        added "tollgate − base ($b), non-stream, 1 conn (p50)" gw-ns-1 base-ns-1 ""
+        added "base ($b) added latency, stream, 1 conn (p50)" base-st-1 direct-st-1 ""
+        added "tollgate − base ($b), stream, 1 conn (p50)" gw-st-1 base-st-1 ""
+        ratio "throughput through base ($b) / direct, non-stream, 64 conns" base-ns-64 direct-ns-64 ""
+        ratio "throughput through base ($b) / direct, stream, 64 conns" base-st-64 direct-st-64 ""
+        ratio "throughput through tollgate / base ($b), non-stream, 64 conns" gw-ns-64 base-ns-64 ""
+        ratio "throughput through tollgate / base ($b), stream, 64 conns" gw-st-64 base-st-64 ""
+        echo "| base ($b) RSS idle after start-up and warm-up | $((base_rss_idle_start / 1024)) MiB ($base_rss_idle_start KiB) | (for information) | |"
+        echo "| base ($b) RSS idle after the load | $((base_rss_idle_end / 1024)) MiB ($base_rss_idle_end KiB) | (for information) | |"
+    fi
 } >"$work/report.md"
 
 cat "$work/report.md"
-cat "$work/report.md" >>"$results"
-say "appended to $results; raw wrk output in $work"
+if [ "$record" = 0 ]; then
+    say "BENCH_RECORD=0: not appended to $results; raw wrk output in $work"
+else
+    cat "$work/report.md" >>"$results"
+    say "appended to $results; raw wrk output in $work"
+fi

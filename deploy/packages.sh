@@ -12,6 +12,10 @@ TG_DEB_PACKAGES=(
     curl
 )
 
+# What bench/run.sh needs on top of TG_DEB_PACKAGES: the load generator and nginx, the reference
+# proxy. Kept apart so that tests/run.sh (and so CI) never installs them.
+TG_BENCH_DEB_PACKAGES=(wrk nginx)
+
 # Prints the packages of "$@" that are not installed, one per line.
 tg_missing_packages()
 {
@@ -23,11 +27,23 @@ tg_missing_packages()
     done
 }
 
-# Installs whatever of TG_DEB_PACKAGES is missing (and node + npm when `node` is absent:
-# CI machines usually bring their own Node 20, which must not be replaced).
+# Installs whatever of TG_DEB_PACKAGES is missing.
 tg_ensure_packages()
 {
-    local want=("${TG_DEB_PACKAGES[@]}")
+    tg_packages_install "${TG_DEB_PACKAGES[@]}"
+}
+
+# Installs whatever of TG_DEB_PACKAGES and TG_BENCH_DEB_PACKAGES is missing (bench/run.sh).
+tg_ensure_bench_packages()
+{
+    tg_packages_install "${TG_DEB_PACKAGES[@]}" "${TG_BENCH_DEB_PACKAGES[@]}"
+}
+
+# Installs whatever of "$@" is missing, and node + npm when `node` is absent (CI machines usually
+# bring their own Node 20, which must not be replaced).
+tg_packages_install()
+{
+    local want=("$@")
     command -v node >/dev/null 2>&1 || want+=(nodejs npm)
     local missing
     mapfile -t missing < <(tg_missing_packages "${want[@]}")
