@@ -41,6 +41,7 @@
 #include "chat.h"
 #include "clock.h"
 #include "events.h"
+#include "framing.h"
 #include "keywatch.h"
 #include "listen.h"
 #include "health.h"
@@ -206,11 +207,30 @@ static bool route_probes(h2o_req_t *req)
     return false;
 }
 
+/*
+ * RFC 9112, section 6.3: a request whose body length is ambiguous gets 400 and the connection is
+ * closed after the answer, so bytes after the body that h2o would otherwise read as the next
+ * request are never served. Runs before any route, on both listeners.
+ */
+static bool refuse_ambiguous_framing(h2o_req_t *req)
+{
+    const char *why = NULL;
+    int rc = tg_framing_check(req, &why);
+    if (rc == 0)
+        return false;
+    req->http1_is_persistent = 0; /* h2o then sends `Connection: close` and closes after the answer */
+    TG_LOG(TG_LOG_WARN, "request_framing_refused", TG_KV_STR("reason", why));
+    tg_http_send_error(req, rc, why, NULL, 0);
+    return true;
+}
+
 /* ---------------------------------------------------------------- data listener */
 
 static int on_data_req(h2o_handler_t *self, h2o_req_t *req)
 {
     track_request(req);
+    if (refuse_ambiguous_framing(req))
+        return 0;
     if (route_probes(req))
         return 0;
     if (tg_server_draining()) {
@@ -244,6 +264,8 @@ static int on_data_req(h2o_handler_t *self, h2o_req_t *req)
 static int on_admin_req(h2o_handler_t *self, h2o_req_t *req)
 {
     track_request(req);
+    if (refuse_ambiguous_framing(req))
+        return 0;
     if (route_probes(req))
         return 0;
     if (path_is(req, "/metrics")) {
