@@ -50,6 +50,8 @@
 #include "metrics.h"
 
 #define TG_EVENTS_QUEUE_CAP 65536
+#define TG_LOG_QUEUE_BYTES  (1u << 20) /* log lines waiting for a slow sink; beyond it they are dropped */
+#define TG_LOG_STOP_MS      2000       /* how long the exit waits for a stalled log sink */
 #define TG_DRAIN_POLL_MS    100 /* upper bound of one loop wait while draining (the loop still wakes on I/O) */
 
 enum ctl_kind { CTL_STOP, CTL_HEALTH_APPLY };
@@ -660,7 +662,7 @@ static void reload(const char *path)
            TG_KV_INT("models", cfg->n_models), TG_KV_INT("chains", cfg->n_chains));
 }
 
-int tg_server_run(const char *config_path)
+static int run(const char *config_path)
 {
     /* Signals first: threads started below (workers, the events writer) inherit the mask. */
     sigset_t sigs;
@@ -768,4 +770,14 @@ int tg_server_run(const char *config_path)
      * still reference them, and the process ends right after this returns. */
     tg_config_publish(NULL);
     return exit_code;
+}
+
+int tg_server_run(const char *config_path)
+{
+    /* From here a stalled log sink costs dropped lines, never a blocked worker (log.h). */
+    if (tg_log_start(TG_LOG_QUEUE_BYTES) != 0)
+        TG_LOG(TG_LOG_WARN, "log_writer_unavailable");
+    int rc = run(config_path);
+    tg_log_stop(TG_LOG_STOP_MS); /* what is queued is written before the process exits */
+    return rc;
 }
