@@ -59,7 +59,8 @@ enum ctl_kind { CTL_STOP, CTL_HEALTH_APPLY };
 typedef struct ctl_msg {
     h2o_multithread_message_t super;
     enum ctl_kind kind;
-    tg_config_t *cfg; /* CTL_HEALTH_APPLY: a reference owned by the message */
+    bool preallocated; /* the worker's stop message: part of its priv, never freed */
+    tg_config_t *cfg;  /* CTL_HEALTH_APPLY: a reference owned by the message */
 } ctl_msg_t;
 
 struct tg_server_priv {
@@ -68,7 +69,10 @@ struct tg_server_priv {
     h2o_socket_t *data_listener, *admin_listener;
     h2o_multithread_receiver_t ctl_rx;
     pthread_t tid;
-    bool stopping;
+    /* The stop message exists from the start, so sending it cannot fail: an allocation failure at
+     * drain time used to leave the worker asleep in h2o_evloop_run with only a flag set. */
+    ctl_msg_t stop_msg;
+    atomic_bool stopping; /* set by on_ctl on the worker's own loop, read by worker_main */
     bool failed;
     size_t active_reqs; /* requests seen by our handlers whose pool is not freed yet */
     tg_health_t *health;
@@ -480,12 +484,13 @@ static void on_ctl(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
             close_listener(&priv->data_listener);
             close_listener(&priv->admin_listener);
             h2o_context_request_shutdown(&w->ctx); /* GOAWAY on h2; no keep-alive after the next answer */
-            priv->stopping = true;
+            atomic_store(&priv->stopping, true);
         } else if (m->kind == CTL_HEALTH_APPLY && priv->health != NULL) {
             tg_health_apply(priv->health, m->cfg);
         }
         tg_config_unref(m->cfg);
-        free(m);
+        if (!m->preallocated)
+            free(m);
     }
 }
 
@@ -539,7 +544,7 @@ static void *worker_main(void *arg)
         h2o_socket_read_start(priv->admin_listener, tg_listen_on_accept);
     }
 
-    while (!priv->stopping)
+    while (!atomic_load(&priv->stopping))
         h2o_evloop_run(loop, INT32_MAX);
 
     /* Drain: serve what is in flight, bounded by the grace period. */
@@ -682,6 +687,7 @@ static int run(const char *config_path)
     }
     tg_buf_dispose(&errors);
 
+    atomic_store(&g_draining, false); /* a second run in one process (tests) starts serving */
     g_nworkers = cfg->workers > 0 ? cfg->workers : 1;
     g_workers = calloc(g_nworkers, sizeof(*g_workers));
     struct tg_server_priv *privs = calloc(g_nworkers, sizeof(*privs));
@@ -725,6 +731,8 @@ static int run(const char *config_path)
         g_workers[i].idx = i;
         g_workers[i]._priv = &privs[i];
         privs[i].data_fd = data_fds[i];
+        privs[i].stop_msg.kind = CTL_STOP;
+        privs[i].stop_msg.preallocated = true;
         privs[i].admin_fd = admin_fds[i];
         h2o_multithread_create_thread(&privs[i].tid, NULL, worker_main, &g_workers[i]);
     }
@@ -756,9 +764,8 @@ static int run(const char *config_path)
     }
 
     atomic_store(&g_draining, true);
-    for (size_t i = 0; i < g_nworkers; i++)
-        if (send_ctl(&g_workers[i], CTL_STOP, NULL) != 0)
-            privs[i].stopping = true; /* out of memory: the worker notices on its next wakeup */
+    for (size_t i = 0; i < g_nworkers; i++) /* thread-safe, cannot fail, wakes the worker's loop */
+        h2o_multithread_send_message(&privs[i].ctl_rx, &privs[i].stop_msg.super);
     for (size_t i = 0; i < g_nworkers; i++)
         pthread_join(privs[i].tid, NULL);
     tg_events_stop();

@@ -713,6 +713,7 @@ static void test_server_lifecycle(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strcasestr(r.head, "content-type: text/plain; version=0.0.4"));
     assert_non_null(strstr(r.body, "tollgate_requests_total{route=\"/healthz\",status=\"200\"}"));
+    assert_non_null(strstr(r.body, "\ntollgate_log_dropped_total "));
 
     assert_int_equal(http_do(admin, "GET", "/admin/v1/breakers", NULL, 0, &r), 0);
     assert_int_equal(r.status, 200);
