@@ -321,7 +321,10 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
 {
     metrics_logger_t *l = (metrics_logger_t *)self;
     char labels[160] = "", status[12];
-    snprintf(status, sizeof(status), "%d", req->res.status);
+    /* No status: the client left before any answer (an HTTP/2 stream reset, a connection closed
+     * while the handler waited). Counted as the access log names it, 499 client_closed. */
+    int st = req->res.status != 0 ? req->res.status : tg_err_http_status(TG_ECLIENT_CLOSED);
+    snprintf(status, sizeof(status), "%d", st);
     tg_metrics_label(labels, sizeof(labels), "route", route_label(req, l->admin));
     tg_metrics_label(labels, sizeof(labels), "status", status);
     tg_metrics_add("tollgate_requests_total", labels, 1);
