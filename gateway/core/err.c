@@ -8,12 +8,17 @@
 
 typedef struct {
     int num;
-    const char *name, *code, *type, *msg;
+    const char *name, *code, *type, *msg, *json;
     int http;
 } entry_t;
 
+/* The JSON body is pasted together from the row's literals: the table's texts hold no character
+ * that JSON would escape (test_err.c parses every body back). */
+#define BODY(code, type, msg) \
+    "{\"error\":{\"message\":\"" msg "\",\"type\":\"" type "\",\"code\":\"" code "\",\"param\":null}}"
+
 static const entry_t table[] = {
-#define TG_X(num, name, code, http, type, msg) {num, #name, code, type, msg, http},
+#define TG_X(num, name, code, http, type, msg) {num, #name, code, type, msg, BODY(code, type, msg), http},
     TG_ERR_MAP(TG_X)
 #undef TG_X
 };
@@ -54,6 +59,12 @@ int tg_err_http_status(int err)
 {
     const entry_t *e = find(err);
     return e ? e->http : 500;
+}
+
+const char *tg_err_json(int err)
+{
+    const entry_t *e = find(err);
+    return e != NULL ? e->json : find(TG_EINTERNAL)->json;
 }
 
 int tg_error_set(tg_error_t *err, int code, const char *fmt, ...)

@@ -12,8 +12,10 @@
 
 #include <stdbool.h>
 
-/* clang-format off: one row per code, read as a table (wider than the usual 110 columns)
+/* One row per code, read as a table (clang-format leaves it alone: its backslash column stays put
+ * when a row is added).
  *  X(num, NAME, OpenAI "code", http status, OpenAI "type", public message) */
+/* clang-format off */
 #define TG_ERR_MAP(X)                                                                                     \
     X(-1, NOMEM, "nomem", 503, "server_error", "server is temporarily out of resources")                  \
     X(-2, INVALID_JSON, "invalid_json", 400, "invalid_request_error", "request body is not valid JSON")   \
@@ -31,16 +33,19 @@
     X(-13, UPSTREAM_PROTOCOL, "upstream_protocol", 502, "upstream_error",                                 \
       "upstream response could not be understood")                                                        \
     X(-14, UPSTREAM_TIMEOUT, "upstream_timeout", 504, "timeout_error", "upstream provider timed out")     \
-    X(-15, NO_TARGET, "no_target", 503, "service_unavailable", "no provider is available for this model") \
+    X(-15, NO_TARGET, "no_target_available", 503, "service_unavailable",                                  \
+      "no provider is available for this model")                                                          \
     X(-16, DB_UNAVAILABLE, "db_unavailable", 503, "service_unavailable", "database is unavailable")       \
     X(-17, SHUTTING_DOWN, "shutting_down", 503, "service_unavailable", "server is shutting down")         \
     X(-18, INTERNAL, "internal", 500, "server_error", "internal error")                                   \
     X(-19, CONFIG, "config", 500, "server_error", "configuration is not valid")                           \
     X(-20, UNSUPPORTED_PARAM, "unsupported_param", 400, "invalid_request_error",                          \
       "parameter is not supported by this provider")                                                      \
-    X(-21, CONTEXT_LENGTH, "context_length", 400, "invalid_request_error",                                \
+    X(-21, CONTEXT_LENGTH, "context_length_exceeded", 400, "invalid_request_error",                       \
       "input exceeds the model's context length")                                                         \
-    X(-22, STREAM_BROKEN, "stream_broken", 502, "upstream_error", "upstream stream ended before completion")
+    X(-22, STREAM_BROKEN, "stream_broken", 502, "upstream_error",                                         \
+      "upstream stream ended before completion")                                                          \
+    X(-23, CLIENT_CLOSED, "client_closed", 499, "invalid_request_error", "client closed the request")
 /* clang-format on */
 
 typedef enum {
@@ -49,6 +54,12 @@ typedef enum {
     TG_ERR_MAP(TG_X)
 #undef TG_X
 } tg_err_t;
+
+/* The number of rows: the codes are exactly -1 .. -TG_ERR_COUNT, with no gap (err.c finds a code by
+ * its position, and test_err.c checks the numbering). */
+#define TG_X(num, name, code, http, type, msg) +1
+enum { TG_ERR_COUNT = 0 TG_ERR_MAP(TG_X) };
+#undef TG_X
 
 /** "INVALID_JSON": stable, for logs and metrics. Unknown codes give "UNKNOWN". */
 const char *tg_err_name(int err);
@@ -59,6 +70,12 @@ const char *tg_err_public_msg(int err);
 /** OpenAI error "type" field. */
 const char *tg_err_type(int err);
 int tg_err_http_status(int err);
+/**
+ * The whole OpenAI error body of a code, {"error":{"message","type","code","param":null}}, built at
+ * compile time from the table: for answers that must not allocate (out of memory, a client that
+ * left). Unknown codes give INTERNAL's body.
+ */
+const char *tg_err_json(int err);
 
 /** A code plus a log-only (or, when marked public, client-visible) detail. */
 typedef struct tg_error {

@@ -1,22 +1,34 @@
 /*
  * log.c - structured JSON logs, see log.h.
  *
- * Each line is built in a fixed per-thread buffer and written with a single
- * write(2): lines from different threads never interleave, and logging never
- * allocates. A line that would not fit is cut at a value boundary (or inside
- * a string value, at an escape boundary) and closed with "truncated":true, so
- * it stays valid JSON.
+ * Each line is built in a fixed per-thread buffer; logging never allocates. A line that would not
+ * fit is cut at a value boundary (or inside a string value, at an escape boundary) and closed with
+ * "truncated":true, so it stays valid JSON.
+ *
+ * Once tg_log_start has run, a line is copied whole into a byte ring (one mutex, held for a
+ * memcpy) or dropped whole when it does not fit; the writer thread takes whole lines out, at most
+ * PIPE_BUF bytes at a time unless one line is longer, and writes them, finishing a short write
+ * before the next batch. It is the only writer then, so lines never interleave, and a write to a
+ * pipe is as atomic towards other processes as the one-write-per-line it replaced.
  */
+#define _GNU_SOURCE /* memrchr */
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "err.h"
 
 #define TG_LOG_LINE_MAX 8192
 /* room kept free for the closing `,"truncated":true}\n` */
@@ -152,6 +164,9 @@ int tg_json_escape(char *dst, size_t cap, const char *s)
     dst[n] = '\0';
     return (int)n;
 }
+
+static atomic_bool g_async;
+static bool enqueue(const char *line, size_t len, tg_log_level_t level);
 
 typedef struct line {
     char *buf;
@@ -291,10 +306,188 @@ void tg__log(tg_log_level_t level, const char *event, ...)
     buf[l.len++] = '}';
     buf[l.len++] = '\n';
 
-    int fd = atomic_load_explicit(&g_fd, memory_order_relaxed);
-    ssize_t w;
-    do {
-        w = write(fd, buf, l.len);
-    } while (w < 0 && errno == EINTR);
+    if (!atomic_load_explicit(&g_async, memory_order_acquire) || !enqueue(buf, l.len, level)) {
+        int fd = atomic_load_explicit(&g_fd, memory_order_relaxed);
+        ssize_t w;
+        do {
+            w = write(fd, buf, l.len);
+        } while (w < 0 && errno == EINTR);
+    }
     errno = saved_errno;
+}
+
+/* ---------------------------------------------------------------- the queue and its writer */
+
+/* q.mu protects every member of q; cv_data wakes the writer, cv_idle wakes tg_log_stop. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv_data, cv_idle;
+    char *ring;
+    size_t cap, head, used; /* the queued bytes are ring[head .. head + used), wrapping at cap */
+    bool running;           /* the writer thread has not exited */
+    bool stopping;          /* the writer exits once the ring is empty */
+    bool writer_waiting;    /* the writer sleeps on cv_data: signal it */
+} q = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .cv_data = PTHREAD_COND_INITIALIZER,
+       .cv_idle = PTHREAD_COND_INITIALIZER};
+
+/* g_async (declared above): lines go to the queue (a hint; q.running decides under q.mu) */
+static _Atomic uint64_t g_dropped;
+
+uint64_t tg_log_dropped(void)
+{
+    return atomic_load_explicit(&g_dropped, memory_order_relaxed);
+}
+
+/* Queues one whole line or drops it. Returns false when no writer runs (the caller writes). */
+static bool enqueue(const char *line, size_t len, tg_log_level_t level)
+{
+    pthread_mutex_lock(&q.mu);
+    if (!q.running) {
+        pthread_mutex_unlock(&q.mu);
+        return false;
+    }
+    size_t limit = level <= TG_LOG_WARN ? q.cap : q.cap / 4 * 3;
+    if (q.used + len > limit) {
+        pthread_mutex_unlock(&q.mu);
+        atomic_fetch_add_explicit(&g_dropped, 1, memory_order_relaxed);
+        return true;
+    }
+    size_t tail = (q.head + q.used) % q.cap;
+    size_t first = len < q.cap - tail ? len : q.cap - tail;
+    memcpy(q.ring + tail, line, first);
+    memcpy(q.ring, line + first, len - first);
+    q.used += len;
+    bool wake = q.writer_waiting;
+    pthread_mutex_unlock(&q.mu);
+    if (wake)
+        pthread_cond_signal(&q.cv_data);
+    return true;
+}
+
+/* Writes all of buf, waiting for a non-blocking fd to take more. Returns false on an error. */
+static bool write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+        if (w > 0) {
+            buf += w;
+            len -= (size_t)w;
+        } else if (w < 0 && errno == EAGAIN) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            (void)poll(&p, 1, -1);
+        } else if (!(w < 0 && errno == EINTR)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    static char batch[TG_LOG_LINE_MAX]; /* one writer thread at a time */
+    pthread_mutex_lock(&q.mu);
+    for (;;) {
+        while (q.used == 0 && !q.stopping) {
+            q.writer_waiting = true;
+            pthread_cond_wait(&q.cv_data, &q.mu);
+            q.writer_waiting = false;
+        }
+        if (q.used == 0)
+            break; /* stopping, and everything is written */
+        /* whole lines only: up to PIPE_BUF bytes of them, or the first line when it is longer (a
+         * line is at most TG_LOG_LINE_MAX bytes, so it is always within the copy) */
+        size_t n = q.used < sizeof(batch) ? q.used : sizeof(batch);
+        size_t first = n < q.cap - q.head ? n : q.cap - q.head;
+        memcpy(batch, q.ring + q.head, first);
+        memcpy(batch + first, q.ring, n - first);
+        const char *end = memrchr(batch, '\n', n < PIPE_BUF ? n : PIPE_BUF);
+        if (end == NULL)
+            end = memchr(batch, '\n', n);
+        n = end != NULL ? (size_t)(end - batch) + 1 : n;
+        q.head = (q.head + n) % q.cap;
+        q.used -= n;
+        pthread_mutex_unlock(&q.mu);
+
+        if (!write_all(atomic_load_explicit(&g_fd, memory_order_relaxed), batch, n)) {
+            uint64_t lines = 0;
+            for (const char *p = batch; (p = memchr(p, '\n', n - (size_t)(p - batch))) != NULL; p++)
+                lines++;
+            atomic_fetch_add_explicit(&g_dropped, lines, memory_order_relaxed);
+        }
+        pthread_mutex_lock(&q.mu);
+    }
+    q.running = false;
+    pthread_cond_broadcast(&q.cv_idle);
+    pthread_mutex_unlock(&q.mu);
+    return NULL;
+}
+
+int tg_log_start(size_t queue_bytes)
+{
+    if (queue_bytes < 2 * TG_LOG_LINE_MAX)
+        queue_bytes = 2 * TG_LOG_LINE_MAX;
+    pthread_mutex_lock(&q.mu);
+    if (q.running) {
+        pthread_mutex_unlock(&q.mu);
+        return TG_EINTERNAL;
+    }
+    char *ring = malloc(queue_bytes);
+    if (ring == NULL) {
+        pthread_mutex_unlock(&q.mu);
+        return TG_ENOMEM;
+    }
+    free(q.ring); /* a writer left running by a timed-out stop would not come here: q.running */
+    q.ring = ring;
+    q.cap = queue_bytes;
+    q.head = q.used = 0;
+    q.stopping = false;
+    q.running = true;
+    /* the writer must never take a signal meant for sigwait() in the main thread */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_t tid;
+    int rc = pthread_create(&tid, NULL, writer_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        q.running = false;
+        pthread_mutex_unlock(&q.mu);
+        return TG_EINTERNAL;
+    }
+    pthread_detach(tid); /* tg_log_stop waits on cv_idle, with a bound, instead of joining */
+    atomic_store_explicit(&g_async, true, memory_order_release);
+    pthread_mutex_unlock(&q.mu);
+    return 0;
+}
+
+void tg_log_stop(int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (timeout_ms >= 0) {
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&q.mu);
+    if (!q.running) {
+        pthread_mutex_unlock(&q.mu);
+        return;
+    }
+    q.stopping = true;
+    pthread_cond_signal(&q.cv_data);
+    while (q.running) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&q.cv_idle, &q.mu);
+        else if (pthread_cond_timedwait(&q.cv_idle, &q.mu, &until) == ETIMEDOUT)
+            break;
+    }
+    if (!q.running)
+        atomic_store_explicit(&g_async, false, memory_order_release);
+    pthread_mutex_unlock(&q.mu);
 }

@@ -42,6 +42,8 @@ static const char *status_reason(int status)
         return "Unprocessable Entity";
     case 429:
         return "Too Many Requests";
+    case 499:
+        return "Client Closed Request";
     case 500:
         return "Internal Server Error";
     case 502:
@@ -92,9 +94,8 @@ void tg_http_send_json(h2o_req_t *req, int status, const json_t *v)
 {
     char *s = json_dumps(v, JSON_COMPACT);
     if (s == NULL) {
-        static const char fallback[] = "{\"error\":{\"message\":\"server is temporarily out of resources\","
-                                       "\"type\":\"server_error\",\"code\":\"nomem\",\"param\":null}}";
-        tg_http_send_raw_json(req, 503, fallback, sizeof(fallback) - 1);
+        const char *fallback = tg_err_json(TG_ENOMEM);
+        tg_http_send_raw_json(req, tg_err_http_status(TG_ENOMEM), fallback, strlen(fallback));
         return;
     }
     tg_http_send_raw_json(req, status, s, strlen(s));
@@ -144,10 +145,9 @@ void tg_http_send_error(h2o_req_t *req, int tg_err, const char *message, const c
         if (tg_http_error_json(&b, tg_err_public_msg(tg_err), tg_err_type(tg_err), tg_err_code(tg_err),
                                NULL) != 0) {
             tg_buf_dispose(&b);
-            static const char fallback[] =
-                "{\"error\":{\"message\":\"internal error\",\"type\":\"server_error\","
-                "\"code\":\"internal\",\"param\":null}}";
-            tg_http_send_raw_json(req, 500, fallback, sizeof(fallback) - 1);
+            /* out of memory: the table's own body for the code, which needs no allocation */
+            const char *fallback = tg_err_json(tg_err);
+            tg_http_send_raw_json(req, status, fallback, strlen(fallback));
             return;
         }
     }

@@ -11,6 +11,8 @@
  */
 #include "metrics.h"
 
+#include "log.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -352,6 +354,14 @@ int tg_metrics_render(tg_buf_t *out)
                 rc = tg_buf_append_str(out, "\n");
         }
     }
+    /* log.c is a core primitive and registers nothing: its drop count is read here */
+    if (rc == 0)
+        rc = tg_buf_appendf(out,
+                            "# HELP tollgate_log_dropped_total Log lines dropped because the log sink fell "
+                            "behind\n"
+                            "# TYPE tollgate_log_dropped_total counter\n"
+                            "tollgate_log_dropped_total %llu\n",
+                            (unsigned long long)tg_log_dropped());
     if (rc == 0 && dropped_series > 0)
         rc = tg_buf_appendf(
             out,

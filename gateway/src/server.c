@@ -41,6 +41,7 @@
 #include "chat.h"
 #include "clock.h"
 #include "events.h"
+#include "framing.h"
 #include "keywatch.h"
 #include "listen.h"
 #include "health.h"
@@ -49,6 +50,8 @@
 #include "metrics.h"
 
 #define TG_EVENTS_QUEUE_CAP 65536
+#define TG_LOG_QUEUE_BYTES  (1u << 20) /* log lines waiting for a slow sink; beyond it they are dropped */
+#define TG_LOG_STOP_MS      2000       /* how long the exit waits for a stalled log sink */
 #define TG_DRAIN_POLL_MS    100 /* upper bound of one loop wait while draining (the loop still wakes on I/O) */
 
 enum ctl_kind { CTL_STOP, CTL_HEALTH_APPLY };
@@ -56,7 +59,8 @@ enum ctl_kind { CTL_STOP, CTL_HEALTH_APPLY };
 typedef struct ctl_msg {
     h2o_multithread_message_t super;
     enum ctl_kind kind;
-    tg_config_t *cfg; /* CTL_HEALTH_APPLY: a reference owned by the message */
+    bool preallocated; /* the worker's stop message: part of its priv, never freed */
+    tg_config_t *cfg;  /* CTL_HEALTH_APPLY: a reference owned by the message */
 } ctl_msg_t;
 
 struct tg_server_priv {
@@ -65,7 +69,10 @@ struct tg_server_priv {
     h2o_socket_t *data_listener, *admin_listener;
     h2o_multithread_receiver_t ctl_rx;
     pthread_t tid;
-    bool stopping;
+    /* The stop message exists from the start, so sending it cannot fail: an allocation failure at
+     * drain time used to leave the worker asleep in h2o_evloop_run with only a flag set. */
+    ctl_msg_t stop_msg;
+    atomic_bool stopping; /* set by on_ctl on the worker's own loop, read by worker_main */
     bool failed;
     size_t active_reqs; /* requests seen by our handlers whose pool is not freed yet */
     tg_health_t *health;
@@ -206,11 +213,30 @@ static bool route_probes(h2o_req_t *req)
     return false;
 }
 
+/*
+ * RFC 9112, section 6.3: a request whose body length is ambiguous gets 400 and the connection is
+ * closed after the answer, so bytes after the body that h2o would otherwise read as the next
+ * request are never served. Runs before any route, on both listeners.
+ */
+static bool refuse_ambiguous_framing(h2o_req_t *req)
+{
+    const char *why = NULL;
+    int rc = tg_framing_check(req, &why);
+    if (rc == 0)
+        return false;
+    req->http1_is_persistent = 0; /* h2o then sends `Connection: close` and closes after the answer */
+    TG_LOG(TG_LOG_WARN, "request_framing_refused", TG_KV_STR("reason", why));
+    tg_http_send_error(req, rc, why, NULL, 0);
+    return true;
+}
+
 /* ---------------------------------------------------------------- data listener */
 
 static int on_data_req(h2o_handler_t *self, h2o_req_t *req)
 {
     track_request(req);
+    if (refuse_ambiguous_framing(req))
+        return 0;
     if (route_probes(req))
         return 0;
     if (tg_server_draining()) {
@@ -244,6 +270,8 @@ static int on_data_req(h2o_handler_t *self, h2o_req_t *req)
 static int on_admin_req(h2o_handler_t *self, h2o_req_t *req)
 {
     track_request(req);
+    if (refuse_ambiguous_framing(req))
+        return 0;
     if (route_probes(req))
         return 0;
     if (path_is(req, "/metrics")) {
@@ -293,7 +321,10 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
 {
     metrics_logger_t *l = (metrics_logger_t *)self;
     char labels[160] = "", status[12];
-    snprintf(status, sizeof(status), "%d", req->res.status);
+    /* No status: the client left before any answer (an HTTP/2 stream reset, a connection closed
+     * while the handler waited). Counted as the access log names it, 499 client_closed. */
+    int st = req->res.status != 0 ? req->res.status : tg_err_http_status(TG_ECLIENT_CLOSED);
+    snprintf(status, sizeof(status), "%d", st);
     tg_metrics_label(labels, sizeof(labels), "route", route_label(req, l->admin));
     tg_metrics_label(labels, sizeof(labels), "status", status);
     tg_metrics_add("tollgate_requests_total", labels, 1);
@@ -456,12 +487,13 @@ static void on_ctl(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
             close_listener(&priv->data_listener);
             close_listener(&priv->admin_listener);
             h2o_context_request_shutdown(&w->ctx); /* GOAWAY on h2; no keep-alive after the next answer */
-            priv->stopping = true;
+            atomic_store(&priv->stopping, true);
         } else if (m->kind == CTL_HEALTH_APPLY && priv->health != NULL) {
             tg_health_apply(priv->health, m->cfg);
         }
         tg_config_unref(m->cfg);
-        free(m);
+        if (!m->preallocated)
+            free(m);
     }
 }
 
@@ -515,7 +547,7 @@ static void *worker_main(void *arg)
         h2o_socket_read_start(priv->admin_listener, tg_listen_on_accept);
     }
 
-    while (!priv->stopping)
+    while (!atomic_load(&priv->stopping))
         h2o_evloop_run(loop, INT32_MAX);
 
     /* Drain: serve what is in flight, bounded by the grace period. */
@@ -638,7 +670,7 @@ static void reload(const char *path)
            TG_KV_INT("models", cfg->n_models), TG_KV_INT("chains", cfg->n_chains));
 }
 
-int tg_server_run(const char *config_path)
+static int run(const char *config_path)
 {
     /* Signals first: threads started below (workers, the events writer) inherit the mask. */
     sigset_t sigs;
@@ -658,6 +690,7 @@ int tg_server_run(const char *config_path)
     }
     tg_buf_dispose(&errors);
 
+    atomic_store(&g_draining, false); /* a second run in one process (tests) starts serving */
     g_nworkers = cfg->workers > 0 ? cfg->workers : 1;
     g_workers = calloc(g_nworkers, sizeof(*g_workers));
     struct tg_server_priv *privs = calloc(g_nworkers, sizeof(*privs));
@@ -701,6 +734,8 @@ int tg_server_run(const char *config_path)
         g_workers[i].idx = i;
         g_workers[i]._priv = &privs[i];
         privs[i].data_fd = data_fds[i];
+        privs[i].stop_msg.kind = CTL_STOP;
+        privs[i].stop_msg.preallocated = true;
         privs[i].admin_fd = admin_fds[i];
         h2o_multithread_create_thread(&privs[i].tid, NULL, worker_main, &g_workers[i]);
     }
@@ -732,9 +767,8 @@ int tg_server_run(const char *config_path)
     }
 
     atomic_store(&g_draining, true);
-    for (size_t i = 0; i < g_nworkers; i++)
-        if (send_ctl(&g_workers[i], CTL_STOP, NULL) != 0)
-            privs[i].stopping = true; /* out of memory: the worker notices on its next wakeup */
+    for (size_t i = 0; i < g_nworkers; i++) /* thread-safe, cannot fail, wakes the worker's loop */
+        h2o_multithread_send_message(&privs[i].ctl_rx, &privs[i].stop_msg.super);
     for (size_t i = 0; i < g_nworkers; i++)
         pthread_join(privs[i].tid, NULL);
     tg_events_stop();
@@ -746,4 +780,14 @@ int tg_server_run(const char *config_path)
      * still reference them, and the process ends right after this returns. */
     tg_config_publish(NULL);
     return exit_code;
+}
+
+int tg_server_run(const char *config_path)
+{
+    /* From here a stalled log sink costs dropped lines, never a blocked worker (log.h). */
+    if (tg_log_start(TG_LOG_QUEUE_BYTES) != 0)
+        TG_LOG(TG_LOG_WARN, "log_writer_unavailable");
+    int rc = run(config_path);
+    tg_log_stop(TG_LOG_STOP_MS); /* what is queued is written before the process exits */
+    return rc;
 }

@@ -1,6 +1,7 @@
 /*
- * test_err.c - the error table: numbers are stable, every code maps to a
- * status, an OpenAI type and code, and a public message.
+ * test_err.c - the error table: numbers are stable and without a gap, every code maps to a
+ * status, an OpenAI type and code, and a public message, and its ready-made JSON body parses
+ * back to the same fields.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <string.h>
 
 #include "err.h"
@@ -50,8 +52,9 @@ static void test_names_and_codes(void **state)
 
 static void test_every_code_is_complete(void **state)
 {
-    for (int e = -1; e >= -22; --e) {
+    for (int e = -1; e >= -TG_ERR_COUNT; --e) {
         assert_string_not_equal(tg_err_name(e), "UNKNOWN");
+        assert_true(strlen(tg_err_type(e)) > 0);
         const char *code = tg_err_code(e);
         for (const char *p = code; *p; ++p) /* the OpenAI code is lower snake case */
             assert_true((*p >= 'a' && *p <= 'z') || *p == '_');
@@ -59,6 +62,61 @@ static void test_every_code_is_complete(void **state)
         int s = tg_err_http_status(e);
         assert_true(s >= 400 && s <= 599);
     }
+    assert_string_equal(tg_err_name(-TG_ERR_COUNT - 1), "UNKNOWN");
+}
+
+/* Every row of the table, in the order written, with its number and name. */
+static const struct {
+    int num;
+    const char *name;
+} rows[] = {
+#define TG_X(num, name, code, http, type, msg) {num, #name},
+    TG_ERR_MAP(TG_X)
+#undef TG_X
+};
+
+static void test_numbering_has_no_gap(void **state)
+{
+    /* err.c finds a code by its position: row i must be code -(i + 1), so the codes run from -1 to
+     * -TG_ERR_COUNT with no gap, no repeat and no row out of order, and each code finds its own row */
+    size_t n = sizeof(rows) / sizeof(rows[0]);
+    assert_int_equal(n, TG_ERR_COUNT);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rows[i].num, -(int)(i + 1));
+        assert_string_equal(tg_err_name(rows[i].num), rows[i].name);
+    }
+}
+
+static void test_table_entries_the_code_relies_on(void **state)
+{
+    /* docs/CONVENTIONS.md names this code for an exhausted chain; failover.c sends it */
+    assert_string_equal(tg_err_code(TG_ENO_TARGET), "no_target_available");
+    assert_int_equal(tg_err_http_status(TG_ENO_TARGET), 503);
+    /* OpenAI's own code for it; failover.c uses it when a provider names none */
+    assert_string_equal(tg_err_code(TG_ECONTEXT_LENGTH), "context_length_exceeded");
+    /* nginx's status for a client that left before the answer (logged and counted as such) */
+    assert_int_equal(tg_err_http_status(TG_ECLIENT_CLOSED), 499);
+    assert_string_equal(tg_err_code(TG_ECLIENT_CLOSED), "client_closed");
+    /* running out of memory is the server's fault, never the caller's (not a 401, not a 400) */
+    int s = tg_err_http_status(TG_ENOMEM);
+    assert_true(s >= 500 && s <= 599);
+}
+
+static void test_json_bodies(void **state)
+{
+    for (int e = -1; e >= -TG_ERR_COUNT; --e) {
+        json_error_t jerr;
+        json_t *root = json_loads(tg_err_json(e), 0, &jerr);
+        assert_non_null(root);
+        json_t *err = json_object_get(root, "error");
+        assert_string_equal(json_string_value(json_object_get(err, "message")), tg_err_public_msg(e));
+        assert_string_equal(json_string_value(json_object_get(err, "type")), tg_err_type(e));
+        assert_string_equal(json_string_value(json_object_get(err, "code")), tg_err_code(e));
+        assert_true(json_is_null(json_object_get(err, "param")));
+        assert_int_equal(json_object_size(err), 4);
+        json_decref(root);
+    }
+    assert_string_equal(tg_err_json(12345), tg_err_json(TG_EINTERNAL));
 }
 
 static void test_error_set(void **state)
@@ -79,9 +137,14 @@ static void test_error_set(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numbers_are_stable), cmocka_unit_test(test_http_mapping),
-        cmocka_unit_test(test_names_and_codes),    cmocka_unit_test(test_every_code_is_complete),
+        cmocka_unit_test(test_numbers_are_stable),
+        cmocka_unit_test(test_http_mapping),
+        cmocka_unit_test(test_names_and_codes),
+        cmocka_unit_test(test_every_code_is_complete),
         cmocka_unit_test(test_error_set),
+        cmocka_unit_test(test_numbering_has_no_gap),
+        cmocka_unit_test(test_table_entries_the_code_relies_on),
+        cmocka_unit_test(test_json_bodies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

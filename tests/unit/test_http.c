@@ -107,7 +107,7 @@ static void test_error_json_respects_buffer_cap(void **state)
 static void test_error_json_from_table(void **state)
 {
     /* every code of the table yields a parseable body carrying its own type and code */
-    for (int e = -1; e >= -22; e--) {
+    for (int e = -1; e >= -TG_ERR_COUNT; e--) {
         tg_buf_t b;
         tg_buf_init(&b, 4096);
         assert_int_equal(tg_http_error_json(&b, tg_err_public_msg(e), tg_err_type(e), tg_err_code(e), NULL),
@@ -713,6 +713,7 @@ static void test_server_lifecycle(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strcasestr(r.head, "content-type: text/plain; version=0.0.4"));
     assert_non_null(strstr(r.body, "tollgate_requests_total{route=\"/healthz\",status=\"200\"}"));
+    assert_non_null(strstr(r.body, "\ntollgate_log_dropped_total "));
 
     assert_int_equal(http_do(admin, "GET", "/admin/v1/breakers", NULL, 0, &r), 0);
     assert_int_equal(r.status, 200);

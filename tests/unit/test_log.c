@@ -1,7 +1,10 @@
 /*
  * test_log.c - the JSON escaper is correct for quotes, backslashes, control characters and
- * invalid UTF-8, and a log line is one valid JSON object, filtered by level and cut safely.
+ * invalid UTF-8, and a log line is one valid JSON object, filtered by level and cut safely; with
+ * the writer thread started, a sink nobody reads never blocks the thread that logs: lines are
+ * dropped whole and counted, warnings still get in, and what reaches the sink is whole lines.
  */
+#define _GNU_SOURCE /* F_GETPIPE_SZ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,6 +13,7 @@
 
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -144,6 +148,118 @@ static void test_line(void **state)
     close(p[1]);
 }
 
+/* ---------------------------------------------------------------- a stalled sink */
+
+enum { FLOOD_LINE = 200 }; /* about the size of one flood line */
+
+typedef struct flood {
+    int lines;
+} flood_t;
+
+static void *flood_main(void *arg)
+{
+    flood_t *f = arg;
+    char pad[FLOOD_LINE];
+    memset(pad, 'p', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    for (int i = 0; i < f->lines; i++)
+        TG_LOG(TG_LOG_INFO, "flood", TG_KV_INT("seq", i), TG_KV_STR("pad", pad));
+    return NULL;
+}
+
+typedef struct stopper {
+    int write_end;
+} stopper_t;
+
+/* Stops the writer (it writes what is queued as the test reads), then closes the pipe: EOF. */
+static void *stopper_main(void *arg)
+{
+    stopper_t *s = arg;
+    tg_log_stop(-1);
+    tg_log_set_fd(2);
+    close(s->write_end);
+    return NULL;
+}
+
+static void test_stalled_sink_drops_instead_of_blocking(void **state)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0); /* blocking, like a stderr pipe: a direct write would wait forever */
+    long pipe_bytes = fcntl(p[1], F_GETPIPE_SZ);
+    assert_true(pipe_bytes > 0);
+    enum { QUEUE = 64 * 1024 };
+    tg_log_set_fd(p[1]);
+    tg_log_set_level(TG_LOG_INFO);
+    uint64_t dropped_before = tg_log_dropped();
+    assert_int_equal(tg_log_start(QUEUE), 0);
+
+    /* four times what the pipe and the queue together can hold, and nobody reads the pipe: before
+     * the writer thread existed, this thread blocked in write(2) for good */
+    flood_t f = {.lines = (int)(4 * (pipe_bytes + QUEUE) / FLOOD_LINE)};
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, flood_main, &f), 0);
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    uint64_t dropped = tg_log_dropped() - dropped_before;
+    assert_true(dropped > 0);
+    assert_true(dropped < (uint64_t)f.lines);
+    /* info lines stop at three quarters of the queue: a warning still has room */
+    TG_LOG(TG_LOG_WARN, "after_flood");
+    assert_int_equal(tg_log_dropped() - dropped_before, dropped);
+
+    /* now read it all: every line is one whole JSON object, in order, and every line logged was
+     * either written or counted as dropped */
+    stopper_t st = {.write_end = p[1]};
+    assert_int_equal(pthread_create(&tid, NULL, stopper_main, &st), 0);
+    size_t cap = (size_t)f.lines * (FLOOD_LINE + 128), len = 0;
+    char *out = malloc(cap + 1);
+    assert_non_null(out);
+    ssize_t r;
+    while ((r = read(p[0], out + len, cap - len)) > 0)
+        len += (size_t)r;
+    assert_true(len < cap);
+    out[len] = '\0';
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    close(p[0]);
+
+    int written = 0, last_seq = -1, warnings = 0;
+    for (char *line = out, *nl; *line != '\0'; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl); /* the output ends with a whole line */
+        json_error_t err;
+        json_t *j = json_loadb(line, (size_t)(nl - line), 0, &err);
+        assert_non_null(j);
+        const char *event = json_string_value(json_object_get(j, "event"));
+        assert_non_null(event);
+        if (strcmp(event, "flood") == 0) {
+            int seq = (int)json_integer_value(json_object_get(j, "seq"));
+            assert_true(seq > last_seq);
+            last_seq = seq;
+            assert_int_equal(strlen(json_string_value(json_object_get(j, "pad"))), FLOOD_LINE - 1);
+            written++;
+        } else {
+            assert_string_equal(event, "after_flood");
+            warnings++;
+        }
+        json_decref(j);
+    }
+    assert_int_equal(warnings, 1);
+    assert_int_equal((uint64_t)written + dropped, (uint64_t)f.lines);
+    free(out);
+
+    /* stopped: lines are written at once again */
+    int q[2];
+    assert_int_equal(pipe(q), 0);
+    assert_int_equal(fcntl(q[0], F_SETFL, O_NONBLOCK), 0);
+    tg_log_set_fd(q[1]);
+    TG_LOG(TG_LOG_WARN, "direct_again");
+    char buf[512];
+    assert_true(drain(q[0], buf, sizeof(buf)) > 0);
+    assert_non_null(strstr(buf, "\"direct_again\""));
+    tg_log_set_fd(2);
+    close(q[0]);
+    close(q[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -151,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_escape_bounds),
         cmocka_unit_test(test_escape_round_trip),
         cmocka_unit_test(test_line),
+        cmocka_unit_test(test_stalled_sink_drops_instead_of_blocking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
