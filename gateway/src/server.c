@@ -38,7 +38,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "chat.h"
+#include "call.h"
 #include "clock.h"
 #include "events.h"
 #include "framing.h"
@@ -522,6 +522,7 @@ static void *worker_main(void *arg)
     h2o_multithread_register_receiver(w->ctx.queue, &priv->ctl_rx, on_ctl);
 
     tg_config_t *cfg = tg_config_acquire();
+    h2o_linklist_init_anchor(&w->calls);
     w->upstream = tg_upstream_create(loop);
     w->pg = cfg->database_url != NULL ? tg_pgpool_create(loop, cfg->database_url, cfg->db_pool_size) : NULL;
     if (w->upstream == NULL || (cfg->database_url != NULL && w->pg == NULL))
@@ -559,10 +560,15 @@ static void *worker_main(void *arg)
         uint64_t left = deadline - now;
         h2o_evloop_run(loop, (int32_t)(left < TG_DRAIN_POLL_MS ? left : TG_DRAIN_POLL_MS));
     }
-    bool clean = worker_idle(w);
-    if (!clean)
+    if (!worker_idle(w)) {
+        /* Past the grace period every live call ends now (503, or an error event for a stream
+         * under way), through SETTLE and LOG; one more loop turn writes what that produced. */
         TG_LOG(TG_LOG_WARN, "drain_timeout", TG_KV_INT("worker", w->idx),
                TG_KV_INT("requests", priv->active_reqs), TG_KV_INT("inflight", w->inflight));
+        tg_calls_abort(w);
+        h2o_evloop_run(loop, 0);
+    }
+    bool clean = worker_idle(w);
     pthread_barrier_wait(&g_stop_barrier);
     if (priv->health != NULL) {
         tg_health_stop(priv->health);

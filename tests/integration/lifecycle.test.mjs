@@ -349,6 +349,15 @@ test('SIGTERM: the grace period bounds the drain; a stream that runs longer is c
         const r = await s.done;
         assert.equal(r.sse.done, false, 'the cut stream has no [DONE]: no client takes it for a whole answer');
         assert.ok(contentChunks(r.sse).length < 20, 'the stream was cut before its end');
+        const last = r.sse.events[r.sse.events.length - 1];
+        assert.equal(
+            last.json?.error?.code,
+            'shutting_down',
+            'the cut stream ends with an error event naming the drain'
+        );
+        const logged = inst.gateway.logEvents().filter((e) => e.event === 'request' && e.stream === 1);
+        assert.equal(logged.length, 1, 'the cut stream still went through LOG, once');
+        assert.equal(logged[0].mid_stream_failure, 1, 'its log line says it was cut');
         assert.ok(
             inst.gateway.logEvents().some((e) => e.event === 'drain_timeout'),
             'the gateway logs that the grace period ended the drain'

@@ -1,0 +1,354 @@
+/*
+ * attempt.c - ATTEMPT ⇄ WAIT: the failover planner's steps, one upstream transfer at a time.
+ *
+ * ATTEMPT asks the planner what next: an attempt (the adapter builds the provider request, the
+ * worker's upstream runs it: the stage waits for the transfer), a Retry-After wait (WAIT arms a
+ * deadline), or the end of the plan (the call fails; respond.c words the answer from the plan).
+ * The transfer's callbacks classify what came back: a failure goes back to ATTEMPT, a whole
+ * answer to RELAY (respond.c), and a stream to relay.c from its first chunk on (relay.c commits
+ * the response there, after which nothing fails over).
+ *
+ * Every outcome is recorded in the plan exactly once per attempt (attempt_open says whether one
+ * is due): a failure here, a success when the answer starts, a neutral one when the call stops
+ * while the attempt runs (a half-open probe slot must not leak because its client hung up).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "call_internal.h"
+#include "clock.h"
+#include "err.h"
+#include "log.h"
+
+/* ---------------------------------------------------------------- the attempt's state */
+
+void tg_attempt_reset(tg_call_t *c)
+{
+    if (c->st != NULL) {
+        c->adapter->stream_destroy(c->st);
+        c->st = NULL;
+    }
+    if (c->sse_live) {
+        tg_sse_parser_dispose(&c->sse);
+        c->sse_live = false;
+    }
+    tg_buf_reset(&c->body_buf);
+    c->body_overflow = false;
+    c->up_status = 0;
+    c->has_retry_after = false;
+    c->retry_after[0] = '\0';
+    c->stream_rc = 0;
+    memset(&c->stream_err, 0, sizeof(c->stream_err));
+    c->ended = false;
+}
+
+/* ------------------------------------------------------------------ events and records */
+
+void tg_attempt_route_comment(tg_call_t *c, const char *fmt, ...)
+{
+    if (!c->route_events || c->committed)
+        return;
+    char line[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    /* A full log only loses diagnostics, never content. */
+    TG_IGNORE_RESULT(tg_sse_write_comment(&c->route_log, line));
+}
+
+/* Route comments for plan records added since the last look (skips and failed attempts). */
+static void note_new_recs(tg_call_t *c)
+{
+    for (; c->recs_seen < c->plan.n_recs; c->recs_seen++) {
+        const tg_attempt_rec_t *r = &c->plan.recs[c->recs_seen];
+        if (r->target == NULL)
+            continue;
+        if (r->skipped)
+            tg_attempt_route_comment(c, "tollgate skipped %s breaker_open", r->target->target_key);
+        else if (r->out.cls != TG_OUTCOME_SUCCESS && r->out.cls != TG_OUTCOME_CALLER)
+            tg_attempt_route_comment(c, "tollgate failed %s %s %d", r->target->target_key, r->out.reason,
+                                     r->out.status);
+    }
+}
+
+void tg_attempt_plan_events(tg_call_t *c)
+{
+    if (c->events_done || c->plan.n_recs == 0)
+        return;
+    c->events_done = true;
+    tg_plan_emit_events(&c->plan, c->request_id, c->principal.tenant_id, c->route.name, 0);
+}
+
+static void record_failure(tg_call_t *c, const tg_classified_t *cls)
+{
+    uint64_t lat = tg_now_us() - c->attempt_start_us;
+    c->attempt_open = false;
+    tg_plan_record(&c->plan, tg_now_ms(), cls, lat); /* also observes the attempt histogram */
+    TG_LOG(TG_LOG_WARN, "upstream_attempt_failed", TG_KV_STR("request_id", c->request_id),
+           TG_KV_STR("target", c->target->target_key), TG_KV_STR("outcome", tg_outcome_name(cls->cls)),
+           TG_KV_STR("reason", cls->reason), TG_KV_INT("http_status", cls->status),
+           TG_KV_INT("latency_us", lat));
+}
+
+void tg_attempt_failed(tg_call_t *c, const tg_classified_t *cls)
+{
+    record_failure(c, cls);
+}
+
+/* A transfer that failed sends the call back to the planner. */
+static void attempt_failed(tg_call_t *c, const tg_classified_t *cls)
+{
+    record_failure(c, cls);
+    tg_call_resume(c, TG_STAGE_ATTEMPT, 0);
+}
+
+void tg_attempt_served(tg_call_t *c)
+{
+    uint64_t lat = tg_now_us() - c->attempt_start_us;
+    tg_classified_t cls = {.cls = TG_OUTCOME_SUCCESS, .status = c->up_status, .retry_after_ms = -1};
+    snprintf(cls.reason, sizeof(cls.reason), "ok");
+    c->attempt_open = false;
+    /* the planner feeds the latency (TTFT for streams, total otherwise) to the breaker and observes
+     * the attempt histogram; a stream's verdict for the breaker waits for its end (tg_plan_settle) */
+    if (c->stream)
+        tg_plan_record_stream_start(&c->plan, tg_now_ms(), &cls, lat);
+    else
+        tg_plan_record(&c->plan, tg_now_ms(), &cls, lat);
+    c->served = c->target;
+    note_new_recs(c);
+    tg_attempt_plan_events(c);
+    tg_attempt_route_comment(c, "tollgate served %s", c->served->target_key);
+}
+
+void tg_attempt_stop(tg_call_t *c)
+{
+    if (c->transfer != NULL) {
+        tg_transfer_cancel(c->transfer);
+        c->transfer = NULL;
+    }
+    tg_deadline_cancel(&c->wait_due);
+    if (c->attempt_open) {
+        /* neutral: says nothing of the provider, but frees a half-open probe slot */
+        tg_classified_t cls = {.cls = TG_OUTCOME_CALLER, .status = 0, .retry_after_ms = -1};
+        snprintf(cls.reason, sizeof(cls.reason), "client_gone");
+        c->attempt_open = false;
+        tg_plan_record(&c->plan, tg_now_ms(), &cls, tg_now_us() - c->attempt_start_us);
+        c->recs_seen = c->plan.n_recs;
+    }
+}
+
+/* ------------------------------------------------------------------- transfer callbacks */
+
+static void on_head(void *ud, int status, const char *content_type, const char *retry_after)
+{
+    (void)content_type;
+    tg_call_t *c = ud;
+    c->up_status = status;
+    if (retry_after != NULL) {
+        snprintf(c->retry_after, sizeof(c->retry_after), "%s", retry_after);
+        c->has_retry_after = true;
+    }
+    if (status / 100 == 2 && c->stream) {
+        tg_sse_parser_init(&c->sse, c->cfg->max_sse_event_bytes);
+        c->sse_live = true;
+        c->resp_in.model = c->target->name;
+        c->resp_in.request_id = c->request_id;
+        c->resp_in.created = tg_unix_now();
+        c->st = c->adapter->stream_create(&c->resp_in);
+        if (c->st == NULL)
+            c->stream_rc = TG_ENOMEM;
+    }
+}
+
+static int on_data(void *ud, const char *p, size_t n)
+{
+    tg_call_t *c = ud;
+    if (c->up_status / 100 != 2) {
+        /* error body: only read for classification, so a long one is cut, not failed */
+        size_t room = c->body_buf.len < TG_CALL_ERROR_BODY_MAX ? TG_CALL_ERROR_BODY_MAX - c->body_buf.len : 0;
+        TG_IGNORE_RESULT(tg_buf_append(&c->body_buf, p, n < room ? n : room));
+        return 0;
+    }
+    if (!c->stream) {
+        if (tg_buf_append(&c->body_buf, p, n) != 0) {
+            c->body_overflow = true;
+            return -1;
+        }
+        return 0;
+    }
+    return tg_relay_feed(c, p, n);
+}
+
+static const char *stream_fail_reason(tg_call_t *c, int rc, const char *timeout_kind, tg_classified_t *cls)
+{
+    memset(cls, 0, sizeof(*cls));
+    cls->retry_after_ms = -1;
+    if (c->stream_rc == TG_EUPSTREAM_FAILED) {
+        /* an error event from the provider inside the stream */
+        cls->cls = TG_OUTCOME_SERVER;
+        cls->status = c->up_status;
+        snprintf(cls->reason, sizeof(cls->reason), "stream_error");
+        snprintf(cls->type, sizeof(cls->type), "%s", tg_err_type(TG_EUPSTREAM_FAILED));
+        snprintf(cls->code, sizeof(cls->code), "%s", tg_err_code(TG_EUPSTREAM_FAILED));
+        snprintf(cls->message, sizeof(cls->message), "%s", tg_err_public_msg(TG_EUPSTREAM_FAILED));
+    } else if (c->stream_rc != 0) {
+        tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, cls);
+        snprintf(cls->reason, sizeof(cls->reason), "%s",
+                 c->stream_rc == TG_ETOO_LARGE ? "stream_event_too_large" : "stream_malformed");
+    } else if (rc != 0) {
+        tg_classify_transport(rc, timeout_kind, cls);
+    } else {
+        tg_classify_transport(TG_ESTREAM_BROKEN, NULL, cls);
+        snprintf(cls->reason, sizeof(cls->reason), "stream_truncated");
+    }
+    return cls->reason;
+}
+
+static void on_done(void *ud, int rc, const char *timeout_kind)
+{
+    tg_call_t *c = ud;
+    c->transfer = NULL;
+    tg_classified_t cls;
+    if (c->committed) {
+        if (c->ended && c->stream_rc == 0) {
+            tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_SUCCESS);
+            tg_relay_end(c, NULL, false);
+        } else {
+            tg_relay_end(c, stream_fail_reason(c, rc, timeout_kind, &cls), true);
+        }
+        tg_call_resume(c, TG_STAGE_RELAY, 0);
+    } else if (c->up_status / 100 == 2) {
+        if (c->stream) {
+            stream_fail_reason(c, rc, timeout_kind, &cls);
+            attempt_failed(c, &cls);
+        } else if (rc != 0 || c->body_overflow) {
+            tg_classify_transport(c->body_overflow ? TG_EUPSTREAM_PROTOCOL : rc, timeout_kind, &cls);
+            if (c->body_overflow)
+                snprintf(cls.reason, sizeof(cls.reason), "response_too_large");
+            attempt_failed(c, &cls);
+        } else {
+            c->resp_in.model = c->target->name;
+            c->resp_in.request_id = c->request_id;
+            c->resp_in.created = tg_unix_now();
+            tg_call_resume(c, TG_STAGE_RELAY, 0); /* respond.c translates the whole answer */
+        }
+    } else if (c->up_status > 0) {
+        c->adapter->classify(c->up_status, c->has_retry_after ? c->retry_after : NULL,
+                             c->body_buf.data != NULL ? c->body_buf.data : "", c->body_buf.len, &cls);
+        attempt_failed(c, &cls);
+    } else {
+        tg_classify_transport(rc != 0 ? rc : TG_EUPSTREAM_FAILED, timeout_kind, &cls);
+        attempt_failed(c, &cls);
+    }
+}
+
+static const tg_transfer_cbs_t transfer_cbs = {.on_head = on_head, .on_data = on_data, .on_done = on_done};
+
+/* ------------------------------------------------------------------------ ATTEMPT, WAIT */
+
+/* Starts an attempt; returns 0 when the transfer runs, or records the failure and returns -1. */
+static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target)
+{
+    tg_classified_t cls;
+    tg_attempt_reset(c);
+    c->target = target;
+    c->adapter = tg_adapter_for(target->provider->kind);
+    c->attempt_start_us = tg_now_us();
+    c->attempt_open = true;
+    tg_attempt_route_comment(c, "tollgate trying %s", target->target_key);
+    if (c->adapter == NULL) {
+        tg_classify_transport(TG_EINTERNAL, NULL, &cls);
+        snprintf(cls.reason, sizeof(cls.reason), "no_adapter");
+        record_failure(c, &cls);
+        return -1;
+    }
+
+    tg_upstream_req_t ureq;
+    memset(&ureq, 0, sizeof(ureq));
+    tg_build_in_t in = {.provider = target->provider,
+                        .upstream_model = target->upstream,
+                        .api_key = target->provider->api_key,
+                        .stream = c->stream,
+                        .raw = c->req != NULL ? c->req->entity.base : NULL,
+                        .raw_len = c->req != NULL ? c->req->entity.len : 0};
+    tg_error_t err = {0};
+    int rc = c->adapter->build_request(&in, c->body, &ureq, &err);
+    if (rc != 0) {
+        tg_upstream_req_dispose(&ureq);
+        memset(&cls, 0, sizeof(cls));
+        cls.retry_after_ms = -1;
+        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM) {
+            /* the request cannot be expressed for this provider: the caller's error */
+            cls.cls = TG_OUTCOME_CALLER;
+            cls.status = 400;
+            snprintf(cls.reason, sizeof(cls.reason), "invalid_request");
+            snprintf(cls.type, sizeof(cls.type), "%s", tg_err_type(rc));
+            snprintf(cls.code, sizeof(cls.code), "%s", tg_err_code(rc));
+            snprintf(cls.message, sizeof(cls.message), "%s",
+                     err.detail[0] != '\0' ? err.detail : tg_err_public_msg(rc));
+        } else {
+            tg_classify_transport(TG_EINTERNAL, NULL, &cls);
+            snprintf(cls.reason, sizeof(cls.reason), "build_failed");
+        }
+        record_failure(c, &cls);
+        return -1;
+    }
+    snprintf(c->dropped, sizeof(c->dropped), "%s", ureq.dropped);
+    if (ureq.body != NULL && ureq.body_len > c->cfg->max_body_bytes * 4 + 65536) {
+        /* translation cannot blow a request up this much; refuse rather than send it */
+        tg_upstream_req_dispose(&ureq);
+        tg_classify_transport(TG_EINTERNAL, NULL, &cls);
+        snprintf(cls.reason, sizeof(cls.reason), "build_failed");
+        record_failure(c, &cls);
+        return -1;
+    }
+    c->transfer =
+        tg_transfer_start(c->worker->upstream, &ureq, &target->provider->timeouts, &transfer_cbs, c);
+    if (c->transfer == NULL) {
+        tg_classify_transport(TG_EUPSTREAM_UNREACHABLE, NULL, &cls);
+        snprintf(cls.reason, sizeof(cls.reason), "start_failed");
+        record_failure(c, &cls);
+        return -1;
+    }
+    return 0;
+}
+
+int tg_stage_attempt(void *call)
+{
+    tg_call_t *c = call;
+    tg_step_t step = tg_plan_next(&c->plan, tg_now_ms());
+    switch (step.kind) {
+    case TG_STEP_ATTEMPT:
+        note_new_recs(c);
+        if (start_attempt(c, step.target) == 0)
+            return TG_STAGE_PENDING;                  /* the transfer's on_done moves the call on */
+        tg_pipeline_goto(&c->pipe, TG_STAGE_ATTEMPT); /* recorded as failed: ask the plan again */
+        return TG_STAGE_GO;
+    case TG_STEP_WAIT:
+        c->wait_ms = step.wait_ms;
+        tg_pipeline_goto(&c->pipe, TG_STAGE_WAIT);
+        return TG_STAGE_GO;
+    case TG_STEP_FAIL:
+        break;
+    }
+    note_new_recs(c);
+    tg_attempt_plan_events(c);
+    c->plan_failed = true; /* respond.c words the answer from the plan */
+    return TG_ENO_TARGET;
+}
+
+static void on_wait_done(tg_deadline_t *d)
+{
+    tg_call_t *c = H2O_STRUCT_FROM_MEMBER(tg_call_t, wait_due, d);
+    tg_plan_waited(&c->plan, c->wait_ms);
+    tg_call_resume(c, TG_STAGE_ATTEMPT, 0);
+}
+
+int tg_stage_wait(void *call)
+{
+    tg_call_t *c = call;
+    tg_deadline_arm(tg_call_waits(c), &c->wait_due, c->wait_ms, on_wait_done);
+    return TG_STAGE_PENDING;
+}

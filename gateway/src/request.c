@@ -1,0 +1,72 @@
+/*
+ * request.c - PARSE and ROUTE: the client's body becomes a canonical request, then a plan.
+ *
+ * PARSE reads the JSON body (duplicates refused), checks it against the canonical format (the
+ * OpenAI chat request), and notes what the answer must look like (stream, usage in the stream,
+ * route-event comments). ROUTE resolves the chain (a request "models" list, a named chain or one
+ * model), takes each target's breaker and starts the failover planner. Every refusal is the
+ * caller's 400 with the parameter named.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "call_internal.h"
+#include "err.h"
+
+int tg_stage_parse(void *call)
+{
+    tg_call_t *c = call;
+    h2o_req_t *req = c->req;
+    json_error_t jerr;
+    c->body = json_loadb(req->entity.base != NULL ? req->entity.base : "", req->entity.len,
+                         JSON_REJECT_DUPLICATES, &jerr);
+    if (c->body == NULL) {
+        tg_call_set_error(c, jerr.text, NULL);
+        return TG_EINVALID_JSON;
+    }
+    if (!json_is_object(c->body)) {
+        tg_call_set_error(c, "request body must be a JSON object", NULL);
+        return TG_EINVALID_REQUEST;
+    }
+    /* A per-request chain may stand in for "model"; the canonical format still wants one. */
+    json_t *models = json_object_get(c->body, "models");
+    if (json_object_get(c->body, "model") == NULL && json_is_string(json_array_get(models, 0)))
+        json_object_set(c->body, "model", json_array_get(models, 0));
+
+    char param[128] = "";
+    tg_error_t err = {0};
+    if (tg_canon_validate(c->body, param, sizeof(param), &err) != 0) {
+        tg_call_set_error(c, err.detail[0] != '\0' ? err.detail : NULL, param[0] != '\0' ? param : NULL);
+        return TG_EINVALID_REQUEST;
+    }
+    c->stream = json_is_true(json_object_get(c->body, "stream"));
+    c->client_usage = c->stream && json_is_true(json_object_get(json_object_get(c->body, "stream_options"),
+                                                                "include_usage"));
+    const h2o_iovec_t *re = tg_http_header(req, "x-tollgate-route-events");
+    c->route_events = c->stream && re != NULL && re->len == 4 && strncasecmp(re->base, "true", 4) == 0;
+    return TG_STAGE_GO;
+}
+
+int tg_stage_route(void *call)
+{
+    tg_call_t *c = call;
+    char param[128] = "";
+    tg_error_t err = {0};
+    if (tg_router_resolve(c->cfg, c->body, &c->route, param, sizeof(param), &err) != 0) {
+        tg_call_set_error(c, err.detail[0] != '\0' ? err.detail : NULL, param[0] != '\0' ? param : NULL);
+        return err.code != 0 ? err.code : TG_EINVALID_REQUEST;
+    }
+    json_object_del(c->body, "models"); /* tollgate's own field: never sent upstream */
+
+    for (size_t i = 0; i < c->route.n_targets; i++)
+        c->breakers[i] =
+            tg_breaker_get(c->route.targets[i]->target_key, &c->route.targets[i]->provider->breaker);
+    const tg_model_cfg_t *cf = c->route.context_fallback;
+    if (cf != NULL)
+        c->ctx_breaker = tg_breaker_get(cf->target_key, &cf->provider->breaker);
+    tg_plan_opts_t opts = {.max_attempts_per_target = c->cfg->max_attempts_per_target,
+                           .retry_wait_cap_ms = c->cfg->retry_wait_cap_ms,
+                           .short_wait_ms = TG_CALL_SHORT_WAIT_MS};
+    tg_plan_init(&c->plan, c->route.targets, c->breakers, c->route.n_targets, cf, c->ctx_breaker, &opts);
+    return TG_STAGE_GO;
+}
