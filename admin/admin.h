@@ -25,15 +25,6 @@ void tg_admin_breaker_reset(h2o_req_t *req, const char *target);
 /** GET /admin/v1/failover-events?since=&tenant=&limit=&cursor= (events.c) */
 void tg_admin_events_list(h2o_req_t *req);
 
-/* ---- helpers shared by the handlers (router.c) ---- */
-
-/** Percent-decodes src[0..len) into dst (cap bytes incl. NUL). '+' stays '+'. Returns the length or
- *  -1 on a malformed escape, an embedded NUL or overflow. */
-int tg_admin_url_decode(const char *src, size_t len, char *dst, size_t cap);
-/** Finds query parameter `name` in the request's query string and decodes it into dst.
- *  Returns 1 when found, 0 when absent, -1 when malformed or too long. */
-int tg_admin_query_param(h2o_req_t *req, const char *name, char *dst, size_t cap);
-
 /* ---- pure parsers of events.c, exposed for unit tests ---- */
 
 /** "since": RFC 3339 (2024-05-01T12:00:00Z, fractions and offsets allowed) or unix milliseconds. */

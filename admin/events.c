@@ -7,8 +7,8 @@
  * fetched to know whether a next page exists.
  *
  * The client may go away while the query is in the pipeline (a job cannot be taken back out), so
- * the job is malloc'd and linked to the request through a guard in req->pool whose dispose clears
- * job->req (c-stack.md 4.1).
+ * the job is malloc'd and linked to the request through a request guard (reqguard.h) whose
+ * dispose clears job->req.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -23,7 +23,9 @@
 #include "admin.h"
 #include "http.h"
 #include "log.h"
-#include "server.h"
+#include "query.h"
+#include "reqguard.h"
+#include "worker.h"
 
 #define LIMIT_DEFAULT 100
 #define LIMIT_MAX     1000
@@ -144,15 +146,14 @@ int tg_admin_cursor_decode(const char *s, int64_t *at_us, int64_t *id)
 
 typedef struct ev_job {
     h2o_req_t *req;
-    struct ev_job **guard;
+    tg_reqguard_t *guard;
     int limit;
 } ev_job_t;
 
-static void on_guard_dispose(void *p)
+static void on_request_gone(void *owner)
 {
-    ev_job_t **g = p;
-    if (*g != NULL)
-        (*g)->req = NULL; /* the request is gone: the DB callback must not answer it */
+    ev_job_t *job = owner;
+    job->req = NULL; /* the request is gone: the DB callback must not answer it */
 }
 
 static json_t *col(const PGresult *res, int row, int c, bool integer)
@@ -171,7 +172,7 @@ static void on_events(void *arg, const PGresult *res, const char *errmsg)
         free(job);
         return;
     }
-    *job->guard = NULL;
+    tg_reqguard_release(job->guard);
     if (res == NULL) {
         /* errmsg may quote parameters: log only that the query failed */
         TG_LOG(TG_LOG_WARN, "admin_events_query_failed");
@@ -307,10 +308,14 @@ void tg_admin_events_list(h2o_req_t *req)
     }
     job->req = req;
     job->limit = (int)limit;
-    job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), on_guard_dispose);
-    *job->guard = job;
+    job->guard = tg_reqguard_new(req, on_request_gone, job);
+    if (job->guard == NULL) {
+        free(job);
+        tg_http_send_error(req, TG_ENOMEM, NULL, NULL, 1);
+        return;
+    }
     if (tg_pgpool_query(w->pg, sql, np, params, on_events, job) != 0) {
-        *job->guard = NULL;
+        tg_reqguard_release(job->guard);
         free(job);
         tg_http_send_error(req, TG_EDB_UNAVAILABLE, NULL, NULL, 0);
     }

@@ -39,6 +39,7 @@
  */
 #include "../../admin/breakers.c"
 #include "../../admin/events.c"
+#include "../../admin/query.c"
 #include "../../admin/router.c"
 
 /* ---------------------------------------------------------------- error JSON */
