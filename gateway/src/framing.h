@@ -5,7 +5,8 @@
  * a request head and drops both headers from req->headers, so a handler cannot see a conflict.
  * A head that two parsers could read differently is refused here instead: a proxy in front of
  * tollgate that framed the body otherwise would have the rest of the bytes served as a request of
- * their own. Thread: any (pure on the bytes it is given).
+ * their own. tg_framing_check_head is pure (thread: any); tg_framing_check reads the request's
+ * connection (thread: the owning worker).
  */
 #ifndef TG_FRAMING_H
 #define TG_FRAMING_H

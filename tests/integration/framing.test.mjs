@@ -141,6 +141,26 @@ test('well-framed keep-alive requests are still served one after the other on on
     );
 });
 
+test("h2o's own refusals of a body are rewritten to the OpenAI shape, with the connection closed", async () => {
+    // gateway/README.md lists them: h2o answers through its error helpers, server.c's filter rewrites
+    const cases = [
+        ['a Content-Length that is not a number', post('/v1/chat/completions', ['Content-Length: 2x'], '{}'), 400],
+        ['a broken chunked body', post('/v1/chat/completions', ['Transfer-Encoding: chunked'], 'zz\r\n{}\r\n0\r\n\r\n'), 400],
+        ['an Expect other than 100-continue', post('/v1/chat/completions', ['Content-Length: 2', 'Expect: 200-ok'], '{}'), 417],
+    ];
+    for (const [what, bytes, status] of cases) {
+        const r = await exchange(S.url, bytes + HIDDEN);
+        assert.equal(r.responses.length, 1, `${what}: one answer:\n${r.text}`);
+        const [res] = r.responses;
+        assert.equal(res.status, status, what);
+        assert.equal(res.headers.connection, 'close', what);
+        assert.match(res.headers['content-type'] || '', /^application\/json/, what);
+        const e = JSON.parse(res.body).error;
+        assert.equal(e.type, 'invalid_request_error', what);
+        assert.equal(e.code, 'invalid_request', what);
+    }
+});
+
 test("h2o's own parser refusals: a malformed header line gets h2o's plain-text 400 and a closed connection", async () => {
     // documented in gateway/README.md: h2o 2.2.5 writes this answer itself, before any filter
     const r = await exchange(S.url, 'GET /healthz HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n' + HIDDEN);
