@@ -1,9 +1,8 @@
 /*
  * health.c - active health checks on one worker's loop.
  *
- * One probe slot per provider with health.enabled: a timer (a duration-0
- * h2o_timeout_t whose single entry carries its absolute deadline in
- * registered_at, c-stack.md 3.3) fires every interval_ms +-10%, the
+ * One probe slot per provider with health.enabled: a deadline (core/deadline.h)
+ * fires every interval_ms +-10%, the
  * adapter builds the unbilled probe request, and the worker's upstream runs
  * it. The result goes to the breaker of every target (model) of that
  * provider. A new config snapshot replaces every slot: probes in flight are
@@ -18,15 +17,14 @@
 
 #include "breaker.h"
 #include "clock.h"
+#include "deadline.h"
 #include "log.h"
 #include "metrics.h"
 
 typedef struct probe_slot {
     struct tg_health *h;
     const tg_provider_cfg_t *provider; /* borrowed from h->cfg, which we hold a reference on */
-    h2o_timeout_t timer;
-    h2o_timeout_entry_t entry;
-    bool timer_inited;
+    tg_deadline_t due;
     tg_transfer_t *xfer; /* in flight, or NULL */
     bool starting;       /* inside tg_transfer_start: on_done may not free anything yet */
     bool done_early;     /* on_done ran before tg_transfer_start returned */
@@ -36,6 +34,7 @@ typedef struct probe_slot {
 
 struct tg_health {
     h2o_loop_t *loop;
+    tg_timers_t timers;
     tg_upstream_t *up;
     tg_config_t *cfg; /* our reference */
     probe_slot_t *slots;
@@ -71,12 +70,11 @@ static uint64_t jittered(tg_health_t *h, uint32_t interval_ms)
     return d > 0 ? d : 1;
 }
 
+static void on_timer(tg_deadline_t *d);
+
 static void arm(probe_slot_t *s, uint64_t delay_ms)
 {
-    h2o_timeout_unlink(&s->entry);
-    h2o_timeout_link(s->h->loop, &s->timer, &s->entry);
-    /* absolute deadline: the list's duration is 0, so this entry fires at registered_at */
-    s->entry.registered_at = h2o_now(s->h->loop) + delay_ms;
+    tg_deadline_arm(&s->h->timers, &s->due, delay_ms, on_timer);
 }
 
 static void apply_result(probe_slot_t *s, bool ok)
@@ -125,9 +123,9 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
     arm(s, jittered(s->h, s->provider->health.interval_ms));
 }
 
-static void on_timer(h2o_timeout_entry_t *e)
+static void on_timer(tg_deadline_t *d)
 {
-    probe_slot_t *s = H2O_STRUCT_FROM_MEMBER(probe_slot_t, entry, e);
+    probe_slot_t *s = H2O_STRUCT_FROM_MEMBER(probe_slot_t, due, d);
     tg_health_t *h = s->h;
     const tg_provider_cfg_t *p = s->provider;
     if (s->xfer != NULL) /* still running (cannot happen: total timeout < interval); check later */
@@ -169,6 +167,7 @@ tg_health_t *tg_health_start(h2o_loop_t *loop, tg_upstream_t *up)
     if (h == NULL)
         return NULL;
     h->loop = loop;
+    tg_timers_init(&h->timers, loop);
     h->up = up;
     h->rng = tg_now_us() ^ (uint64_t)(uintptr_t)h;
     if (h->rng == 0)
@@ -184,10 +183,7 @@ static void clear_slots(tg_health_t *h)
             tg_transfer_cancel(s->xfer);
             s->xfer = NULL;
         }
-        if (s->timer_inited) {
-            h2o_timeout_unlink(&s->entry);
-            h2o_timeout_dispose(h->loop, &s->timer);
-        }
+        tg_deadline_cancel(&s->due);
     }
     free(h->slots);
     h->slots = NULL;
@@ -223,9 +219,6 @@ void tg_health_apply(tg_health_t *h, tg_config_t *cfg)
         probe_slot_t *s = &h->slots[h->n_slots++];
         s->h = h;
         s->provider = p;
-        h2o_timeout_init(h->loop, &s->timer, 0);
-        s->timer_inited = true;
-        s->entry.cb = on_timer;
         /* the first probe lands anywhere in the first interval: instances started (or
          * reloaded) together spread out at once */
         arm(s, 1 + rng_next(&h->rng) % p->health.interval_ms);
@@ -237,6 +230,7 @@ void tg_health_stop(tg_health_t *h)
     if (h == NULL)
         return;
     clear_slots(h);
+    tg_timers_dispose(&h->timers);
     tg_config_unref(h->cfg);
     free(h);
 }

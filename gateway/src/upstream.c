@@ -16,19 +16,20 @@
  * and CURLOPT_CLOSESOCKETFUNCTION, which curl keeps with the connection). Any other socket curl
  * watches (a resolver's socketpair, which curl closes itself) is deleted at REMOVE as before.
  *
- * curl's timer: a duration-0 h2o_timeout_t holding one entry whose registered_at is the absolute
- * deadline. Rewriting a list's duration instead makes h2o_timeout_run re-fire the entry in the same
- * pass and spin (c-stack.md 3.3).
+ * curl's timer: a core deadline (deadline.h), curl's delay from now. Rewriting a fixed-duration
+ * list's duration instead makes h2o_timeout_run re-fire the entry in the same pass and spin.
  *
  * Timeouts of a transfer:
  *   connect     CURLOPT_CONNECTTIMEOUT_MS
- *   first byte  our own h2o timeout, from start until the first response *body* byte (TTFT)
+ *   first byte  our own deadline, from start until the first response *body* byte (TTFT); its
+ *               duration is the attempt's own (the request's budget and a probe's shorter
+ *               bound make it vary), so it lives in a sorted deadline list
  *   idle        our own h2o timeout, re-armed on every body chunk; unlinked while the consumer
  *               has paused us (a slow client is backpressure, not an idle provider)
  *   total       CURLOPT_TIMEOUT_MS; curl counts paused time too, so a client that reads very
  *               slowly can run into it. Accepted: total is a hard cap on an attempt's lifetime.
- * first byte and idle use one fixed-duration h2o_timeout_t per distinct duration (durations come
- * from the config, so there are few), which keeps link/unlink O(1).
+ * idle uses one fixed-duration h2o_timeout_t per distinct duration (they come from the config, so
+ * there are few), which keeps its re-arm on every chunk O(1).
  *
  * Re-entrancy: curl_multi_remove_handle / curl_easy_cleanup are never called inside a curl
  * callback. `in_curl` counts nesting; a transfer finished or cancelled while inside curl is freed
@@ -53,6 +54,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -81,8 +83,8 @@ struct tg_upstream {
     size_t n_fds;
     size_t n_watched; /* fds with registered set */
     h2o_socket_t *ep_sock;
-    h2o_timeout_t curl_timer; /* duration 0; its one entry's registered_at is curl's deadline */
-    h2o_timeout_entry_t curl_timer_entry;
+    tg_timers_t deadlines; /* curl's timer and the transfers' first-byte deadlines */
+    tg_deadline_t curl_timer;
     h2o_timeout_t zero; /* deferred frees */
     duration_list_t *durations;
     int in_curl;
@@ -102,8 +104,9 @@ struct tg_transfer {
     tg_transfer_cbs_t cbs;
     void *ud;
     tg_timeouts_t to;
-    h2o_timeout_t *fb_list, *idle_list;
-    h2o_timeout_entry_t fb_entry, idle_entry, defer_entry;
+    h2o_timeout_t *idle_list;
+    tg_deadline_t fb_due;
+    h2o_timeout_entry_t idle_entry, defer_entry;
     h2o_linklist_t link;
     long status;
     char content_type[128];
@@ -139,7 +142,7 @@ static h2o_timeout_t *duration_list(tg_upstream_t *u, uint64_t ms)
 static void transfer_free(tg_transfer_t *t)
 {
     tg_upstream_t *u = t->u;
-    h2o_timeout_unlink(&t->fb_entry);
+    tg_deadline_cancel(&t->fb_due);
     h2o_timeout_unlink(&t->idle_entry);
     h2o_timeout_unlink(&t->defer_entry);
     if (t->easy != NULL) {
@@ -170,7 +173,7 @@ static void on_defer(h2o_timeout_entry_t *e)
 /* Frees now, or on the next loop turn when we are inside a curl call. */
 static void transfer_release(tg_transfer_t *t)
 {
-    h2o_timeout_unlink(&t->fb_entry);
+    tg_deadline_cancel(&t->fb_due);
     h2o_timeout_unlink(&t->idle_entry);
     if (t->u->in_curl > 0) {
         if (!h2o_timeout_is_linked(&t->defer_entry))
@@ -224,7 +227,7 @@ static void transfer_finish(tg_transfer_t *t, int rc)
     if (t->finished)
         return;
     t->finished = true;
-    h2o_timeout_unlink(&t->fb_entry);
+    tg_deadline_cancel(&t->fb_due);
     h2o_timeout_unlink(&t->idle_entry);
     if (!t->cancelled) {
         /* A complete answer with an empty body still reports its head first. */
@@ -395,20 +398,20 @@ static int on_curl_close(void *clientp, curl_socket_t fd)
     return close(fd);
 }
 
-static void on_curl_timer_fired(h2o_timeout_entry_t *e)
+static void on_curl_timer_fired(tg_deadline_t *d)
 {
-    tg_upstream_t *u = H2O_STRUCT_FROM_MEMBER(tg_upstream_t, curl_timer_entry, e);
+    tg_upstream_t *u = H2O_STRUCT_FROM_MEMBER(tg_upstream_t, curl_timer, d);
     socket_action(u, CURL_SOCKET_TIMEOUT, 0);
 }
 
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
+    (void)multi;
     tg_upstream_t *u = userp;
-    h2o_timeout_unlink(&u->curl_timer_entry);
-    if (timeout_ms >= 0) { /* -1 deletes the timer; never call socket_action from here */
-        h2o_timeout_link(u->loop, &u->curl_timer, &u->curl_timer_entry);
-        u->curl_timer_entry.registered_at = h2o_now(u->loop) + (uint64_t)timeout_ms;
-    }
+    if (timeout_ms >= 0) /* never call socket_action from here */
+        tg_deadline_arm(&u->deadlines, &u->curl_timer, (uint64_t)timeout_ms, on_curl_timer_fired);
+    else /* -1 deletes the timer */
+        tg_deadline_cancel(&u->curl_timer);
     return 0;
 }
 
@@ -425,9 +428,9 @@ static void fire_timeout(tg_transfer_t *t, const char *kind)
     transfer_finish(t, TG_EUPSTREAM_TIMEOUT);
 }
 
-static void on_first_byte_timeout(h2o_timeout_entry_t *e)
+static void on_first_byte_timeout(tg_deadline_t *d)
 {
-    fire_timeout(H2O_STRUCT_FROM_MEMBER(tg_transfer_t, fb_entry, e), "first_byte");
+    fire_timeout(H2O_STRUCT_FROM_MEMBER(tg_transfer_t, fb_due, d), "first_byte");
 }
 
 static void on_idle_timeout(h2o_timeout_entry_t *e)
@@ -506,7 +509,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata)
     }
     if (!t->got_body) {
         t->got_body = true;
-        h2o_timeout_unlink(&t->fb_entry);
+        tg_deadline_cancel(&t->fb_due);
     }
     deliver_head(t);
     if (t->cancelled)
@@ -546,8 +549,7 @@ tg_upstream_t *tg_upstream_create(h2o_loop_t *loop)
         free(u);
         return NULL;
     }
-    h2o_timeout_init(loop, &u->curl_timer, 0);
-    u->curl_timer_entry.cb = on_curl_timer_fired;
+    tg_timers_init(&u->deadlines, loop);
     h2o_timeout_init(loop, &u->zero, 0);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
@@ -576,14 +578,14 @@ void tg_upstream_destroy(tg_upstream_t *u)
         h2o_timeout_unlink(e);
         e->cb(e);
     }
-    h2o_timeout_unlink(&u->curl_timer_entry);
+    tg_deadline_cancel(&u->curl_timer);
     while (u->n_easy_pool > 0)
         curl_easy_cleanup(u->easy_pool[--u->n_easy_pool]);
     curl_multi_cleanup(u->multi); /* closes cached connections (CURL_POLL_REMOVE first) */
     h2o_socket_read_stop(u->ep_sock);
     h2o_socket_close(u->ep_sock); /* closes epfd */
     free(u->fds);
-    h2o_timeout_dispose(u->loop, &u->curl_timer);
+    tg_timers_dispose(&u->deadlines);
     h2o_timeout_dispose(u->loop, &u->zero);
     while (u->durations != NULL) {
         duration_list_t *d = u->durations;
@@ -690,16 +692,12 @@ tg_transfer_t *tg_transfer_start(tg_upstream_t *u, tg_upstream_req_t *req, const
     t->ud = ud;
     if (to != NULL)
         t->to = *to;
-    t->fb_entry.cb = on_first_byte_timeout;
     t->idle_entry.cb = on_idle_timeout;
     t->defer_entry.cb = on_defer;
-    if (t->to.first_byte_ms > 0)
-        t->fb_list = duration_list(u, t->to.first_byte_ms);
     if (t->to.idle_ms > 0)
         t->idle_list = duration_list(u, t->to.idle_ms);
     t->easy = make_easy(t);
-    if (t->easy == NULL || (t->to.first_byte_ms > 0 && t->fb_list == NULL) ||
-        (t->to.idle_ms > 0 && t->idle_list == NULL)) {
+    if (t->easy == NULL || (t->to.idle_ms > 0 && t->idle_list == NULL)) {
         transfer_free(t);
         return NULL;
     }
@@ -711,8 +709,8 @@ tg_transfer_t *tg_transfer_start(tg_upstream_t *u, tg_upstream_req_t *req, const
     h2o_linklist_insert(&u->transfers, &t->link);
     u->active++;
     tg_metrics_add("tollgate_upstream_active", "", 1);
-    if (t->fb_list != NULL)
-        h2o_timeout_link(u->loop, t->fb_list, &t->fb_entry);
+    if (t->to.first_byte_ms > 0)
+        tg_deadline_arm(&u->deadlines, &t->fb_due, t->to.first_byte_ms, on_first_byte_timeout);
     /* curl_multi_add_handle armed a 0 ms timer: the work starts from the loop, never synchronously. */
     return t;
 }
