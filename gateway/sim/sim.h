@@ -28,19 +28,21 @@
 
 /* One fault, per model (POST /_sim/faults) or per request (x-sim-fault). All zero/false/-1 = none. */
 typedef struct tg_sim_fault {
-    int status;            /* 0: answer normally; else answer with this status and the provider's body */
-    int retry_after_s;     /* -1: no Retry-After unless the status is 429 (then 1) */
-    int fail_first;        /* per-model only: apply to the next N requests, then drop; 0 = until cleared */
-    int latency_ms;        /* delays the whole answer (the headers of a stream) */
-    int ttft_ms;           /* delays the first stream event */
-    int chunk_delay_ms;    /* delays each following content event */
-    int drop_after_chunks; /* -1: never; N: abort the connection after N content events */
-    bool malformed;        /* invalid JSON body, or one broken SSE data line */
-    bool hang;             /* never answer (until the client goes away) */
-    bool context_length;   /* "error":"context_length": the provider's context-length error, 400 */
-    int stream_chunks;     /* content chunks of the answer (default 8) */
-    int chunk_bytes;       /* pad every content chunk's text to this many bytes (0: no padding) */
-    int cached_tokens;     /* -1: the default rule; else the cached prompt tokens to report */
+    int status;             /* 0: answer normally; else answer with this status and the provider's body */
+    int retry_after_s;      /* -1: no Retry-After unless the status is 429 (then 1) */
+    int fail_first;         /* per-model only: apply to the next N requests, then drop; 0 = until cleared */
+    int latency_ms;         /* delays the whole answer (the headers of a stream) */
+    int ttft_ms;            /* delays the first stream event */
+    int chunk_delay_ms;     /* delays each following content event */
+    int drop_after_chunks;  /* -1: never; N: abort the connection after N content events */
+    int error_after_chunks; /* -1: never; N: after N content events, the provider's in-stream error
+                             * event, then a clean end of the stream */
+    bool malformed;         /* invalid JSON body, or one broken SSE data line */
+    bool hang;              /* never answer (until the client goes away) */
+    bool context_length;    /* "error":"context_length": the provider's context-length error, 400 */
+    int stream_chunks;      /* content chunks of the answer (default 8) */
+    int chunk_bytes;        /* pad every content chunk's text to this many bytes (0: no padding) */
+    int cached_tokens;      /* -1: the default rule; else the cached prompt tokens to report */
 } tg_sim_fault_t;
 
 void tg_sim_fault_defaults(tg_sim_fault_t *f);
@@ -175,6 +177,8 @@ typedef struct tg_sim_wire {
     bool (*stream_event)(tg_sim_w_t *w, const tg_sim_req_t *rq, const tg_sim_answer_t *a, size_t idx,
                          tg_sim_ev_kind_t *kind);
     void (*models)(tg_sim_w_t *w);
+    /* The provider's own error event inside a stream (with its SSE framing): an overload. */
+    void (*stream_error)(tg_sim_w_t *w);
 } tg_sim_wire_t;
 
 extern const tg_sim_wire_t tg_sim_openai;

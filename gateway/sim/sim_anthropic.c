@@ -330,6 +330,13 @@ static void an_models(tg_sim_w_t *w)
     tg_sim_w_f(w, "],\"has_more\":false,\"first_id\":\"%s\",\"last_id\":\"%s\"}", ids[0], ids[n - 1]);
 }
 
+/* Anthropic's `error` event, as sent when the API is overloaded mid-stream. */
+static void an_stream_error(tg_sim_w_t *w)
+{
+    tg_sim_w_s(w, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+                  "\"message\":\"Overloaded\"}}\n\n");
+}
+
 const tg_sim_wire_t tg_sim_anthropic = {
     .name = "anthropic",
     .id_prefix = "msg_sim",
@@ -341,4 +348,5 @@ const tg_sim_wire_t tg_sim_anthropic = {
     .render = an_render,
     .stream_event = an_stream_event,
     .models = an_models,
+    .stream_error = an_stream_error,
 };

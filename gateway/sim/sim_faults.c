@@ -46,6 +46,7 @@ void tg_sim_fault_defaults(tg_sim_fault_t *f)
     memset(f, 0, sizeof(*f));
     f->retry_after_s = -1;
     f->drop_after_chunks = -1;
+    f->error_after_chunks = -1;
     f->stream_chunks = TG_SIM_DEFAULT_CHUNKS;
     f->cached_tokens = -1;
 }
@@ -75,6 +76,7 @@ static int set_field(tg_sim_fault_t *f, const char *key, const char *val, bool i
         {"ttft_ms", offsetof(tg_sim_fault_t, ttft_ms), 0, TG_SIM_MAX_DELAY_MS},
         {"chunk_delay_ms", offsetof(tg_sim_fault_t, chunk_delay_ms), 0, TG_SIM_MAX_DELAY_MS},
         {"drop_after_chunks", offsetof(tg_sim_fault_t, drop_after_chunks), -1, TG_SIM_MAX_CHUNKS},
+        {"error_after_chunks", offsetof(tg_sim_fault_t, error_after_chunks), -1, TG_SIM_MAX_CHUNKS},
         {"stream_chunks", offsetof(tg_sim_fault_t, stream_chunks), 1, TG_SIM_MAX_CHUNKS},
         {"chunk_bytes", offsetof(tg_sim_fault_t, chunk_bytes), 0, TG_SIM_MAX_CHUNK_B},
         {"cached_tokens", offsetof(tg_sim_fault_t, cached_tokens), -1, 100000000},
@@ -211,11 +213,12 @@ int tg_sim_fault_from_header(const char *s, size_t len, tg_sim_fault_t *f, char 
 
 static json_t *fault_json(const tg_sim_fault_t *f)
 {
-    return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:s?,s:i,s:i,s:i}", "status", f->status,
+    return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:s?,s:i,s:i,s:i}", "status", f->status,
                      "retry_after_s", f->retry_after_s, "fail_first", f->fail_first, "latency_ms",
                      f->latency_ms, "ttft_ms", f->ttft_ms, "chunk_delay_ms", f->chunk_delay_ms,
-                     "drop_after_chunks", f->drop_after_chunks, "malformed", f->malformed, "hang", f->hang,
-                     "error", f->context_length ? "context_length" : NULL, "stream_chunks", f->stream_chunks,
+                     "drop_after_chunks", f->drop_after_chunks, "error_after_chunks", f->error_after_chunks,
+                     "malformed", f->malformed, "hang", f->hang, "error",
+                     f->context_length ? "context_length" : NULL, "stream_chunks", f->stream_chunks,
                      "chunk_bytes", f->chunk_bytes, "cached_tokens", f->cached_tokens);
 }
 

@@ -286,6 +286,13 @@ static void ge_models(tg_sim_w_t *w)
     tg_sim_w_s(w, "]}");
 }
 
+/* Gemini ends a failing stream with a data event holding a google.rpc.Status error. */
+static void ge_stream_error(tg_sim_w_t *w)
+{
+    tg_sim_w_s(w, "data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded. Please try again "
+                  "later.\",\"status\":\"UNAVAILABLE\"}}\n\n");
+}
+
 const tg_sim_wire_t tg_sim_gemini = {
     .name = "gemini",
     .id_prefix = "",
@@ -297,4 +304,5 @@ const tg_sim_wire_t tg_sim_gemini = {
     .render = ge_render,
     .stream_event = ge_stream_event,
     .models = ge_models,
+    .stream_error = ge_stream_error,
 };

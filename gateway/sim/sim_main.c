@@ -335,6 +335,13 @@ static void pump(sim_call_t *c)
                 }
                 break;
             }
+            if (kind == TG_SIM_EV_CONTENT && c->f.error_after_chunks >= 0 &&
+                c->content_sent >= c->f.error_after_chunks) {
+                c->out.len = mark; /* the provider gives up here and says so in the stream */
+                c->wire->stream_error(&w);
+                end = true;
+                break;
+            }
             if (kind == TG_SIM_EV_CONTENT && c->f.drop_after_chunks >= 0 &&
                 c->content_sent >= c->f.drop_after_chunks) {
                 c->out.len = mark;

@@ -340,6 +340,13 @@ static void oa_models(tg_sim_w_t *w)
     tg_sim_w_s(w, "]}");
 }
 
+/* OpenAI reports a failure after the stream started as a data event holding an error object. */
+static void oa_stream_error(tg_sim_w_t *w)
+{
+    tg_sim_w_s(w, "data: {\"error\":{\"message\":\"The server had an error while processing your request. "
+                  "Sorry about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n");
+}
+
 const tg_sim_wire_t tg_sim_openai = {
     .name = "openai",
     .id_prefix = "chatcmpl-sim",
@@ -351,4 +358,5 @@ const tg_sim_wire_t tg_sim_openai = {
     .render = oa_render,
     .stream_event = oa_stream_event,
     .models = oa_models,
+    .stream_error = oa_stream_error,
 };

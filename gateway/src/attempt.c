@@ -186,7 +186,11 @@ static const char *stream_fail_reason(tg_call_t *c, int rc, const char *timeout_
     memset(cls, 0, sizeof(*cls));
     cls->retry_after_ms = -1;
     if (c->stream_rc == TG_EUPSTREAM_FAILED) {
-        /* an error event from the provider inside the stream */
+        /* an error event from the provider inside the stream: its words go to the log (they are
+         * the only account of what went wrong), the client gets the table's */
+        TG_LOG(TG_LOG_WARN, "upstream_stream_error", TG_KV_STR("request_id", c->request_id),
+               TG_KV_STR("target", c->target->target_key), TG_KV_INT("http_status", c->up_status),
+               TG_KV_INT("committed", c->committed), TG_KV_STR("message", c->stream_err.detail));
         cls->cls = TG_OUTCOME_SERVER;
         cls->status = c->up_status;
         snprintf(cls->reason, sizeof(cls->reason), "stream_error");

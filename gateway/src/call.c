@@ -380,6 +380,7 @@ static int stage_log(void *call)
            TG_KV_INT("prompt_tokens", c->usage.prompt_tokens),
            TG_KV_INT("completion_tokens", c->usage.completion_tokens),
            TG_KV_INT("cached_tokens", c->usage.cached_tokens),
+           TG_KV_INT("usage_estimated", c->usage_estimated),
            TG_KV_INT("duration_us", tg_now_us() - c->start_us));
     return TG_STAGE_GO;
 }

@@ -114,6 +114,8 @@ typedef struct tg_call {
     tg_buf_t route_log;
     const tg_model_cfg_t *served;
     tg_usage_t usage;
+    bool usage_estimated;     /* completion_tokens counted from what reached the client */
+    uint64_t delivered_chars; /* content and tool-argument characters relayed to the client */
     bool mid_stream_failed;
 } tg_call_t;
 

@@ -16,6 +16,7 @@
  * piece has been handed over; proceed, the end-of-turn flush and the transfer's end bring it back
  * through tg_call_resume.
  */
+#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,44 @@ static void commit_stream(tg_call_t *c)
 
 /* ------------------------------------------------------------------------------ input */
 
+/*
+ * What reached the client is counted as it goes (content and tool-call argument characters), so a
+ * stream that ends without the provider's usage (cut, drained, the client gone) is still charged
+ * for what it delivered (settle.c).
+ */
+static uint64_t chunk_chars(const json_t *chunk)
+{
+    uint64_t n = 0;
+    const json_t *choices = json_object_get(chunk, "choices"), *ch;
+    size_t i, j;
+    json_array_foreach(choices, i, ch)
+    {
+        const json_t *delta = json_object_get(ch, "delta"), *tc;
+        n += json_string_length(json_object_get(delta, "content"));
+        json_array_foreach(json_object_get(delta, "tool_calls"), j, tc) n +=
+            json_string_length(json_object_get(json_object_get(tc, "function"), "arguments"));
+    }
+    return n;
+}
+
+/* The same for a spliced pass-through event, without a tree: the length of every "content" and
+ * "arguments" string value (escapes count as one character). */
+static uint64_t raw_chars(const char *p, size_t len)
+{
+    static const char *const keys[] = {"\"content\":\"", "\"arguments\":\""};
+    uint64_t n = 0;
+    for (size_t k = 0; k < 2; k++) {
+        size_t klen = strlen(keys[k]);
+        const char *s = p, *end = p + len;
+        while ((s = memmem(s, (size_t)(end - s), keys[k], klen)) != NULL) {
+            for (s += klen; s < end && *s != '"'; s++, n++)
+                if (*s == '\\' && s + 1 < end)
+                    s++;
+        }
+    }
+    return n;
+}
+
 static int on_chunk(void *ud, json_t *chunk)
 {
     tg_call_t *c = ud;
@@ -161,6 +200,7 @@ static int on_chunk(void *ud, json_t *chunk)
         commit_stream(c);
     int rc = tg_sse_write_data(&c->pending, s, strlen(s));
     free(s);
+    c->delivered_chars += chunk_chars(chunk); /* `out` may be gone: same content */
     if (rc != 0) {
         c->stream_rc = rc;
         return -1;
@@ -189,6 +229,7 @@ static int on_sse_event(void *ud, const tg_sse_event_t *ev)
                 c->stream_rc = wrc;
                 return wrc;
             }
+            c->delivered_chars += raw_chars(c->scratch.data, c->scratch.len);
             return 0;
         }
     }

@@ -19,11 +19,30 @@ int tg_stage_reserve(void *call)
     return TG_STAGE_GO;
 }
 
+/*
+ * A stream that did not end with the provider's own end (cut by the provider, drained, its client
+ * gone) has no final usage: the provider may have reported nothing, or only its opening figures
+ * (Anthropic's message_start says output_tokens 1). What reached the client is still what the
+ * tenant got, so its completion tokens are at least the delivered characters over four (the usual
+ * estimate for English text), and the record says it is an estimate.
+ */
+static void settle_usage(tg_call_t *c)
+{
+    if (!c->stream || !c->committed || (c->ended && c->stream_rc == 0 && c->usage.present))
+        return;
+    int64_t est = (int64_t)((c->delivered_chars + 3) / 4);
+    if (est > c->usage.completion_tokens) {
+        c->usage.completion_tokens = est;
+        c->usage_estimated = true;
+    }
+}
+
 int tg_stage_settle(void *call)
 {
     tg_call_t *c = call;
     if (c->kind != TG_CALL_CHAT)
         return TG_STAGE_GO;
+    settle_usage(c);
     tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_NEUTRAL); /* no-op when a verdict was given */
     tg_attempt_plan_events(c);
     return TG_STAGE_GO;
