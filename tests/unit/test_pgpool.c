@@ -68,7 +68,7 @@ static int teardown(void **state)
 
 static void test_no_database(void **state)
 {
-    tg_pgpool_t *p = tg_pgpool_create(loop, "host=/nonexistent-tollgate-dir port=1 dbname=x", 2);
+    tg_pgpool_t *p = tg_pgpool_create(loop, "host=/nonexistent-tollgate-dir port=1 dbname=x", &(tg_pgpool_opts_t){.n_conns = 2});
     assert_non_null(p);
     for (int i = 0; i < 3; i++)
         h2o_evloop_run(loop, 10);
@@ -84,7 +84,7 @@ static void test_no_database(void **state)
 static void test_many_pipelined(void **state)
 {
     const char *pg = tg_test_pg_or_skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 2);
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, &(tg_pgpool_opts_t){.n_conns = 2});
     RUN_UNTIL(tg_pgpool_ready(p));
     enum { N = 500 };
     static result_t r[N];
@@ -115,7 +115,7 @@ static void test_many_pipelined(void **state)
 static void test_error_isolated(void **state)
 {
     const char *pg = tg_test_pg_or_skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 1); /* one connection: all three share a pipeline */
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, NULL); /* one connection: all three share a pipeline */
     RUN_UNTIL(tg_pgpool_ready(p));
     result_t a = {0}, b = {0}, c = {0};
     const char *params[1] = {"3"};
@@ -136,7 +136,8 @@ static void test_error_isolated(void **state)
 static void test_terminate_recovery(void **state)
 {
     const char *pg = tg_test_pg_or_skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 1);
+    /* a deadline far beyond the sleeps below: the backend's death is what ends them */
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, &(tg_pgpool_opts_t){.job_timeout_ms = 120000});
     RUN_UNTIL(tg_pgpool_ready(p));
     result_t pid1 = {0};
     assert_int_equal(tg_pgpool_query(p, "SELECT pg_backend_pid()", 0, NULL, on_result, &pid1), 0);
@@ -264,7 +265,7 @@ static void test_auth_end_to_end(void **state)
     unlink(cfg_path);
 
     tg_auth_cache_clear();
-    tg_pgpool_t *p = tg_pgpool_create(loop, db, 1);
+    tg_pgpool_t *p = tg_pgpool_create(loop, db, NULL);
     RUN_UNTIL(tg_pgpool_ready(p));
     tg_principal_t prin;
     auth_result_t r = {0};
