@@ -461,8 +461,9 @@ static void check_db_host(vctx_t *v, const PQconninfoOption *opts, const char *w
     if (hostaddr != NULL || (env_hostaddr != NULL && env_hostaddr[0] != '\0'))
         return; /* libpq connects to hostaddr and uses host only for authentication */
     if (service != NULL || (env_service != NULL && env_service[0] != '\0')) {
-        verr(v, "%s: a connection service (service= or PGSERVICE) is not supported: its host cannot be "
-                "checked; give host (a unix socket directory or a numeric IP address) or hostaddr",
+        verr(v,
+             "%s: a connection service (service= or PGSERVICE) is not supported: its host cannot be "
+             "checked; give host (a unix socket directory or a numeric IP address) or hostaddr",
              what);
         return;
     }

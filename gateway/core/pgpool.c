@@ -341,7 +341,8 @@ tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, const tg_p
     p->loop = loop;
     p->job_timeout_ms = opts->job_timeout_ms != 0 ? opts->job_timeout_ms : TG_PGPOOL_JOB_TIMEOUT_MS;
     p->max_queue = opts->max_queue != 0 ? opts->max_queue : TG_PGPOOL_MAX_QUEUE;
-    p->connect_timeout_ms = opts->connect_timeout_ms != 0 ? opts->connect_timeout_ms : TG_PGPOOL_CONNECT_TIMEOUT_MS;
+    p->connect_timeout_ms =
+        opts->connect_timeout_ms != 0 ? opts->connect_timeout_ms : TG_PGPOOL_CONNECT_TIMEOUT_MS;
     p->conninfo = strdup(conninfo);
     p->conns = calloc(n_conns, sizeof(*p->conns));
     if (p->conninfo == NULL || p->conns == NULL) {
@@ -395,7 +396,12 @@ void tg_pgpool_destroy(tg_pgpool_t *p)
 
 bool tg_pgpool_ready(const tg_pgpool_t *p)
 {
-    return p != NULL && atomic_load(&((tg_pgpool_t *)p)->n_ready) > 0;
+    return tg_pgpool_ready_count(p) > 0;
+}
+
+unsigned tg_pgpool_ready_count(const tg_pgpool_t *p)
+{
+    return p != NULL ? atomic_load(&((tg_pgpool_t *)p)->n_ready) : 0;
 }
 
 unsigned tg_pgpool_queued(const tg_pgpool_t *p)

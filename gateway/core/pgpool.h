@@ -58,6 +58,8 @@ tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, const tg_p
 void tg_pgpool_destroy(tg_pgpool_t *p);
 /** At least one connection is ready. Thread: any (an atomic count). */
 bool tg_pgpool_ready(const tg_pgpool_t *p);
+/** How many connections are ready. Thread: any. */
+unsigned tg_pgpool_ready_count(const tg_pgpool_t *p);
 /** Queues a query; params are copied by libpq. Returns 0 (cb fires exactly once, never synchronously
  *  from inside this call, at the latest when the job's deadline passes) or TG_EDB_UNAVAILABLE (no
  *  connection ready, or max_queue jobs already in flight; cb never fires), or TG_ENOMEM. */
