@@ -1,7 +1,8 @@
 /*
  * test_auth.c - key generation and format checks, the keyed hash (the pepper matters), and the
- * key cache: hits, misses, TTL expiry, negative entries, clearing and bounded eviction, and a
- * clear that overtakes a lookup in flight (the answer is not cached).
+ * key cache: hits, misses, TTL expiry, negative entries, clearing and bounded eviction, a clear
+ * that overtakes a lookup in flight (the answer is not cached), and a lookup past its database
+ * job's deadline (TG_EDB_UNAVAILABLE).
  *
  * The last test runs a real lookup against PostgreSQL (TG_TEST_PG or TG_TEST_PG_FILE, see
  * pg_env.h; ctest passes the "pg" fixture's), in a schema of its own built from the embedded
@@ -13,6 +14,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -286,6 +288,32 @@ static long insert_key(PGconn *db, const char *key)
     return id;
 }
 
+/* The backend that test_revoked_during_lookup stops: continued by its teardown whatever happens
+ * (the cluster is shared with other tests). */
+static pid_t frozen_backend;
+
+static int thaw_backend(void **state)
+{
+    if (frozen_backend > 0)
+        kill(frozen_backend, SIGCONT);
+    frozen_backend = 0;
+    tg_auth_cache_clear();
+    return 0;
+}
+
+typedef struct pid_result {
+    int fired;
+    char pid[16];
+} pid_result_t;
+
+static void on_pid(void *arg, const PGresult *res, const char *errmsg)
+{
+    pid_result_t *r = arg;
+    r->fired++;
+    if (res != NULL && PQntuples(res) == 1)
+        snprintf(r->pid, sizeof(r->pid), "%s", PQgetvalue(res, 0, 0));
+}
+
 static void test_revoked_during_lookup(void **state)
 {
     const char *pg = tg_test_pg_or_skip();
@@ -307,7 +335,7 @@ static void test_revoked_during_lookup(void **state)
     char conninfo[1200];
     snprintf(conninfo, sizeof(conninfo), "%s options='-c search_path=tg_auth_test'", pg);
     h2o_loop_t *loop = h2o_evloop_create();
-    tg_pgpool_t *pool = tg_pgpool_create(loop, conninfo, NULL);
+    tg_pgpool_t *pool = tg_pgpool_create(loop, conninfo, &(tg_pgpool_opts_t){.job_timeout_ms = 300});
     RUN_UNTIL(loop, tg_pgpool_ready(pool));
     tg_principal_t out;
 
@@ -336,6 +364,28 @@ static void test_revoked_during_lookup(void **state)
     RUN_UNTIL(loop, again.fired);
     assert_int_equal(again.rc, TG_EUNAUTHENTICATED);
 
+    /* a lookup whose database stops answering fails with TG_EDB_UNAVAILABLE at its job's
+     * deadline, and caches nothing */
+    pid_result_t pid = {0};
+    assert_int_equal(tg_pgpool_query(pool, "SELECT pg_backend_pid()", 0, NULL, on_pid, &pid), 0);
+    RUN_UNTIL(loop, pid.fired);
+    frozen_backend = (pid_t)atoi(pid.pid);
+    assert_true(frozen_backend > 0);
+    assert_int_equal(kill(frozen_backend, SIGSTOP), 0);
+    char k3[TG_API_KEY_LEN + 1];
+    tg_api_key_generate(k3);
+    auth_result_t r3 = {0};
+    assert_int_equal(tg_auth_lookup(pool, pepper_a, 60000, 1003, k3, TG_API_KEY_LEN, &out, on_auth, &r3), 0);
+    RUN_UNTIL(loop, r3.fired);
+    assert_int_equal(r3.rc, TG_EDB_UNAVAILABLE);
+    assert_int_equal(kill(frozen_backend, SIGCONT), 0);
+    frozen_backend = 0;
+    RUN_UNTIL(loop, tg_pgpool_ready(pool));
+    auth_result_t r4 = {0};
+    assert_int_equal(tg_auth_lookup(pool, pepper_a, 60000, 1004, k3, TG_API_KEY_LEN, &out, on_auth, &r4), 0);
+    RUN_UNTIL(loop, r4.fired);
+    assert_int_equal(r4.rc, TG_EUNAUTHENTICATED); /* asked again, and answered */
+
     tg_pgpool_destroy(pool);
     h2o_evloop_destroy(loop);
     exec_ok(db, "DROP SCHEMA tg_auth_test CASCADE");
@@ -352,7 +402,7 @@ int main(void)
         cmocka_unit_test_setup(test_cache_eviction, clear_cache),
         cmocka_unit_test_setup(test_lookup_without_db, clear_cache),
         cmocka_unit_test_setup(test_clear_overtakes_put, clear_cache),
-        cmocka_unit_test_setup(test_revoked_during_lookup, clear_cache),
+        cmocka_unit_test_setup_teardown(test_revoked_during_lookup, clear_cache, thaw_backend),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
