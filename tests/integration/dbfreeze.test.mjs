@@ -3,7 +3,8 @@
 //   - a key in the key cache is still served, and so are chains with a failing primary, whose
 //     failover events queue up (never blocking a request);
 //   - a key that is not cached gets 503 db_unavailable with Retry-After: with the database frozen
-//     that answer can only come from the database job's deadline (database.job_timeout_ms);
+//     that answer can only come from the database job's deadline (database.job_timeout_ms); so
+//     does the admin API's failover-events read, and /healthz stays 200;
 //   - after SIGCONT everything recovers: the key that was refused and a key created afterwards are
 //     authenticated, the queued events land in failover_events (or are counted as dropped), and
 //     many requests over fresh connections (so on every worker) each reach the database again.
@@ -229,6 +230,15 @@ test('PostgreSQL frozen: cached keys served, uncached 503 db_unavailable with Re
             assert.match(b.headers.get('retry-after') || '', /^[1-9]\d*$/, 'Retry-After in whole seconds');
         }
         await inst.gateway.waitOutput(/"event":"db_job_timeout"/, 'the log to say a database job reached its deadline');
+        // The admin API's database reads take the same path; liveness does not depend on the database.
+        const ev = await fetch(`${inst.adminUrl}/admin/v1/failover-events?limit=1`, { signal: AbortSignal.timeout(30000) });
+        const evBody = await ev.json();
+        assert.equal(ev.status, 503, `failover events while frozen: ${JSON.stringify(evBody)}`);
+        assert.equal(evBody.error.code, 'db_unavailable');
+        assert.match(ev.headers.get('retry-after') || '', /^[1-9]\d*$/);
+        const live = await fetch(`${inst.url}/healthz`, { signal: AbortSignal.timeout(30000) });
+        await live.arrayBuffer();
+        assert.equal(live.status, 200, '/healthz while frozen');
 
         // The rest of "several seconds", then the database comes back.
         const left = FREEZE_MS - (Date.now() - t0);
