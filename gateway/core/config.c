@@ -419,15 +419,90 @@ static char *get_secret(vctx_t *v, const json_t *obj, const char *path, const ch
     return NULL;
 }
 
+/* Whether one entry of a libpq host list connects without a name lookup: a unix socket directory
+ * (an absolute path, or '@' for Linux's abstract namespace), a numeric IPv4 or IPv6 address, or
+ * empty (libpq's default socket directory). */
+static bool db_host_is_literal(const char *h, size_t n)
+{
+    if (n == 0 || h[0] == '/' || h[0] == '@')
+        return true;
+    char tmp[INET6_ADDRSTRLEN + 1];
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (n >= sizeof(tmp))
+        return false;
+    memcpy(tmp, h, n);
+    tmp[n] = '\0';
+    return inet_pton(AF_INET, tmp, addr) == 1 || inet_pton(AF_INET6, tmp, addr) == 1;
+}
+
+/*
+ * libpq resolves a host name synchronously inside PQconnectStart and PQconnectPoll, that is on a
+ * worker's loop (pgpool.h), stalling every request of that worker for as long as the resolver
+ * takes. Only connection strings that need no lookup pass: hostaddr given, or every host a socket
+ * directory or a numeric address. Options the string leaves out come from libpq's environment
+ * variables, so those count too. `what` names the key the string came from; the host itself is
+ * not echoed (database.url is secret-bearing).
+ */
+static void check_db_host(vctx_t *v, const PQconninfoOption *opts, const char *what)
+{
+    const char *host = NULL, *hostaddr = NULL, *service = NULL;
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
+    }
+    const char *env_hostaddr = getenv("PGHOSTADDR"), *env_host = getenv("PGHOST");
+    const char *env_service = getenv("PGSERVICE");
+    if (hostaddr != NULL || (env_hostaddr != NULL && env_hostaddr[0] != '\0'))
+        return; /* libpq connects to hostaddr and uses host only for authentication */
+    if (service != NULL || (env_service != NULL && env_service[0] != '\0')) {
+        verr(v,
+             "%s: a connection service (service= or PGSERVICE) is not supported: its host cannot be "
+             "checked; give host (a unix socket directory or a numeric IP address) or hostaddr",
+             what);
+        return;
+    }
+    const char *from = what;
+    if (host == NULL && env_host != NULL && env_host[0] != '\0') {
+        host = env_host;
+        from = "PGHOST (environment)";
+    }
+    if (host == NULL)
+        return; /* libpq's default unix socket directory */
+    for (const char *h = host;;) {
+        size_t n = strcspn(h, ",");
+        if (!db_host_is_literal(h, n)) {
+            verr(v,
+                 "%s: the host is a name, which libpq would resolve on a worker's event loop and block "
+                 "it: give a unix socket directory (an absolute path), a numeric IP address, or "
+                 "hostaddr=IP next to the name",
+                 from);
+            return;
+        }
+        if (h[n] == '\0')
+            return;
+        h += n + 1;
+    }
+}
+
 static void parse_database(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"url", "url_env", "pool_size", NULL};
+    static const char *const keys[] = {"url", "url_env", "pool_size", "job_timeout_ms", "max_queue", NULL};
     c->db_pool_size = 2;
+    c->db_job_timeout_ms = 2000; /* TG_PGPOOL_JOB_TIMEOUT_MS */
+    c->db_max_queue = 1024;      /* TG_PGPOOL_MAX_QUEUE */
     json_t *d = get_obj(v, root, "", "database");
     if (d == NULL)
         return;
     check_keys(v, d, "database", keys);
     get_u32(v, d, "database", "pool_size", 1, 64, &c->db_pool_size);
+    get_u32(v, d, "database", "job_timeout_ms", 10, 600000, &c->db_job_timeout_ms);
+    get_u32(v, d, "database", "max_queue", 1, 1000000, &c->db_max_queue);
     const char *url = get_str(v, d, "database", "url", true);
     const char *env = get_str(v, d, "database", "url_env", false);
     if (url != NULL && env != NULL) {
@@ -450,6 +525,7 @@ static void parse_database(vctx_t *v, const json_t *root, tg_config_t *c)
         free_secret(u);
         return;
     }
+    check_db_host(v, opts, url != NULL ? "database.url" : "database.url_env");
     PQconninfoFree(opts);
     c->database_url = u;
 }

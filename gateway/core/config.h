@@ -11,7 +11,8 @@
  * File shape (see deploy/tollgate.example.json and gateway/README.md):
  *   listen.data / listen.admin   "host:port"
  *   workers                      0 = one per core
- *   database.url, database.pool_size
+ *   database.url | database.url_env, pool_size, job_timeout_ms, max_queue
+ *                                (the host: a socket directory, a numeric address or hostaddr)
  *   secrets.key_pepper_env | secrets.key_pepper_file   (>= 32 bytes, hex or raw)
  *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes}
  *   timeouts.{connect_ms, first_byte_ms, idle_ms, total_ms}        defaults for providers
@@ -93,8 +94,10 @@ typedef struct tg_config {
     uint16_t admin_port;
     uint32_t workers; /* resolved: never 0 after load */
 
-    char *database_url; /* secret-bearing: never logged */
+    char *database_url; /* secret-bearing: never logged; needs no host name lookup (pgpool.h) */
     uint32_t db_pool_size;
+    uint32_t db_job_timeout_ms; /* a database job fails past this (503 db_unavailable) */
+    uint32_t db_max_queue;      /* jobs in flight per worker's pool; more are refused at once */
 
     uint8_t key_pepper[32]; /* BLAKE2b key for API-key hashes */
     bool has_pepper;

@@ -9,6 +9,11 @@
  * first is evicted, which sacrifices negative entries (short TTL) before
  * positive ones, so a flood of made-up keys cannot push real tenants out for
  * long. Clearing bumps a per-shard generation instead of touching every slot.
+ *
+ * A lookup reads its shard's generation before it asks the database and
+ * caches the answer only if no clear came in between: a key revoked (or
+ * created) while its query was in flight would otherwise be cached under the
+ * new generation, stale, for a whole TTL.
  */
 #include "auth.h"
 
@@ -134,11 +139,19 @@ int tg_auth_cache_get(const uint8_t hash[32], uint64_t now_ms, tg_principal_t *o
     return rc;
 }
 
-void tg_auth_cache_put(const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms)
+uint32_t tg_auth_cache_generation(const uint8_t hash[32])
 {
     shard_t *s = shard_of(hash);
-    size_t base = slot_of(hash);
     pthread_mutex_lock(&s->mu);
+    uint32_t gen = s->gen;
+    pthread_mutex_unlock(&s->mu);
+    return gen;
+}
+
+/* Stores the entry under the shard's current generation. Thread: holds s->mu. */
+static void put_locked(shard_t *s, const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms)
+{
+    size_t base = slot_of(hash);
     entry_t *victim = NULL;
     bool victim_valid = false;
     for (size_t i = 0; i < PROBE_WINDOW; i++) {
@@ -163,7 +176,25 @@ void tg_auth_cache_put(const uint8_t hash[32], const tg_principal_t *p, uint64_t
         victim->p = *p;
     else
         memset(&victim->p, 0, sizeof(victim->p));
+}
+
+void tg_auth_cache_put(const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms)
+{
+    shard_t *s = shard_of(hash);
+    pthread_mutex_lock(&s->mu);
+    put_locked(s, hash, p, expires_ms);
     pthread_mutex_unlock(&s->mu);
+}
+
+bool tg_auth_cache_put_gen(const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms, uint32_t gen)
+{
+    shard_t *s = shard_of(hash);
+    pthread_mutex_lock(&s->mu);
+    bool current = s->gen == gen;
+    if (current)
+        put_locked(s, hash, p, expires_ms);
+    pthread_mutex_unlock(&s->mu);
+    return current;
 }
 
 void tg_auth_cache_clear(void)
@@ -182,6 +213,7 @@ typedef struct lookup {
     uint8_t hash[32];
     uint64_t now_ms;
     uint32_t ttl_ms;
+    uint32_t gen; /* the shard's generation when the query was sent */
     tg_auth_cb cb;
     void *arg;
 } lookup_t;
@@ -209,7 +241,7 @@ static void on_key_row(void *arg, const PGresult *res, const char *errmsg)
     } else if (PQntuples(res) == 0 || PQnfields(res) < 3) {
         if (l->ttl_ms != 0) {
             uint32_t neg = l->ttl_ms < TG_AUTH_NEGATIVE_TTL_MS ? l->ttl_ms : TG_AUTH_NEGATIVE_TTL_MS;
-            tg_auth_cache_put(l->hash, NULL, l->now_ms + neg);
+            TG_IGNORE_RESULT(tg_auth_cache_put_gen(l->hash, NULL, l->now_ms + neg, l->gen));
         }
         l->cb(l->arg, TG_EUNAUTHENTICATED, NULL);
     } else {
@@ -217,8 +249,10 @@ static void on_key_row(void *arg, const PGresult *res, const char *errmsg)
         p.key_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         p.tenant_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
         copy_name(p.tenant_name, sizeof(p.tenant_name), PQgetvalue(res, 0, 2));
+        /* Not cached when a clear overtook the query (false: nothing to undo). The caller still
+         * gets the row: its request came before the change. */
         if (l->ttl_ms != 0)
-            tg_auth_cache_put(l->hash, &p, l->now_ms + l->ttl_ms);
+            TG_IGNORE_RESULT(tg_auth_cache_put_gen(l->hash, &p, l->now_ms + l->ttl_ms, l->gen));
         l->cb(l->arg, 0, &p);
     }
     sodium_memzero(l->hash, sizeof(l->hash));
@@ -248,6 +282,7 @@ int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, u
         return TG_ENOMEM;
     }
     memcpy(l->hash, hash, sizeof(hash));
+    l->gen = tg_auth_cache_generation(hash); /* before the query: a clear from now on wins */
     l->now_ms = now_ms;
     l->ttl_ms = ttl_ms;
     l->cb = cb;

@@ -53,5 +53,12 @@ bool tg_api_key_well_formed(const char *key, size_t len);
 int tg_auth_cache_get(const uint8_t hash[32], uint64_t now_ms, tg_principal_t *out);
 /** Caches p (NULL = a negative entry, "no such key") until expires_ms. */
 void tg_auth_cache_put(const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms);
+/** The generation of hash's cache shard; tg_auth_cache_clear moves it on. */
+uint32_t tg_auth_cache_generation(const uint8_t hash[32]);
+/** tg_auth_cache_put only if the shard is still at generation gen (read before the database was
+ *  asked): an answer that a clear overtook may predate the change behind the clear, and is not
+ *  cached. Returns whether it was cached. */
+TG_MUST_CHECK bool tg_auth_cache_put_gen(const uint8_t hash[32], const tg_principal_t *p, uint64_t expires_ms,
+                                         uint32_t gen);
 
 #endif

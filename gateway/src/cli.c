@@ -17,6 +17,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "log.h"
 
 /* pg_advisory_lock key: "tollgate" in ASCII, so two concurrent `migrate` runs serialise */
 #define MIGRATE_LOCK_KEY "8390876119406896229"
@@ -226,6 +227,78 @@ static int cmd_migrate(const opts_t *o)
     int rc = migrate(db);
     PQfinish(db);
     return rc;
+}
+
+int tg_cli_check_schema(const char *config_path)
+{
+    tg_buf_t errs;
+    tg_buf_init(&errs, 1 << 16);
+    tg_config_t *c = NULL;
+    int lrc = tg_config_load(config_path, &c, &errs);
+    tg_buf_dispose(&errs);
+    if (lrc != 0 || c->database_url == NULL) {
+        tg_config_unref(c);
+        return 0;
+    }
+    /* bounded: a database host that drops packets must not hold the start for libpq's default
+     * (none); the conninfo's own connect_timeout wins, as it comes later */
+    const char *const keys[] = {"connect_timeout", "dbname", NULL};
+    const char *const vals[] = {"5", c->database_url, NULL};
+    PGconn *db = PQconnectdbParams(keys, vals, 1);
+    tg_config_unref(c);
+    if (PQstatus(db) != CONNECTION_OK) {
+        TG_LOG(TG_LOG_WARN, "schema_not_checked", TG_KV_STR("reason", "database unreachable"));
+        PQfinish(db);
+        return 0;
+    }
+    PQsetNoticeProcessor(db, quiet_notice, NULL);
+    PGresult *r = PQexec(db, "SELECT version FROM schema_migrations");
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (state != NULL && strcmp(state, "42P01") == 0) { /* undefined_table: never migrated */
+            fprintf(stderr,
+                    "tollgate: the database has no schema (no schema_migrations table): run `tollgate "
+                    "migrate -c %s` first\n",
+                    config_path);
+            rc = 1;
+        } else {
+            TG_LOG(TG_LOG_WARN, "schema_not_checked", TG_KV_STR("reason", "schema_migrations unreadable"));
+        }
+        PQclear(r);
+        PQfinish(db);
+        return rc;
+    }
+    int n_rows = PQntuples(r);
+    int max_known = tg_migrations_count > 0 ? tg_migrations[tg_migrations_count - 1].version : 0;
+    size_t missing = 0;
+    const char *first_missing = NULL;
+    for (size_t m = 0; m < tg_migrations_count; m++) {
+        bool applied = false;
+        for (int i = 0; i < n_rows && !applied; i++)
+            applied = atoi(PQgetvalue(r, i, 0)) == tg_migrations[m].version;
+        if (!applied && missing++ == 0)
+            first_missing = tg_migrations[m].name;
+    }
+    int newest = 0;
+    for (int i = 0; i < n_rows; i++) {
+        int v = atoi(PQgetvalue(r, i, 0));
+        newest = v > newest ? v : newest;
+    }
+    PQclear(r);
+    PQfinish(db);
+    if (missing > 0) {
+        /* the gateway would run, and every failover event batch would be rejected */
+        fprintf(stderr,
+                "tollgate: the database schema is older than this binary: migration %s is not applied (%zu "
+                "of %zu missing); run `tollgate migrate -c %s` first\n",
+                first_missing, missing, tg_migrations_count, config_path);
+        return 1;
+    }
+    if (newest > max_known)
+        TG_LOG(TG_LOG_WARN, "schema_newer", TG_KV_INT("database_version", newest),
+               TG_KV_INT("binary_version", max_known));
+    return 0;
 }
 
 static bool valid_label(const char *s, size_t max)

@@ -16,6 +16,16 @@
 /** argv[0] is the program, argv[1] the subcommand. Returns the exit code (0, 1 failure, 2 usage). */
 int tg_cli_main(int argc, char **argv);
 
+/**
+ * `serve`'s check before any worker starts (blocking): 1 when the database lacks a migration that
+ * this binary embeds (one line on stderr naming `tollgate migrate`; the caller exits 1), else 0.
+ * A database with migrations newer than the binary is logged (schema_newer) and accepted: the
+ * migrations only add, and an older gateway keeps running during a rolling upgrade. A database
+ * that cannot be reached is not checked (the gateway starts unready, as before), and a config that
+ * does not load is left to `serve`, which reports its errors.
+ */
+int tg_cli_check_schema(const char *config_path);
+
 /* The SQL files of migrations/, embedded at build time (see gateway/CMakeLists.txt), in order. */
 typedef struct tg_migration {
     int version;      /* NNNN of NNNN_name.sql */

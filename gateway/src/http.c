@@ -151,6 +151,10 @@ void tg_http_send_error(h2o_req_t *req, int tg_err, const char *message, const c
             return;
         }
     }
+    /* The database path fails only transiently (a job past its deadline, a full queue, a lost
+     * connection that reconnects by itself): its 503 always says when to come back. */
+    if (tg_err == TG_EDB_UNAVAILABLE && retry_after_s == 0)
+        retry_after_s = TG_HTTP_DB_RETRY_AFTER_S;
     if ((status == 429 || status == 503) && retry_after_s > 0) {
         char v[16];
         int n = snprintf(v, sizeof(v), "%u", retry_after_s);

@@ -13,6 +13,9 @@
 #include "err.h"
 
 #define TG_REQUEST_ID_LEN 26 /* "req_" + 22 base32 chars */
+/* Retry-After of a 503 db_unavailable whose caller named none: a database job fails within
+ * database.job_timeout_ms and a lost connection is retried within seconds. */
+#define TG_HTTP_DB_RETRY_AFTER_S 1u
 
 /** A fresh random request id ("req_..."). */
 void tg_request_id(char out[TG_REQUEST_ID_LEN + 1]);
@@ -23,7 +26,8 @@ void tg_http_send_raw_json(h2o_req_t *req, int status, const char *body, size_t 
 void tg_http_send_json(h2o_req_t *req, int status, const json_t *v);
 /**
  * Sends {"error":{"message","type","code","param"}} for a TG_E* code. `message` NULL uses the
- * table's public message; `param` may be NULL. 429 and 503 carry Retry-After when retry_after_s > 0.
+ * table's public message; `param` may be NULL. 429 and 503 carry Retry-After when retry_after_s > 0;
+ * TG_EDB_UNAVAILABLE always does (TG_HTTP_DB_RETRY_AFTER_S when retry_after_s is 0).
  */
 void tg_http_send_error(h2o_req_t *req, int tg_err, const char *message, const char *param,
                         unsigned retry_after_s);

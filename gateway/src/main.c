@@ -1,6 +1,7 @@
 /*
- * main.c - the tollgate binary: `tollgate serve -c FILE` runs the server; every other subcommand
- * (check, migrate, keys) is handed to cli.c.
+ * main.c - the tollgate binary: `tollgate serve -c FILE` runs the server (after cli.c has checked
+ * that the database schema is not older than the binary); every other subcommand (check, migrate,
+ * keys) is handed to cli.c.
  *
  * Process-wide library setup happens here, before any thread exists: curl_global_init is not
  * thread-safe, sodium_init seeds the RNG used for request ids and key hashes, and SIGPIPE is
@@ -40,6 +41,9 @@ static int serve(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* blocking, and allowed here: no worker runs yet */
+    if (tg_cli_check_schema(config) != 0)
+        return 1;
     tg_server_set_admin_router(tg_admin_route);
     return tg_server_run(config);
 }

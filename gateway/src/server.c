@@ -524,7 +524,10 @@ static void *worker_main(void *arg)
     tg_config_t *cfg = tg_config_acquire();
     h2o_linklist_init_anchor(&w->calls);
     w->upstream = tg_upstream_create(loop);
-    w->pg = cfg->database_url != NULL ? tg_pgpool_create(loop, cfg->database_url, cfg->db_pool_size) : NULL;
+    tg_pgpool_opts_t pg_opts = {.n_conns = cfg->db_pool_size,
+                                .job_timeout_ms = cfg->db_job_timeout_ms,
+                                .max_queue = cfg->db_max_queue};
+    w->pg = cfg->database_url != NULL ? tg_pgpool_create(loop, cfg->database_url, &pg_opts) : NULL;
     if (w->upstream == NULL || (cfg->database_url != NULL && w->pg == NULL))
         priv->failed = true;
     if (w->idx == 0 && !priv->failed) {

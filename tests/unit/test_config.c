@@ -299,6 +299,105 @@ static void test_secrets_never_echoed(void **state)
     free(errs);
 }
 
+/* Parses {"database": {"url": URL}} and returns its error text, or NULL when it is accepted. */
+static char *db_url_errors(const char *url)
+{
+    char json[1024];
+    snprintf(json, sizeof(json), "{\"database\": {\"url\": \"%s\"}}", url);
+    tg_buf_t errs;
+    tg_buf_init(&errs, 1 << 16);
+    tg_config_t *c = NULL;
+    int rc = tg_config_parse(json, strlen(json), "test.json", &c, &errs);
+    tg_config_unref(c);
+    if (rc == 0) {
+        tg_buf_dispose(&errs);
+        return NULL;
+    }
+    size_t len = 0;
+    return tg_buf_take(&errs, &len);
+}
+
+static void test_database_section(void **state)
+{
+    /* defaults of the job deadline and the queue cap; both configurable and range-checked */
+    tg_config_t *c = parse_ok("{\"database\": {\"url\": \"host=/tmp dbname=x\"}}");
+    assert_int_equal(c->db_job_timeout_ms, 2000);
+    assert_int_equal(c->db_max_queue, 1024);
+    tg_config_unref(c);
+    c = parse_ok("{\"database\": {\"url\": \"host=/tmp dbname=x\", \"job_timeout_ms\": 500, "
+                 "\"max_queue\": 64}}");
+    assert_int_equal(c->db_job_timeout_ms, 500);
+    assert_int_equal(c->db_max_queue, 64);
+    tg_config_unref(c);
+    char *errs = parse_fail("{\"database\": {\"url\": \"host=/tmp dbname=x\", \"job_timeout_ms\": 0, "
+                            "\"max_queue\": 0}}");
+    assert_has_line(errs, "database.job_timeout_ms: must be an integer between 10 and 600000, got 0");
+    assert_has_line(errs, "database.max_queue: must be an integer between 1 and 1000000, got 0");
+    free(errs);
+}
+
+static void test_database_host_needs_no_lookup(void **state)
+{
+    /* libpq's environment counts too: none of it here */
+    unsetenv("PGHOST");
+    unsetenv("PGHOSTADDR");
+    unsetenv("PGSERVICE");
+    static const char *const accepted[] = {
+        "host=/var/run/postgresql dbname=x",           /* a unix socket directory */
+        "postgresql:///x?host=/abs/dir&port=5432",     /* the same in URL form */
+        "host=127.0.0.1 port=5432 dbname=x",           /* numeric IPv4 */
+        "host=::1 dbname=x",                           /* numeric IPv6 */
+        "postgresql://u@[::1]:5432/x",                 /* bracketed in a URL */
+        "postgresql://u@10.0.0.5/x",                   /* numeric in a URL */
+        "host=db.internal hostaddr=10.0.0.5 dbname=x", /* a name with hostaddr: never looked up */
+        "host=/tmp,127.0.0.1 dbname=x",                /* every entry of a list */
+        "host=@abstract dbname=x",                     /* Linux abstract socket namespace */
+        "dbname=x",                                    /* libpq's default socket directory */
+    };
+    for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+        char *errs = db_url_errors(accepted[i]);
+        if (errs != NULL)
+            fail_msg("refused %s:\n%s", accepted[i], errs);
+    }
+    static const char *const refused[] = {
+        "host=db.internal dbname=x",  "postgresql://u:pw@db.internal:5432/x",
+        "postgresql://localhost/x",   "host=/tmp,db.internal dbname=x", /* one name in a list is enough */
+        "host=relative/dir dbname=x", /* not absolute: libpq takes it for a name */
+        "host=999.1.1.1 dbname=x",
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char *errs = db_url_errors(refused[i]);
+        if (errs == NULL)
+            fail_msg("accepted %s", refused[i]);
+        assert_has_line(errs, "database.url: the host is a name, which libpq would resolve on a worker's "
+                              "event loop and block it: give a unix socket directory (an absolute path), "
+                              "a numeric IP address, or hostaddr=IP next to the name");
+        assert_null(strstr(errs, "db.internal")); /* the URL's parts are not echoed */
+        free(errs);
+    }
+
+    /* a name may also come from the environment, and a service file hides the host */
+    setenv("PGHOST", "db.internal", 1);
+    char *errs = db_url_errors("dbname=x");
+    assert_non_null(errs);
+    assert_non_null(strstr(errs, "PGHOST (environment): the host is a name"));
+    free(errs);
+    setenv("PGHOSTADDR", "10.0.0.5", 1);
+    assert_null(db_url_errors("dbname=x"));
+    unsetenv("PGHOST");
+    unsetenv("PGHOSTADDR");
+    errs = db_url_errors("service=tollgate");
+    assert_non_null(errs);
+    assert_non_null(strstr(errs, "database.url: a connection service"));
+    free(errs);
+
+    /* url_env is checked the same way */
+    setenv("TG_TEST_DB_NAME_URL", "host=db.internal dbname=x", 1);
+    errs = parse_fail("{\"database\": {\"url_env\": \"TG_TEST_DB_NAME_URL\"}}");
+    assert_non_null(strstr(errs, "database.url_env: the host is a name"));
+    free(errs);
+}
+
 static void test_secrets_from_env_and_files(void **state)
 {
     char pep_path[] = "/tmp/tg_test_pepperXXXXXX";
@@ -404,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_every_error_at_once),  cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_secrets_never_echoed), cmocka_unit_test(test_secrets_from_env_and_files),
         cmocka_unit_test(test_refcount_and_publish), cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_database_section),     cmocka_unit_test(test_database_host_needs_no_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /*
  * test_pgpool.c - the async pipelined pool on a real h2o loop: many queries in flight,
- * a failing query isolated from its neighbours, recovery after pg_terminate_backend, and the
- * key lookup end to end (tollgate migrate + keys create + tg_auth_lookup).
+ * a failing query isolated from its neighbours, recovery after pg_terminate_backend, job
+ * deadlines (a slow query, a frozen backend: the job fails, its connection is replaced, no late
+ * row reaches anyone), the queue cap, and the key lookup end to end (tollgate migrate + keys
+ * create + tg_auth_lookup).
  *
  * Needs a PostgreSQL conninfo (unix socket or hostaddr) in TG_TEST_PG or TG_TEST_PG_FILE (see
  * pg_env.h; ctest passes the "pg" fixture's); skipped without one, except the no-database case.
@@ -15,6 +17,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,9 +69,22 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A backend that a test stopped with SIGSTOP: continued by the test's teardown whatever happened,
+ * since the cluster is shared with the other database tests. */
+static pid_t frozen_backend;
+
+static int thaw_backend(void **state)
+{
+    if (frozen_backend > 0)
+        kill(frozen_backend, SIGCONT);
+    frozen_backend = 0;
+    return 0;
+}
+
 static void test_no_database(void **state)
 {
-    tg_pgpool_t *p = tg_pgpool_create(loop, "host=/nonexistent-tollgate-dir port=1 dbname=x", 2);
+    tg_pgpool_t *p = tg_pgpool_create(loop, "host=/nonexistent-tollgate-dir port=1 dbname=x",
+                                      &(tg_pgpool_opts_t){.n_conns = 2});
     assert_non_null(p);
     for (int i = 0; i < 3; i++)
         h2o_evloop_run(loop, 10);
@@ -84,7 +100,7 @@ static void test_no_database(void **state)
 static void test_many_pipelined(void **state)
 {
     const char *pg = tg_test_pg_or_skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 2);
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, &(tg_pgpool_opts_t){.n_conns = 2});
     RUN_UNTIL(tg_pgpool_ready(p));
     enum { N = 500 };
     static result_t r[N];
@@ -115,7 +131,7 @@ static void test_many_pipelined(void **state)
 static void test_error_isolated(void **state)
 {
     const char *pg = tg_test_pg_or_skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 1); /* one connection: all three share a pipeline */
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, NULL); /* one connection: all three share a pipeline */
     RUN_UNTIL(tg_pgpool_ready(p));
     result_t a = {0}, b = {0}, c = {0};
     const char *params[1] = {"3"};
@@ -136,7 +152,8 @@ static void test_error_isolated(void **state)
 static void test_terminate_recovery(void **state)
 {
     const char *pg = tg_test_pg_or_skip();
-    tg_pgpool_t *p = tg_pgpool_create(loop, pg, 1);
+    /* a deadline far beyond the sleeps below: the backend's death is what ends them */
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, &(tg_pgpool_opts_t){.job_timeout_ms = 120000});
     RUN_UNTIL(tg_pgpool_ready(p));
     result_t pid1 = {0};
     assert_int_equal(tg_pgpool_query(p, "SELECT pg_backend_pid()", 0, NULL, on_result, &pid1), 0);
@@ -176,6 +193,121 @@ static void test_terminate_recovery(void **state)
     tg_pgpool_destroy(p);
     assert_int_equal(pending.fired, 1);
     assert_false(pending.ok);
+}
+
+static void test_deadline_slow_query(void **state)
+{
+    const char *pg = tg_test_pg_or_skip();
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, &(tg_pgpool_opts_t){.job_timeout_ms = 200});
+    RUN_UNTIL(tg_pgpool_ready(p));
+    result_t pid1 = {0};
+    assert_int_equal(tg_pgpool_query(p, "SELECT pg_backend_pid()", 0, NULL, on_result, &pid1), 0);
+    RUN_UNTIL(pid1.fired);
+
+    /* A answers only after 600 s (RUN_UNTIL gives up after 30): only its deadline can end it. B
+     * shares A's pipeline and goes down with the connection. */
+    result_t a = {0}, b = {0};
+    assert_int_equal(tg_pgpool_query(p, "SELECT 'late' FROM pg_sleep(600)", 0, NULL, on_result, &a), 0);
+    assert_int_equal(tg_pgpool_query(p, "SELECT 'b'", 0, NULL, on_result, &b), 0);
+    assert_int_equal(tg_pgpool_queued(p), 3 - 1); /* pid1 has left the queue */
+    RUN_UNTIL(a.fired);
+    assert_int_equal(a.fired, 1);
+    assert_false(a.ok);
+    assert_string_equal(a.err, "database job timed out");
+    assert_int_equal(b.fired, 1); /* behind A in the closed pipeline: failed with it, not later */
+    assert_false(b.ok);
+    assert_int_equal(tg_pgpool_queued(p), 0);
+
+    /* The connection was replaced: the next job runs on a new backend and gets its own row. Had
+     * the pool only dropped A from the FIFO, C would read A's row ('late') from the old pipeline. */
+    RUN_UNTIL(tg_pgpool_ready(p));
+    result_t c = {0}, pid2 = {0};
+    assert_int_equal(tg_pgpool_query(p, "SELECT 'c'", 0, NULL, on_result, &c), 0);
+    assert_int_equal(tg_pgpool_query(p, "SELECT pg_backend_pid()", 0, NULL, on_result, &pid2), 0);
+    RUN_UNTIL(c.fired && pid2.fired);
+    assert_true(c.ok);
+    assert_string_equal(c.val, "c");
+    assert_string_not_equal(pid1.val, pid2.val);
+    assert_int_equal(a.fired, 1);
+    assert_int_equal(b.fired, 1);
+
+    /* the sleeping backend of the first connection is not left behind in the shared cluster */
+    PGconn *admin = PQconnectdb(pg);
+    const char *params[1] = {pid1.val};
+    PQclear(PQexecParams(admin, "SELECT pg_terminate_backend($1::int)", 1, NULL, params, NULL, NULL, 0));
+    PQfinish(admin);
+    tg_pgpool_destroy(p);
+}
+
+/* Whether process pid still exists (a backend that has not exited yet). */
+static bool process_alive(pid_t pid)
+{
+    return kill(pid, 0) == 0;
+}
+
+static void test_deadline_frozen_backend(void **state)
+{
+    const char *pg = tg_test_pg_or_skip();
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, &(tg_pgpool_opts_t){.job_timeout_ms = 300});
+    RUN_UNTIL(tg_pgpool_ready(p));
+    result_t pid1 = {0};
+    assert_int_equal(tg_pgpool_query(p, "SELECT pg_backend_pid()", 0, NULL, on_result, &pid1), 0);
+    RUN_UNTIL(pid1.fired);
+    assert_true(pid1.ok);
+
+    /* the server process of our one connection stops answering, as under SIGSTOP of the cluster */
+    frozen_backend = (pid_t)atoi(pid1.val);
+    assert_true(frozen_backend > 0);
+    assert_int_equal(kill(frozen_backend, SIGSTOP), 0);
+    result_t a = {0};
+    assert_int_equal(tg_pgpool_query(p, "SELECT 'a'", 0, NULL, on_result, &a), 0);
+    RUN_UNTIL(a.fired);
+    assert_false(a.ok);
+    assert_string_equal(a.err, "database job timed out");
+
+    /* the pool recovers on a new backend while the old one is still frozen */
+    RUN_UNTIL(tg_pgpool_ready(p));
+    result_t c = {0};
+    assert_int_equal(tg_pgpool_query(p, "SELECT 'c'", 0, NULL, on_result, &c), 0);
+    RUN_UNTIL(c.fired);
+    assert_true(c.ok);
+    assert_string_equal(c.val, "c");
+
+    /* The old backend wakes up, answers A into the closed connection and exits; nothing of it
+     * reaches A again, nor anyone else. */
+    assert_int_equal(kill(frozen_backend, SIGCONT), 0);
+    pid_t old = frozen_backend;
+    frozen_backend = 0;
+    RUN_UNTIL(!process_alive(old));
+    result_t d = {0};
+    assert_int_equal(tg_pgpool_query(p, "SELECT 'd'", 0, NULL, on_result, &d), 0);
+    RUN_UNTIL(d.fired);
+    assert_string_equal(d.val, "d");
+    assert_int_equal(a.fired, 1);
+    assert_int_equal(c.fired, 1);
+    tg_pgpool_destroy(p);
+}
+
+static void test_queue_cap(void **state)
+{
+    const char *pg = tg_test_pg_or_skip();
+    tg_pgpool_t *p = tg_pgpool_create(loop, pg, &(tg_pgpool_opts_t){.n_conns = 2, .max_queue = 3});
+    /* both connections up: the cap is the pool's, not one connection's */
+    RUN_UNTIL(tg_pgpool_ready_count(p) == 2);
+    result_t r[4] = {{0}};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tg_pgpool_query(p, "SELECT 1", 0, NULL, on_result, &r[i]), 0);
+    assert_int_equal(tg_pgpool_queued(p), 3);
+    /* the fourth is refused at once, without a callback, before the loop runs again */
+    assert_int_equal(tg_pgpool_query(p, "SELECT 1", 0, NULL, on_result, &r[3]), TG_EDB_UNAVAILABLE);
+    RUN_UNTIL(r[0].fired && r[1].fired && r[2].fired);
+    assert_int_equal(r[3].fired, 0);
+    /* answered jobs free their places */
+    assert_int_equal(tg_pgpool_queued(p), 0);
+    assert_int_equal(tg_pgpool_query(p, "SELECT 1", 0, NULL, on_result, &r[3]), 0);
+    RUN_UNTIL(r[3].fired);
+    assert_true(r[3].ok);
+    tg_pgpool_destroy(p);
 }
 
 /* Runs tg_cli_main with stdout captured into out. */
@@ -264,7 +396,7 @@ static void test_auth_end_to_end(void **state)
     unlink(cfg_path);
 
     tg_auth_cache_clear();
-    tg_pgpool_t *p = tg_pgpool_create(loop, db, 1);
+    tg_pgpool_t *p = tg_pgpool_create(loop, db, NULL);
     RUN_UNTIL(tg_pgpool_ready(p));
     tg_principal_t prin;
     auth_result_t r = {0};
@@ -319,8 +451,13 @@ static void test_auth_end_to_end(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_no_database),     cmocka_unit_test(test_many_pipelined),
-        cmocka_unit_test(test_error_isolated),  cmocka_unit_test(test_terminate_recovery),
+        cmocka_unit_test(test_no_database),
+        cmocka_unit_test(test_many_pipelined),
+        cmocka_unit_test(test_error_isolated),
+        cmocka_unit_test(test_terminate_recovery),
+        cmocka_unit_test(test_deadline_slow_query),
+        cmocka_unit_test_teardown(test_deadline_frozen_backend, thaw_backend),
+        cmocka_unit_test(test_queue_cap),
         cmocka_unit_test(test_auth_end_to_end),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

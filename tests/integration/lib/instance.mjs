@@ -28,12 +28,16 @@ export function freePort() {
     });
 }
 
-/** Runs a command to completion: {code, stdout, stderr} (never throws on a non-zero exit). */
-export function runCmd(bin, args, { env = process.env, cwd = SRC } = {}) {
+/**
+ * Runs a command to completion: {code, stdout, stderr} (never throws on a non-zero exit). With
+ * timeoutMs, a command still running then is killed (SIGKILL; code -1, killed true): for commands
+ * that must exit by themselves, so that a test fails instead of hanging when one does not.
+ */
+export function runCmd(bin, args, { env = process.env, cwd = SRC, timeoutMs = 0 } = {}) {
     return new Promise((res) => {
-        execFile(bin, args, { env, cwd, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+        execFile(bin, args, { env, cwd, maxBuffer: 16 << 20, timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
             const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-            res({ code, stdout: String(stdout), stderr: String(stderr) });
+            res({ code, stdout: String(stdout), stderr: String(stderr), killed: Boolean(err && err.killed) });
         });
     });
 }
@@ -139,9 +143,10 @@ export function baseConfig({ dataPort, adminPort, pepperFile, providers, models,
  * A gateway of the test's own. make(ctx) returns the config object, where ctx = {simUrl, dataPort,
  * adminPort, pepperFile, dir}. Returns an object with the URLs, the key, the processes and helpers.
  * Options: tenant (of the key it creates), simThreads, createKey (false: no key, for a config whose
- * database is down), needReady (false: wait for /healthz only instead of /readyz).
+ * database is down), needReady (false: wait for /healthz only instead of /readyz), migrate (true:
+ * `tollgate migrate` first, for a config with a database of its own).
  */
-export async function startInstance(make, { tenant = 'lifecycle-test', simThreads = 1, createKey = true, needReady = true } = {}) {
+export async function startInstance(make, { tenant = 'lifecycle-test', simThreads = 1, createKey = true, needReady = true, migrate = false } = {}) {
     const S = stack();
     assert.ok(S.gatewayBin && S.simBin, 'TG_GATEWAY_BIN and TG_SIM_BIN are in the stack env');
     assert.ok(S.databaseUrl, 'TG_DATABASE_URL is in the stack env');
@@ -183,6 +188,10 @@ export async function startInstance(make, { tenant = 'lifecycle-test', simThread
         inst.writeConfig(inst.cfg);
         inst.url = `http://127.0.0.1:${dataPort}`;
         inst.adminUrl = `http://127.0.0.1:${adminPort}`;
+        if (migrate && attempt === 0) {
+            const m = await runCmd(S.gatewayBin, ['migrate', '-c', configPath]);
+            assert.equal(m.code, 0, `tollgate migrate: ${m.stderr}`);
+        }
         if (createKey && !inst.key) {
             const k = await runCmd(S.gatewayBin, ['keys', 'create', '-c', configPath, '--tenant', tenant]);
             assert.equal(k.code, 0, `tollgate keys create: ${k.stderr}`);

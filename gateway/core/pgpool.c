@@ -6,8 +6,17 @@
  * a failing query aborts only itself, never its neighbours. Jobs sit in a
  * per-connection FIFO; a job is complete when its PGRES_PIPELINE_SYNC comes
  * back. libpq owns its socket and closes it in PQfinish, so h2o watches a
- * dup() of it. A broken connection fails its queued jobs and reconnects
- * after a growing back-off, driven by an h2o timeout.
+ * dup() of it.
+ *
+ * Time: one tg_timers_t per pool holds every job's deadline and each
+ * connection's one timer (reconnect back-off, connect deadline, or a reset
+ * deferred out of tg_pgpool_query). A job whose deadline passes takes its
+ * connection down with it (pg_reset): a pipeline cannot skip one query's
+ * results, and PQcancel would block the loop (it opens a connection of its
+ * own, synchronously), so closing is the one way to be sure that no late
+ * row reaches the job behind it. With the server frozen that is also what
+ * frees the pool: the reconnect then waits on its own deadline, and queries
+ * meanwhile find no ready connection and are refused at once.
  */
 #include "pgpool.h"
 
@@ -16,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "log.h"
 
 #define BACKOFF_MIN_MS 100
@@ -23,14 +33,18 @@
 
 typedef enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_BROKEN } pg_state_t;
 
+typedef struct pg_conn pg_conn_t;
+
 typedef struct pg_job {
     struct pg_job *next;
+    pg_conn_t *conn;
+    tg_deadline_t deadline; /* armed from send until the job leaves its connection's FIFO */
     tg_pg_cb cb;
     void *arg;
     bool got_result; /* the callback has run; further results of this job are drained silently */
 } pg_job_t;
 
-typedef struct pg_conn {
+struct pg_conn {
     tg_pgpool_t *pool;
     PGconn *conn;
     h2o_socket_t *sock; /* wraps a dup() of PQsocket(conn) */
@@ -40,22 +54,25 @@ typedef struct pg_conn {
     pg_job_t *head, **tail;
     unsigned inflight;
     uint32_t backoff_ms;
-    /* one duration-0 timeout per connection whose single entry's registered_at is the deadline
-     * (c-stack.md 3.3): each connection has its own deadline, and a 2.2.5 timeout list must stay sorted */
-    h2o_timeout_t timer;
-    h2o_timeout_entry_t timer_entry;
-} pg_conn_t;
+    tg_deadline_t timer; /* IDLE: reconnect; CONNECTING: connect deadline; BROKEN: deferred reset */
+};
 
 struct tg_pgpool {
     h2o_loop_t *loop;
+    tg_timers_t timers;
     char *conninfo;
     unsigned n;
+    uint32_t job_timeout_ms;
+    uint32_t max_queue;
+    uint32_t connect_timeout_ms;
+    unsigned queued; /* jobs in every FIFO: the cap applies to this */
     pg_conn_t *conns;
     _Atomic unsigned n_ready; /* connections in PG_READY: read by /readyz from any thread */
 };
 
 static void pg_on_io(h2o_socket_t *sock, const char *err);
 static void pg_start_connect(pg_conn_t *c);
+static void pg_on_timer(tg_deadline_t *d);
 
 /* Every state change goes through here so n_ready stays exact. Thread: the pool's loop. */
 static void set_state(pg_conn_t *c, pg_state_t state)
@@ -86,10 +103,7 @@ static void pg_close_socket(pg_conn_t *c)
 
 static void pg_arm_timer(pg_conn_t *c, uint32_t delay_ms)
 {
-    if (h2o_timeout_is_linked(&c->timer_entry))
-        h2o_timeout_unlink(&c->timer_entry);
-    h2o_timeout_link(c->pool->loop, &c->timer, &c->timer_entry);
-    c->timer_entry.registered_at = h2o_now(c->pool->loop) + delay_ms;
+    tg_deadline_arm(&c->pool->timers, &c->timer, delay_ms, pg_on_timer);
 }
 
 /* Detaches and fails every queued job. The connection is already out of service, so a callback
@@ -99,9 +113,11 @@ static void pg_fail_jobs(pg_conn_t *c, const char *why)
     pg_job_t *j = c->head;
     c->head = NULL;
     c->tail = &c->head;
+    c->pool->queued -= c->inflight;
     c->inflight = 0;
     while (j != NULL) {
         pg_job_t *next = j->next;
+        tg_deadline_cancel(&j->deadline);
         if (!j->got_result)
             j->cb(j->arg, NULL, why);
         free(j);
@@ -167,6 +183,7 @@ static void pg_connect_step(pg_conn_t *c)
             pg_reset(c, "database connection setup failed");
             return;
         }
+        tg_deadline_cancel(&c->timer); /* the connect deadline */
         set_state(c, PG_READY);
         c->backoff_ms = BACKOFF_MIN_MS;
         pg_rewrap_socket(c);
@@ -202,6 +219,8 @@ static void pg_start_connect(pg_conn_t *c)
     }
     PQsetNoticeProcessor(c->conn, pg_notice, NULL);
     set_state(c, PG_CONNECTING);
+    /* libpq's connect_timeout only bounds its blocking PQconnectdb: a polled connection gets ours */
+    pg_arm_timer(c, c->pool->connect_timeout_ms);
     pg_rewrap_socket(c);
     if (c->sock == NULL) {
         pg_reset(c, "database connection failed");
@@ -210,13 +229,33 @@ static void pg_start_connect(pg_conn_t *c)
     pg_want_write(c); /* libpq: start by waiting until the socket is writable */
 }
 
-static void pg_on_timer(h2o_timeout_entry_t *e)
+static void pg_on_timer(tg_deadline_t *d)
 {
-    pg_conn_t *c = H2O_STRUCT_FROM_MEMBER(pg_conn_t, timer_entry, e);
-    if (c->state == PG_BROKEN)
+    pg_conn_t *c = H2O_STRUCT_FROM_MEMBER(pg_conn_t, timer, d);
+    switch (c->state) {
+    case PG_BROKEN:
         pg_reset(c, "database connection failed"); /* deferred from tg_pgpool_query */
-    else if (c->state == PG_IDLE)
+        break;
+    case PG_IDLE:
         pg_start_connect(c);
+        break;
+    case PG_CONNECTING:
+        TG_LOG(TG_LOG_WARN, "db_connect_timeout", TG_KV_INT("timeout_ms", c->pool->connect_timeout_ms));
+        pg_reset(c, "database connection failed");
+        break;
+    case PG_READY:
+        break;
+    }
+}
+
+/* A job's deadline passed: it fails, and its connection with it (see the header comment). */
+static void pg_on_job_deadline(tg_deadline_t *d)
+{
+    pg_job_t *j = H2O_STRUCT_FROM_MEMBER(pg_job_t, deadline, d);
+    pg_conn_t *c = j->conn;
+    TG_LOG(TG_LOG_WARN, "db_job_timeout", TG_KV_INT("timeout_ms", c->pool->job_timeout_ms),
+           TG_KV_INT("jobs_failed", c->inflight));
+    pg_reset(c, "database job timed out");
 }
 
 /* Hands finished results to their jobs, in FIFO order. */
@@ -244,6 +283,8 @@ static void pg_drain(pg_conn_t *c)
             if (c->head == NULL)
                 c->tail = &c->head;
             c->inflight--;
+            c->pool->queued--;
+            tg_deadline_cancel(&j->deadline);
             if (!j->got_result) /* cannot happen with one query per sync; keep exactly-once anyway */
                 j->cb(j->arg, NULL, "no result");
             free(j);
@@ -288,14 +329,20 @@ static void pg_on_io(h2o_socket_t *sock, const char *err)
         pg_want_write(c);
 }
 
-tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, unsigned n_conns)
+tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, const tg_pgpool_opts_t *opts)
 {
-    if (n_conns == 0)
-        n_conns = 1;
+    static const tg_pgpool_opts_t defaults = {0};
+    if (opts == NULL)
+        opts = &defaults;
+    unsigned n_conns = opts->n_conns != 0 ? opts->n_conns : 1;
     tg_pgpool_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
     p->loop = loop;
+    p->job_timeout_ms = opts->job_timeout_ms != 0 ? opts->job_timeout_ms : TG_PGPOOL_JOB_TIMEOUT_MS;
+    p->max_queue = opts->max_queue != 0 ? opts->max_queue : TG_PGPOOL_MAX_QUEUE;
+    p->connect_timeout_ms =
+        opts->connect_timeout_ms != 0 ? opts->connect_timeout_ms : TG_PGPOOL_CONNECT_TIMEOUT_MS;
     p->conninfo = strdup(conninfo);
     p->conns = calloc(n_conns, sizeof(*p->conns));
     if (p->conninfo == NULL || p->conns == NULL) {
@@ -305,6 +352,7 @@ tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, unsigned n
         return NULL;
     }
     p->n = n_conns;
+    tg_timers_init(&p->timers, loop);
     for (unsigned i = 0; i < n_conns; i++) {
         pg_conn_t *c = &p->conns[i];
         c->pool = p;
@@ -312,8 +360,6 @@ tg_pgpool_t *tg_pgpool_create(h2o_loop_t *loop, const char *conninfo, unsigned n
         c->tail = &c->head;
         c->backoff_ms = BACKOFF_MIN_MS;
         set_state(c, PG_IDLE);
-        h2o_timeout_init(loop, &c->timer, 0);
-        c->timer_entry.cb = pg_on_timer;
         pg_start_connect(c);
     }
     return p;
@@ -323,19 +369,22 @@ void tg_pgpool_destroy(tg_pgpool_t *p)
 {
     if (p == NULL)
         return;
+    /* every connection out of service first: a failed job's callback that queries again must not
+     * land on a connection this loop has not reached yet */
+    for (unsigned i = 0; i < p->n; i++) {
+        set_state(&p->conns[i], PG_IDLE);
+        tg_deadline_cancel(&p->conns[i].timer);
+    }
     for (unsigned i = 0; i < p->n; i++) {
         pg_conn_t *c = &p->conns[i];
-        set_state(c, PG_IDLE);
-        if (h2o_timeout_is_linked(&c->timer_entry))
-            h2o_timeout_unlink(&c->timer_entry);
         pg_close_socket(c);
         if (c->conn != NULL) {
             PQfinish(c->conn);
             c->conn = NULL;
         }
         pg_fail_jobs(c, "database pool closed");
-        h2o_timeout_dispose(p->loop, &c->timer);
     }
+    tg_timers_dispose(&p->timers);
     if (p->conninfo != NULL) {
         /* the conninfo may carry a password */
         memset(p->conninfo, 0, strlen(p->conninfo));
@@ -347,14 +396,24 @@ void tg_pgpool_destroy(tg_pgpool_t *p)
 
 bool tg_pgpool_ready(const tg_pgpool_t *p)
 {
-    return p != NULL && atomic_load(&((tg_pgpool_t *)p)->n_ready) > 0;
+    return tg_pgpool_ready_count(p) > 0;
+}
+
+unsigned tg_pgpool_ready_count(const tg_pgpool_t *p)
+{
+    return p != NULL ? atomic_load(&((tg_pgpool_t *)p)->n_ready) : 0;
+}
+
+unsigned tg_pgpool_queued(const tg_pgpool_t *p)
+{
+    return p != NULL ? p->queued : 0;
 }
 
 int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *const *values, tg_pg_cb cb,
                     void *arg)
 {
-    if (p == NULL)
-        return TG_EDB_UNAVAILABLE;
+    if (p == NULL || p->queued >= p->max_queue)
+        return TG_EDB_UNAVAILABLE; /* a full queue would only wait on a database that is behind */
     pg_conn_t *best = NULL;
     for (unsigned i = 0; i < p->n; i++)
         if (p->conns[i].state == PG_READY && (best == NULL || p->conns[i].inflight < best->inflight))
@@ -382,9 +441,12 @@ int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *co
     }
     j->cb = cb;
     j->arg = arg;
+    j->conn = best;
     *best->tail = j;
     best->tail = &j->next;
     best->inflight++;
+    p->queued++;
+    tg_deadline_arm(&p->timers, &j->deadline, p->job_timeout_ms, pg_on_job_deadline);
     int f = PQflush(best->conn);
     if (f == 1) {
         pg_want_write(best);

@@ -1,0 +1,282 @@
+// Issue #9 item 3: a database path that cannot hang the gateway. PostgreSQL is frozen (SIGSTOP of
+// the postmaster and every server process) for several seconds while the gateway serves:
+//   - a key in the key cache is still served, and so are chains with a failing primary, whose
+//     failover events queue up (never blocking a request);
+//   - a key that is not cached gets 503 db_unavailable with Retry-After: with the database frozen
+//     that answer can only come from the database job's deadline (database.job_timeout_ms); so
+//     does the admin API's failover-events read, and /healthz stays 200;
+//   - after SIGCONT everything recovers: the key that was refused and a key created afterwards are
+//     authenticated, the queued events land in failover_events (or are counted as dropped), and
+//     many requests over fresh connections (so on every worker) each reach the database again.
+// The cluster, the simulator and the gateway are this file's own (tests/pg_tmp.sh, lib/instance.mjs):
+// the shared cluster is used by other tests running at the same time and must never be frozen.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import { stack } from './lib/stack.mjs';
+import { waitFor } from './lib/wait.mjs';
+import { startInstance, baseConfig, req, runCmd, metricValue, assertNoSanitizerReport } from './lib/instance.mjs';
+
+const run = promisify(execFile);
+const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const PG_TMP = join(SRC, 'tests/pg_tmp.sh');
+const FREEZE_MS = 4000; // "several seconds": the scenario itself, the one fixed wait of this file
+const JOB_TIMEOUT_MS = 1000;
+const CHAIN_REQUESTS = 20;
+
+const pgDir = mkdtempSync(join(tmpdir(), 'tg-dbfreeze-'));
+let frozen = []; // pids stopped with SIGSTOP, continued whatever happens
+
+function thaw() {
+    for (const pid of frozen) {
+        try {
+            process.kill(pid, 'SIGCONT');
+        } catch {
+            /* gone already */
+        }
+    }
+    frozen = [];
+}
+// A failed assertion, an exception or an exit of the runner must never leave the cluster stopped.
+process.on('exit', thaw);
+
+after(async () => {
+    thaw();
+    await run('bash', [PG_TMP, 'stop', pgDir, '55433']).catch(() => {});
+    rmSync(pgDir, { recursive: true, force: true });
+});
+
+/** The postmaster's pid (first line of postmaster.pid in the cluster's data dir). */
+function postmasterPid() {
+    let cdir = pgDir;
+    try {
+        cdir = readFileSync(join(pgDir, 'location'), 'utf8').trim();
+    } catch {
+        /* the cluster lives in pgDir itself */
+    }
+    return Number(readFileSync(join(cdir, 'data/postmaster.pid'), 'utf8').split('\n')[0]);
+}
+
+/** Pids whose parent is ppid (the postmaster's server processes). */
+function childrenOf(ppid) {
+    const out = [];
+    for (const d of readdirSync('/proc')) {
+        if (!/^\d+$/.test(d)) continue;
+        try {
+            const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+            // "pid (comm) state ppid ...": comm may hold spaces, so parse after the last ')'
+            const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+            if (Number(fields[1]) === ppid) out.push(Number(d));
+        } catch {
+            /* exited meanwhile */
+        }
+    }
+    return out;
+}
+
+/** The one-letter state of a process ("T" once stopped, "Z" exited; "" when gone). */
+function procState(pid) {
+    try {
+        const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return st.charAt(st.lastIndexOf(')') + 2);
+    } catch {
+        return '';
+    }
+}
+
+/** Freezes the whole cluster: the postmaster first (so it forks nothing new), then its children. */
+async function freeze() {
+    const pm = postmasterPid();
+    process.kill(pm, 'SIGSTOP');
+    frozen.push(pm);
+    for (const pid of childrenOf(pm)) {
+        try {
+            process.kill(pid, 'SIGSTOP');
+            frozen.push(pid);
+        } catch {
+            /* exited meanwhile */
+        }
+    }
+    // A signal is delivered asynchronously: wait until /proc shows every one of them stopped. A
+    // backend that was exiting stays a zombie (its parent, stopped, cannot reap it) or is gone.
+    await waitFor(() => frozen.every((pid) => ['T', 'Z', ''].includes(procState(pid))), {
+        what: 'every server process to be stopped',
+    });
+    assert.equal(procState(frozen[0]), 'T', 'the postmaster is stopped');
+    return frozen.length;
+}
+
+/** A well-formed key that is in no database: authenticating it takes a lookup (then 401). */
+function unknownKey() {
+    return 'tg_' + randomBytes(32).toString('base64url');
+}
+
+/** GET /v1/models with `key` over a connection of its own (Connection: close); {status} or {error}. */
+function freshRequest(base, key) {
+    const u = new URL('/v1/models', base);
+    return new Promise((res) => {
+        const r = httpRequest(
+            { host: u.hostname, port: u.port, path: u.pathname, agent: false, headers: { authorization: `Bearer ${key}`, connection: 'close' }, timeout: 20000 },
+            (resp) => {
+                resp.resume();
+                resp.on('end', () => res({ status: resp.statusCode }));
+            }
+        );
+        r.on('timeout', () => r.destroy(new Error('no answer within 20 s')));
+        r.on('error', (e) => res({ error: e.message }));
+        r.end();
+    });
+}
+
+/**
+ * POST /v1/chat/completions: {status, headers, text, json, ms}. A request that gets no answer within
+ * 30 s fails the test (and so thaws the cluster) instead of hanging it: a gateway that waits on the
+ * frozen database would wait until SIGCONT, which comes only after these requests.
+ */
+async function chat(inst, key, model) {
+    const t = Date.now();
+    const res = await fetch(`${inst.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: 'dbfreeze' }] }),
+        signal: AbortSignal.timeout(30000),
+    });
+    const text = await res.text();
+    let json = null;
+    try {
+        json = JSON.parse(text);
+    } catch {
+        json = null;
+    }
+    return { status: res.status, headers: res.headers, text, json, ms: Date.now() - t };
+}
+
+async function psqlRows(conninfo, sql) {
+    const { stdout } = await run('psql', [conninfo, '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
+    return stdout.trim();
+}
+
+test('PostgreSQL frozen: cached keys served, uncached 503 db_unavailable with Retry-After, events kept or counted, full recovery', async (t) => {
+    const S = stack();
+    // A cluster of this file's own (PORT only names the unix socket inside pgDir's cluster dir).
+    const started = await run('bash', [PG_TMP, 'start', pgDir, '55433']);
+    const conninfo = started.stdout.trim().split('\n').pop();
+    assert.match(conninfo, /^host=\/\S+ port=55433 user=postgres dbname=postgres$/);
+
+    const makeConfig = (ctx) =>
+        baseConfig({
+            ...ctx,
+            providers: { 'sim-openai': { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile } },
+            models: {
+                'frz-a': { provider: 'sim-openai', upstream: 'frz-a' },
+                'frz-primary': { provider: 'sim-openai', upstream: 'frz-primary' },
+                'frz-fallback': { provider: 'sim-openai', upstream: 'frz-fallback' },
+            },
+            chains: { 'frz-chain': { targets: ['frz-primary', 'frz-fallback'] } },
+            extra: { database: { url: conninfo, pool_size: 2, job_timeout_ms: JOB_TIMEOUT_MS } },
+        });
+    const inst = await startInstance(makeConfig, { tenant: 'dbfreeze', migrate: true });
+    try {
+        assert.equal(inst.cfg.workers, 2, 'two workers: both must come back');
+        // keywatch clears the key cache when it (re)connects: let that happen before caching a key
+        await inst.gateway.waitOutput(/"event":"keywatch_listening"/, 'keywatch to listen');
+        const keyB = (await runCmd(S.gatewayBin, ['keys', 'create', '-c', inst.configPath, '--tenant', 'dbfreeze'])).stdout.trim();
+        assert.match(keyB, /^tg_/);
+
+        // Before: key A is authenticated once (and so cached), the chain fails over and its event lands.
+        const a0 = await chat(inst, inst.key, 'frz-a');
+        assert.equal(a0.status, 200, `key A before the freeze: ${a0.text}`);
+        const f = await req(inst.simUrl, 'POST', '/_sim/faults', { body: { model: 'frz-primary', status: 503 } });
+        assert.ok(f.status >= 200 && f.status < 300, 'the simulator took the fault');
+        const c0 = await chat(inst, inst.key, 'frz-chain');
+        assert.equal(c0.status, 200, `the chain falls back: ${c0.text}`);
+        const rid0 = c0.headers.get('x-tollgate-request-id');
+        await waitFor(async () => (await psqlRows(conninfo, `SELECT count(*) FROM failover_events WHERE request_id = '${rid0}'`)) === '1', {
+            what: 'the event of the request before the freeze in failover_events',
+        });
+        const metrics = async () => (await req(inst.adminUrl, 'GET', '/metrics')).text;
+        const dropped0 = metricValue(await metrics(), 'tollgate_events_dropped_total') ?? 0;
+
+        // Frozen.
+        const t0 = Date.now();
+        assert.ok((await freeze()) >= 2, 'the postmaster and its server processes are stopped');
+
+        // A cached key is served, and so is a chain whose failover events cannot be stored now.
+        const a1 = await chat(inst, inst.key, 'frz-a');
+        assert.equal(a1.status, 200, `the cached key while frozen: ${a1.text}`);
+        const rids = [];
+        for (let i = 0; i < CHAIN_REQUESTS; i++) {
+            const c = await chat(inst, inst.key, 'frz-chain');
+            assert.equal(c.status, 200, `chain request ${i} while frozen: ${c.text}`);
+            rids.push(c.headers.get('x-tollgate-request-id'));
+        }
+
+        // A key that is not cached: 503 db_unavailable with Retry-After, while the database is still
+        // frozen (so from the job's deadline, or from a pool whose connections that deadline reset).
+        for (let i = 0; i < 3; i++) {
+            const b = await chat(inst, keyB, 'frz-a');
+            t.diagnostic(`uncached key ${i} while frozen: ${b.status} after ${b.ms} ms (job deadline ${JOB_TIMEOUT_MS} ms)`);
+            assert.equal(b.status, 503, `uncached key ${i} while frozen: ${b.text}`);
+            assert.equal(b.json.error.code, 'db_unavailable');
+            assert.equal(b.json.error.type, 'service_unavailable');
+            assert.match(b.headers.get('retry-after') || '', /^[1-9]\d*$/, 'Retry-After in whole seconds');
+        }
+        await inst.gateway.waitOutput(/"event":"db_job_timeout"/, 'the log to say a database job reached its deadline');
+        // The admin API's database reads take the same path; liveness does not depend on the database.
+        const ev = await fetch(`${inst.adminUrl}/admin/v1/failover-events?limit=1`, { signal: AbortSignal.timeout(30000) });
+        const evBody = await ev.json();
+        assert.equal(ev.status, 503, `failover events while frozen: ${JSON.stringify(evBody)}`);
+        assert.equal(evBody.error.code, 'db_unavailable');
+        assert.match(ev.headers.get('retry-after') || '', /^[1-9]\d*$/);
+        const live = await fetch(`${inst.url}/healthz`, { signal: AbortSignal.timeout(30000) });
+        await live.arrayBuffer();
+        assert.equal(live.status, 200, '/healthz while frozen');
+
+        // The rest of "several seconds", then the database comes back.
+        const left = FREEZE_MS - (Date.now() - t0);
+        if (left > 0) await delay(left);
+        thaw();
+        const t1 = Date.now();
+
+        // Key B, refused while frozen, is authenticated; so is a key created after the freeze.
+        await waitFor(async () => (await chat(inst, keyB, 'frz-a')).status === 200, { tries: 300, every: 100, what: 'key B to be authenticated after SIGCONT' });
+        const keyC = (await runCmd(S.gatewayBin, ['keys', 'create', '-c', inst.configPath, '--tenant', 'dbfreeze'])).stdout.trim();
+        await waitFor(async () => (await chat(inst, keyC, 'frz-a')).status === 200, { tries: 300, every: 100, what: 'a key created after the freeze to be authenticated' });
+
+        // Every worker reaches the database again: unknown keys over fresh connections (spread over
+        // the workers by SO_REUSEPORT) each take a lookup, and each gets 401, never 503 or no answer.
+        await waitFor(
+            async () => {
+                const answers = await Promise.all(Array.from({ length: 32 }, () => freshRequest(inst.url, unknownKey())));
+                return answers.every((x) => x.status === 401) ? answers : null;
+            },
+            { tries: 100, every: 100, what: '32 lookups over fresh connections to all get 401' }
+        );
+        t.diagnostic(`frozen ${t1 - t0} ms; every worker back ${Date.now() - t1} ms after SIGCONT`);
+
+        // The events emitted while frozen: stored, or dropped and counted; none lost silently.
+        const ids = rids.map((r) => `'${r}'`).join(',');
+        const settled = await waitFor(
+            async () => {
+                const stored = Number(await psqlRows(conninfo, `SELECT count(DISTINCT request_id) FROM failover_events WHERE request_id IN (${ids})`));
+                const dropped = (metricValue(await metrics(), 'tollgate_events_dropped_total') ?? 0) - dropped0;
+                return stored + dropped >= CHAIN_REQUESTS ? { stored, dropped } : null;
+            },
+            { tries: 200, every: 100, what: 'the events of the freeze to be stored or counted as dropped' }
+        );
+        assert.equal(settled.stored + settled.dropped, CHAIN_REQUESTS);
+    } finally {
+        thaw();
+        await inst.stop();
+    }
+    assert.equal(inst.gateway.exit.code, 0, `exit 0 after SIGTERM:\n${inst.gateway.output.slice(-2000)}`);
+    assertNoSanitizerReport(inst.gateway, 'gateway');
+});
