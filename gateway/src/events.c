@@ -16,6 +16,7 @@
  * batch is kept; a COPY the server rejects drops its batch (it would never
  * succeed) and counts the events as dropped.
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "events.h"
 
 #include <errno.h>
@@ -35,6 +36,7 @@
 #define TG_EV_PERIOD_MS   100
 #define TG_EV_BACKOFF_MIN 100
 #define TG_EV_BACKOFF_MAX 5000
+#define TG_EVENTS_STOP_MS 3000 /* longest wait for the writer at stop (a frozen database) */
 /* One COPY row at worst: every text byte escaped (x2), the timestamp, numbers, tabs. */
 #define TG_EV_ROW_MAX                                                                                       \
     (2 * (sizeof(((tg_failover_event_t *)0)->request_id) + sizeof(((tg_failover_event_t *)0)->chain) +      \
@@ -508,8 +510,25 @@ void tg_events_stop(void)
     q.stopping = true;
     q.paused = false;
     pthread_cond_broadcast(&cv_work);
+    size_t left = q.count;
     pthread_mutex_unlock(&ev_mu);
-    pthread_join(q.thread, NULL);
+    /* The writer's libpq calls block: against a frozen database (a stopped server answers nothing,
+     * and no timeout of libpq covers that) the join would wait for as long as the freeze lasts,
+     * and the drain with it. Past the bound the process leaves the writer behind: it is about to
+     * exit, and the rows still queued are counted as lost. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += TG_EVENTS_STOP_MS / 1000;
+    dl.tv_nsec += (long)(TG_EVENTS_STOP_MS % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    if (pthread_timedjoin_np(q.thread, NULL, &dl) != 0) {
+        TG_LOG(TG_LOG_WARN, "events_stop_timeout", TG_KV_INT("waited_ms", TG_EVENTS_STOP_MS),
+               TG_KV_INT("rows_unwritten", left));
+        return;
+    }
 
     pthread_mutex_lock(&ev_mu);
     q.running = false;

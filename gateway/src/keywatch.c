@@ -1,6 +1,7 @@
 /*
  * keywatch.c - LISTEN tollgate_api_keys -> tg_auth_cache_clear, see keywatch.h.
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "keywatch.h"
 
 #include <libpq-fe.h>
@@ -10,6 +11,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -18,6 +20,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define STOP_WAIT_MS   3000 /* longest wait for the thread at stop (a frozen database) */
 
 static struct {
     pthread_t tid;
@@ -124,7 +127,15 @@ void tg_keywatch_stop(void)
     if (!kw.running)
         return;
     TG_IGNORE_RESULT(write(kw.wake[1], "x", 1));
-    pthread_join(kw.tid, NULL);
+    /* Inside a blocking libpq call against a frozen database the thread does not see the pipe:
+     * past the bound it is left behind (the process is exiting), its resources with it. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += STOP_WAIT_MS / 1000;
+    if (pthread_timedjoin_np(kw.tid, NULL, &dl) != 0) {
+        TG_LOG(TG_LOG_WARN, "keywatch_stop_timeout", TG_KV_INT("waited_ms", STOP_WAIT_MS));
+        return;
+    }
     close(kw.wake[0]);
     close(kw.wake[1]);
     kw.wake[0] = kw.wake[1] = -1;

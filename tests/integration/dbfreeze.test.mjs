@@ -280,3 +280,49 @@ test('PostgreSQL frozen: cached keys served, uncached 503 db_unavailable with Re
     assert.equal(inst.gateway.exit.code, 0, `exit 0 after SIGTERM:\n${inst.gateway.output.slice(-2000)}`);
     assertNoSanitizerReport(inst.gateway, 'gateway');
 });
+
+test('SIGTERM while PostgreSQL is frozen: the drain is bounded and the process exits 0', async () => {
+    // the cluster of the test above, still running (after() stops it)
+    const conninfo = (await run('bash', [PG_TMP, 'start', pgDir, '55433'])).stdout.trim().split('\n').pop();
+    const inst = await startInstance(
+        (ctx) =>
+            baseConfig({
+                ...ctx,
+                providers: { 'sim-openai': { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile } },
+                models: {
+                    'frz-primary': { provider: 'sim-openai', upstream: 'frz-primary' },
+                    'frz-fallback': { provider: 'sim-openai', upstream: 'frz-fallback' },
+                },
+                chains: { 'frz-chain': { targets: ['frz-primary', 'frz-fallback'] } },
+                extra: { database: { url: conninfo, pool_size: 2, job_timeout_ms: JOB_TIMEOUT_MS } },
+            }),
+        { tenant: 'dbfreeze-stop', migrate: true }
+    );
+    try {
+        const f = await req(inst.simUrl, 'POST', '/_sim/faults', { body: { model: 'frz-primary', status: 503 } });
+        assert.ok(f.status >= 200 && f.status < 300, 'the simulator took the fault');
+        const c0 = await chat(inst, inst.key, 'frz-chain'); // caches the key, connects the event writer
+        assert.equal(c0.status, 200, `the chain falls back: ${c0.text}`);
+        const rid0 = c0.headers.get('x-tollgate-request-id');
+        await waitFor(async () => (await psqlRows(conninfo, `SELECT count(*) FROM failover_events WHERE request_id = '${rid0}'`)) === '1', {
+            what: 'the event writer to have written once',
+        });
+        await freeze();
+        // an event the writer must try to store at stop, against the frozen database
+        const c1 = await chat(inst, inst.key, 'frz-chain');
+        assert.equal(c1.status, 200, `the cached key's chain while frozen: ${c1.text}`);
+        inst.gateway.kill('SIGTERM');
+        const exit = await Promise.race([
+            inst.gateway.closed,
+            delay(30000).then(() => 'still running 30 s after SIGTERM'),
+        ]);
+        assert.deepEqual(exit, { code: 0, signal: null }, 'the gateway exits 0 while the database is still frozen');
+        const events = inst.gateway.logEvents().map((e) => e.event);
+        assert.ok(events.includes('server_stopped'), 'the drain ran to its end');
+        assert.ok(events.includes('events_stop_timeout'), 'the writer stuck on the frozen database was left behind, and said so');
+    } finally {
+        thaw();
+        await inst.stop();
+    }
+});
+
