@@ -31,7 +31,8 @@
     X(-13, UPSTREAM_PROTOCOL, "upstream_protocol", 502, "upstream_error",                                 \
       "upstream response could not be understood")                                                        \
     X(-14, UPSTREAM_TIMEOUT, "upstream_timeout", 504, "timeout_error", "upstream provider timed out")     \
-    X(-15, NO_TARGET, "no_target", 503, "service_unavailable", "no provider is available for this model") \
+    X(-15, NO_TARGET, "no_target_available", 503, "service_unavailable",                                 \
+      "no provider is available for this model")                                                          \
     X(-16, DB_UNAVAILABLE, "db_unavailable", 503, "service_unavailable", "database is unavailable")       \
     X(-17, SHUTTING_DOWN, "shutting_down", 503, "service_unavailable", "server is shutting down")         \
     X(-18, INTERNAL, "internal", 500, "server_error", "internal error")                                   \

@@ -291,8 +291,8 @@ static void abandon(call_t *c)
     h2o_timeout_unlink(&c->flush_entry);
     if (c->attempt_open) {
         /* A half-open probe slot must not leak because its client hung up: neutral outcome. */
-        tg_classified_t cls = {.cls = TG_OUTCOME_CALLER, .status = 0, .retry_after_ms = -1};
-        snprintf(cls.reason, sizeof(cls.reason), "client_gone");
+        tg_classified_t cls;
+        tg_outcome_client_gone(&cls);
         c->attempt_open = false;
         tg_plan_record(&c->plan, tg_now_ms(), &cls, tg_now_us() - c->attempt_start_us);
         c->recs_seen = c->plan.n_recs;
@@ -452,8 +452,8 @@ static void record_success(call_t *c)
 {
     uint64_t now = tg_now_us();
     uint64_t lat = now - c->attempt_start_us;
-    tg_classified_t cls = {.cls = TG_OUTCOME_SUCCESS, .status = c->up_status, .retry_after_ms = -1};
-    snprintf(cls.reason, sizeof(cls.reason), "ok");
+    tg_classified_t cls;
+    tg_outcome_success(&cls, c->up_status);
     c->attempt_open = false;
     /* the planner feeds the latency to the breaker and observes the attempt histogram; a stream's
      * verdict for the breaker waits for its end (tg_plan_settle) */
@@ -693,7 +693,7 @@ static int on_data(void *ud, const char *p, size_t n)
 }
 
 /* A stream that breaks after the first byte: an error event, no [DONE], a clean end. */
-static void end_broken_stream(call_t *c, const char *why)
+static void end_broken_stream(call_t *c, tg_classified_t *cls)
 {
     tg_buf_t ev;
     tg_buf_init(&ev, 1024);
@@ -703,41 +703,15 @@ static void end_broken_stream(call_t *c, const char *why)
         tg_sse_write_data(&c->pending, ev.data, ev.len) != 0)
         c->send_error = true; /* could not say it: abort the response so it cannot look whole */
     tg_buf_dispose(&ev);
-    char reason[40];
-    snprintf(reason, sizeof(reason), "mid_stream:%s", why);
+    tg_outcome_mid_stream(cls);
     /* a provider that cuts its streams must trip its breaker like one that fails them outright */
     tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_FAILURE);
-    emit_event(c, TG_EV_FAILED, c->served, NULL, reason, c->up_status, tg_now_us() - c->start_us);
+    emit_event(c, TG_EV_FAILED, c->served, NULL, cls->reason, c->up_status, tg_now_us() - c->start_us);
     TG_LOG(TG_LOG_WARN, "stream_broken", TG_KV_STR("request_id", c->request_id),
-           TG_KV_STR("target", c->served->target_key), TG_KV_STR("reason", why),
+           TG_KV_STR("target", c->served->target_key), TG_KV_STR("reason", cls->reason),
            TG_KV_INT("completion_tokens", c->usage.completion_tokens));
     c->finishing = true;
     flush(c);
-}
-
-static const char *stream_fail_reason(call_t *c, int rc, const char *timeout_kind, tg_classified_t *cls)
-{
-    memset(cls, 0, sizeof(*cls));
-    cls->retry_after_ms = -1;
-    if (c->stream_rc == TG_EUPSTREAM_FAILED) {
-        /* an error event from the provider inside the stream */
-        cls->cls = TG_OUTCOME_SERVER;
-        cls->status = c->up_status;
-        snprintf(cls->reason, sizeof(cls->reason), "stream_error");
-        snprintf(cls->type, sizeof(cls->type), "upstream_error");
-        snprintf(cls->code, sizeof(cls->code), "upstream_failed");
-        snprintf(cls->message, sizeof(cls->message), "%s", tg_err_public_msg(TG_EUPSTREAM_FAILED));
-    } else if (c->stream_rc != 0) {
-        tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, cls);
-        snprintf(cls->reason, sizeof(cls->reason), "%s",
-                 c->stream_rc == TG_ETOO_LARGE ? "stream_event_too_large" : "stream_malformed");
-    } else if (rc != 0) {
-        tg_classify_transport(rc, timeout_kind, cls);
-    } else {
-        tg_classify_transport(TG_ESTREAM_BROKEN, NULL, cls);
-        snprintf(cls->reason, sizeof(cls->reason), "stream_truncated");
-    }
-    return cls->reason;
 }
 
 static void finish_non_stream(call_t *c)
@@ -768,8 +742,7 @@ static void finish_non_stream(call_t *c)
     if (rc != 0 || resp == NULL) {
         json_decref(resp);
         tg_classified_t cls;
-        tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "bad_response");
+        tg_outcome_answer_failure(&cls, 0, NULL, false);
         record_failure(c, &cls);
         drive(c);
         return;
@@ -800,17 +773,16 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
             c->finishing = true;
             flush(c);
         } else {
-            end_broken_stream(c, stream_fail_reason(c, rc, timeout_kind, &cls));
+            tg_outcome_stream_failure(&cls, c->stream_rc, rc, timeout_kind, c->up_status);
+            end_broken_stream(c, &cls);
         }
     } else if (c->up_status / 100 == 2) {
         if (c->stream) {
-            stream_fail_reason(c, rc, timeout_kind, &cls);
+            tg_outcome_stream_failure(&cls, c->stream_rc, rc, timeout_kind, c->up_status);
             record_failure(c, &cls);
             drive(c);
         } else if (rc != 0 || c->body_overflow) {
-            tg_classify_transport(c->body_overflow ? TG_EUPSTREAM_PROTOCOL : rc, timeout_kind, &cls);
-            if (c->body_overflow)
-                snprintf(cls.reason, sizeof(cls.reason), "response_too_large");
+            tg_outcome_answer_failure(&cls, rc, timeout_kind, c->body_overflow);
             record_failure(c, &cls);
             drive(c);
         } else {
@@ -825,7 +797,7 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
         record_failure(c, &cls);
         drive(c);
     } else {
-        tg_classify_transport(rc != 0 ? rc : TG_EUPSTREAM_FAILED, timeout_kind, &cls);
+        tg_outcome_transport(&cls, rc != 0 ? rc : TG_EUPSTREAM_FAILED, timeout_kind, false);
         record_failure(c, &cls);
         drive(c);
     }
@@ -847,8 +819,7 @@ static int start_attempt(call_t *c, const tg_model_cfg_t *target)
     c->attempt_open = true;
     route_comment(c, "tollgate trying %s", target->target_key);
     if (c->adapter == NULL) {
-        tg_classify_transport(TG_EINTERNAL, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "no_adapter");
+        tg_outcome_internal(&cls, TG_INTERNAL_NO_ADAPTER);
         record_failure(c, &cls);
         return -1;
     }
@@ -865,21 +836,10 @@ static int start_attempt(call_t *c, const tg_model_cfg_t *target)
     int rc = c->adapter->build_request(&in, c->body, &ureq, &err);
     if (rc != 0) {
         tg_upstream_req_dispose(&ureq);
-        memset(&cls, 0, sizeof(cls));
-        cls.retry_after_ms = -1;
-        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM) {
-            /* the request cannot be expressed for this provider: the caller's error */
-            cls.cls = TG_OUTCOME_CALLER;
-            cls.status = 400;
-            snprintf(cls.reason, sizeof(cls.reason), "invalid_request");
-            snprintf(cls.type, sizeof(cls.type), "invalid_request_error");
-            snprintf(cls.code, sizeof(cls.code), "%s", tg_err_code(rc));
-            snprintf(cls.message, sizeof(cls.message), "%s",
-                     err.detail[0] != '\0' ? err.detail : tg_err_public_msg(rc));
-        } else {
-            tg_classify_transport(TG_EINTERNAL, NULL, &cls);
-            snprintf(cls.reason, sizeof(cls.reason), "build_failed");
-        }
+        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM)
+            tg_outcome_caller_error(&cls, rc, err.detail); /* cannot be expressed for this provider */
+        else
+            tg_outcome_internal(&cls, TG_INTERNAL_BUILD_FAILED);
         record_failure(c, &cls);
         return -1;
     }
@@ -887,16 +847,14 @@ static int start_attempt(call_t *c, const tg_model_cfg_t *target)
     if (ureq.body != NULL && ureq.body_len > c->cfg->max_body_bytes * 4 + 65536) {
         /* translation cannot blow a request up this much; refuse rather than send it */
         tg_upstream_req_dispose(&ureq);
-        tg_classify_transport(TG_EINTERNAL, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "build_failed");
+        tg_outcome_internal(&cls, TG_INTERNAL_BUILD_FAILED);
         record_failure(c, &cls);
         return -1;
     }
     c->transfer =
         tg_transfer_start(c->worker->upstream, &ureq, &target->provider->timeouts, &transfer_cbs, c);
     if (c->transfer == NULL) {
-        tg_classify_transport(TG_EUPSTREAM_UNREACHABLE, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "start_failed");
+        tg_outcome_internal(&cls, TG_INTERNAL_START_FAILED);
         record_failure(c, &cls);
         return -1;
     }
@@ -955,11 +913,7 @@ static int single_transport_failure(const tg_plan_t *p, const tg_attempt_rec_t *
     if (only == NULL)
         return 0;
     *rec = only;
-    if (only->out.cls == TG_OUTCOME_TIMEOUT)
-        return TG_EUPSTREAM_TIMEOUT;
-    if (only->out.cls != TG_OUTCOME_TRANSPORT || only->out.status != 0)
-        return 0;
-    return strcmp(only->out.reason, "connect_error") == 0 ? TG_EUPSTREAM_UNREACHABLE : TG_EUPSTREAM_PROTOCOL;
+    return tg_outcome_client_err(&only->out);
 }
 
 /* Failed answers name the last target tried (or skipped), so a client can tell where it failed. */

@@ -18,61 +18,6 @@
 static const tg_plan_opts_t default_opts = {
     .max_attempts_per_target = 1, .retry_wait_cap_ms = 10000, .short_wait_ms = 2000};
 
-tg_result_t tg_outcome_breaker_result(tg_outcome_class_t c)
-{
-    switch (c) {
-    case TG_OUTCOME_SUCCESS:
-        return TG_RESULT_SUCCESS;
-    case TG_OUTCOME_TRANSPORT:
-    case TG_OUTCOME_TIMEOUT:
-    case TG_OUTCOME_SERVER:
-    case TG_OUTCOME_RATE_LIMITED:
-        return TG_RESULT_FAILURE;
-    case TG_OUTCOME_MISCONFIGURED:
-        return TG_RESULT_FAILURE_OPEN;
-    case TG_OUTCOME_CONTEXT_LENGTH:
-    case TG_OUTCOME_CALLER:
-        return TG_RESULT_NEUTRAL;
-    }
-    return TG_RESULT_NEUTRAL;
-}
-
-void tg_classify_transport(int tg_err, const char *timeout_kind, tg_classified_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->retry_after_ms = -1;
-    out->status = 0;
-    int code = tg_err;
-    switch (tg_err) {
-    case TG_EUPSTREAM_UNREACHABLE:
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "connect_error");
-        break;
-    case TG_EUPSTREAM_TIMEOUT:
-        out->cls = TG_OUTCOME_TIMEOUT;
-        snprintf(out->reason, sizeof(out->reason), "timeout_%s",
-                 timeout_kind != NULL && timeout_kind[0] != '\0' ? timeout_kind : "total");
-        break;
-    case TG_EUPSTREAM_PROTOCOL:
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "protocol_error");
-        break;
-    case TG_ESTREAM_BROKEN:
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "stream_broken");
-        break;
-    default:
-        /* any other transport failure (curl error, our own resource limits) */
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "transport_error");
-        code = TG_EUPSTREAM_FAILED;
-        break;
-    }
-    snprintf(out->type, sizeof(out->type), "%s", tg_err_type(code));
-    snprintf(out->code, sizeof(out->code), "%s", tg_err_code(code));
-    snprintf(out->message, sizeof(out->message), "%s", tg_err_public_msg(code));
-}
-
 void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker_t *const *breakers, size_t n,
                   const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker,
                   const tg_plan_opts_t *opts)
@@ -125,6 +70,7 @@ static void add_skip(tg_plan_t *p, const tg_model_cfg_t *t)
     /* cls means nothing for a skip (callers test `skipped` first); the reason names it */
     r->out.cls = TG_OUTCOME_SERVER;
     r->out.status = 0;
+    r->out.err = 0;
     memcpy(r->out.reason, "breaker_open", sizeof("breaker_open"));
 }
 
@@ -238,9 +184,7 @@ static void record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, ui
     tg_attempt_rec_t *r = &p->recs[p->n_recs++];
     r->target = t;
     r->skipped = false;
-    r->out.cls = out->cls;
-    r->out.status = out->status;
-    tg_str_copy(r->out.reason, sizeof(r->out.reason), out->reason);
+    tg_outcome_compact(&r->out, out);
     r->waited_ms = 0;
     r->latency_us = latency_us;
 
@@ -407,8 +351,8 @@ static json_t *all_failed_body(const tg_plan_t *p)
     /* a message too long for its cap ends with what fit: the attempts array has it all */
     json_t *e = json_object();
     json_object_set_new(e, "message", json_string(msg.data != NULL ? msg.data : "all targets failed"));
-    json_object_set_new(e, "type", json_string("service_unavailable"));
-    json_object_set_new(e, "code", json_string("no_target_available"));
+    json_object_set_new(e, "type", json_string(tg_err_type(TG_ENO_TARGET)));
+    json_object_set_new(e, "code", json_string(tg_err_code(TG_ENO_TARGET)));
     json_object_set_new(e, "param", json_null());
     json_object_set_new(e, "attempts", attempts);
     tg_buf_dispose(&msg);

@@ -22,21 +22,12 @@
 #include "breaker.h"
 #include "buf.h"
 #include "config.h"
-#include "providers/provider.h"
+#include "outcome.h"
 
 #define TG_PLAN_MAX_TARGETS  16
 #define TG_PLAN_MAX_ATTEMPTS 32
 
 typedef enum { TG_STEP_ATTEMPT, TG_STEP_WAIT, TG_STEP_FAIL } tg_step_kind_t;
-
-/** What the attempt log keeps of an outcome: the headers, the final error and the events need no
- *  more. The provider's full error text matters only for a caller error, which ends the plan; the
- *  plan keeps that one whole (tg_plan_final_error). */
-typedef struct tg_attempt_out {
-    tg_outcome_class_t cls;
-    int status;      /* upstream HTTP status; 0 for transport/timeouts/skips */
-    char reason[40]; /* as tg_classified_t.reason */
-} tg_attempt_out_t;
 
 /** One line of the attempt log (headers, final error, events). */
 typedef struct tg_attempt_rec {
@@ -144,10 +135,5 @@ const char *tg_plan_fallback_reason(const tg_plan_t *p); /* NULL when served by 
  */
 void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t tenant_id, const char *chain,
                          int64_t at_unix_ms);
-
-/** Maps an outcome to what the breaker records. */
-tg_result_t tg_outcome_breaker_result(tg_outcome_class_t c);
-/** Transport-level classification (curl result already mapped to TG_E*), for every provider. */
-void tg_classify_transport(int tg_err, const char *timeout_kind, tg_classified_t *out);
 
 #endif

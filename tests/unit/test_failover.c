@@ -379,7 +379,7 @@ static void test_all_failed_body(void **state)
     tg_plan_record(&f->plan, 0, &o, 10);
     expect_attempt(&f->plan, 0, &mod_b, false);
     tg_classified_t t;
-    tg_classify_transport(TG_EUPSTREAM_TIMEOUT, "first_byte", &t);
+    tg_outcome_transport(&t, TG_EUPSTREAM_TIMEOUT, "first_byte", false);
     tg_plan_record(&f->plan, 0, &t, 10);
     expect_fail(&f->plan, 0);
 
@@ -469,7 +469,7 @@ static void test_outcome_breaker_results(void **state)
 static void test_classify_transport(void **state)
 {
     tg_classified_t c;
-    tg_classify_transport(TG_EUPSTREAM_UNREACHABLE, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_UNREACHABLE, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
     assert_string_equal(c.reason, "connect_error");
     assert_int_equal(c.status, 0);
@@ -479,20 +479,20 @@ static void test_classify_transport(void **state)
     for (size_t i = 0; i < 4; i++) {
         char want[40];
         snprintf(want, sizeof(want), "timeout_%s", kinds[i]);
-        tg_classify_transport(TG_EUPSTREAM_TIMEOUT, kinds[i], &c);
+        tg_outcome_transport(&c, TG_EUPSTREAM_TIMEOUT, kinds[i], false);
         assert_int_equal(c.cls, TG_OUTCOME_TIMEOUT);
         assert_string_equal(c.reason, want);
         assert_string_equal(c.type, "timeout_error");
     }
-    tg_classify_transport(TG_EUPSTREAM_TIMEOUT, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_TIMEOUT, NULL, false);
     assert_string_equal(c.reason, "timeout_total");
-    tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_PROTOCOL, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
     assert_string_equal(c.reason, "protocol_error");
-    tg_classify_transport(TG_ESTREAM_BROKEN, NULL, &c);
+    tg_outcome_transport(&c, TG_ESTREAM_BROKEN, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
     assert_string_equal(c.reason, "stream_broken");
-    tg_classify_transport(TG_EUPSTREAM_FAILED, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_FAILED, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
 }
 
