@@ -809,7 +809,7 @@ static const tg_transfer_cbs_t transfer_cbs = {.on_head = on_head, .on_data = on
 /* ----------------------------------------------------------------------------- the attempt loop */
 
 /* Starts an attempt; returns 0 when the transfer runs, or records the failure and returns -1. */
-static int start_attempt(call_t *c, const tg_model_cfg_t *target)
+static int start_attempt(call_t *c, const tg_model_cfg_t *target, uint32_t first_byte_ms)
 {
     tg_classified_t cls;
     reset_attempt(c);
@@ -851,8 +851,10 @@ static int start_attempt(call_t *c, const tg_model_cfg_t *target)
         record_failure(c, &cls);
         return -1;
     }
-    c->transfer =
-        tg_transfer_start(c->worker->upstream, &ureq, &target->provider->timeouts, &transfer_cbs, c);
+    /* the plan's first-byte timeout for this attempt: cut to the request's budget, or a probe's */
+    tg_timeouts_t to = target->provider->timeouts;
+    to.first_byte_ms = first_byte_ms;
+    c->transfer = tg_transfer_start(c->worker->upstream, &ureq, &to, &transfer_cbs, c);
     if (c->transfer == NULL) {
         tg_outcome_internal(&cls, TG_INTERNAL_START_FAILED);
         record_failure(c, &cls);
@@ -966,7 +968,7 @@ static void drive(call_t *c)
         switch (step.kind) {
         case TG_STEP_ATTEMPT:
             note_new_recs(c);
-            if (start_attempt(c, step.target) == 0)
+            if (start_attempt(c, step.target, step.first_byte_ms) == 0)
                 return;
             break; /* recorded as failed: ask the plan again */
         case TG_STEP_WAIT:
@@ -1089,7 +1091,9 @@ static void start_chat(call_t *c)
         c->ctx_breaker = tg_breaker_get(cf->target_key, &cf->provider->breaker);
     tg_plan_opts_t opts = {.max_attempts_per_target = c->cfg->max_attempts_per_target,
                            .retry_wait_cap_ms = c->cfg->retry_wait_cap_ms,
-                           .short_wait_ms = CHAT_SHORT_WAIT_MS};
+                           .short_wait_ms = CHAT_SHORT_WAIT_MS,
+                           .request_first_byte_ms = tg_plan_request_budget(c->cfg, c->route.name),
+                           .start_ms = c->start_us / 1000};
     tg_plan_init(&c->plan, c->route.targets, c->breakers, c->route.n_targets, cf, c->ctx_breaker, &opts);
     drive(c);
 }

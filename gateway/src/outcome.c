@@ -185,6 +185,17 @@ void tg_outcome_stream_failure(tg_classified_t *out, int stream_rc, int rc, cons
     }
 }
 
+bool tg_outcome_is_first_byte_timeout(const tg_classified_t *out)
+{
+    return out->cls == TG_OUTCOME_TIMEOUT && strcmp(out->reason, "timeout_first_byte") == 0;
+}
+
+void tg_outcome_budget_cut(tg_classified_t *out)
+{
+    tg_outcome_init(out, TG_OUTCOME_TIMEOUT, 0, "timeout_request_budget");
+    set_error(out, TG_EUPSTREAM_TIMEOUT, TG_EUPSTREAM_TIMEOUT);
+}
+
 void tg_outcome_mid_stream(tg_classified_t *out)
 {
     /* every stream reason fits after the prefix; a longer one is cut, never overflows */

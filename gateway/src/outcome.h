@@ -121,6 +121,14 @@ void tg_outcome_answer_failure(tg_classified_t *out, int rc, const char *timeout
 void tg_outcome_stream_failure(tg_classified_t *out, int stream_rc, int rc, const char *timeout_kind,
                                int status);
 
+/** A first-byte timeout: true for "timeout_first_byte" (the planner renames the one of an attempt
+ *  whose timeout the request's budget had cut, see tg_outcome_budget_cut). */
+bool tg_outcome_is_first_byte_timeout(const tg_classified_t *out);
+
+/** The request's first-byte budget ran out during this attempt (its timeout had been cut to what
+ *  was left): still a timeout, reason "timeout_request_budget". */
+void tg_outcome_budget_cut(tg_classified_t *out);
+
 /** The same failure once the stream had reached the client: reason "mid_stream:<reason>" (the
  *  failover event and log of a broken stream). */
 void tg_outcome_mid_stream(tg_classified_t *out);

@@ -53,6 +53,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -85,6 +86,10 @@ struct tg_upstream {
     h2o_timeout_entry_t curl_timer_entry;
     h2o_timeout_t zero; /* deferred frees */
     duration_list_t *durations;
+    /* First-byte timers: one sorted list of any duration (core/deadline.h), because an attempt's
+     * first-byte timeout varies per request (what is left of its budget, a probe's timeout) and a
+     * list per distinct duration would grow without bound. */
+    tg_timers_t fb_timers;
     int in_curl;
     size_t active;
     h2o_linklist_t transfers;
@@ -102,8 +107,9 @@ struct tg_transfer {
     tg_transfer_cbs_t cbs;
     void *ud;
     tg_timeouts_t to;
-    h2o_timeout_t *fb_list, *idle_list;
-    h2o_timeout_entry_t fb_entry, idle_entry, defer_entry;
+    h2o_timeout_t *idle_list;
+    tg_deadline_t fb_deadline;
+    h2o_timeout_entry_t idle_entry, defer_entry;
     h2o_linklist_t link;
     long status;
     char content_type[128];
@@ -139,7 +145,7 @@ static h2o_timeout_t *duration_list(tg_upstream_t *u, uint64_t ms)
 static void transfer_free(tg_transfer_t *t)
 {
     tg_upstream_t *u = t->u;
-    h2o_timeout_unlink(&t->fb_entry);
+    tg_deadline_cancel(&t->fb_deadline);
     h2o_timeout_unlink(&t->idle_entry);
     h2o_timeout_unlink(&t->defer_entry);
     if (t->easy != NULL) {
@@ -170,7 +176,7 @@ static void on_defer(h2o_timeout_entry_t *e)
 /* Frees now, or on the next loop turn when we are inside a curl call. */
 static void transfer_release(tg_transfer_t *t)
 {
-    h2o_timeout_unlink(&t->fb_entry);
+    tg_deadline_cancel(&t->fb_deadline);
     h2o_timeout_unlink(&t->idle_entry);
     if (t->u->in_curl > 0) {
         if (!h2o_timeout_is_linked(&t->defer_entry))
@@ -224,7 +230,7 @@ static void transfer_finish(tg_transfer_t *t, int rc)
     if (t->finished)
         return;
     t->finished = true;
-    h2o_timeout_unlink(&t->fb_entry);
+    tg_deadline_cancel(&t->fb_deadline);
     h2o_timeout_unlink(&t->idle_entry);
     if (!t->cancelled) {
         /* A complete answer with an empty body still reports its head first. */
@@ -425,9 +431,9 @@ static void fire_timeout(tg_transfer_t *t, const char *kind)
     transfer_finish(t, TG_EUPSTREAM_TIMEOUT);
 }
 
-static void on_first_byte_timeout(h2o_timeout_entry_t *e)
+static void on_first_byte_timeout(tg_deadline_t *d)
 {
-    fire_timeout(H2O_STRUCT_FROM_MEMBER(tg_transfer_t, fb_entry, e), "first_byte");
+    fire_timeout(H2O_STRUCT_FROM_MEMBER(tg_transfer_t, fb_deadline, d), "first_byte");
 }
 
 static void on_idle_timeout(h2o_timeout_entry_t *e)
@@ -506,7 +512,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata)
     }
     if (!t->got_body) {
         t->got_body = true;
-        h2o_timeout_unlink(&t->fb_entry);
+        tg_deadline_cancel(&t->fb_deadline);
     }
     deliver_head(t);
     if (t->cancelled)
@@ -549,6 +555,7 @@ tg_upstream_t *tg_upstream_create(h2o_loop_t *loop)
     h2o_timeout_init(loop, &u->curl_timer, 0);
     u->curl_timer_entry.cb = on_curl_timer_fired;
     h2o_timeout_init(loop, &u->zero, 0);
+    tg_timers_init(&u->fb_timers, loop);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
@@ -585,6 +592,7 @@ void tg_upstream_destroy(tg_upstream_t *u)
     free(u->fds);
     h2o_timeout_dispose(u->loop, &u->curl_timer);
     h2o_timeout_dispose(u->loop, &u->zero);
+    tg_timers_dispose(&u->fb_timers);
     while (u->durations != NULL) {
         duration_list_t *d = u->durations;
         u->durations = d->next;
@@ -690,15 +698,12 @@ tg_transfer_t *tg_transfer_start(tg_upstream_t *u, tg_upstream_req_t *req, const
     t->ud = ud;
     if (to != NULL)
         t->to = *to;
-    t->fb_entry.cb = on_first_byte_timeout;
     t->idle_entry.cb = on_idle_timeout;
     t->defer_entry.cb = on_defer;
-    if (t->to.first_byte_ms > 0)
-        t->fb_list = duration_list(u, t->to.first_byte_ms);
     if (t->to.idle_ms > 0)
         t->idle_list = duration_list(u, t->to.idle_ms);
     t->easy = make_easy(t);
-    if (t->easy == NULL || (t->to.first_byte_ms > 0 && t->fb_list == NULL) ||
+    if (t->easy == NULL ||
         (t->to.idle_ms > 0 && t->idle_list == NULL)) {
         transfer_free(t);
         return NULL;
@@ -711,8 +716,8 @@ tg_transfer_t *tg_transfer_start(tg_upstream_t *u, tg_upstream_req_t *req, const
     h2o_linklist_insert(&u->transfers, &t->link);
     u->active++;
     tg_metrics_add("tollgate_upstream_active", "", 1);
-    if (t->fb_list != NULL)
-        h2o_timeout_link(u->loop, t->fb_list, &t->fb_entry);
+    if (t->to.first_byte_ms > 0)
+        tg_deadline_arm(&u->fb_timers, &t->fb_deadline, t->to.first_byte_ms, on_first_byte_timeout);
     /* curl_multi_add_handle armed a 0 ms timer: the work starts from the loop, never synchronously. */
     return t;
 }

@@ -1,0 +1,134 @@
+// issue #9 item 5, a request has a deadline, on a gateway and a simulator of this file's own
+// (lib/instance.mjs): with both targets of a chain hanging, the chain moves on within the request's
+// first-byte budget (here the chain's own `request_first_byte_ms`) and the client gets an answer
+// naming both targets; a half-open probe that hangs is cut by its breaker's `probe_timeout_ms`, so
+// the breaker re-opens and the request is served by the fallback instead of waiting a whole
+// first-byte timeout. Nothing here measures time: the assertions are the answers, the attempts they
+// name and the breaker states, each waited for as a condition.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { waitFor } from './lib/wait.mjs';
+import { startInstance, baseConfig, req, assertNoSanitizerReport } from './lib/instance.mjs';
+
+const HANG_A = 'dl-hang-a';
+const HANG_B = 'dl-hang-b';
+const PROBE = 'dl-probe';
+const FALLBACK = 'dl-fallback';
+
+function deadlineConfig(ctx) {
+    const provider = (kind, path, extra = {}) => ({ kind, base_url: `${ctx.simUrl}/${path}`, api_key_file: ctx.pepperFile, ...extra });
+    return baseConfig({
+        ...ctx,
+        providers: {
+            // First-byte timeouts longer than the chain's budget: only the budget can end the request early.
+            'dl-openai': provider('openai', 'openai/v1', { timeouts: { first_byte_ms: 1500 } }),
+            'dl-anthropic': provider('anthropic', 'anthropic', { timeouts: { first_byte_ms: 1500 } }),
+            // A target whose first-byte timeout is a whole minute: only the probe timeout can cut its
+            // probe. open_ms leaves time to look at the re-opened breaker before it turns half-open.
+            'dl-flaky': provider('openai', 'openai/v1', {
+                timeouts: { first_byte_ms: 60000 },
+                breaker: { failure_threshold: 1, open_ms: 1500, half_open_probes: 1, probe_timeout_ms: 300 },
+            }),
+            'dl-healthy': provider('anthropic', 'anthropic'),
+        },
+        models: {
+            [HANG_A]: { provider: 'dl-openai', upstream: HANG_A, context_window: 128000 },
+            [HANG_B]: { provider: 'dl-anthropic', upstream: HANG_B, context_window: 128000 },
+            [PROBE]: { provider: 'dl-flaky', upstream: PROBE, context_window: 128000 },
+            [FALLBACK]: { provider: 'dl-healthy', upstream: FALLBACK, context_window: 128000 },
+        },
+        chains: {
+            // 1500 ms for the first target leaves 700 ms of the 2200 ms budget for the second.
+            'dl-chain-hang': { targets: [HANG_A, HANG_B], request_first_byte_ms: 2200 },
+            'dl-chain-probe': { targets: [PROBE, FALLBACK] },
+        },
+    });
+}
+
+async function setFault(inst, model, fault) {
+    const r = await req(inst.simUrl, 'POST', '/_sim/faults', { body: { model, ...fault } });
+    assert.ok(r.status >= 200 && r.status < 300, `the simulator took the fault: ${r.status} ${r.text}`);
+}
+
+async function breakerState(inst, model) {
+    const r = await req(inst.adminUrl, 'GET', '/admin/v1/breakers');
+    assert.equal(r.status, 200, `GET /admin/v1/breakers: ${r.text}`);
+    const list = Array.isArray(r.json) ? r.json : r.json.breakers || r.json.data || [];
+    const b = list.find((x) => x.target.endsWith(`/${model}`));
+    return b ? String(b.state).toLowerCase().replace('-', '_') : 'none';
+}
+
+async function waitState(inst, model, state) {
+    return waitFor(async () => ((await breakerState(inst, model)) === state ? state : null), {
+        tries: 400,
+        what: `the breaker of ${model} to be ${state}`,
+    });
+}
+
+const chat = (inst, model, extra = {}) =>
+    req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: { model, messages: [{ role: 'user', content: 'hi' }], ...extra } });
+
+test('both targets hanging: the answer comes within the request budget and names both targets', async () => {
+    const inst = await startInstance(deadlineConfig, { tenant: 'deadline-test' });
+    try {
+        await setFault(inst, HANG_A, { hang: true });
+        await setFault(inst, HANG_B, { hang: true });
+        for (const stream of [false, true]) {
+            const r = await chat(inst, 'dl-chain-hang', stream ? { stream: true } : {});
+            assert.equal(r.status, 503, `every target failed (stream ${stream}): ${r.text}`);
+            assert.ok(r.json && r.json.error, `an OpenAI-shaped error: ${r.text}`);
+            assert.equal(r.json.error.code, 'no_target_available');
+            assert.equal(r.headers.get('x-tollgate-attempts'), '2', 'both targets were tried');
+            const attempts = r.json.error.attempts.map((a) => [a.target, a.reason, a.skipped]);
+            // The first target used its own first-byte timeout; the second had only what was left of
+            // the budget, and the budget, not the provider, ended it.
+            assert.deepEqual(attempts, [
+                [`dl-openai/${HANG_A}`, 'timeout_first_byte', false],
+                [`dl-anthropic/${HANG_B}`, 'timeout_request_budget', false],
+            ]);
+            assert.match(r.json.error.message, /request first-byte budget of 2200 ms spent/);
+        }
+        // A budget cut is not the provider's fault: the second target's breaker did not count it.
+        assert.equal(await breakerState(inst, HANG_B), 'closed');
+        // The simulator's hung calls are freed once the gateway gives up on them.
+        await waitFor(async () => (await req(inst.simUrl, 'GET', '/_sim/stats')).json.live_calls === 0, {
+            what: 'the hung upstream calls to be released',
+        });
+        inst.gateway.kill('SIGTERM');
+        assert.deepEqual(await inst.gateway.closed, { code: 0, signal: null });
+        assertNoSanitizerReport(inst.gateway, 'the instance gateway');
+    } finally {
+        await inst.stop();
+    }
+});
+
+test('a hanging half-open probe re-opens its breaker after probe_timeout_ms; the fallback serves', async () => {
+    const inst = await startInstance(deadlineConfig, { tenant: 'deadline-test' });
+    try {
+        // One 503 opens the breaker (threshold 1); the fallback serves that request.
+        await setFault(inst, PROBE, { status: 503 });
+        const first = await chat(inst, 'dl-chain-probe');
+        assert.equal(first.status, 200, first.text);
+        assert.equal(await breakerState(inst, PROBE), 'open');
+
+        // Now the target hangs. Once half-open, the next request is its probe.
+        await setFault(inst, PROBE, { hang: true });
+        await waitState(inst, PROBE, 'half_open');
+        const pending = chat(inst, 'dl-chain-probe');
+        // The probe's first-byte timeout is 300 ms, not the provider's minute: the probe fails and
+        // the breaker re-opens (before: half-open for a whole first-byte timeout, every other
+        // request skipping the target meanwhile).
+        await waitState(inst, PROBE, 'open');
+        const r = await pending;
+        assert.equal(r.status, 200, `the fallback served the probe's request: ${r.text}`);
+        assert.equal(r.headers.get('x-tollgate-model'), FALLBACK);
+        assert.equal(r.headers.get('x-tollgate-attempts'), '2');
+        assert.match(r.headers.get('x-tollgate-fallback-reason') || '', /timeout_first_byte/);
+
+        inst.gateway.kill('SIGTERM');
+        assert.deepEqual(await inst.gateway.closed, { code: 0, signal: null });
+        assertNoSanitizerReport(inst.gateway, 'the instance gateway');
+    } finally {
+        await inst.stop();
+    }
+});
