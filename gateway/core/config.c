@@ -519,8 +519,8 @@ static void parse_timeouts(vctx_t *v, const json_t *parent, const char *path, tg
                            uint32_t *request_budget)
 {
     static const char *const keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
-    static const char *const top_keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms",
-                                           "request_first_byte_ms", NULL};
+    static const char *const top_keys[] = {"connect_ms", "first_byte_ms",         "idle_ms",
+                                           "total_ms",   "request_first_byte_ms", NULL};
     json_t *o = get_obj(v, parent, path, "timeouts");
     if (o == NULL)
         return;

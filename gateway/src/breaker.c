@@ -28,12 +28,12 @@ struct tg_breaker {
     tg_breaker_state_t state; /* CLOSED, OPEN or HALF_OPEN as last stored (OPEN may have expired) */
     uint32_t consecutive_failures;
     uint64_t opened_at_ms;
-    uint32_t probes_out;  /* half-open probes admitted and not yet reported */
-    uint32_t extra_out;   /* extra probes (tg_breaker_admit_extra) not yet reported */
+    uint32_t probes_out;     /* half-open probes admitted and not yet reported */
+    uint32_t extra_out;      /* extra probes (tg_breaker_admit_extra) not yet reported */
     uint64_t lease_until_ms; /* probes out past this are presumed lost (their owner vanished) */
-    bool probe_forward;   /* a passing health probe: the next admit of an open breaker probes */
-    uint64_t last_now_ms; /* latest clock value seen: the time base of the no-`now` latency calls */
-    uint64_t lat_ewma_us; /* 0 = no sample yet */
+    bool probe_forward;      /* a passing health probe: the next admit of an open breaker probes */
+    uint64_t last_now_ms;    /* latest clock value seen: the time base of the no-`now` latency calls */
+    uint64_t lat_ewma_us;    /* 0 = no sample yet */
     bool degraded;
     uint64_t degraded_at_ms; /* when it became degraded (or last confirmed so) */
     /* registry chain; written once before publication */

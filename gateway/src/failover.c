@@ -58,13 +58,15 @@ void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker
     p->_cur = CUR_NONE;
     p->_cur_cut = TG_CUT_NONE;
     p->_budget_spent = false;
-    p->_deadline_ms = p->_opts.request_first_byte_ms > 0 ? p->_opts.start_ms + p->_opts.request_first_byte_ms : 0;
+    p->_deadline_ms =
+        p->_opts.request_first_byte_ms > 0 ? p->_opts.start_ms + p->_opts.request_first_byte_ms : 0;
 }
 
 uint32_t tg_plan_request_budget(const tg_config_t *cfg, const char *route_name)
 {
     const tg_chain_cfg_t *ch = route_name != NULL ? tg_config_find_chain(cfg, route_name) : NULL;
-    return ch != NULL && ch->request_first_byte_ms > 0 ? ch->request_first_byte_ms : cfg->request_first_byte_ms;
+    return ch != NULL && ch->request_first_byte_ms > 0 ? ch->request_first_byte_ms
+                                                       : cfg->request_first_byte_ms;
 }
 
 bool tg_plan_budget_spent(const tg_plan_t *p)
@@ -121,8 +123,9 @@ static tg_step_t step_attempt(tg_plan_t *p, int cur, tg_admit_t a, uint64_t now_
      * hanging probe must not hold a breaker half-open for a whole first-byte timeout) and by what
      * is left of the request's budget (the chain moves on, and the client gets an answer, in
      * bounded time). */
-    uint64_t fb = t->provider != NULL && t->provider->timeouts.first_byte_ms > 0 ? t->provider->timeouts.first_byte_ms
-                                                                                : UINT32_MAX;
+    uint64_t fb = t->provider != NULL && t->provider->timeouts.first_byte_ms > 0
+                      ? t->provider->timeouts.first_byte_ms
+                      : UINT32_MAX;
     tg_cut_t cut = TG_CUT_NONE;
     if (probe && t->provider != NULL && t->provider->breaker.probe_timeout_ms > 0 &&
         t->provider->breaker.probe_timeout_ms < fb) {
@@ -142,7 +145,8 @@ static tg_step_t step_attempt(tg_plan_t *p, int cur, tg_admit_t a, uint64_t now_
 /* A skip that may still become an extra probe: the breaker is half-open with its probe out. */
 static void note_busy(tg_plan_t *p, size_t i, uint64_t now_ms)
 {
-    p->_busy[i] = p->_breakers[i] != NULL && tg_breaker_state(p->_breakers[i], now_ms) == TG_BREAKER_HALF_OPEN;
+    p->_busy[i] =
+        p->_breakers[i] != NULL && tg_breaker_state(p->_breakers[i], now_ms) == TG_BREAKER_HALF_OPEN;
 }
 
 tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
@@ -215,7 +219,8 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
             continue; /* re-opened meanwhile, or too many extra probes out: its skip stands */
         /* skipped a moment ago on the way here: it was not skipped after all (the events would
          * otherwise show a hop from it to itself) */
-        if (p->n_recs > 0 && p->recs[p->n_recs - 1].skipped && p->recs[p->n_recs - 1].target == p->_targets[i])
+        if (p->n_recs > 0 && p->recs[p->n_recs - 1].skipped &&
+            p->recs[p->n_recs - 1].target == p->_targets[i])
             p->n_recs--;
         p->_tries[i]++;
         return step_attempt(p, (int)i, a, now_ms);

@@ -85,9 +85,9 @@ typedef struct tg_plan {
     uint64_t _waited_ms;
     int _cur; /* index of the target being attempted, -1 none */
     tg_admit_t _cur_admit;
-    tg_cut_t _cur_cut;      /* why the current attempt's first-byte timeout was cut */
-    uint64_t _deadline_ms;  /* start + budget; 0 = none */
-    bool _budget_spent;     /* the plan ended because the budget ran out */
+    tg_cut_t _cur_cut;              /* why the current attempt's first-byte timeout was cut */
+    uint64_t _deadline_ms;          /* start + budget; 0 = none */
+    bool _budget_spent;             /* the plan ended because the budget ran out */
     tg_breaker_t *_pending_breaker; /* a started stream awaiting its verdict (tg_plan_settle) */
     tg_admit_t _pending_admit;
     const tg_classified_t *_caller_error; /* &_caller_copy when a caller error ended the plan */

@@ -82,9 +82,9 @@ void tg_outcome_caller_error(tg_classified_t *out, int tg_err, const char *detai
 
 /** Failures of our own before any I/O with the provider. */
 typedef enum {
-    TG_INTERNAL_NO_ADAPTER,    /* "no_adapter": no adapter for the provider's kind */
-    TG_INTERNAL_BUILD_FAILED,  /* "build_failed": the adapter could not build the request */
-    TG_INTERNAL_START_FAILED,  /* "start_failed": the transfer could not start */
+    TG_INTERNAL_NO_ADAPTER,   /* "no_adapter": no adapter for the provider's kind */
+    TG_INTERNAL_BUILD_FAILED, /* "build_failed": the adapter could not build the request */
+    TG_INTERNAL_START_FAILED, /* "start_failed": the transfer could not start */
 } tg_internal_t;
 
 void tg_outcome_internal(tg_classified_t *out, tg_internal_t why);

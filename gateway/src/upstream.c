@@ -703,8 +703,7 @@ tg_transfer_t *tg_transfer_start(tg_upstream_t *u, tg_upstream_req_t *req, const
     if (t->to.idle_ms > 0)
         t->idle_list = duration_list(u, t->to.idle_ms);
     t->easy = make_easy(t);
-    if (t->easy == NULL ||
-        (t->to.idle_ms > 0 && t->idle_list == NULL)) {
+    if (t->easy == NULL || (t->to.idle_ms > 0 && t->idle_list == NULL)) {
         transfer_free(t);
         return NULL;
     }

@@ -342,8 +342,8 @@ static void test_concurrent_exactly_one_probe(void **state)
  * Without the lease a vanished probe kept the breaker half-open and every request skipped it. */
 static void test_probe_lease(void **state)
 {
-    const tg_breaker_opts_t o = {.failure_threshold = 3, .open_ms = 1000, .half_open_probes = 1,
-                                 .probe_timeout_ms = 500};
+    const tg_breaker_opts_t o = {
+        .failure_threshold = 3, .open_ms = 1000, .half_open_probes = 1, .probe_timeout_ms = 500};
     tg_breaker_t *b = tg_breaker_create("p/lease", &o);
     tg_breaker_record(b, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
     assert_int_equal(tg_breaker_admit(b, 1000), TG_ADMIT_PROBE); /* never reported */
@@ -355,7 +355,8 @@ static void test_probe_lease(void **state)
     /* a probe that streams keeps its slot for its stream's lease */
     tg_breaker_probe_streaming(b, lease_end + 100, 60000);
     assert_int_equal(tg_breaker_admit(b, lease_end + 100 + 60000), TG_ADMIT_SKIP);
-    assert_int_equal(tg_breaker_admit(b, lease_end + 100 + 60000 + TG_BREAKER_LEASE_GRACE_MS), TG_ADMIT_PROBE);
+    assert_int_equal(tg_breaker_admit(b, lease_end + 100 + 60000 + TG_BREAKER_LEASE_GRACE_MS),
+                     TG_ADMIT_PROBE);
     /* a late result of a presumed-lost probe still decides */
     tg_breaker_record(b, lease_end + 70000, TG_ADMIT_PROBE, TG_RESULT_SUCCESS);
     assert_int_equal(tg_breaker_state(b, lease_end + 70000), TG_BREAKER_CLOSED);

@@ -293,12 +293,9 @@ static void test_outcome_streams(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_documented_error),
-        cmocka_unit_test(test_message_and_param_normalised),
-        cmocka_unit_test(test_secrets_redacted),
-        cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_outcome_constructors),
-        cmocka_unit_test(test_outcome_transport),
+        cmocka_unit_test(test_every_documented_error), cmocka_unit_test(test_message_and_param_normalised),
+        cmocka_unit_test(test_secrets_redacted),       cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_outcome_constructors),   cmocka_unit_test(test_outcome_transport),
         cmocka_unit_test(test_outcome_streams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -794,8 +794,8 @@ static tg_plan_opts_t budget_opts(uint32_t budget_ms, uint64_t start_ms)
                             .start_ms = start_ms};
 }
 
-static tg_step_t expect_attempt_fb(tg_plan_t *p, uint64_t now, const tg_model_cfg_t *t, bool probe, uint32_t fb,
-                                   tg_cut_t cut)
+static tg_step_t expect_attempt_fb(tg_plan_t *p, uint64_t now, const tg_model_cfg_t *t, bool probe,
+                                   uint32_t fb, tg_cut_t cut)
 {
     tg_step_t s = tg_plan_next(p, now);
     assert_int_equal(s.kind, TG_STEP_ATTEMPT);
