@@ -18,7 +18,11 @@
 static const tg_plan_opts_t default_opts = {
     .max_attempts_per_target = 1, .retry_wait_cap_ms = 10000, .short_wait_ms = 2000};
 
-/* Bytes-free bound of a probe that streams: its lease lasts the attempt's total timeout. */
+/* Less budget than this left is none: no provider answers its first byte that fast, and the attempt
+ * would only open a connection to cancel it. */
+#define PLAN_MIN_FIRST_BYTE_MS 50
+
+/* A probe that streams holds its slot for its provider's total timeout; this one when none is set. */
 #define PLAN_DEFAULT_TOTAL_MS 600000u
 
 void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker_t *const *breakers, size_t n,
@@ -159,7 +163,7 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
     p->_cur = CUR_NONE;
 
     /* The request's first-byte budget is spent: no attempt could get a byte in time. */
-    if (budget_left(p, now_ms) == 0) {
+    if (p->_budget_spent || budget_left(p, now_ms) < PLAN_MIN_FIRST_BYTE_MS) {
         p->_budget_spent = true;
         return step_fail(p);
     }
@@ -254,7 +258,7 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
             p->_opts.retry_wait_cap_ms > p->_waited_ms ? p->_opts.retry_wait_cap_ms - p->_waited_ms : 0;
         /* a wait that would end when the budget is spent leaves no time for the retry */
         uint64_t budget = budget_left(p, now_ms);
-        if (wait <= left && wait < budget)
+        if (wait <= left && wait + PLAN_MIN_FIRST_BYTE_MS <= budget)
             return (tg_step_t){.kind = TG_STEP_WAIT, .wait_ms = (uint32_t)wait};
         if (wait <= left)
             p->_budget_spent = true;
@@ -278,6 +282,9 @@ static void record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, ui
         tg_outcome_budget_cut(&cut);
         out = &cut;
         verdict = TG_RESULT_NEUTRAL;
+        /* Spent, whatever the clock says now: the transfer's timer runs on the loop's cached time
+         * and may fire a few milliseconds before `now` reaches the deadline. */
+        p->_budget_spent = true;
     }
 
     tg_attempt_rec_t *r = &p->recs[p->n_recs++];

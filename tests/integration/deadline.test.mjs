@@ -20,9 +20,10 @@ function deadlineConfig(ctx) {
     return baseConfig({
         ...ctx,
         providers: {
-            // First-byte timeouts longer than the chain's budget: only the budget can end the request early.
+            // The first target times out on its own; the second would wait a minute: only the
+            // request's budget can end it.
             'dl-openai': provider('openai', 'openai/v1', { timeouts: { first_byte_ms: 1500 } }),
-            'dl-anthropic': provider('anthropic', 'anthropic', { timeouts: { first_byte_ms: 1500 } }),
+            'dl-anthropic': provider('anthropic', 'anthropic', { timeouts: { first_byte_ms: 60000 } }),
             // A target whose first-byte timeout is a whole minute: only the probe timeout can cut its
             // probe. open_ms leaves time to look at the re-opened breaker before it turns half-open.
             'dl-flaky': provider('openai', 'openai/v1', {
@@ -38,8 +39,8 @@ function deadlineConfig(ctx) {
             [FALLBACK]: { provider: 'dl-healthy', upstream: FALLBACK, context_window: 128000 },
         },
         chains: {
-            // 1500 ms for the first target leaves 700 ms of the 2200 ms budget for the second.
-            'dl-chain-hang': { targets: [HANG_A, HANG_B], request_first_byte_ms: 2200 },
+            // 1500 ms for the first target leaves 1500 ms of the 3000 ms budget for the second.
+            'dl-chain-hang': { targets: [HANG_A, HANG_B], request_first_byte_ms: 3000 },
             'dl-chain-probe': { targets: [PROBE, FALLBACK] },
         },
     });
@@ -78,15 +79,15 @@ test('both targets hanging: the answer comes within the request budget and names
             assert.equal(r.status, 503, `every target failed (stream ${stream}): ${r.text}`);
             assert.ok(r.json && r.json.error, `an OpenAI-shaped error: ${r.text}`);
             assert.equal(r.json.error.code, 'no_target_available');
-            assert.equal(r.headers.get('x-tollgate-attempts'), '2', 'both targets were tried');
             const attempts = r.json.error.attempts.map((a) => [a.target, a.reason, a.skipped]);
+            assert.equal(r.headers.get('x-tollgate-attempts'), '2', `both targets were tried: ${JSON.stringify(attempts)}`);
             // The first target used its own first-byte timeout; the second had only what was left of
             // the budget, and the budget, not the provider, ended it.
             assert.deepEqual(attempts, [
                 [`dl-openai/${HANG_A}`, 'timeout_first_byte', false],
                 [`dl-anthropic/${HANG_B}`, 'timeout_request_budget', false],
             ]);
-            assert.match(r.json.error.message, /request first-byte budget of 2200 ms spent/);
+            assert.match(r.json.error.message, /request first-byte budget of 3000 ms spent/);
         }
         // A budget cut is not the provider's fault: the second target's breaker did not count it.
         assert.equal(await breakerState(inst, HANG_B), 'closed');
