@@ -3,7 +3,9 @@
 // first-byte budget (here the chain's own `request_first_byte_ms`) and the client gets an answer
 // naming both targets; a half-open probe that hangs is cut by its breaker's `probe_timeout_ms`, so
 // the breaker re-opens and the request is served by the fallback instead of waiting a whole
-// first-byte timeout. Nothing here measures time: the assertions are the answers, the attempts they
+// first-byte timeout. And (issue #9 item 7) a healthy fallback whose breaker is half-open with its
+// probe out serves a request whose primary failed, as an extra probe, instead of a 503. Nothing
+// here measures time: the assertions are the answers, the attempts they
 // name and the breaker states, each waited for as a condition.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +16,8 @@ const HANG_A = 'dl-hang-a';
 const HANG_B = 'dl-hang-b';
 const PROBE = 'dl-probe';
 const FALLBACK = 'dl-fallback';
+const PRIMARY = 'dl-primary';
+const HALF = 'dl-half';
 
 function deadlineConfig(ctx) {
     const provider = (kind, path, extra = {}) => ({ kind, base_url: `${ctx.simUrl}/${path}`, api_key_file: ctx.pepperFile, ...extra });
@@ -31,17 +35,26 @@ function deadlineConfig(ctx) {
                 breaker: { failure_threshold: 1, open_ms: 1500, half_open_probes: 1, probe_timeout_ms: 300 },
             }),
             'dl-healthy': provider('anthropic', 'anthropic'),
+            // The fallback of the half-open test: opens on one failure, half-open after 300 ms, and
+            // a probe that may hang for the whole test (probe timeout one minute).
+            'dl-half': provider('gemini', 'gemini', {
+                timeouts: { first_byte_ms: 60000 },
+                breaker: { failure_threshold: 1, open_ms: 300, half_open_probes: 1, probe_timeout_ms: 60000 },
+            }),
         },
         models: {
             [HANG_A]: { provider: 'dl-openai', upstream: HANG_A, context_window: 128000 },
             [HANG_B]: { provider: 'dl-anthropic', upstream: HANG_B, context_window: 128000 },
             [PROBE]: { provider: 'dl-flaky', upstream: PROBE, context_window: 128000 },
             [FALLBACK]: { provider: 'dl-healthy', upstream: FALLBACK, context_window: 128000 },
+            [PRIMARY]: { provider: 'dl-openai', upstream: PRIMARY, context_window: 128000 },
+            [HALF]: { provider: 'dl-half', upstream: HALF, context_window: 128000 },
         },
         chains: {
             // 1500 ms for the first target leaves 1500 ms of the 3000 ms budget for the second.
             'dl-chain-hang': { targets: [HANG_A, HANG_B], request_first_byte_ms: 3000 },
             'dl-chain-probe': { targets: [PROBE, FALLBACK] },
+            'dl-chain-half': { targets: [PRIMARY, HALF] },
         },
     });
 }
@@ -130,6 +143,46 @@ test('a hanging half-open probe re-opens its breaker after probe_timeout_ms; the
         assert.deepEqual(await inst.gateway.closed, { code: 0, signal: null });
         assertNoSanitizerReport(inst.gateway, 'the instance gateway');
     } finally {
+        await inst.stop();
+    }
+});
+
+test('a half-open fallback whose probe is out serves a request whose primary failed (extra probe)', async () => {
+    const inst = await startInstance(deadlineConfig, { tenant: 'deadline-test' });
+    const probeClient = new AbortController();
+    let probe = null;
+    try {
+        // An old fault opens the fallback's breaker (threshold 1); it turns half-open.
+        await setFault(inst, HALF, { status: 503, fail_first: 1 });
+        const down = await chat(inst, HALF);
+        assert.equal(down.status, 503, `the fallback's own 503: ${down.text}`);
+        await waitState(inst, HALF, 'half_open');
+
+        // A request to the fallback alone is its probe, and hangs there: the probe is out.
+        await setFault(inst, HALF, { hang: true, fail_first: 1 });
+        probe = fetch(`${inst.url}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${inst.key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ model: HALF, messages: [{ role: 'user', content: 'hi' }] }),
+            signal: probeClient.signal,
+        }).catch(() => null);
+        await waitFor(async () => (await req(inst.simUrl, 'GET', '/_sim/stats')).json.live_calls === 1, {
+            what: 'the probe to hang in the simulator',
+        });
+        assert.equal(await breakerState(inst, HALF), 'half_open');
+
+        // Now the primary fails. Its fallback is the last usable target: the request becomes an
+        // extra probe of it (before: 503 all targets failed, the fallback skipped).
+        await setFault(inst, PRIMARY, { status: 503 });
+        const r = await chat(inst, 'dl-chain-half');
+        assert.equal(r.status, 200, `served by the half-open fallback: ${r.text}`);
+        assert.equal(r.headers.get('x-tollgate-model'), HALF);
+        assert.equal(r.headers.get('x-tollgate-attempts'), '2');
+        // Its success proved the fallback healthy: the breaker closes.
+        await waitState(inst, HALF, 'closed');
+    } finally {
+        probeClient.abort();
+        if (probe) await probe;
         await inst.stop();
     }
 });
