@@ -100,10 +100,12 @@ static void open_locked(tg_breaker_t *b, uint64_t now_ms)
 }
 
 /* A probe's slot is leased: its transfer's first-byte timeout is probe_timeout_ms, so a result
- * comes by then unless the probe's owner vanished (a call that never reports). */
+ * comes by then unless the probe's owner vanished (a call that never reports). The lease covers
+ * every probe out; the first one out starts it afresh, so a lease left by an earlier half-open
+ * period never holds a new probe. */
 static void lease_locked(tg_breaker_t *b, uint64_t until_ms)
 {
-    if (until_ms > b->lease_until_ms)
+    if (b->probes_out + b->extra_out == 1 || until_ms > b->lease_until_ms)
         b->lease_until_ms = until_ms;
 }
 

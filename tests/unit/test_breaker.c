@@ -361,6 +361,16 @@ static void test_probe_lease(void **state)
     tg_breaker_record(b, lease_end + 70000, TG_ADMIT_PROBE, TG_RESULT_SUCCESS);
     assert_int_equal(tg_breaker_state(b, lease_end + 70000), TG_BREAKER_CLOSED);
 
+    /* a long stream lease of an earlier half-open period does not hold the next probe */
+    tg_breaker_record(b, lease_end + 70001, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    tg_breaker_record(b, lease_end + 71001, TG_ADMIT_YES, TG_RESULT_NEUTRAL);
+    assert_int_equal(tg_breaker_admit(b, lease_end + 71001), TG_ADMIT_PROBE);
+    tg_breaker_probe_streaming(b, lease_end + 71001, 600000);
+    tg_breaker_record(b, lease_end + 72000, TG_ADMIT_PROBE, TG_RESULT_FAILURE); /* re-opens */
+    assert_int_equal(tg_breaker_admit(b, lease_end + 73000), TG_ADMIT_PROBE);   /* never reported */
+    assert_int_equal(tg_breaker_admit(b, lease_end + 73000 + 500 + TG_BREAKER_LEASE_GRACE_MS),
+                     TG_ADMIT_PROBE);
+
     /* the lease also frees a health check's view of "a probe is in flight" */
     tg_breaker_record(b, 100000, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
     assert_int_equal(tg_breaker_admit(b, 101000), TG_ADMIT_PROBE);
