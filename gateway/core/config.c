@@ -589,15 +589,22 @@ static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
     get_size(v, l, "limits", "stream_buffer_bytes", lo, hi, &c->stream_buffer_bytes);
 }
 
-static void parse_timeouts(vctx_t *v, const json_t *parent, const char *path, tg_timeouts_t *t)
+/* request_first_byte_ms is the whole request's budget: only the top level (request_budget != NULL)
+ * has it; a provider's timeouts are per attempt. */
+static void parse_timeouts(vctx_t *v, const json_t *parent, const char *path, tg_timeouts_t *t,
+                           uint32_t *request_budget)
 {
     static const char *const keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
+    static const char *const top_keys[] = {"connect_ms", "first_byte_ms",         "idle_ms",
+                                           "total_ms",   "request_first_byte_ms", NULL};
     json_t *o = get_obj(v, parent, path, "timeouts");
     if (o == NULL)
         return;
     char p[256];
     join(p, sizeof(p), path, "timeouts");
-    check_keys(v, o, p, keys);
+    check_keys(v, o, p, request_budget != NULL ? top_keys : keys);
+    if (request_budget != NULL)
+        get_u32(v, o, p, "request_first_byte_ms", 1, 86400000u, request_budget);
     const uint32_t day = 86400000u;
     get_u32(v, o, p, "connect_ms", 1, day, &t->connect_ms);
     get_u32(v, o, p, "first_byte_ms", 1, day, &t->first_byte_ms);
@@ -607,7 +614,8 @@ static void parse_timeouts(vctx_t *v, const json_t *parent, const char *path, tg
 
 static void parse_breaker(vctx_t *v, const json_t *parent, const char *path, tg_breaker_opts_t *b)
 {
-    static const char *const keys[] = {"failure_threshold", "open_ms", "half_open_probes", NULL};
+    static const char *const keys[] = {"failure_threshold", "open_ms", "half_open_probes", "probe_timeout_ms",
+                                       NULL};
     json_t *o = get_obj(v, parent, path, "breaker");
     if (o == NULL)
         return;
@@ -617,6 +625,7 @@ static void parse_breaker(vctx_t *v, const json_t *parent, const char *path, tg_
     get_u32(v, o, p, "failure_threshold", 1, 1000, &b->failure_threshold);
     get_u32(v, o, p, "open_ms", 1, 86400000u, &b->open_ms);
     get_u32(v, o, p, "half_open_probes", 1, 100, &b->half_open_probes);
+    get_u32(v, o, p, "probe_timeout_ms", 1, 86400000u, &b->probe_timeout_ms);
 }
 
 static void parse_health(vctx_t *v, const json_t *parent, const char *path, tg_health_opts_t *h)
@@ -695,7 +704,7 @@ static void parse_provider(vctx_t *v, const char *name, const json_t *j, const t
         pr->api_key = NULL;
     }
 
-    parse_timeouts(v, j, path, &pr->timeouts);
+    parse_timeouts(v, j, path, &pr->timeouts, NULL);
     parse_breaker(v, j, path, &pr->breaker);
     parse_health(v, j, path, &pr->health);
     get_u32(v, j, path, "latency_threshold_ms", 0, 86400000u, &pr->latency_threshold_ms);
@@ -755,7 +764,7 @@ static void parse_model(vctx_t *v, const char *name, const json_t *j, tg_config_
 
 static void parse_chain(vctx_t *v, const char *name, const json_t *j, tg_config_t *c, tg_chain_cfg_t *ch)
 {
-    static const char *const keys[] = {"targets", "context_fallback", NULL};
+    static const char *const keys[] = {"targets", "context_fallback", "request_first_byte_ms", NULL};
     char path[256];
     snprintf(path, sizeof(path), "chains.%s", name);
     ch->name = xstrdup(name);
@@ -802,6 +811,7 @@ static void parse_chain(vctx_t *v, const char *name, const json_t *j, tg_config_
             ch->targets[ch->n_targets++] = m;
         }
     }
+    get_u32(v, j, path, "request_first_byte_ms", 1, 86400000u, &ch->request_first_byte_ms);
     const char *fb = get_str(v, j, path, "context_fallback", false);
     if (fb != NULL) {
         ch->context_fallback = tg_config_find_model(c, fb);
@@ -859,8 +869,10 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
 
     c->timeouts =
         (tg_timeouts_t){.connect_ms = 3000, .first_byte_ms = 60000, .idle_ms = 30000, .total_ms = 600000};
-    parse_timeouts(v, root, "", &c->timeouts);
-    tg_breaker_opts_t def_breaker = {.failure_threshold = 3, .open_ms = 30000, .half_open_probes = 1};
+    c->request_first_byte_ms = 90000;
+    parse_timeouts(v, root, "", &c->timeouts, &c->request_first_byte_ms);
+    tg_breaker_opts_t def_breaker = {
+        .failure_threshold = 3, .open_ms = 30000, .half_open_probes = 1, .probe_timeout_ms = 5000};
     parse_breaker(v, root, "", &def_breaker);
 
     c->shutdown_grace_ms = 10000;

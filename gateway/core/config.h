@@ -16,11 +16,12 @@
  *   secrets.key_pepper_env | secrets.key_pepper_file   (>= 32 bytes, hex or raw)
  *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes}
  *   timeouts.{connect_ms, first_byte_ms, idle_ms, total_ms}        defaults for providers
+ *   timeouts.request_first_byte_ms   the whole request's first-byte budget (top level only)
  *   shutdown_grace_ms, retry_wait_cap_ms, key_cache_ttl_ms
  *   providers.<name>: kind, base_url, api_key_env | api_key_file, timeouts, breaker, health,
  *                     latency_threshold_ms, anthropic_version
  *   models.<name>: provider, upstream, context_window
- *   chains.<name>: targets [model names], context_fallback (model name)
+ *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
  */
 #ifndef TG_CONFIG_H
 #define TG_CONFIG_H
@@ -47,6 +48,8 @@ typedef struct tg_breaker_opts {
     uint32_t failure_threshold; /* consecutive counted failures that open it (3) */
     uint32_t open_ms;           /* how long it stays open before one half-open probe (30000) */
     uint32_t half_open_probes;  /* probes let through while half-open (1) */
+    uint32_t probe_timeout_ms;  /* a half-open probe's first-byte timeout (5000): a hanging probe
+                                   re-opens the breaker after this, not after a full first_byte_ms */
 } tg_breaker_opts_t;
 
 typedef struct tg_health_opts {
@@ -82,6 +85,7 @@ typedef struct tg_chain_cfg {
     const tg_model_cfg_t **targets;
     size_t n_targets;
     const tg_model_cfg_t *context_fallback; /* NULL: none */
+    uint32_t request_first_byte_ms;         /* this chain's request budget; 0: the top-level one */
 } tg_chain_cfg_t;
 
 typedef struct tg_config {
@@ -113,6 +117,9 @@ typedef struct tg_config {
     uint32_t max_attempts_per_target;
 
     tg_timeouts_t timeouts;
+    /* Whole-request first-byte budget across a chain (timeouts.request_first_byte_ms, 90000): every
+     * attempt, wait and failover until the first byte of an answer fits in it. */
+    uint32_t request_first_byte_ms;
 
     tg_provider_cfg_t *providers;
     size_t n_providers;

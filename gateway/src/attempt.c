@@ -107,8 +107,8 @@ static void attempt_failed(tg_call_t *c, const tg_classified_t *cls)
 void tg_attempt_served(tg_call_t *c)
 {
     uint64_t lat = tg_now_us() - c->attempt_start_us;
-    tg_classified_t cls = {.cls = TG_OUTCOME_SUCCESS, .status = c->up_status, .retry_after_ms = -1};
-    snprintf(cls.reason, sizeof(cls.reason), "ok");
+    tg_classified_t cls;
+    tg_outcome_success(&cls, c->up_status);
     c->attempt_open = false;
     /* the planner feeds the latency (TTFT for streams, total otherwise) to the breaker and observes
      * the attempt histogram; a stream's verdict for the breaker waits for its end (tg_plan_settle) */
@@ -131,8 +131,8 @@ void tg_attempt_stop(tg_call_t *c)
     tg_deadline_cancel(&c->wait_due);
     if (c->attempt_open) {
         /* neutral: says nothing of the provider, but frees a half-open probe slot */
-        tg_classified_t cls = {.cls = TG_OUTCOME_CALLER, .status = 0, .retry_after_ms = -1};
-        snprintf(cls.reason, sizeof(cls.reason), "client_gone");
+        tg_classified_t cls;
+        tg_outcome_client_gone(&cls);
         c->attempt_open = false;
         tg_plan_record(&c->plan, tg_now_ms(), &cls, tg_now_us() - c->attempt_start_us);
         c->recs_seen = c->plan.n_recs;
@@ -181,33 +181,16 @@ static int on_data(void *ud, const char *p, size_t n)
     return tg_relay_feed(c, p, n);
 }
 
-static const char *stream_fail_reason(tg_call_t *c, int rc, const char *timeout_kind, tg_classified_t *cls)
+/* Why a 2xx stream failed (outcome.c words it); a provider's in-stream error is logged with its
+ * own words, the only account of what went wrong (the client gets the table's). */
+static tg_classified_t *stream_failure(tg_call_t *c, int rc, const char *timeout_kind, tg_classified_t *cls)
 {
-    memset(cls, 0, sizeof(*cls));
-    cls->retry_after_ms = -1;
-    if (c->stream_rc == TG_EUPSTREAM_FAILED) {
-        /* an error event from the provider inside the stream: its words go to the log (they are
-         * the only account of what went wrong), the client gets the table's */
+    tg_outcome_stream_failure(cls, c->stream_rc, rc, timeout_kind, c->up_status);
+    if (c->stream_rc == TG_EUPSTREAM_FAILED)
         TG_LOG(TG_LOG_WARN, "upstream_stream_error", TG_KV_STR("request_id", c->request_id),
                TG_KV_STR("target", c->target->target_key), TG_KV_INT("http_status", c->up_status),
                TG_KV_INT("committed", c->committed), TG_KV_STR("message", c->stream_err.detail));
-        cls->cls = TG_OUTCOME_SERVER;
-        cls->status = c->up_status;
-        snprintf(cls->reason, sizeof(cls->reason), "stream_error");
-        snprintf(cls->type, sizeof(cls->type), "%s", tg_err_type(TG_EUPSTREAM_FAILED));
-        snprintf(cls->code, sizeof(cls->code), "%s", tg_err_code(TG_EUPSTREAM_FAILED));
-        snprintf(cls->message, sizeof(cls->message), "%s", tg_err_public_msg(TG_EUPSTREAM_FAILED));
-    } else if (c->stream_rc != 0) {
-        tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, cls);
-        snprintf(cls->reason, sizeof(cls->reason), "%s",
-                 c->stream_rc == TG_ETOO_LARGE ? "stream_event_too_large" : "stream_malformed");
-    } else if (rc != 0) {
-        tg_classify_transport(rc, timeout_kind, cls);
-    } else {
-        tg_classify_transport(TG_ESTREAM_BROKEN, NULL, cls);
-        snprintf(cls->reason, sizeof(cls->reason), "stream_truncated");
-    }
-    return cls->reason;
+    return cls;
 }
 
 static void on_done(void *ud, int rc, const char *timeout_kind)
@@ -220,17 +203,15 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
             tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_SUCCESS);
             tg_relay_end(c, NULL, false);
         } else {
-            tg_relay_end(c, stream_fail_reason(c, rc, timeout_kind, &cls), true);
+            tg_outcome_mid_stream(stream_failure(c, rc, timeout_kind, &cls)); /* "mid_stream:<why>" */
+            tg_relay_end(c, cls.reason, true);
         }
         tg_call_resume(c, TG_STAGE_RELAY, 0);
     } else if (c->up_status / 100 == 2) {
         if (c->stream) {
-            stream_fail_reason(c, rc, timeout_kind, &cls);
-            attempt_failed(c, &cls);
+            attempt_failed(c, stream_failure(c, rc, timeout_kind, &cls));
         } else if (rc != 0 || c->body_overflow) {
-            tg_classify_transport(c->body_overflow ? TG_EUPSTREAM_PROTOCOL : rc, timeout_kind, &cls);
-            if (c->body_overflow)
-                snprintf(cls.reason, sizeof(cls.reason), "response_too_large");
+            tg_outcome_answer_failure(&cls, rc, timeout_kind, c->body_overflow);
             attempt_failed(c, &cls);
         } else {
             c->resp_in.model = c->target->name;
@@ -243,7 +224,7 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
                              c->body_buf.data != NULL ? c->body_buf.data : "", c->body_buf.len, &cls);
         attempt_failed(c, &cls);
     } else {
-        tg_classify_transport(rc != 0 ? rc : TG_EUPSTREAM_FAILED, timeout_kind, &cls);
+        tg_outcome_transport(&cls, rc != 0 ? rc : TG_EUPSTREAM_FAILED, timeout_kind, false);
         attempt_failed(c, &cls);
     }
 }
@@ -253,7 +234,7 @@ static const tg_transfer_cbs_t transfer_cbs = {.on_head = on_head, .on_data = on
 /* ------------------------------------------------------------------------ ATTEMPT, WAIT */
 
 /* Starts an attempt; returns 0 when the transfer runs, or records the failure and returns -1. */
-static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target)
+static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target, uint32_t first_byte_ms)
 {
     tg_classified_t cls;
     tg_attempt_reset(c);
@@ -263,8 +244,7 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target)
     c->attempt_open = true;
     tg_attempt_route_comment(c, "tollgate trying %s", target->target_key);
     if (c->adapter == NULL) {
-        tg_classify_transport(TG_EINTERNAL, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "no_adapter");
+        tg_outcome_internal(&cls, TG_INTERNAL_NO_ADAPTER);
         record_failure(c, &cls);
         return -1;
     }
@@ -281,21 +261,10 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target)
     int rc = c->adapter->build_request(&in, c->body, &ureq, &err);
     if (rc != 0) {
         tg_upstream_req_dispose(&ureq);
-        memset(&cls, 0, sizeof(cls));
-        cls.retry_after_ms = -1;
-        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM) {
-            /* the request cannot be expressed for this provider: the caller's error */
-            cls.cls = TG_OUTCOME_CALLER;
-            cls.status = 400;
-            snprintf(cls.reason, sizeof(cls.reason), "invalid_request");
-            snprintf(cls.type, sizeof(cls.type), "%s", tg_err_type(rc));
-            snprintf(cls.code, sizeof(cls.code), "%s", tg_err_code(rc));
-            snprintf(cls.message, sizeof(cls.message), "%s",
-                     err.detail[0] != '\0' ? err.detail : tg_err_public_msg(rc));
-        } else {
-            tg_classify_transport(TG_EINTERNAL, NULL, &cls);
-            snprintf(cls.reason, sizeof(cls.reason), "build_failed");
-        }
+        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM)
+            tg_outcome_caller_error(&cls, rc, err.detail); /* cannot be expressed for this provider */
+        else
+            tg_outcome_internal(&cls, TG_INTERNAL_BUILD_FAILED);
         record_failure(c, &cls);
         return -1;
     }
@@ -303,16 +272,16 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target)
     if (ureq.body != NULL && ureq.body_len > c->cfg->max_body_bytes * 4 + 65536) {
         /* translation cannot blow a request up this much; refuse rather than send it */
         tg_upstream_req_dispose(&ureq);
-        tg_classify_transport(TG_EINTERNAL, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "build_failed");
+        tg_outcome_internal(&cls, TG_INTERNAL_BUILD_FAILED);
         record_failure(c, &cls);
         return -1;
     }
-    c->transfer =
-        tg_transfer_start(c->worker->upstream, &ureq, &target->provider->timeouts, &transfer_cbs, c);
+    /* the plan's first-byte timeout for this attempt: cut to the request's budget, or a probe's */
+    tg_timeouts_t to = target->provider->timeouts;
+    to.first_byte_ms = first_byte_ms;
+    c->transfer = tg_transfer_start(c->worker->upstream, &ureq, &to, &transfer_cbs, c);
     if (c->transfer == NULL) {
-        tg_classify_transport(TG_EUPSTREAM_UNREACHABLE, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "start_failed");
+        tg_outcome_internal(&cls, TG_INTERNAL_START_FAILED);
         record_failure(c, &cls);
         return -1;
     }
@@ -326,7 +295,7 @@ int tg_stage_attempt(void *call)
     switch (step.kind) {
     case TG_STEP_ATTEMPT:
         note_new_recs(c);
-        if (start_attempt(c, step.target) == 0)
+        if (start_attempt(c, step.target, step.first_byte_ms) == 0)
             return TG_STAGE_PENDING;                  /* the transfer's on_done moves the call on */
         tg_pipeline_goto(&c->pipe, TG_STAGE_ATTEMPT); /* recorded as failed: ask the plan again */
         return TG_STAGE_GO;

@@ -28,10 +28,12 @@ struct tg_breaker {
     tg_breaker_state_t state; /* CLOSED, OPEN or HALF_OPEN as last stored (OPEN may have expired) */
     uint32_t consecutive_failures;
     uint64_t opened_at_ms;
-    uint32_t probes_out;  /* half-open probes admitted and not yet reported */
-    bool probe_forward;   /* a passing health probe: the next admit of an open breaker probes */
-    uint64_t last_now_ms; /* latest clock value seen: the time base of the no-`now` latency calls */
-    uint64_t lat_ewma_us; /* 0 = no sample yet */
+    uint32_t probes_out;     /* half-open probes admitted and not yet reported */
+    uint32_t extra_out;      /* extra probes (tg_breaker_admit_extra) not yet reported */
+    uint64_t lease_until_ms; /* probes out past this are presumed lost (their owner vanished) */
+    bool probe_forward;      /* a passing health probe: the next admit of an open breaker probes */
+    uint64_t last_now_ms;    /* latest clock value seen: the time base of the no-`now` latency calls */
+    uint64_t lat_ewma_us;    /* 0 = no sample yet */
     bool degraded;
     uint64_t degraded_at_ms; /* when it became degraded (or last confirmed so) */
     /* registry chain; written once before publication */
@@ -39,7 +41,7 @@ struct tg_breaker {
 };
 
 static const tg_breaker_opts_t default_opts = {
-    .failure_threshold = 3, .open_ms = 30000, .half_open_probes = 1};
+    .failure_threshold = 3, .open_ms = 30000, .half_open_probes = 1, .probe_timeout_ms = 5000};
 
 static void opts_sanitize(tg_breaker_opts_t *o, const tg_breaker_opts_t *in)
 {
@@ -48,6 +50,8 @@ static void opts_sanitize(tg_breaker_opts_t *o, const tg_breaker_opts_t *in)
         o->failure_threshold = default_opts.failure_threshold;
     if (o->half_open_probes == 0)
         o->half_open_probes = default_opts.half_open_probes;
+    if (o->probe_timeout_ms == 0)
+        o->probe_timeout_ms = default_opts.probe_timeout_ms;
 }
 
 tg_breaker_t *tg_breaker_create(const char *key, const tg_breaker_opts_t *opts)
@@ -91,7 +95,18 @@ static void open_locked(tg_breaker_t *b, uint64_t now_ms)
     b->state = TG_BREAKER_OPEN;
     b->opened_at_ms = now_ms;
     b->probes_out = 0;
+    b->extra_out = 0;
     b->probe_forward = false;
+}
+
+/* A probe's slot is leased: its transfer's first-byte timeout is probe_timeout_ms, so a result
+ * comes by then unless the probe's owner vanished (a call that never reports). The lease covers
+ * every probe out; the first one out starts it afresh, so a lease left by an earlier half-open
+ * period never holds a new probe. */
+static void lease_locked(tg_breaker_t *b, uint64_t until_ms)
+{
+    if (b->probes_out + b->extra_out == 1 || until_ms > b->lease_until_ms)
+        b->lease_until_ms = until_ms;
 }
 
 /* An open breaker whose time is up (or whose probe a health check brought forward) becomes
@@ -102,7 +117,15 @@ static void expire_locked(tg_breaker_t *b, uint64_t now_ms)
         (b->probe_forward || now_ms >= b->opened_at_ms + (uint64_t)b->opts.open_ms)) {
         b->state = TG_BREAKER_HALF_OPEN;
         b->probes_out = 0;
+        b->extra_out = 0;
         b->probe_forward = false;
+    }
+    /* Probes whose lease ran out are presumed lost: their slots are free again (a late result
+     * still counts, as any probe result does while half-open). */
+    if (b->state == TG_BREAKER_HALF_OPEN && (b->probes_out > 0 || b->extra_out > 0) &&
+        now_ms >= b->lease_until_ms) {
+        b->probes_out = 0;
+        b->extra_out = 0;
     }
 }
 
@@ -122,12 +145,45 @@ tg_admit_t tg_breaker_admit(tg_breaker_t *b, uint64_t now_ms)
     case TG_BREAKER_HALF_OPEN:
         if (b->probes_out < b->opts.half_open_probes) {
             b->probes_out++;
+            lease_locked(b, now_ms + b->opts.probe_timeout_ms + TG_BREAKER_LEASE_GRACE_MS);
             a = TG_ADMIT_PROBE;
         }
         break;
     }
     pthread_mutex_unlock(&b->mu);
     return a;
+}
+
+tg_admit_t tg_breaker_admit_extra(tg_breaker_t *b, uint64_t now_ms)
+{
+    tg_admit_t a = TG_ADMIT_SKIP;
+    pthread_mutex_lock(&b->mu);
+    touch(b, now_ms);
+    expire_locked(b, now_ms);
+    if (b->state == TG_BREAKER_CLOSED) {
+        a = TG_ADMIT_YES;
+    } else if (b->state == TG_BREAKER_HALF_OPEN) {
+        if (b->probes_out < b->opts.half_open_probes) {
+            b->probes_out++;
+            a = TG_ADMIT_PROBE;
+        } else if (b->extra_out < TG_BREAKER_MAX_EXTRA) {
+            b->extra_out++;
+            a = TG_ADMIT_EXTRA;
+        }
+        if (a != TG_ADMIT_SKIP)
+            lease_locked(b, now_ms + b->opts.probe_timeout_ms + TG_BREAKER_LEASE_GRACE_MS);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return a;
+}
+
+void tg_breaker_probe_streaming(tg_breaker_t *b, uint64_t now_ms, uint64_t lease_ms)
+{
+    pthread_mutex_lock(&b->mu);
+    touch(b, now_ms);
+    if (b->state == TG_BREAKER_HALF_OPEN)
+        lease_locked(b, now_ms + lease_ms + TG_BREAKER_LEASE_GRACE_MS);
+    pthread_mutex_unlock(&b->mu);
 }
 
 static void count_failure_locked(tg_breaker_t *b, uint64_t now_ms)
@@ -145,13 +201,14 @@ void tg_breaker_record(tg_breaker_t *b, uint64_t now_ms, tg_admit_t how, tg_resu
     expire_locked(b, now_ms);
     /* A probe result only decides while the breaker is still half-open: a reset or a
      * FAILURE_OPEN may have moved it on while the probe was in flight. */
-    bool probe = how == TG_ADMIT_PROBE && b->state == TG_BREAKER_HALF_OPEN;
+    bool probe = (how == TG_ADMIT_PROBE || how == TG_ADMIT_EXTRA) && b->state == TG_BREAKER_HALF_OPEN;
     switch (r) {
     case TG_RESULT_SUCCESS:
         if (probe || b->state == TG_BREAKER_CLOSED) {
             b->state = TG_BREAKER_CLOSED;
             b->consecutive_failures = 0;
             b->probes_out = 0;
+            b->extra_out = 0;
         }
         /* a late success of a request admitted before the breaker opened proves little:
          * the probe decides */
@@ -168,7 +225,9 @@ void tg_breaker_record(tg_breaker_t *b, uint64_t now_ms, tg_admit_t how, tg_resu
         open_locked(b, now_ms);
         break;
     case TG_RESULT_NEUTRAL:
-        if (probe && b->probes_out > 0)
+        if (probe && how == TG_ADMIT_EXTRA && b->extra_out > 0)
+            b->extra_out--;
+        else if (probe && how == TG_ADMIT_PROBE && b->probes_out > 0)
             b->probes_out--;
         break;
     }
@@ -204,6 +263,8 @@ void tg_breaker_reset(tg_breaker_t *b)
     b->consecutive_failures = 0;
     b->opened_at_ms = 0;
     b->probes_out = 0;
+    b->extra_out = 0;
+    b->lease_until_ms = 0;
     b->probe_forward = false;
     b->lat_ewma_us = 0;
     b->degraded = false;
@@ -214,6 +275,8 @@ void tg_breaker_health(tg_breaker_t *b, uint64_t now_ms, bool ok)
 {
     pthread_mutex_lock(&b->mu);
     touch(b, now_ms);
+    if (b->state == TG_BREAKER_HALF_OPEN)
+        expire_locked(b, now_ms); /* probes past their lease no longer count as in flight */
     if (ok) {
         /* Only an open breaker gains from a passing probe: its half-open probe comes
          * forward. A closed breaker's failure count is left alone: the models list
@@ -233,7 +296,7 @@ void tg_breaker_health(tg_breaker_t *b, uint64_t now_ms, bool ok)
             break;
         case TG_BREAKER_HALF_OPEN:
             /* a request probe may be in flight: it will report; if none is, re-open */
-            if (b->probes_out == 0)
+            if (b->probes_out == 0 && b->extra_out == 0)
                 open_locked(b, now_ms);
             break;
         }

@@ -7,6 +7,9 @@
  * (no I/O) until open_ms has passed -> half-open. Half-open: exactly
  * `half_open_probes` callers are admitted as probes, everyone else skips;
  * a probe's success closes, its failure re-opens for another open_ms.
+ * A probe holds its slot for a bounded lease (probe_timeout_ms, or the
+ * stream's lease once it streams): a slot whose owner never reports is
+ * taken back, so no breaker stays half-open forever.
  *
  * Breakers live in a process-wide registry keyed by "<provider>/<upstream>"
  * and are never freed before exit, so they survive config reloads and a
@@ -27,7 +30,15 @@ typedef enum {
     TG_ADMIT_SKIP = 0,  /* open (or half-open with its probe taken): skip this target */
     TG_ADMIT_YES = 1,   /* closed: go */
     TG_ADMIT_PROBE = 2, /* you are the half-open probe: report the result with tg_breaker_record */
+    TG_ADMIT_EXTRA = 3, /* an extra probe of a half-open breaker whose probe is out
+                           (tg_breaker_admit_extra): its result decides like a probe's */
 } tg_admit_t;
+
+/* Extra probes a half-open breaker lets through at once (tg_breaker_admit_extra). */
+#define TG_BREAKER_MAX_EXTRA 16
+/* A probe slot is presumed lost (its owner vanished without a result) this long after its
+ * first-byte or stream lease ran out; the next admit then probes again. */
+#define TG_BREAKER_LEASE_GRACE_MS 1000
 
 typedef enum {
     TG_RESULT_SUCCESS = 0,
@@ -51,6 +62,16 @@ void tg_breaker_destroy(tg_breaker_t *b);
 
 const char *tg_breaker_key(const tg_breaker_t *b);
 tg_admit_t tg_breaker_admit(tg_breaker_t *b, uint64_t now_ms);
+/**
+ * For a request that has no other usable target: PROBE when a half-open breaker has a free probe
+ * slot, EXTRA when its probes are out (at most TG_BREAKER_MAX_EXTRA at once), else SKIP (closed
+ * breakers are admitted by tg_breaker_admit; an open one skips). FAILOVER.md, "Half-open and the
+ * last usable target".
+ */
+tg_admit_t tg_breaker_admit_extra(tg_breaker_t *b, uint64_t now_ms);
+/** A probe (PROBE or EXTRA) whose stream has started holds its slot until now + lease_ms (the
+ *  attempt's total timeout) instead of its first-byte lease. */
+void tg_breaker_probe_streaming(tg_breaker_t *b, uint64_t now_ms, uint64_t lease_ms);
 void tg_breaker_record(tg_breaker_t *b, uint64_t now_ms, tg_admit_t how_admitted, tg_result_t r);
 /** State as of now (an open breaker past open_ms reports half-open). */
 tg_breaker_state_t tg_breaker_state(tg_breaker_t *b, uint64_t now_ms);

@@ -168,7 +168,8 @@ int tg_stage_relay(void *call);
 int tg_relay_feed(tg_call_t *c, const char *p, size_t n);
 /** The stream's content is complete (why NULL), or it breaks after the first byte: an error
  *  event ends it, and provider_fault says whether the provider cut it (its breaker and a failover
- *  event hear of it) or tollgate did (drain). The pump then hands over the last piece. */
+ *  event, reason `why` as outcome.c words it, hear of it) or tollgate did (drain). The pump then
+ *  hands over the last piece. */
 void tg_relay_end(tg_call_t *c, const char *why, bool provider_fault);
 /** Hands what is pending to h2o when h2o is ready; the last piece once finishing. */
 void tg_relay_pump(tg_call_t *c);

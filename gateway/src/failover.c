@@ -18,60 +18,12 @@
 static const tg_plan_opts_t default_opts = {
     .max_attempts_per_target = 1, .retry_wait_cap_ms = 10000, .short_wait_ms = 2000};
 
-tg_result_t tg_outcome_breaker_result(tg_outcome_class_t c)
-{
-    switch (c) {
-    case TG_OUTCOME_SUCCESS:
-        return TG_RESULT_SUCCESS;
-    case TG_OUTCOME_TRANSPORT:
-    case TG_OUTCOME_TIMEOUT:
-    case TG_OUTCOME_SERVER:
-    case TG_OUTCOME_RATE_LIMITED:
-        return TG_RESULT_FAILURE;
-    case TG_OUTCOME_MISCONFIGURED:
-        return TG_RESULT_FAILURE_OPEN;
-    case TG_OUTCOME_CONTEXT_LENGTH:
-    case TG_OUTCOME_CALLER:
-        return TG_RESULT_NEUTRAL;
-    }
-    return TG_RESULT_NEUTRAL;
-}
+/* Less budget than this left is none: no provider answers its first byte that fast, and the attempt
+ * would only open a connection to cancel it. */
+#define PLAN_MIN_FIRST_BYTE_MS 50
 
-void tg_classify_transport(int tg_err, const char *timeout_kind, tg_classified_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->retry_after_ms = -1;
-    out->status = 0;
-    int code = tg_err;
-    switch (tg_err) {
-    case TG_EUPSTREAM_UNREACHABLE:
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "connect_error");
-        break;
-    case TG_EUPSTREAM_TIMEOUT:
-        out->cls = TG_OUTCOME_TIMEOUT;
-        snprintf(out->reason, sizeof(out->reason), "timeout_%s",
-                 timeout_kind != NULL && timeout_kind[0] != '\0' ? timeout_kind : "total");
-        break;
-    case TG_EUPSTREAM_PROTOCOL:
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "protocol_error");
-        break;
-    case TG_ESTREAM_BROKEN:
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "stream_broken");
-        break;
-    default:
-        /* any other transport failure (curl error, our own resource limits) */
-        out->cls = TG_OUTCOME_TRANSPORT;
-        snprintf(out->reason, sizeof(out->reason), "transport_error");
-        code = TG_EUPSTREAM_FAILED;
-        break;
-    }
-    snprintf(out->type, sizeof(out->type), "%s", tg_err_type(code));
-    snprintf(out->code, sizeof(out->code), "%s", tg_err_code(code));
-    snprintf(out->message, sizeof(out->message), "%s", tg_err_public_msg(code));
-}
+/* A probe that streams holds its slot for its provider's total timeout; this one when none is set. */
+#define PLAN_DEFAULT_TOTAL_MS 600000u
 
 void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker_t *const *breakers, size_t n,
                   const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker,
@@ -88,6 +40,7 @@ void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker
         p->_not_before_ms[i] = 0;
         p->_retry_ok[i] = false;
         p->_skipped[i] = false;
+        p->_busy[i] = false;
     }
     p->n_recs = 0;
     p->_n = n;
@@ -107,6 +60,30 @@ void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker
     if (p->_opts.max_attempts_per_target > 8) /* _tries is 8 bits; recs are bounded anyway */
         p->_opts.max_attempts_per_target = 8;
     p->_cur = CUR_NONE;
+    p->_cur_cut = TG_CUT_NONE;
+    p->_budget_spent = false;
+    p->_deadline_ms =
+        p->_opts.request_first_byte_ms > 0 ? p->_opts.start_ms + p->_opts.request_first_byte_ms : 0;
+}
+
+uint32_t tg_plan_request_budget(const tg_config_t *cfg, const char *route_name)
+{
+    const tg_chain_cfg_t *ch = route_name != NULL ? tg_config_find_chain(cfg, route_name) : NULL;
+    return ch != NULL && ch->request_first_byte_ms > 0 ? ch->request_first_byte_ms
+                                                       : cfg->request_first_byte_ms;
+}
+
+bool tg_plan_budget_spent(const tg_plan_t *p)
+{
+    return p->_budget_spent;
+}
+
+/* What is left of the request's first-byte budget (UINT64_MAX: no budget). */
+static uint64_t budget_left(const tg_plan_t *p, uint64_t now_ms)
+{
+    if (p->_deadline_ms == 0)
+        return UINT64_MAX;
+    return p->_deadline_ms > now_ms ? p->_deadline_ms - now_ms : 0;
 }
 
 /* Room for one more record, keeping the last slot for an attempt's outcome. */
@@ -125,6 +102,7 @@ static void add_skip(tg_plan_t *p, const tg_model_cfg_t *t)
     /* cls means nothing for a skip (callers test `skipped` first); the reason names it */
     r->out.cls = TG_OUTCOME_SERVER;
     r->out.status = 0;
+    r->out.err = 0;
     memcpy(r->out.reason, "breaker_open", sizeof("breaker_open"));
 }
 
@@ -139,12 +117,40 @@ static tg_step_t step_fail(tg_plan_t *p)
     return (tg_step_t){.kind = TG_STEP_FAIL};
 }
 
-static tg_step_t step_attempt(tg_plan_t *p, int cur, tg_admit_t a)
+static tg_step_t step_attempt(tg_plan_t *p, int cur, tg_admit_t a, uint64_t now_ms)
 {
     p->_cur = cur;
     p->_cur_admit = a;
     const tg_model_cfg_t *t = cur == CUR_CTX ? p->_ctx_fallback : p->_targets[cur];
-    return (tg_step_t){.kind = TG_STEP_ATTEMPT, .target = t, .probe = a == TG_ADMIT_PROBE};
+    bool probe = a == TG_ADMIT_PROBE || a == TG_ADMIT_EXTRA;
+    /* The attempt's first-byte timeout: its provider's, cut by a probe's own short timeout (one
+     * hanging probe must not hold a breaker half-open for a whole first-byte timeout) and by what
+     * is left of the request's budget (the chain moves on, and the client gets an answer, in
+     * bounded time). */
+    uint64_t fb = t->provider != NULL && t->provider->timeouts.first_byte_ms > 0
+                      ? t->provider->timeouts.first_byte_ms
+                      : UINT32_MAX;
+    tg_cut_t cut = TG_CUT_NONE;
+    if (probe && t->provider != NULL && t->provider->breaker.probe_timeout_ms > 0 &&
+        t->provider->breaker.probe_timeout_ms < fb) {
+        fb = t->provider->breaker.probe_timeout_ms;
+        cut = TG_CUT_PROBE;
+    }
+    uint64_t left = budget_left(p, now_ms);
+    if (left < fb) {
+        fb = left;
+        cut = TG_CUT_BUDGET;
+    }
+    p->_cur_cut = cut;
+    return (tg_step_t){
+        .kind = TG_STEP_ATTEMPT, .target = t, .probe = probe, .first_byte_ms = (uint32_t)fb, .cut = cut};
+}
+
+/* A skip that may still become an extra probe: the breaker is half-open with its probe out. */
+static void note_busy(tg_plan_t *p, size_t i, uint64_t now_ms)
+{
+    p->_busy[i] =
+        p->_breakers[i] != NULL && tg_breaker_state(p->_breakers[i], now_ms) == TG_BREAKER_HALF_OPEN;
 }
 
 tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
@@ -156,17 +162,25 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
                           p->_cur_admit, TG_RESULT_NEUTRAL);
     p->_cur = CUR_NONE;
 
+    /* The request's first-byte budget is spent: no attempt could get a byte in time. */
+    if (p->_budget_spent || budget_left(p, now_ms) < PLAN_MIN_FIRST_BYTE_MS) {
+        p->_budget_spent = true;
+        return step_fail(p);
+    }
+
     /* After a context-length error only the larger-context fallback may serve. */
     if (p->_ctx_fallback_armed) {
         if (p->_ctx_fallback_used)
             return step_fail(p);
         p->_ctx_fallback_used = true;
         tg_admit_t a = admit(p->_ctx_fallback_breaker, now_ms);
+        if (a == TG_ADMIT_SKIP && p->_ctx_fallback_breaker != NULL)
+            a = tg_breaker_admit_extra(p->_ctx_fallback_breaker, now_ms); /* it is the only one left */
         if (a == TG_ADMIT_SKIP) {
             add_skip(p, p->_ctx_fallback);
             return step_fail(p);
         }
-        return step_attempt(p, CUR_CTX, a);
+        return step_attempt(p, CUR_CTX, a, now_ms);
     }
 
     /* Fresh tries: targets with fewer tries first (round r), healthy before degraded,
@@ -184,14 +198,36 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
                 tg_admit_t a = admit(p->_breakers[i], now_ms);
                 if (a == TG_ADMIT_SKIP) {
                     p->_skipped[i] = true;
+                    note_busy(p, i, now_ms);
                     add_skip(p, p->_targets[i]);
                     continue;
                 }
                 p->_tries[i]++;
                 p->_retry_ok[i] = false;
-                return step_attempt(p, (int)i, a);
+                return step_attempt(p, (int)i, a, now_ms);
             }
         }
+    }
+
+    /* No fresh target is left. A target skipped because its half-open breaker's probe was out
+     * may still be healthy (its fault may be minutes old): rather than fail the request, try it
+     * as an extra probe (FAILOVER.md, "Half-open and the last usable target"). Once per target. */
+    for (size_t i = 0; i < p->_n; i++) {
+        if (!p->_busy[i])
+            continue;
+        p->_busy[i] = false;
+        if (!room_for_skip(p))
+            return step_fail(p);
+        tg_admit_t a = tg_breaker_admit_extra(p->_breakers[i], now_ms);
+        if (a == TG_ADMIT_SKIP)
+            continue; /* re-opened meanwhile, or too many extra probes out: its skip stands */
+        /* skipped a moment ago on the way here: it was not skipped after all (the events would
+         * otherwise show a hop from it to itself) */
+        if (p->n_recs > 0 && p->recs[p->n_recs - 1].skipped &&
+            p->recs[p->n_recs - 1].target == p->_targets[i])
+            p->n_recs--;
+        p->_tries[i]++;
+        return step_attempt(p, (int)i, a, now_ms);
     }
 
     /* No other target is usable: a target that asked for a short Retry-After may be tried
@@ -211,7 +247,7 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
                 continue;
             }
             p->_tries[i]++;
-            return step_attempt(p, (int)i, a);
+            return step_attempt(p, (int)i, a, now_ms);
         }
         if (best < 0 || p->_not_before_ms[i] < p->_not_before_ms[best])
             best = (int)i;
@@ -220,8 +256,12 @@ tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms)
         uint64_t wait = (uint64_t)(p->_not_before_ms[best] - (int64_t)now_ms);
         uint64_t left =
             p->_opts.retry_wait_cap_ms > p->_waited_ms ? p->_opts.retry_wait_cap_ms - p->_waited_ms : 0;
-        if (wait <= left)
+        /* a wait that would end when the budget is spent leaves no time for the retry */
+        uint64_t budget = budget_left(p, now_ms);
+        if (wait <= left && wait + PLAN_MIN_FIRST_BYTE_MS <= budget)
             return (tg_step_t){.kind = TG_STEP_WAIT, .wait_ms = (uint32_t)wait};
+        if (wait <= left)
+            p->_budget_spent = true;
     }
     return step_fail(p);
 }
@@ -234,13 +274,23 @@ static void record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, ui
     p->_cur = CUR_NONE;
     const tg_model_cfg_t *t = cur == CUR_CTX ? p->_ctx_fallback : p->_targets[cur];
     tg_breaker_t *b = cur == CUR_CTX ? p->_ctx_fallback_breaker : p->_breakers[cur];
+    tg_result_t verdict = tg_outcome_breaker_result(out->cls);
+    tg_classified_t cut;
+    if (p->_cur_cut == TG_CUT_BUDGET && tg_outcome_is_first_byte_timeout(out)) {
+        /* The request ran out of time, not the provider: it never had its whole first-byte
+         * timeout, so its breaker does not count it (a probe's slot is freed). */
+        tg_outcome_budget_cut(&cut);
+        out = &cut;
+        verdict = TG_RESULT_NEUTRAL;
+        /* Spent, whatever the clock says now: the transfer's timer runs on the loop's cached time
+         * and may fire a few milliseconds before `now` reaches the deadline. */
+        p->_budget_spent = true;
+    }
 
     tg_attempt_rec_t *r = &p->recs[p->n_recs++];
     r->target = t;
     r->skipped = false;
-    r->out.cls = out->cls;
-    r->out.status = out->status;
-    tg_str_copy(r->out.reason, sizeof(r->out.reason), out->reason);
+    tg_outcome_compact(&r->out, out);
     r->waited_ms = 0;
     r->latency_us = latency_us;
 
@@ -248,8 +298,13 @@ static void record(tg_plan_t *p, uint64_t now_ms, const tg_classified_t *out, ui
         if (defer && out->cls == TG_OUTCOME_SUCCESS) {
             p->_pending_breaker = b; /* the verdict comes with tg_plan_settle */
             p->_pending_admit = p->_cur_admit;
+            if (p->_cur_admit == TG_ADMIT_PROBE || p->_cur_admit == TG_ADMIT_EXTRA)
+                tg_breaker_probe_streaming(b, now_ms,
+                                           t->provider != NULL && t->provider->timeouts.total_ms > 0
+                                               ? t->provider->timeouts.total_ms
+                                               : PLAN_DEFAULT_TOTAL_MS);
         } else {
-            tg_breaker_record(b, now_ms, p->_cur_admit, tg_outcome_breaker_result(out->cls));
+            tg_breaker_record(b, now_ms, p->_cur_admit, verdict);
         }
         if (out->cls == TG_OUTCOME_SUCCESS && t->provider != NULL && t->provider->latency_threshold_ms > 0)
             tg_breaker_latency_at(b, now_ms, latency_us, t->provider->latency_threshold_ms);
@@ -402,13 +457,16 @@ static json_t *all_failed_body(const tg_plan_t *p)
         json_object_set_new(a, "skipped", json_boolean(r->skipped));
         json_array_append_new(attempts, a);
     }
-    if (p->n_recs == 0 && rc == 0)
+    if (p->n_recs == 0 && rc == 0 && !p->_budget_spent)
         rc = tg_buf_append_str(&msg, ": no target in the chain");
+    if (p->_budget_spent && rc == 0)
+        rc = tg_buf_appendf(&msg, "%s request first-byte budget of %u ms spent", p->n_recs == 0 ? ":" : ";",
+                            p->_opts.request_first_byte_ms);
     /* a message too long for its cap ends with what fit: the attempts array has it all */
     json_t *e = json_object();
     json_object_set_new(e, "message", json_string(msg.data != NULL ? msg.data : "all targets failed"));
-    json_object_set_new(e, "type", json_string("service_unavailable"));
-    json_object_set_new(e, "code", json_string("no_target_available"));
+    json_object_set_new(e, "type", json_string(tg_err_type(TG_ENO_TARGET)));
+    json_object_set_new(e, "code", json_string(tg_err_code(TG_ENO_TARGET)));
     json_object_set_new(e, "param", json_null());
     json_object_set_new(e, "attempts", attempts);
     tg_buf_dispose(&msg);

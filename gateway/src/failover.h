@@ -11,7 +11,12 @@
  *   - 429 with Retry-After: a short wait may retry the same target when no
  *     other target is usable; a long one fails over; total waiting is capped;
  *   - context-length errors go to the chain's context fallback only;
- *   - a caller error (other 4xx) ends the plan with that error, no failover.
+ *   - a caller error (other 4xx) ends the plan with that error, no failover;
+ *   - the request has a first-byte budget: each attempt's first-byte timeout
+ *     is cut to what is left of it (a half-open probe's to probe_timeout_ms),
+ *     waits never run past it, and the plan fails once it is spent;
+ *   - a half-open target whose probe is out is tried as an extra probe when
+ *     no other target is left, instead of failing the request.
  */
 #ifndef TG_FAILOVER_H
 #define TG_FAILOVER_H
@@ -22,21 +27,12 @@
 #include "breaker.h"
 #include "buf.h"
 #include "config.h"
-#include "providers/provider.h"
+#include "outcome.h"
 
 #define TG_PLAN_MAX_TARGETS  16
 #define TG_PLAN_MAX_ATTEMPTS 32
 
 typedef enum { TG_STEP_ATTEMPT, TG_STEP_WAIT, TG_STEP_FAIL } tg_step_kind_t;
-
-/** What the attempt log keeps of an outcome: the headers, the final error and the events need no
- *  more. The provider's full error text matters only for a caller error, which ends the plan; the
- *  plan keeps that one whole (tg_plan_final_error). */
-typedef struct tg_attempt_out {
-    tg_outcome_class_t cls;
-    int status;      /* upstream HTTP status; 0 for transport/timeouts/skips */
-    char reason[40]; /* as tg_classified_t.reason */
-} tg_attempt_out_t;
 
 /** One line of the attempt log (headers, final error, events). */
 typedef struct tg_attempt_rec {
@@ -51,7 +47,16 @@ typedef struct tg_plan_opts {
     uint32_t max_attempts_per_target; /* 1 */
     uint32_t retry_wait_cap_ms;       /* 10000: total waiting for Retry-After */
     uint32_t short_wait_ms;           /* Retry-After up to this may retry the same target (2000) */
+    uint32_t request_first_byte_ms;   /* the request's first-byte budget across the chain; 0 = none */
+    uint64_t start_ms;                /* when the request started, on the clock of tg_plan_next's now */
 } tg_plan_opts_t;
+
+/** Why an attempt's first-byte timeout is shorter than its provider's. */
+typedef enum {
+    TG_CUT_NONE = 0,
+    TG_CUT_BUDGET, /* what was left of the request's first-byte budget */
+    TG_CUT_PROBE,  /* a half-open probe's probe_timeout_ms */
+} tg_cut_t;
 
 /*
  * tg_plan_init writes only what the planner reads before writing it (the per-target arrays up to
@@ -70,6 +75,7 @@ typedef struct tg_plan {
     int64_t _not_before_ms[TG_PLAN_MAX_TARGETS]; /* from Retry-After */
     bool _retry_ok[TG_PLAN_MAX_TARGETS];         /* a short Retry-After allows one more try */
     bool _skipped[TG_PLAN_MAX_TARGETS];          /* breaker said skip: not asked again */
+    bool _busy[TG_PLAN_MAX_TARGETS];             /* skipped while half-open: an extra probe is possible */
     size_t _n;
     const tg_model_cfg_t *_ctx_fallback;
     tg_breaker_t *_ctx_fallback_breaker;
@@ -79,6 +85,9 @@ typedef struct tg_plan {
     uint64_t _waited_ms;
     int _cur; /* index of the target being attempted, -1 none */
     tg_admit_t _cur_admit;
+    tg_cut_t _cur_cut;              /* why the current attempt's first-byte timeout was cut */
+    uint64_t _deadline_ms;          /* start + budget; 0 = none */
+    bool _budget_spent;             /* the plan ended because the budget ran out */
     tg_breaker_t *_pending_breaker; /* a started stream awaiting its verdict (tg_plan_settle) */
     tg_admit_t _pending_admit;
     const tg_classified_t *_caller_error; /* &_caller_copy when a caller error ended the plan */
@@ -89,15 +98,24 @@ typedef struct tg_plan {
 typedef struct tg_step {
     tg_step_kind_t kind;
     const tg_model_cfg_t *target; /* ATTEMPT */
-    bool probe;                   /* ATTEMPT: this is the half-open probe */
-    uint32_t wait_ms;             /* WAIT */
+    bool probe;                   /* ATTEMPT: this is a half-open probe (or an extra one) */
+    uint32_t first_byte_ms;       /* ATTEMPT: the first-byte timeout this attempt may use: the
+                                     provider's first_byte_ms, cut to what is left of the request's
+                                     budget and, for a probe, to its breaker's probe_timeout_ms */
+    tg_cut_t cut;                 /* ATTEMPT: why first_byte_ms is below the provider's */
+    uint32_t wait_ms;             /* WAIT: never past the budget */
 } tg_step_t;
 
 /** `breakers[i]` is the breaker of `targets[i]` (callers use tg_breaker_get(target_key)). */
 void tg_plan_init(tg_plan_t *p, const tg_model_cfg_t *const *targets, tg_breaker_t *const *breakers, size_t n,
                   const tg_model_cfg_t *ctx_fallback, tg_breaker_t *ctx_fallback_breaker,
                   const tg_plan_opts_t *opts);
-/** Next step. Skips of open breakers are recorded (recs[].skipped) as they happen. */
+/** The first-byte budget of a request routed to `route_name`: the chain's own
+ *  request_first_byte_ms when the name is a chain that sets it, else the top-level one. */
+uint32_t tg_plan_request_budget(const tg_config_t *cfg, const char *route_name);
+
+/** Next step. Skips of open breakers are recorded (recs[].skipped) as they happen. FAIL once the
+ *  request's first-byte budget is spent (tg_plan_budget_spent). */
 tg_step_t tg_plan_next(tg_plan_t *p, uint64_t now_ms);
 /**
  * Records the outcome of the attempt returned by the last tg_plan_next; updates its breaker,
@@ -124,11 +142,14 @@ void tg_plan_waited(tg_plan_t *p, uint32_t ms);
 
 /**
  * The final error when the plan failed: HTTP status (a caller's 4xx as is, else 503), an
- * OpenAI-shaped JSON body naming each attempt's reason, and a Retry-After in seconds
- * (> 0 only when every breaker of the chain is open; 0 = none).
+ * OpenAI-shaped JSON body naming each attempt's reason (and the spent budget when that ended
+ * it), and a Retry-After in seconds (> 0 only when every breaker of the chain is open; 0 = none).
  */
 TG_MUST_CHECK int tg_plan_final_error(const tg_plan_t *p, uint64_t now_ms, int *status, tg_buf_t *body,
                                       uint32_t *retry_after_s);
+/** The plan failed because the request's first-byte budget ran out. */
+bool tg_plan_budget_spent(const tg_plan_t *p);
+
 /** "2" and "server_error" style header values: number of real attempts, reason of the first failover. */
 size_t tg_plan_attempt_count(const tg_plan_t *p);
 const char *tg_plan_fallback_reason(const tg_plan_t *p); /* NULL when served by the first target */
@@ -144,10 +165,5 @@ const char *tg_plan_fallback_reason(const tg_plan_t *p); /* NULL when served by 
  */
 void tg_plan_emit_events(const tg_plan_t *p, const char *request_id, int64_t tenant_id, const char *chain,
                          int64_t at_unix_ms);
-
-/** Maps an outcome to what the breaker records. */
-tg_result_t tg_outcome_breaker_result(tg_outcome_class_t c);
-/** Transport-level classification (curl result already mapped to TG_E*), for every provider. */
-void tg_classify_transport(int tg_err, const char *timeout_kind, tg_classified_t *out);
 
 #endif

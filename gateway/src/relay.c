@@ -302,7 +302,7 @@ static void end_broken(tg_call_t *c, const char *why, bool provider_fault)
         fe.tenant_id = c->principal.tenant_id;
         tg_str_copy(fe.chain, sizeof(fe.chain), c->route.name);
         tg_str_copy(fe.from_target, sizeof(fe.from_target), c->served->target_key);
-        snprintf(fe.reason, sizeof(fe.reason), "mid_stream:%s", why);
+        tg_str_copy(fe.reason, sizeof(fe.reason), why);
         fe.status = c->up_status;
         fe.added_latency_us = tg_now_us() - c->start_us;
         fe.at_unix_ms = unix_ms();

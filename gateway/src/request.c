@@ -66,7 +66,9 @@ int tg_stage_route(void *call)
         c->ctx_breaker = tg_breaker_get(cf->target_key, &cf->provider->breaker);
     tg_plan_opts_t opts = {.max_attempts_per_target = c->cfg->max_attempts_per_target,
                            .retry_wait_cap_ms = c->cfg->retry_wait_cap_ms,
-                           .short_wait_ms = TG_CALL_SHORT_WAIT_MS};
+                           .short_wait_ms = TG_CALL_SHORT_WAIT_MS,
+                           .request_first_byte_ms = tg_plan_request_budget(c->cfg, c->route.name),
+                           .start_ms = c->start_us / 1000};
     tg_plan_init(&c->plan, c->route.targets, c->breakers, c->route.n_targets, cf, c->ctx_breaker, &opts);
     return TG_STAGE_GO;
 }

@@ -99,8 +99,7 @@ int tg_respond_whole(tg_call_t *c)
     if (rc != 0 || resp == NULL) {
         json_decref(resp);
         tg_classified_t cls;
-        tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, &cls);
-        snprintf(cls.reason, sizeof(cls.reason), "bad_response");
+        tg_outcome_answer_failure(&cls, 0, NULL, false);
         tg_attempt_failed(c, &cls);
         tg_pipeline_goto(&c->pipe, TG_STAGE_ATTEMPT);
         return TG_STAGE_GO;
@@ -134,11 +133,7 @@ static int single_transport_failure(const tg_plan_t *p, const tg_attempt_rec_t *
     if (only == NULL)
         return 0;
     *rec = only;
-    if (only->out.cls == TG_OUTCOME_TIMEOUT)
-        return TG_EUPSTREAM_TIMEOUT;
-    if (only->out.cls != TG_OUTCOME_TRANSPORT || only->out.status != 0)
-        return 0;
-    return strcmp(only->out.reason, "connect_error") == 0 ? TG_EUPSTREAM_UNREACHABLE : TG_EUPSTREAM_PROTOCOL;
+    return tg_outcome_client_err(&only->out);
 }
 
 /* Failed answers name the last target tried (or skipped), so a client can tell where it failed. */

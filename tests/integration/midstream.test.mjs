@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { assertLogHasNoSecrets, assertOpenAIError, assertRouteHeaders, chat, chatBody, chatStream } from './lib/http.mjs';
-import { breakerOf, clearFaults, freshStart, resetBreaker, setFault, simModel, waitBreaker } from './lib/control.mjs';
-import { providerOf, targetOf } from './lib/stack.mjs';
-import { waitFor } from './lib/wait.mjs';
+import { breakerOf, clearFaults, failoverEvents, freshStart, resetBreaker, setFault, simModel, waitBreaker } from './lib/control.mjs';
+import { KINDS, providerOf, targetOf } from './lib/stack.mjs';
+import { waitFor, waitStable } from './lib/wait.mjs';
 
 const MODEL = 'openai-midstream';
 const THRESHOLD = 3;
@@ -38,6 +38,8 @@ function assertCutStream(r, n) {
 
 test('three streams cut mid-way open the breaker; the next request gets 503 without reaching the simulator', async () => {
     const start = await simModel(MODEL);
+    const sinceMs = Date.now() - 1000;
+    const ids = [];
     for (let n = 1; n <= THRESHOLD; n++) {
         if (n < THRESHOLD) {
             // below the threshold the target stays usable, or the next stream would not reach it
@@ -46,11 +48,25 @@ test('three streams cut mid-way open the breaker; the next request gets 503 with
         }
         const r = await chatStream(chatBody(MODEL));
         assertCutStream(r, n);
+        ids.push(r.headers.get('x-tollgate-request-id'));
         // each stream really went upstream (the fault fired there, the gateway did not invent it)
         await waitFor(async () => (await simModel(MODEL)).requests >= start.requests + n, {
             what: `the simulator to have seen stream ${n}`,
         });
     }
+
+    // Each cut is one `failed` row naming what happened: the provider closed the connection after
+    // the head and two chunks. That is not a connect error (issue #9 saw `mid_stream:connect_error`).
+    const rows = async () =>
+        (await failoverEvents({ since: String(sinceMs), limit: 1000 })).list.filter((e) => ids.includes(e.request_id));
+    await waitFor(async () => (await rows()).length >= THRESHOLD, { what: `a failover event per cut stream` });
+    await waitStable(async () => (await rows()).length, { stable: 4, every: 60, what: 'the events of the cut streams' });
+    for (const e of await rows()) {
+        assert.equal(e.kind, 'failed');
+        assert.equal(e.from_target, targetOf(MODEL));
+        assert.equal(e.reason, 'mid_stream:upstream_closed', `the real reason of the cut: ${JSON.stringify(e)}`);
+    }
+    assert.equal((await rows()).length, THRESHOLD, 'one row per cut stream');
 
     // The failure is recorded when the upstream transfer ends, which may trail the client's last byte.
     const b = await waitBreaker(MODEL, 'open', { what: `breaker of ${targetOf(MODEL)} to open after ${THRESHOLD} cut streams` });
@@ -78,6 +94,26 @@ test('a reset closes the breaker and the target serves again', async () => {
     assert.equal(r.sse.errors.length, 0);
     assert.equal((await simModel(MODEL)).requests, before + 1);
 });
+
+// One rule for an SSE event over limits.max_sse_event_bytes (64 KiB in the test config), whatever the
+// provider kind: the simulator pads every content piece past it, so the first content event is
+// oversized. Nothing of the answer has reached the client then, so the attempt fails like any other
+// unreadable answer (`stream_event_too_large`): a chain of one answers 502 upstream_protocol.
+// Today OpenAI and Anthropic streams commit on their role-only opening chunk and end with an
+// in-stream "upstream stream ended before completion" instead, while Gemini (no such chunk) gets
+// the 502: the relay must hold role-only chunks until the first chunk with content (FAILOVER.md,
+// "Streams: the first byte"). Marked todo until the relay side lands.
+for (const kind of KINDS) {
+    test(`${kind}: an oversized first content event fails the attempt before the first byte`, { todo: 'relay: commit at the first content chunk' }, async () => {
+        const model = `${kind}-faults`;
+        await freshStart([model]);
+        await setFault(model, { chunk_bytes: 70000, stream_chunks: 2 });
+        const r = await chatStream(chatBody(model));
+        await clearFaults();
+        assertOpenAIError(r, 502, { code: 'upstream_protocol' });
+        assert.match(r.json.error.message, /stream_event_too_large/);
+    });
+}
 
 test('no secret in the gateway log', () => {
     assertLogHasNoSecrets();

@@ -337,6 +337,83 @@ static void test_concurrent_exactly_one_probe(void **state)
     tg_breaker_destroy(d.b);
 }
 
+/* A probe whose owner never reports holds its slot for a bounded lease only: probe_timeout_ms (the
+ * probe's first-byte timeout) plus a grace; a probe that streams holds it for its stream's lease.
+ * Without the lease a vanished probe kept the breaker half-open and every request skipped it. */
+static void test_probe_lease(void **state)
+{
+    const tg_breaker_opts_t o = {
+        .failure_threshold = 3, .open_ms = 1000, .half_open_probes = 1, .probe_timeout_ms = 500};
+    tg_breaker_t *b = tg_breaker_create("p/lease", &o);
+    tg_breaker_record(b, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    assert_int_equal(tg_breaker_admit(b, 1000), TG_ADMIT_PROBE); /* never reported */
+    uint64_t lease_end = 1000 + 500 + TG_BREAKER_LEASE_GRACE_MS;
+    assert_int_equal(tg_breaker_admit(b, lease_end - 1), TG_ADMIT_SKIP);
+    assert_int_equal(tg_breaker_state(b, lease_end - 1), TG_BREAKER_HALF_OPEN);
+    assert_int_equal(tg_breaker_admit(b, lease_end), TG_ADMIT_PROBE); /* the slot came back */
+
+    /* a probe that streams keeps its slot for its stream's lease */
+    tg_breaker_probe_streaming(b, lease_end + 100, 60000);
+    assert_int_equal(tg_breaker_admit(b, lease_end + 100 + 60000), TG_ADMIT_SKIP);
+    assert_int_equal(tg_breaker_admit(b, lease_end + 100 + 60000 + TG_BREAKER_LEASE_GRACE_MS),
+                     TG_ADMIT_PROBE);
+    /* a late result of a presumed-lost probe still decides */
+    tg_breaker_record(b, lease_end + 70000, TG_ADMIT_PROBE, TG_RESULT_SUCCESS);
+    assert_int_equal(tg_breaker_state(b, lease_end + 70000), TG_BREAKER_CLOSED);
+
+    /* a long stream lease of an earlier half-open period does not hold the next probe */
+    tg_breaker_record(b, lease_end + 70001, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    tg_breaker_record(b, lease_end + 71001, TG_ADMIT_YES, TG_RESULT_NEUTRAL);
+    assert_int_equal(tg_breaker_admit(b, lease_end + 71001), TG_ADMIT_PROBE);
+    tg_breaker_probe_streaming(b, lease_end + 71001, 600000);
+    tg_breaker_record(b, lease_end + 72000, TG_ADMIT_PROBE, TG_RESULT_FAILURE); /* re-opens */
+    assert_int_equal(tg_breaker_admit(b, lease_end + 73000), TG_ADMIT_PROBE);   /* never reported */
+    assert_int_equal(tg_breaker_admit(b, lease_end + 73000 + 500 + TG_BREAKER_LEASE_GRACE_MS),
+                     TG_ADMIT_PROBE);
+
+    /* the lease also frees a health check's view of "a probe is in flight" */
+    tg_breaker_record(b, 100000, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    assert_int_equal(tg_breaker_admit(b, 101000), TG_ADMIT_PROBE);
+    tg_breaker_health(b, 101000 + 500 + TG_BREAKER_LEASE_GRACE_MS, false);
+    assert_int_equal(tg_breaker_state(b, 101000 + 500 + TG_BREAKER_LEASE_GRACE_MS), TG_BREAKER_OPEN);
+    tg_breaker_destroy(b);
+}
+
+/* Extra probes (a request with no other usable target): admitted while half-open with the probe
+ * out, bounded, and deciding like a probe. */
+static void test_extra_probes(void **state)
+{
+    tg_breaker_t *b = open_breaker(0);
+    /* closed and open breakers: as admit */
+    tg_breaker_t *c = tg_breaker_create("p/closed", &opts3);
+    assert_int_equal(tg_breaker_admit_extra(c, 0), TG_ADMIT_YES);
+    tg_breaker_destroy(c);
+    assert_int_equal(tg_breaker_admit_extra(b, 10), TG_ADMIT_SKIP);
+    /* half-open with a free slot: the probe itself */
+    assert_int_equal(tg_breaker_admit_extra(b, 1000), TG_ADMIT_PROBE);
+    assert_int_equal(tg_breaker_admit(b, 1000), TG_ADMIT_SKIP);
+    for (int i = 0; i < TG_BREAKER_MAX_EXTRA; i++)
+        assert_int_equal(tg_breaker_admit_extra(b, 1000), TG_ADMIT_EXTRA);
+    assert_int_equal(tg_breaker_admit_extra(b, 1000), TG_ADMIT_SKIP); /* bounded */
+    /* a neutral extra frees an extra slot, not the probe's */
+    tg_breaker_record(b, 1001, TG_ADMIT_EXTRA, TG_RESULT_NEUTRAL);
+    assert_int_equal(tg_breaker_admit(b, 1001), TG_ADMIT_SKIP);
+    assert_int_equal(tg_breaker_admit_extra(b, 1001), TG_ADMIT_EXTRA);
+    /* an extra probe's success closes the breaker */
+    tg_breaker_record(b, 1002, TG_ADMIT_EXTRA, TG_RESULT_SUCCESS);
+    assert_int_equal(tg_breaker_state(b, 1002), TG_BREAKER_CLOSED);
+    /* and its failure re-opens it: later extras are skipped, late results ignored */
+    tg_breaker_record(b, 2000, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    assert_int_equal(tg_breaker_admit_extra(b, 3000), TG_ADMIT_PROBE);
+    assert_int_equal(tg_breaker_admit_extra(b, 3000), TG_ADMIT_EXTRA);
+    tg_breaker_record(b, 3001, TG_ADMIT_EXTRA, TG_RESULT_FAILURE);
+    assert_int_equal(tg_breaker_state(b, 3001), TG_BREAKER_OPEN);
+    assert_int_equal(tg_breaker_admit_extra(b, 3002), TG_ADMIT_SKIP);
+    tg_breaker_record(b, 3003, TG_ADMIT_PROBE, TG_RESULT_SUCCESS); /* late: the breaker is open */
+    assert_int_equal(tg_breaker_state(b, 3003), TG_BREAKER_OPEN);
+    tg_breaker_destroy(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +430,8 @@ int main(void)
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_concurrent_exactly_one_probe),
+        cmocka_unit_test(test_probe_lease),
+        cmocka_unit_test(test_extra_probes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

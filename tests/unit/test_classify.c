@@ -1,7 +1,9 @@
 /*
  * test_classify.c - every documented error of every provider (fixtures under
  * tests/fixtures/<provider>/errors/) maps to the right outcome class, reason,
- * Retry-After and normalised fields; plus Retry-After parsing.
+ * Retry-After and normalised fields; plus Retry-After parsing, and the outcomes
+ * of outcome.h that are not HTTP answers (transport failures, broken streams,
+ * the call code's own outcomes).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -161,13 +163,140 @@ static void test_retry_after(void **state)
     assert_int_equal(tg_parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT junk", 0), -1);
 }
 
+/* ---- outcome.h: every outcome that is not an HTTP answer ---- */
+
+static void test_outcome_constructors(void **state)
+{
+    (void)state;
+    tg_classified_t c;
+    tg_outcome_success(&c, 200);
+    assert_int_equal(c.cls, TG_OUTCOME_SUCCESS);
+    assert_int_equal(c.status, 200);
+    assert_string_equal(c.reason, "ok");
+    assert_int_equal(c.retry_after_ms, -1);
+
+    tg_outcome_client_gone(&c);
+    assert_int_equal(c.cls, TG_OUTCOME_CALLER);
+    assert_string_equal(c.reason, "client_gone");
+    assert_int_equal(tg_outcome_breaker_result(c.cls), TG_RESULT_NEUTRAL);
+
+    tg_outcome_caller_error(&c, TG_EUNSUPPORTED_PARAM, "messages[0].content[1]: not supported");
+    assert_int_equal(c.cls, TG_OUTCOME_CALLER);
+    assert_int_equal(c.status, 400);
+    assert_string_equal(c.reason, "invalid_request");
+    assert_string_equal(c.type, tg_err_type(TG_EUNSUPPORTED_PARAM));
+    assert_string_equal(c.code, tg_err_code(TG_EUNSUPPORTED_PARAM));
+    assert_string_equal(c.message, "messages[0].content[1]: not supported");
+    tg_outcome_caller_error(&c, TG_EINVALID_REQUEST, "");
+    assert_string_equal(c.message, tg_err_public_msg(TG_EINVALID_REQUEST));
+
+    static const struct {
+        tg_internal_t why;
+        const char *reason;
+    } internal[] = {{TG_INTERNAL_NO_ADAPTER, "no_adapter"},
+                    {TG_INTERNAL_BUILD_FAILED, "build_failed"},
+                    {TG_INTERNAL_START_FAILED, "start_failed"}};
+    for (size_t i = 0; i < sizeof(internal) / sizeof(internal[0]); i++) {
+        tg_outcome_internal(&c, internal[i].why);
+        assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.reason, internal[i].reason);
+    }
+}
+
+static int client_err_of(const tg_classified_t *c)
+{
+    tg_attempt_out_t o;
+    tg_outcome_compact(&o, c);
+    assert_string_equal(o.reason, c->reason);
+    return tg_outcome_client_err(&o);
+}
+
+static void test_outcome_transport(void **state)
+{
+    (void)state;
+    tg_classified_t c;
+    /* before the provider answered */
+    tg_outcome_transport(&c, TG_EUPSTREAM_UNREACHABLE, NULL, false);
+    assert_string_equal(c.reason, "connect_error");
+    assert_int_equal(client_err_of(&c), TG_EUPSTREAM_UNREACHABLE);
+    tg_outcome_transport(&c, TG_EUPSTREAM_TIMEOUT, "first_byte", false);
+    assert_int_equal(c.cls, TG_OUTCOME_TIMEOUT);
+    assert_string_equal(c.reason, "timeout_first_byte");
+    assert_int_equal(client_err_of(&c), TG_EUPSTREAM_TIMEOUT);
+    tg_outcome_transport(&c, TG_EUPSTREAM_PROTOCOL, NULL, false);
+    assert_string_equal(c.reason, "protocol_error");
+    assert_int_equal(client_err_of(&c), TG_EUPSTREAM_PROTOCOL);
+    tg_outcome_transport(&c, TG_EUPSTREAM_FAILED, NULL, false);
+    assert_string_equal(c.reason, "transport_error");
+    assert_string_equal(c.code, tg_err_code(TG_EUPSTREAM_FAILED));
+    assert_int_equal(client_err_of(&c), TG_EUPSTREAM_PROTOCOL);
+
+    /* After the head: curl's receive error (a reset) or partial file (a close) mid-body is the
+     * provider closing the connection, not a connect error (issue #9: "mid_stream:connect_error"). */
+    tg_outcome_transport(&c, TG_EUPSTREAM_UNREACHABLE, NULL, true);
+    assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
+    assert_string_equal(c.reason, "upstream_closed");
+    assert_int_equal(client_err_of(&c), TG_EUPSTREAM_PROTOCOL);
+    tg_outcome_transport(&c, TG_EUPSTREAM_FAILED, NULL, true);
+    assert_string_equal(c.reason, "upstream_closed");
+    tg_outcome_transport(&c, TG_EUPSTREAM_TIMEOUT, "idle", true);
+    assert_string_equal(c.reason, "timeout_idle");
+
+    /* an HTTP answer is never reduced to a transport code */
+    tg_classified_t h;
+    tg_adapter_openai.classify(503, NULL, "", 0, &h);
+    assert_int_equal(client_err_of(&h), 0);
+}
+
+static void test_outcome_streams(void **state)
+{
+    (void)state;
+    tg_classified_t c;
+    /* the provider cut the stream after two chunks (sim drop_after_chunks: curl reports a receive
+     * error or a partial file): named for what happened, on every provider kind */
+    tg_outcome_stream_failure(&c, 0, TG_EUPSTREAM_UNREACHABLE, NULL, 200);
+    assert_string_equal(c.reason, "upstream_closed");
+    assert_int_equal(tg_outcome_breaker_result(c.cls), TG_RESULT_FAILURE);
+    tg_outcome_mid_stream(&c);
+    assert_string_equal(c.reason, "mid_stream:upstream_closed");
+    tg_outcome_stream_failure(&c, 0, TG_EUPSTREAM_FAILED, NULL, 200);
+    assert_string_equal(c.reason, "upstream_closed");
+    tg_outcome_stream_failure(&c, 0, TG_EUPSTREAM_TIMEOUT, "idle", 200);
+    assert_string_equal(c.reason, "timeout_idle");
+    tg_outcome_stream_failure(&c, 0, 0, NULL, 200);
+    assert_string_equal(c.reason, "stream_truncated");
+    /* what the relay saw in the stream wins over how the transfer ended */
+    tg_outcome_stream_failure(&c, TG_ETOO_LARGE, TG_EUPSTREAM_FAILED, NULL, 200);
+    assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
+    assert_string_equal(c.reason, "stream_event_too_large");
+    assert_int_equal(client_err_of(&c), TG_EUPSTREAM_PROTOCOL);
+    tg_outcome_mid_stream(&c);
+    assert_string_equal(c.reason, "mid_stream:stream_event_too_large");
+    tg_outcome_stream_failure(&c, TG_EUPSTREAM_PROTOCOL, 0, NULL, 200);
+    assert_string_equal(c.reason, "stream_malformed");
+    tg_outcome_stream_failure(&c, TG_EUPSTREAM_FAILED, TG_EUPSTREAM_FAILED, NULL, 200);
+    assert_int_equal(c.cls, TG_OUTCOME_SERVER);
+    assert_int_equal(c.status, 200);
+    assert_string_equal(c.reason, "stream_error");
+    assert_int_equal(client_err_of(&c), 0); /* the planner's 503 names it */
+
+    /* whole answers */
+    tg_outcome_answer_failure(&c, 0, NULL, true);
+    assert_string_equal(c.reason, "response_too_large");
+    tg_outcome_answer_failure(&c, 0, NULL, false);
+    assert_string_equal(c.reason, "bad_response");
+    tg_outcome_answer_failure(&c, TG_EUPSTREAM_UNREACHABLE, NULL, false);
+    assert_string_equal(c.reason, "upstream_closed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_documented_error),
-        cmocka_unit_test(test_message_and_param_normalised),
-        cmocka_unit_test(test_secrets_redacted),
-        cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_every_documented_error), cmocka_unit_test(test_message_and_param_normalised),
+        cmocka_unit_test(test_secrets_redacted),       cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_outcome_constructors),   cmocka_unit_test(test_outcome_transport),
+        cmocka_unit_test(test_outcome_streams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -496,14 +496,60 @@ static void test_load_file(void **state)
     unlink(path);
 }
 
+/* The request's first-byte budget (top level, per chain) and a probe's own timeout (breaker). */
+static void test_request_budget_and_probe_timeout(void **state)
+{
+    tg_config_t *c =
+        parse_ok("{\"providers\": {\"p\": {\"kind\": \"openai\"}, \"q\": {\"kind\": \"openai\",\n"
+                 "  \"breaker\": {\"probe_timeout_ms\": 700}}},\n"
+                 " \"models\": {\"a\": {\"provider\": \"p\"}, \"b\": {\"provider\": \"q\"}},\n"
+                 " \"chains\": {\"c1\": {\"targets\": [\"a\", \"b\"]},\n"
+                 "            \"c2\": {\"targets\": [\"a\"], \"request_first_byte_ms\": 1500}}}");
+    assert_int_equal(c->request_first_byte_ms, 90000);
+    assert_int_equal(c->providers[0].breaker.probe_timeout_ms, 5000);
+    assert_int_equal(c->providers[1].breaker.probe_timeout_ms, 700);
+    assert_int_equal(tg_config_find_chain(c, "c1")->request_first_byte_ms, 0); /* the top-level one */
+    assert_int_equal(tg_config_find_chain(c, "c2")->request_first_byte_ms, 1500);
+    tg_config_unref(c);
+
+    c = parse_ok(
+        "{\"timeouts\": {\"request_first_byte_ms\": 4000}, \"breaker\": {\"probe_timeout_ms\": 900},\n"
+        " \"providers\": {\"p\": {\"kind\": \"openai\"}}}");
+    assert_int_equal(c->request_first_byte_ms, 4000);
+    assert_int_equal(c->providers[0].breaker.probe_timeout_ms, 900);
+    tg_config_unref(c);
+
+    /* a provider's timeouts are per attempt: the request's budget is not one of them */
+    char *errs = parse_fail(
+        "{\"timeouts\": {\"request_first_byte_ms\": 0},\n"
+        " \"providers\": {\"p\": {\"kind\": \"openai\",\n"
+        "   \"timeouts\": {\"request_first_byte_ms\": 10}, \"breaker\": {\"probe_timeout_ms\": 0}}},\n"
+        " \"models\": {\"a\": {\"provider\": \"p\"}},\n"
+        " \"chains\": {\"c\": {\"targets\": [\"a\"], \"request_first_byte_ms\": \"1s\"}}}");
+    assert_has_line(errs, "timeouts.request_first_byte_ms: must be an integer between 1 and 86400000, got 0");
+    assert_has_line(errs, "providers.p.timeouts.request_first_byte_ms: unknown key");
+    assert_has_line(errs,
+                    "providers.p.breaker.probe_timeout_ms: must be an integer between 1 and 86400000, got 0");
+    assert_has_line(errs,
+                    "chains.c.request_first_byte_ms: must be an integer between 1 and 86400000, got \"1s\"");
+    assert_int_equal(count_lines(errs), 4);
+    free(errs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),          cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_every_error_at_once),  cmocka_unit_test(test_json_errors),
-        cmocka_unit_test(test_secrets_never_echoed), cmocka_unit_test(test_secrets_from_env_and_files),
-        cmocka_unit_test(test_refcount_and_publish), cmocka_unit_test(test_load_file),
-        cmocka_unit_test(test_database_section),     cmocka_unit_test(test_database_host_needs_no_lookup),
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_every_error_at_once),
+        cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_secrets_never_echoed),
+        cmocka_unit_test(test_secrets_from_env_and_files),
+        cmocka_unit_test(test_refcount_and_publish),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_request_budget_and_probe_timeout),
+        cmocka_unit_test(test_database_section),
+        cmocka_unit_test(test_database_host_needs_no_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

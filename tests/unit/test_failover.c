@@ -379,7 +379,7 @@ static void test_all_failed_body(void **state)
     tg_plan_record(&f->plan, 0, &o, 10);
     expect_attempt(&f->plan, 0, &mod_b, false);
     tg_classified_t t;
-    tg_classify_transport(TG_EUPSTREAM_TIMEOUT, "first_byte", &t);
+    tg_outcome_transport(&t, TG_EUPSTREAM_TIMEOUT, "first_byte", false);
     tg_plan_record(&f->plan, 0, &t, 10);
     expect_fail(&f->plan, 0);
 
@@ -469,7 +469,7 @@ static void test_outcome_breaker_results(void **state)
 static void test_classify_transport(void **state)
 {
     tg_classified_t c;
-    tg_classify_transport(TG_EUPSTREAM_UNREACHABLE, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_UNREACHABLE, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
     assert_string_equal(c.reason, "connect_error");
     assert_int_equal(c.status, 0);
@@ -479,20 +479,20 @@ static void test_classify_transport(void **state)
     for (size_t i = 0; i < 4; i++) {
         char want[40];
         snprintf(want, sizeof(want), "timeout_%s", kinds[i]);
-        tg_classify_transport(TG_EUPSTREAM_TIMEOUT, kinds[i], &c);
+        tg_outcome_transport(&c, TG_EUPSTREAM_TIMEOUT, kinds[i], false);
         assert_int_equal(c.cls, TG_OUTCOME_TIMEOUT);
         assert_string_equal(c.reason, want);
         assert_string_equal(c.type, "timeout_error");
     }
-    tg_classify_transport(TG_EUPSTREAM_TIMEOUT, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_TIMEOUT, NULL, false);
     assert_string_equal(c.reason, "timeout_total");
-    tg_classify_transport(TG_EUPSTREAM_PROTOCOL, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_PROTOCOL, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
     assert_string_equal(c.reason, "protocol_error");
-    tg_classify_transport(TG_ESTREAM_BROKEN, NULL, &c);
+    tg_outcome_transport(&c, TG_ESTREAM_BROKEN, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
     assert_string_equal(c.reason, "stream_broken");
-    tg_classify_transport(TG_EUPSTREAM_FAILED, NULL, &c);
+    tg_outcome_transport(&c, TG_EUPSTREAM_FAILED, NULL, false);
     assert_int_equal(c.cls, TG_OUTCOME_TRANSPORT);
 }
 
@@ -783,6 +783,216 @@ static void test_stream_probe_verdict(void **state)
     assert_int_equal(tg_breaker_state(f->ba, t + 6), TG_BREAKER_CLOSED);
 }
 
+/* ---- the request's first-byte budget (issue #9 item 5) ---- */
+
+static tg_plan_opts_t budget_opts(uint32_t budget_ms, uint64_t start_ms)
+{
+    return (tg_plan_opts_t){.max_attempts_per_target = 1,
+                            .retry_wait_cap_ms = 10000,
+                            .short_wait_ms = 2000,
+                            .request_first_byte_ms = budget_ms,
+                            .start_ms = start_ms};
+}
+
+static tg_step_t expect_attempt_fb(tg_plan_t *p, uint64_t now, const tg_model_cfg_t *t, bool probe,
+                                   uint32_t fb, tg_cut_t cut)
+{
+    tg_step_t s = tg_plan_next(p, now);
+    assert_int_equal(s.kind, TG_STEP_ATTEMPT);
+    assert_ptr_equal(s.target, t);
+    assert_int_equal(s.probe, probe);
+    assert_int_equal(s.first_byte_ms, fb);
+    assert_int_equal(s.cut, cut);
+    return s;
+}
+
+/* Both targets of a two-target chain hang: the first uses its own first-byte timeout, the second
+ * what is left of the budget, and the plan ends when it is spent (before: 2 x first_byte_ms). */
+static void test_budget_two_hanging_targets(void **state)
+{
+    fx_t *f = *state;
+    prov_p.timeouts.first_byte_ms = 800;
+    prov_q.timeouts.first_byte_ms = 800;
+    tg_plan_opts_t o = budget_opts(1000, 5000);
+    init2(f, &o);
+    expect_attempt_fb(&f->plan, 5000, &mod_a, false, 800, TG_CUT_NONE);
+    tg_classified_t t;
+    tg_outcome_transport(&t, TG_EUPSTREAM_TIMEOUT, "first_byte", false);
+    tg_plan_record(&f->plan, 5800, &t, 800000);
+    expect_attempt_fb(&f->plan, 5800, &mod_b, false, 200, TG_CUT_BUDGET);
+    /* the transfer's timer runs on the loop's cached clock: it may fire a little before the
+     * planner's clock reaches the deadline; the budget is spent all the same */
+    tg_plan_record(&f->plan, 5997, &t, 197000);
+    expect_fail(&f->plan, 5997);
+    assert_true(tg_plan_budget_spent(&f->plan));
+    assert_string_equal(f->plan.recs[0].out.reason, "timeout_first_byte");
+    /* the second one was cut by the budget: named so, and not counted against its breaker */
+    assert_string_equal(f->plan.recs[1].out.reason, "timeout_request_budget");
+    assert_int_equal(f->plan.recs[1].out.cls, TG_OUTCOME_TIMEOUT);
+    for (int i = 0; i < 3; i++) {
+        tg_plan_init(&f->plan, f->targets + 1, f->breakers + 1, 1, NULL, NULL, &o);
+        expect_attempt_fb(&f->plan, 5900, &mod_b, false, 100, TG_CUT_BUDGET);
+        tg_plan_record(&f->plan, 6000, &t, 100000);
+    }
+    assert_int_equal(tg_breaker_state(f->bb, 6000), TG_BREAKER_CLOSED);
+
+    int status = 0;
+    uint32_t ra = 0;
+    tg_buf_t body;
+    tg_buf_init(&body, 65536);
+    init2(f, &o);
+    expect_attempt_fb(&f->plan, 5000, &mod_a, false, 800, TG_CUT_NONE);
+    tg_plan_record(&f->plan, 5800, &t, 800000);
+    expect_attempt_fb(&f->plan, 5800, &mod_b, false, 200, TG_CUT_BUDGET);
+    tg_plan_record(&f->plan, 6000, &t, 200000);
+    expect_fail(&f->plan, 6000);
+    assert_int_equal(tg_plan_final_error(&f->plan, 6000, &status, &body, &ra), 0);
+    assert_int_equal(status, 503);
+    assert_non_null(strstr(body.data, "p/ua: timeout_first_byte"));
+    assert_non_null(strstr(body.data, "q/ub: timeout_request_budget"));
+    assert_non_null(strstr(body.data, "request first-byte budget of 1000 ms spent"));
+    tg_buf_dispose(&body);
+    prov_p.timeouts.first_byte_ms = 0;
+    prov_q.timeouts.first_byte_ms = 0;
+}
+
+/* A spent budget ends the plan before the next target is even asked; a failure that is not a
+ * first-byte timeout keeps its own reason. */
+static void test_budget_spent_before_next_target(void **state)
+{
+    fx_t *f = *state;
+    tg_plan_opts_t o = budget_opts(1000, 0);
+    tg_plan_init(&f->plan, f->targets, f->breakers, 3, NULL, NULL, &o);
+    expect_attempt_fb(&f->plan, 0, &mod_a, false, 1000, TG_CUT_BUDGET); /* no provider timeout: the budget */
+    tg_classified_t e = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 1000, &e, 1000000);
+    expect_fail(&f->plan, 1000);
+    assert_true(tg_plan_budget_spent(&f->plan));
+    assert_int_equal(f->plan.n_recs, 1);
+    assert_string_equal(f->plan.recs[0].out.reason, "http_503");
+    /* less than 50 ms left is no budget: no attempt is started with a few milliseconds */
+    tg_plan_init(&f->plan, f->targets, f->breakers, 3, NULL, NULL, &o);
+    expect_attempt_fb(&f->plan, 0, &mod_a, false, 1000, TG_CUT_BUDGET);
+    tg_plan_record(&f->plan, 951, &e, 951000);
+    expect_fail(&f->plan, 951);
+    assert_true(tg_plan_budget_spent(&f->plan));
+    tg_plan_init(&f->plan, f->targets, f->breakers, 3, NULL, NULL, &o);
+    expect_attempt_fb(&f->plan, 0, &mod_a, false, 1000, TG_CUT_BUDGET);
+    tg_plan_record(&f->plan, 950, &e, 950000);
+    expect_attempt_fb(&f->plan, 950, &mod_b, false, 50, TG_CUT_BUDGET);
+    /* no budget: no cut, never spent */
+    init2(f, NULL);
+    tg_step_t s = tg_plan_next(&f->plan, 1u << 30);
+    assert_int_equal(s.kind, TG_STEP_ATTEMPT);
+    assert_int_equal(s.cut, TG_CUT_NONE);
+    assert_false(tg_plan_budget_spent(&f->plan));
+}
+
+/* A Retry-After wait never runs past the budget. */
+static void test_budget_bounds_waits(void **state)
+{
+    fx_t *f = *state;
+    tg_plan_opts_t o = budget_opts(1500, 0);
+    init2(f, &o);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_classified_t rl = out_of(TG_OUTCOME_RATE_LIMITED, 429, "rate_limited", 1000);
+    tg_plan_record(&f->plan, 100, &rl, 100000);
+    expect_attempt(&f->plan, 100, &mod_b, false);
+    tg_classified_t e = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 600, &e, 500000);
+    /* a is due at 1100; the budget ends at 1500: the wait fits, the retry gets the rest */
+    tg_step_t s = tg_plan_next(&f->plan, 600);
+    assert_int_equal(s.kind, TG_STEP_WAIT);
+    assert_int_equal(s.wait_ms, 500);
+    tg_plan_waited(&f->plan, 500);
+    expect_attempt_fb(&f->plan, 1100, &mod_a, false, 400, TG_CUT_BUDGET);
+
+    /* the same with a budget that ends before a is due: fail now, do not wait */
+    o = budget_opts(1000, 0);
+    init2(f, &o);
+    expect_attempt(&f->plan, 0, &mod_a, false);
+    tg_plan_record(&f->plan, 100, &rl, 100000);
+    expect_attempt(&f->plan, 100, &mod_b, false);
+    tg_plan_record(&f->plan, 600, &e, 500000);
+    expect_fail(&f->plan, 600);
+    assert_true(tg_plan_budget_spent(&f->plan));
+}
+
+/* A half-open probe gets its breaker's short probe timeout; when it times out the breaker
+ * re-opens at once instead of staying half-open for a whole first-byte timeout. */
+static void test_probe_timeout(void **state)
+{
+    fx_t *f = *state;
+    prov_p.timeouts.first_byte_ms = 60000;
+    prov_p.breaker.probe_timeout_ms = 300;
+    tg_breaker_record(f->ba, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    tg_plan_opts_t o = budget_opts(90000, 30000);
+    init2(f, &o);
+    expect_attempt_fb(&f->plan, 30000, &mod_a, true, 300, TG_CUT_PROBE);
+    tg_classified_t t;
+    tg_outcome_transport(&t, TG_EUPSTREAM_TIMEOUT, "first_byte", false);
+    tg_plan_record(&f->plan, 30300, &t, 300000);
+    assert_string_equal(f->plan.recs[0].out.reason, "timeout_first_byte");
+    assert_int_equal(tg_breaker_state(f->ba, 30300), TG_BREAKER_OPEN);
+    expect_attempt_fb(&f->plan, 30300, &mod_b, false, 89700, TG_CUT_BUDGET);
+    /* a closed target is not cut by the probe timeout */
+    tg_plan_record(&f->plan, 30400, &OK, 100);
+    init2(f, NULL);
+    tg_breaker_reset(f->ba);
+    expect_attempt_fb(&f->plan, 30400, &mod_a, false, 60000, TG_CUT_NONE);
+    tg_plan_record(&f->plan, 30401, &OK, 1);
+    prov_p.timeouts.first_byte_ms = 0;
+    prov_p.breaker.probe_timeout_ms = 0;
+}
+
+/* Issue #9 item 7: the primary fails while the fallback is half-open with its probe out (from an
+ * old fault). The fallback is the last usable target: the request becomes an extra probe of it
+ * instead of a 503 "all targets failed". */
+static void test_half_open_fallback_extra_probe(void **state)
+{
+    fx_t *f = *state;
+    tg_breaker_record(f->bb, 0, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    /* another request holds b's probe */
+    tg_plan_t other;
+    tg_plan_init(&other, f->targets + 1, f->breakers + 1, 1, NULL, NULL, NULL);
+    expect_attempt(&other, 30000, &mod_b, true);
+
+    init2(f, NULL);
+    expect_attempt(&f->plan, 30001, &mod_a, false);
+    tg_classified_t e = out_of(TG_OUTCOME_SERVER, 503, "http_503", -1);
+    tg_plan_record(&f->plan, 30002, &e, 1000);
+    /* before: FAIL (503 all targets failed). Now: b as an extra probe (the skip it met on the
+     * way is not kept: the hop is a -> b, served) */
+    expect_attempt(&f->plan, 30002, &mod_b, true);
+    assert_int_equal(f->plan.n_recs, 1);
+    tg_plan_record(&f->plan, 30003, &OK, 1000);
+    assert_int_equal(tg_plan_attempt_count(&f->plan), 2);
+    assert_string_equal(tg_plan_fallback_reason(&f->plan), "http_503");
+    assert_int_equal(tg_breaker_state(f->bb, 30003), TG_BREAKER_CLOSED); /* proven healthy */
+    tg_plan_record(&other, 30004, &OK, 1000); /* the first probe's late result changes nothing */
+    assert_int_equal(tg_breaker_state(f->bb, 30004), TG_BREAKER_CLOSED);
+
+    /* an open (not half-open) fallback stays skipped: the plan fails */
+    tg_breaker_reset(f->ba);
+    tg_breaker_record(f->bb, 40000, TG_ADMIT_YES, TG_RESULT_FAILURE_OPEN);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 40001, &mod_a, false);
+    tg_plan_record(&f->plan, 40002, &e, 1000);
+    expect_fail(&f->plan, 40002);
+
+    /* the extra probe fails: the breaker re-opens and the plan ends */
+    tg_breaker_reset(f->ba);
+    tg_plan_init(&other, f->targets + 1, f->breakers + 1, 1, NULL, NULL, NULL);
+    expect_attempt(&other, 70000, &mod_b, true);
+    init2(f, NULL);
+    expect_attempt(&f->plan, 70001, &mod_a, false);
+    tg_plan_record(&f->plan, 70002, &e, 1000);
+    expect_attempt(&f->plan, 70002, &mod_b, true);
+    tg_plan_record(&f->plan, 70003, &e, 1000);
+    assert_int_equal(tg_breaker_state(f->bb, 70003), TG_BREAKER_OPEN);
+    expect_fail(&f->plan, 70003);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -809,6 +1019,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_unserved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_wait_attribution, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_on_dirty_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_two_hanging_targets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_spent_before_next_target, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_bounds_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_probe_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_open_fallback_extra_probe, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "outcome.h"
 #include "sse.h"
 
 #define TG_UPSTREAM_MAX_HEADERS 8
@@ -68,31 +69,7 @@ typedef struct tg_resp_in {
     int64_t created;        /* unix seconds */
 } tg_resp_in_t;
 
-/* ---- outcome classes (ARCHITECTURE.md, failover engine) ---- */
-typedef enum {
-    TG_OUTCOME_SUCCESS = 0,
-    TG_OUTCOME_TRANSPORT,      /* connect error, reset, broken response: failover, counts */
-    TG_OUTCOME_TIMEOUT,        /* connect/first-byte/idle/total timeout: failover, counts */
-    TG_OUTCOME_SERVER,         /* 500 502 503 504 529 / overloaded: failover, counts */
-    TG_OUTCOME_RATE_LIMITED,   /* 429 / RESOURCE_EXHAUSTED: failover honouring Retry-After, counts */
-    TG_OUTCOME_MISCONFIGURED,  /* 401 403 404 / model not found: failover, opens the breaker at once */
-    TG_OUTCOME_CONTEXT_LENGTH, /* context window exceeded: only to the larger-context fallback, not counted */
-    TG_OUTCOME_CALLER,         /* any other 4xx: the caller's error, returned as is, not counted */
-} tg_outcome_class_t;
-
-const char *tg_outcome_name(tg_outcome_class_t c); /* "server_error", "rate_limited", ... stable */
-
-typedef struct tg_classified {
-    tg_outcome_class_t cls;
-    int status;             /* upstream HTTP status; 0 for transport/timeouts */
-    int64_t retry_after_ms; /* -1: none given */
-    char reason[40];        /* short stable reason: "http_503", "overloaded", "timeout_first_byte" ... */
-    /* normalised OpenAI-shaped error fields, from the provider's body where it had one */
-    char type[48];
-    char code[64];
-    char param[64];
-    char message[512];
-} tg_classified_t;
+/* The outcome classes and tg_classified_t (what `classify` fills) live in outcome.h. */
 
 /** Stream translation state, one per upstream stream; defined by each adapter. */
 typedef struct tg_stream tg_stream_t;
