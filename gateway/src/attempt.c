@@ -34,6 +34,7 @@ void tg_attempt_reset(tg_call_t *c)
         c->sse_live = false;
     }
     tg_buf_reset(&c->body_buf);
+    tg_buf_reset(&c->held); /* an attempt that fails before its commit sent nothing of them */
     c->body_overflow = false;
     c->up_status = 0;
     c->has_retry_after = false;

@@ -182,6 +182,7 @@ static void call_destroy(tg_call_t *c)
     tg_buf_dispose(&c->inflight);
     tg_buf_dispose(&c->route_log);
     tg_buf_dispose(&c->scratch);
+    tg_buf_dispose(&c->held);
     json_decref(c->body);
     if (h2o_linklist_is_linked(&c->link))
         h2o_linklist_unlink(&c->link);
@@ -424,6 +425,7 @@ static int handle(h2o_req_t *req, tg_call_kind_t kind)
     tg_buf_init(&c->pending, pend_max);
     tg_buf_init(&c->inflight, pend_max);
     tg_buf_init(&c->scratch, c->cfg != NULL ? c->cfg->max_sse_event_bytes + 1024 : 0);
+    tg_buf_init(&c->held, TG_CALL_HELD_MAX);
 
     tg_call_ref(c); /* the start's own, so a synchronous dispose cannot free the call mid-run */
     tg_pipeline_start(&c->pipe, kind == TG_CALL_CHAT ? &chat_ops : &models_ops, c);

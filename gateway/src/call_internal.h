@@ -41,6 +41,8 @@
 #define TG_CALL_SHORT_WAIT_MS 2000
 /* Route-event comment lines collected before the stream is committed. */
 #define TG_CALL_ROUTE_LOG_MAX 8192
+/* Opening chunks held before the commit (a role, an empty content): a few hundred bytes each. */
+#define TG_CALL_HELD_MAX 65536
 /* An error body is only read for classification: the first part is enough. */
 #define TG_CALL_ERROR_BODY_MAX 65536
 
@@ -111,6 +113,7 @@ typedef struct tg_call {
     bool paused;
     tg_buf_t pending, inflight;
     tg_buf_t scratch; /* one spliced stream chunk (pass-through) */
+    tg_buf_t held;    /* opening chunks with nothing for the client yet, until the commit */
     tg_buf_t route_log;
     const tg_model_cfg_t *served;
     tg_usage_t usage;

@@ -4,7 +4,7 @@
  * Pure logic: given a chain of targets, their breakers and the outcome of
  * each attempt, it answers "what next?": attempt target T (maybe as the
  * half-open probe), wait N ms then ask again, or fail with a final status.
- * The chat handler (chat.c) drives it and does the I/O. Rules:
+ * The call's ATTEMPT and WAIT stages (attempt.c) drive it and do the I/O. Rules:
  *   - an open breaker is skipped with no I/O (event: skipped);
  *   - degraded targets are tried after the healthy ones;
  *   - at most max_attempts_per_target attempts per target (default 1);
@@ -62,7 +62,7 @@ typedef enum {
  * tg_plan_init writes only what the planner reads before writing it (the per-target arrays up to
  * n, the counters and flags), not the whole struct: recs[] is filled as records are added and read
  * only below n_recs, and _caller_copy only once _caller_error points at it. Callers may keep
- * recs[] and n_recs in this order and place (chat.c skips zeroing recs when reusing a call).
+ * recs[] and n_recs in this order and place (call.c skips zeroing recs when reusing a call).
  */
 typedef struct tg_plan {
     /* read-only for callers */

@@ -1,9 +1,12 @@
 /*
  * relay.c - RELAY of a stream: upstream events become the client's SSE, with backpressure.
  *
- * The first canonical chunk commits the response (status, headers, h2o_start_response): from
- * then on the call is in RELAY and nothing fails over. Chunks are serialised into `pending`
- * (bounded); h2o owns `inflight` from h2o_send until proceed; the two swap. Above
+ * The first chunk that carries something for the client (content, a tool call, a refusal, a
+ * finish reason, usage) commits the response (status, headers, h2o_start_response): from then on
+ * the call is in RELAY and nothing fails over. Opening chunks that carry nothing yet (OpenAI's
+ * role chunk with empty content, Anthropic's message_start) are held until then, so a failure
+ * between them and the first content still fails over, whatever the provider kind. Chunks are serialised into
+ * `pending` (bounded); h2o owns `inflight` from h2o_send until proceed; the two swap. Above
  * limits.stream_buffer_bytes pending bytes the upstream transfer is paused, and resumed once
  * pending drains below a quarter of it.
  *
@@ -128,6 +131,58 @@ static void commit_stream(tg_call_t *c)
         if (tg_buf_append(&c->pending, c->route_log.data, c->route_log.len) != 0)
             tg_buf_reset(&c->pending);
     }
+    if (c->held.len > 0 && tg_buf_append(&c->pending, c->held.data, c->held.len) != 0)
+        c->stream_rc = TG_ETOO_LARGE; /* cannot happen: pending's room is far above the held cap */
+    tg_buf_reset(&c->held);
+}
+
+/* Whether a canonical chunk carries something for the client, or only opens the answer. */
+static bool chunk_substantive(const json_t *chunk)
+{
+    const json_t *u = json_object_get(chunk, "usage");
+    if (u != NULL && !json_is_null(u))
+        return true;
+    const json_t *ch;
+    size_t i;
+    json_array_foreach(json_object_get(chunk, "choices"), i, ch)
+    {
+        const json_t *delta = json_object_get(ch, "delta");
+        const json_t *fr = json_object_get(ch, "finish_reason");
+        if ((fr != NULL && !json_is_null(fr)) || json_string_length(json_object_get(delta, "content")) > 0 ||
+            json_string_length(json_object_get(delta, "refusal")) > 0 ||
+            json_array_size(json_object_get(delta, "tool_calls")) > 0)
+            return true;
+    }
+    return false;
+}
+
+/* A "key":"<at least one character>" member somewhere in p (pass-through chunks, no tree). */
+static bool has_nonempty(const char *p, size_t len, const char *member)
+{
+    size_t mlen = strlen(member);
+    const char *s = p, *end = p + len;
+    while ((s = memmem(s, (size_t)(end - s), member, mlen)) != NULL) {
+        s += mlen;
+        if (s < end && *s != '"')
+            return true;
+    }
+    return false;
+}
+
+/* The same test on a spliced pass-through chunk: a content, refusal or finish_reason string that
+ * is not empty, a tool call, or a usage object. */
+static bool raw_substantive(const char *p, size_t len)
+{
+    return has_nonempty(p, len, "\"content\":\"") || has_nonempty(p, len, "\"refusal\":\"") ||
+           has_nonempty(p, len, "\"finish_reason\":\"") || memmem(p, len, "\"tool_calls\":[{", 15) != NULL ||
+           memmem(p, len, "\"usage\":{", 9) != NULL;
+}
+
+/* Before the commit, an opening chunk with nothing for the client waits in `held` (true when it
+ * was taken); a full hold commits instead (it cannot fill with opening chunks alone). */
+static bool hold(tg_call_t *c, const char *data, size_t len)
+{
+    return tg_sse_write_data(&c->held, data, len) == 0;
 }
 
 /* ------------------------------------------------------------------------------ input */
@@ -196,6 +251,10 @@ static int on_chunk(void *ud, json_t *chunk)
         c->stream_rc = TG_ENOMEM;
         return -1;
     }
+    if (!c->committed && !chunk_substantive(chunk) && hold(c, s, strlen(s))) {
+        free(s);
+        return 0;
+    }
     if (!c->committed)
         commit_stream(c);
     int rc = tg_sse_write_data(&c->pending, s, strlen(s));
@@ -221,6 +280,9 @@ static int on_sse_event(void *ud, const tg_sse_event_t *ev)
                                                &c->scratch, &drop, &c->usage);
         if (prc == 0) {
             if (drop)
+                return 0;
+            if (!c->committed && !raw_substantive(c->scratch.data, c->scratch.len) &&
+                hold(c, c->scratch.data, c->scratch.len))
                 return 0;
             if (!c->committed)
                 commit_stream(c);

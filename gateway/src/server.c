@@ -16,7 +16,7 @@
  *
  * "In flight" is two counters per worker: requests this file's handler has seen whose h2o request
  * pool is not yet freed (the response is completely sent or the client is gone), and
- * tg_worker_t.inflight, which chat.c increments when a chat call starts and decrements when it
+ * tg_worker_t.inflight, which call.c increments when a call starts and decrements when it
  * ends (it covers upstream work that could outlive the request, such as usage settlement).
  *
  * Routing: one handler on "/" per host routes on method and path itself; h2o's prefix matching

@@ -66,7 +66,7 @@ typedef struct {
     int n;
 } sink_t;
 
-/* chat.c on_chunk: strip usage for a client that did not ask, drop a chunk left empty */
+/* relay.c on_chunk: strip usage for a client that did not ask, drop a chunk left empty */
 static int sink_chunk(void *ud, json_t *chunk)
 {
     sink_t *k = ud;

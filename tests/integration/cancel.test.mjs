@@ -1,6 +1,6 @@
 // Issue #9 item 7: a request whose client left before any answer has one status, 499, in the
 // access log and in tollgate_requests_total. An HTTP/2 stream cancelled with RST_STREAM is disposed
-// by h2o with no response status at all (0); it used to be counted as status "0" while chat.c
+// by h2o with no response status at all (0); it used to be counted as status "0" while the call code
 // logged 499.
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';

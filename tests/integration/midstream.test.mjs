@@ -99,12 +99,12 @@ test('a reset closes the breaker and the target serves again', async () => {
 // provider kind: the simulator pads every content piece past it, so the first content event is
 // oversized. Nothing of the answer has reached the client then, so the attempt fails like any other
 // unreadable answer (`stream_event_too_large`): a chain of one answers 502 upstream_protocol.
-// Today OpenAI and Anthropic streams commit on their role-only opening chunk and end with an
-// in-stream "upstream stream ended before completion" instead, while Gemini (no such chunk) gets
-// the 502: the relay must hold role-only chunks until the first chunk with content (FAILOVER.md,
-// "Streams: the first byte"). Marked todo until the relay side lands.
+// OpenAI and Anthropic streams used to commit on their role-only opening chunk and end with an
+// in-stream "upstream stream ended before completion" instead, while Gemini (no such chunk) got
+// the 502: the relay now holds opening chunks until the first chunk with something for the client
+// (FAILOVER.md, "Streams: the first byte").
 for (const kind of KINDS) {
-    test(`${kind}: an oversized first content event fails the attempt before the first byte`, { todo: 'relay: commit at the first content chunk' }, async () => {
+    test(`${kind}: an oversized first content event fails the attempt before the first byte`, async () => {
         const model = `${kind}-faults`;
         await freshStart([model]);
         await setFault(model, { chunk_bytes: 70000, stream_chunks: 2 });

@@ -679,7 +679,7 @@ static void test_events_wait_attribution(void **state)
 }
 
 /*
- * chat.c reuses calls without zeroing the plan, and tg_plan_init writes only what the planner
+ * call.c reuses calls without zeroing the plan, and tg_plan_init writes only what the planner
  * reads: whatever garbage or a previous request left in the plan must not change a decision.
  */
 static void test_init_on_dirty_plan(void **state)

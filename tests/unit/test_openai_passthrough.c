@@ -103,7 +103,7 @@ typedef struct {
     int n;
 } sink_t;
 
-/* The gateway's on_chunk (chat.c): strip usage for a client that did not ask, drop what is left empty. */
+/* The gateway's on_chunk (relay.c): strip usage for a client that did not ask, drop what is left empty. */
 static int sink_chunk(void *ud, json_t *chunk)
 {
     sink_t *k = ud;
