@@ -13,7 +13,8 @@
  *   workers                      0 = one per core
  *   database.url, database.pool_size
  *   secrets.key_pepper_env | secrets.key_pepper_file   (>= 32 bytes, hex or raw)
- *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes}
+ *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes,
+ *           body_memory_factor}
  *   timeouts.{connect_ms, first_byte_ms, idle_ms, total_ms}        defaults for providers
  *   shutdown_grace_ms, retry_wait_cap_ms, key_cache_ttl_ms
  *   providers.<name>: kind, base_url, api_key_env | api_key_file, timeouts, breaker, health,
@@ -103,6 +104,7 @@ typedef struct tg_config {
     size_t max_upstream_body_bytes;
     size_t max_sse_event_bytes;
     size_t stream_buffer_bytes; /* per stream: pause upstream above this */
+    uint32_t body_memory_factor; /* a call's JSON may cost 1 MiB + this x its body (jsonmem.h); 0 off */
 
     uint32_t shutdown_grace_ms;
     uint32_t retry_wait_cap_ms;

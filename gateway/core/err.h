@@ -40,7 +40,9 @@
       "parameter is not supported by this provider")                                                      \
     X(-21, CONTEXT_LENGTH, "context_length", 400, "invalid_request_error",                                \
       "input exceeds the model's context length")                                                         \
-    X(-22, STREAM_BROKEN, "stream_broken", 502, "upstream_error", "upstream stream ended before completion")
+    X(-22, STREAM_BROKEN, "stream_broken", 502, "upstream_error", "upstream stream ended before completion") \
+    X(-23, BODY_TOO_COMPLEX, "request_too_complex", 413, "invalid_request_error",                         \
+      "request body needs more memory than its size allows")
 /* clang-format on */
 
 typedef enum {

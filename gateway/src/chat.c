@@ -49,6 +49,7 @@
 #include "events.h"
 #include "failover.h"
 #include "http.h"
+#include "jsonmem.h"
 #include "log.h"
 #include "providers/provider.h"
 #include "router.h"
@@ -862,15 +863,15 @@ static int start_attempt(call_t *c, const tg_model_cfg_t *target)
                         .raw = c->req != NULL ? c->req->entity.base : NULL,
                         .raw_len = c->req != NULL ? c->req->entity.len : 0};
     tg_error_t err = {0};
-    int rc = c->adapter->build_request(&in, c->body, &ureq, &err);
+    int rc = tg_prov_build_bounded(c->adapter, &in, c->body, c->cfg->body_memory_factor, &ureq, &err);
     if (rc != 0) {
         tg_upstream_req_dispose(&ureq);
         memset(&cls, 0, sizeof(cls));
         cls.retry_after_ms = -1;
-        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM) {
+        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM || rc == TG_EBODY_TOO_COMPLEX) {
             /* the request cannot be expressed for this provider: the caller's error */
             cls.cls = TG_OUTCOME_CALLER;
-            cls.status = 400;
+            cls.status = tg_err_http_status(rc);
             snprintf(cls.reason, sizeof(cls.reason), "invalid_request");
             snprintf(cls.type, sizeof(cls.type), "invalid_request_error");
             snprintf(cls.code, sizeof(cls.code), "%s", tg_err_code(rc));
@@ -1092,10 +1093,14 @@ static void start_chat(call_t *c)
 {
     h2o_req_t *req = c->req;
     json_error_t jerr;
-    c->body = json_loadb(req->entity.base != NULL ? req->entity.base : "", req->entity.len,
-                         JSON_REJECT_DUPLICATES, &jerr);
+    int jrc;
+    size_t budget = tg_jsonmem_budget(req->entity.len, c->cfg->body_memory_factor);
+    c->body = tg_json_load_bounded(req->entity.base != NULL ? req->entity.base : "", req->entity.len, budget,
+                                   JSON_REJECT_DUPLICATES, &jerr, &jrc, NULL);
     if (c->body == NULL) {
-        respond_error(c, TG_EINVALID_JSON, jerr.text, NULL, 0);
+        if (jrc == TG_EBODY_TOO_COMPLEX)
+            tg_jsonmem_explain(jerr.text, sizeof(jerr.text), req->entity.len, c->cfg->body_memory_factor);
+        respond_error(c, jrc, jerr.text, NULL, 0);
         return;
     }
     if (!json_is_object(c->body)) {

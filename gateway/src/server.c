@@ -46,6 +46,7 @@
 #include "health.h"
 #include "http.h"
 #include "log.h"
+#include "memtrim.h"
 #include "metrics.h"
 
 #define TG_EVENTS_QUEUE_CAP 65536
@@ -500,6 +501,7 @@ static void *worker_main(void *arg)
             tg_health_apply(priv->health, cfg);
     }
     tg_config_unref(cfg);
+    tg_memtrim_start(loop, &w->inflight);
 
     priv->data_accept.ctx = &w->ctx;
     priv->data_accept.hosts = g_data_hosts;
@@ -538,6 +540,7 @@ static void *worker_main(void *arg)
     }
     /* Only tear down what callbacks might still touch when nothing is in flight; otherwise the
      * process is about to exit and the OS reclaims it. */
+    tg_memtrim_stop();
     if (clean) {
         tg_upstream_destroy(w->upstream);
         w->upstream = NULL;
