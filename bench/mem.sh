@@ -233,12 +233,11 @@ if (mode === 'burst') {
 agent.destroy();
 EOF
 
-# measure LABEL BIN: starts the gateway binary, runs (a) and (b), stops it; one JSON line per run
-# in $work/LABEL.jsonl.
-measure() {
+# start_gw LABEL BIN: starts the gateway binary and warms it up (key cache, connections).
+start_gw() {
     local label=$1 bin=$2 i
     say "[$label] starting $bin ($workers workers)"
-    (cd "$root" && exec "$bin" serve -c "$work/tollgate.json") </dev/null >"$work/gateway-$label.log" 2>&1 &
+    (cd "$root" && exec "$bin" serve -c "$work/tollgate.json") </dev/null >>"$work/gateway-$label.log" 2>&1 &
     gw_pid=$!
     wait_http "http://127.0.0.1:$admin_port/readyz" "$gw_pid" "gateway ($label)"
     for ((i = 0; i < 20; i++)); do
@@ -246,17 +245,30 @@ measure() {
             -d '{"model":"mem-chat","messages":[{"role":"user","content":"warm up"}]}' "$gw_url/v1/chat/completions" ||
             die "warm-up failed ($label)"
     done
-    sleep 3 # let the warm-up settle (and an idle trim run) before the idle figure is read
+    sleep 3 # let the warm-up settle before an idle figure is read
+}
+
+stop_gw() {
+    kill -TERM "$gw_pid"
+    wait "$gw_pid" || true
+    gw_pid=
+}
+
+# measure LABEL BIN: (a) on one gateway process, (b) on a fresh one (so that (a)'s high-water mark
+# does not hide (b)'s); one JSON line per run in $work/LABEL-{burst,streams}.jsonl.
+measure() {
+    local label=$1 bin=$2 i
+    start_gw "$label" "$bin"
     for ((i = 1; i <= bursts; i++)); do
         say "[$label] (a) burst $i/$bursts: 60 x 1 MiB adversarial bodies"
         node "$work/client.mjs" burst "$gw_url" "$key" "$gw_pid" >>"$work/$label-burst.jsonl"
         sleep 5
     done
+    stop_gw
+    start_gw "$label" "$bin"
     say "[$label] (b) $streams concurrent streams"
     node "$work/client.mjs" streams "$gw_url" "$key" "$gw_pid" "$streams" >>"$work/$label-streams.jsonl"
-    kill -TERM "$gw_pid"
-    wait "$gw_pid" || true
-    gw_pid=
+    stop_gw
 }
 
 # callgrind LABEL BIN: instructions per request on the normal path (valgrind's callgrind, counters
@@ -313,20 +325,26 @@ const ms = (x) => (x == null ? 'not within 90 s' : `${(x / 1000).toFixed(1)} s`)
 const labels = before ? ['before', 'after'] : ['after'];
 const pct = (a, p) => a[Math.min(a.length - 1, Math.floor((a.length * p) / 100))];
 const lat = (a) => { a = [...a].sort((x, y) => x - y); return a.length ? `${a.length}, ${pct(a, 50).toFixed(1)} / ${pct(a, 99).toFixed(1)} / ${a[a.length - 1].toFixed(1)}` : 'none'; };
+const any = (kind) => labels.some((l) => read(`${work}/${l}-${kind}.jsonl`).length > 0);
+if (any('burst')) {
 console.log('| binary | round | answers | RSS idle → peak (MiB) | /v1/models during the burst: n, p50 / p99 / max (ms) | burst time |');
 console.log('| --- | --- | --- | --- | --- | --- |');
 for (const l of labels) {
     const rs = read(`${work}/${l}-burst.jsonl`);
+    if (!rs.length) continue;
     rs.forEach((r, i) => console.log(`| ${l} | ${i + 1} | ${Object.entries(r.statuses).map(([s, n]) => `${n} x ${s}`).join(', ')} | ${mb(r.idle)} → ${mb(r.peak)} | ${lat(r.lat)} | ${(r.ms / 1000).toFixed(2)} s |`));
     console.log(`| ${l} | all | | peak ${mb(Math.max(...rs.map((r) => r.peak)))} | ${lat(rs.flatMap((r) => r.lat))} | |`);
 }
 console.log('');
+}
+if (any('streams')) {
 console.log(`| binary | streams (200s, avg bytes) | RSS idle → peak (MiB) | RSS at the end, +5 s, +30 s (MiB) | back within 16 MiB of idle |`);
 console.log('| --- | --- | --- | --- | --- |');
 for (const l of labels)
     for (const r of read(`${work}/${l}-streams.jsonl`))
         console.log(`| ${l} | ${r.ok}/${r.n}, ${r.avg_bytes} B | ${mb(r.idle)} → ${mb(r.peak)} | ${mb(r.rss_at_end)}, ${mb(r.rss_5s)}, ${mb(r.rss_30s)} | ${ms(r.back_ms)} |`);
 console.log('');
+}
 const cg = {};
 for (const l of labels)
     if (fs.existsSync(`${work}/${l}-cg.txt`))
