@@ -496,8 +496,9 @@ static void parse_secrets(vctx_t *v, const json_t *root, tg_config_t *c)
 
 static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"max_body_bytes", "max_upstream_body_bytes", "max_sse_event_bytes",
-                                       "stream_buffer_bytes", "body_memory_factor", NULL};
+    static const char *const keys[] = {"max_body_bytes",      "max_upstream_body_bytes",
+                                       "max_sse_event_bytes", "stream_buffer_bytes",
+                                       "body_memory_factor",  NULL};
     c->max_body_bytes = 1048576;
     c->max_upstream_body_bytes = 8388608;
     c->max_sse_event_bytes = 262144;

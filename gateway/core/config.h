@@ -103,7 +103,7 @@ typedef struct tg_config {
     size_t max_body_bytes;
     size_t max_upstream_body_bytes;
     size_t max_sse_event_bytes;
-    size_t stream_buffer_bytes; /* per stream: pause upstream above this */
+    size_t stream_buffer_bytes;  /* per stream: pause upstream above this */
     uint32_t body_memory_factor; /* a call's JSON may cost 1 MiB + this x its body (jsonmem.h); 0 off */
 
     uint32_t shutdown_grace_ms;

@@ -14,34 +14,34 @@
 
 /* clang-format off: one row per code, read as a table (wider than the usual 110 columns)
  *  X(num, NAME, OpenAI "code", http status, OpenAI "type", public message) */
-#define TG_ERR_MAP(X)                                                                                     \
-    X(-1, NOMEM, "nomem", 503, "server_error", "server is temporarily out of resources")                  \
-    X(-2, INVALID_JSON, "invalid_json", 400, "invalid_request_error", "request body is not valid JSON")   \
-    X(-3, INVALID_REQUEST, "invalid_request", 400, "invalid_request_error", "request is not valid")       \
-    X(-4, UNAUTHENTICATED, "unauthenticated", 401, "authentication_error", "missing or invalid API key")  \
-    X(-5, FORBIDDEN, "forbidden", 403, "permission_error", "API key is not allowed to do this")           \
-    X(-6, MODEL_NOT_FOUND, "model_not_found", 404, "invalid_request_error", "model not found")            \
-    X(-7, NOT_FOUND, "not_found", 404, "invalid_request_error", "not found")                              \
-    X(-8, METHOD_NOT_ALLOWED, "method_not_allowed", 405, "invalid_request_error", "method not allowed")   \
-    X(-9, TOO_LARGE, "too_large", 413, "invalid_request_error", "request exceeds the size limit")         \
-    X(-10, RATE_LIMITED, "rate_limited", 429, "rate_limit_error", "rate limit exceeded")                  \
-    X(-11, UPSTREAM_UNREACHABLE, "upstream_unreachable", 502, "upstream_error",                           \
-      "upstream provider is unreachable")                                                                 \
-    X(-12, UPSTREAM_FAILED, "upstream_failed", 502, "upstream_error", "upstream provider failed")         \
-    X(-13, UPSTREAM_PROTOCOL, "upstream_protocol", 502, "upstream_error",                                 \
-      "upstream response could not be understood")                                                        \
-    X(-14, UPSTREAM_TIMEOUT, "upstream_timeout", 504, "timeout_error", "upstream provider timed out")     \
-    X(-15, NO_TARGET, "no_target", 503, "service_unavailable", "no provider is available for this model") \
-    X(-16, DB_UNAVAILABLE, "db_unavailable", 503, "service_unavailable", "database is unavailable")       \
-    X(-17, SHUTTING_DOWN, "shutting_down", 503, "service_unavailable", "server is shutting down")         \
-    X(-18, INTERNAL, "internal", 500, "server_error", "internal error")                                   \
-    X(-19, CONFIG, "config", 500, "server_error", "configuration is not valid")                           \
-    X(-20, UNSUPPORTED_PARAM, "unsupported_param", 400, "invalid_request_error",                          \
-      "parameter is not supported by this provider")                                                      \
-    X(-21, CONTEXT_LENGTH, "context_length", 400, "invalid_request_error",                                \
-      "input exceeds the model's context length")                                                         \
+#define TG_ERR_MAP(X)                                                                                        \
+    X(-1, NOMEM, "nomem", 503, "server_error", "server is temporarily out of resources")                     \
+    X(-2, INVALID_JSON, "invalid_json", 400, "invalid_request_error", "request body is not valid JSON")      \
+    X(-3, INVALID_REQUEST, "invalid_request", 400, "invalid_request_error", "request is not valid")          \
+    X(-4, UNAUTHENTICATED, "unauthenticated", 401, "authentication_error", "missing or invalid API key")     \
+    X(-5, FORBIDDEN, "forbidden", 403, "permission_error", "API key is not allowed to do this")              \
+    X(-6, MODEL_NOT_FOUND, "model_not_found", 404, "invalid_request_error", "model not found")               \
+    X(-7, NOT_FOUND, "not_found", 404, "invalid_request_error", "not found")                                 \
+    X(-8, METHOD_NOT_ALLOWED, "method_not_allowed", 405, "invalid_request_error", "method not allowed")      \
+    X(-9, TOO_LARGE, "too_large", 413, "invalid_request_error", "request exceeds the size limit")            \
+    X(-10, RATE_LIMITED, "rate_limited", 429, "rate_limit_error", "rate limit exceeded")                     \
+    X(-11, UPSTREAM_UNREACHABLE, "upstream_unreachable", 502, "upstream_error",                              \
+      "upstream provider is unreachable")                                                                    \
+    X(-12, UPSTREAM_FAILED, "upstream_failed", 502, "upstream_error", "upstream provider failed")            \
+    X(-13, UPSTREAM_PROTOCOL, "upstream_protocol", 502, "upstream_error",                                    \
+      "upstream response could not be understood")                                                           \
+    X(-14, UPSTREAM_TIMEOUT, "upstream_timeout", 504, "timeout_error", "upstream provider timed out")        \
+    X(-15, NO_TARGET, "no_target", 503, "service_unavailable", "no provider is available for this model")    \
+    X(-16, DB_UNAVAILABLE, "db_unavailable", 503, "service_unavailable", "database is unavailable")          \
+    X(-17, SHUTTING_DOWN, "shutting_down", 503, "service_unavailable", "server is shutting down")            \
+    X(-18, INTERNAL, "internal", 500, "server_error", "internal error")                                      \
+    X(-19, CONFIG, "config", 500, "server_error", "configuration is not valid")                              \
+    X(-20, UNSUPPORTED_PARAM, "unsupported_param", 400, "invalid_request_error",                             \
+      "parameter is not supported by this provider")                                                         \
+    X(-21, CONTEXT_LENGTH, "context_length", 400, "invalid_request_error",                                   \
+      "input exceeds the model's context length")                                                            \
     X(-22, STREAM_BROKEN, "stream_broken", 502, "upstream_error", "upstream stream ended before completion") \
-    X(-23, BODY_TOO_COMPLEX, "request_too_complex", 413, "invalid_request_error",                         \
+    X(-23, BODY_TOO_COMPLEX, "request_too_complex", 413, "invalid_request_error",                            \
       "request body needs more memory than its size allows")
 /* clang-format on */
 

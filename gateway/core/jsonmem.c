@@ -88,16 +88,16 @@ size_t tg_jsonmem_disarm(bool *exceeded)
 /*
  * The least jansson 2.14 allocates for each kind of token (measured through the hooks: an object
  * is its struct and eight hash buckets, an array its struct and an eight-slot table, a number
- * its struct, a string its struct plus the text, a key its hash pair plus the text twice). Literals cost nothing (shared
- * singletons). unit.jsonmem checks that the estimate stays below the counted cost, so a jansson
- * that allocates less shows up as a failing test rather than as refused requests.
+ * its struct, a string its struct plus the text, a key its hash pair plus the text twice). Literals cost
+ * nothing (shared singletons). unit.jsonmem checks that the estimate stays below the counted cost, so a
+ * jansson that allocates less shows up as a failing test rather than as refused requests.
  */
 enum { EST_OBJECT = 200, EST_ARRAY = 104, EST_NUMBER = 24, EST_STRING = 33, EST_KEY = 60 };
 
 enum { C_OTHER, C_OBJECT, C_ARRAY, C_STRING, C_NUMBER };
 
 static const unsigned char cls[256] = {
-    ['{'] = C_OBJECT, ['['] = C_ARRAY, ['"'] = C_STRING, ['-'] = C_NUMBER, ['0'] = C_NUMBER,
+    ['{'] = C_OBJECT, ['['] = C_ARRAY,  ['"'] = C_STRING, ['-'] = C_NUMBER, ['0'] = C_NUMBER,
     ['1'] = C_NUMBER, ['2'] = C_NUMBER, ['3'] = C_NUMBER, ['4'] = C_NUMBER, ['5'] = C_NUMBER,
     ['6'] = C_NUMBER, ['7'] = C_NUMBER, ['8'] = C_NUMBER, ['9'] = C_NUMBER,
 };

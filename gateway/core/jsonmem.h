@@ -63,9 +63,10 @@ size_t tg_jsonmem_estimate(const char *buf, size_t len, size_t stop_above);
 
 /**
  * json_loadb under a budget. Bodies over TG_JSONMEM_PRESCAN_MIN whose estimate exceeds the
- * budget are refused without parsing (so an invalid one gets 413, not 400). Returns the tree (caller's reference) or NULL with *rc set:
- * TG_EBODY_TOO_COMPLEX when the tree would exceed `budget` bytes, TG_EINVALID_JSON otherwise
- * (jerr says why). *used (may be NULL) receives the bytes counted (0 when the pre-scan refused).
+ * budget are refused without parsing (so an invalid one gets 413, not 400). Returns the tree (caller's
+ * reference) or NULL with *rc set: TG_EBODY_TOO_COMPLEX when the tree would exceed `budget` bytes,
+ * TG_EINVALID_JSON otherwise (jerr says why). *used (may be NULL) receives the bytes counted (0 when the
+ * pre-scan refused).
  */
 json_t *tg_json_load_bounded(const char *buf, size_t len, size_t budget, size_t flags, json_error_t *jerr,
                              int *rc, size_t *used);

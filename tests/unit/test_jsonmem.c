@@ -94,7 +94,8 @@ static void test_exact_boundary(void **state)
 {
     (void)state;
     static const char *const small[] = {
-        "{}", "[1]", "{\"a\":\"b\"}", "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+        "{}", "[1]", "{\"a\":\"b\"}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
         "[[[[{\"k\":[1.5,-2,true,null,\"x\\\"y\"]}]]]]"};
     for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++)
         assert_boundary(small[i], strlen(small[i]));
@@ -119,7 +120,8 @@ static void test_estimate_is_a_lower_bound(void **state)
         "[1,2,3,-4,5.5,6e7,-0.1E+2]",
         "[\"a\",\"bc\",\"\\\"\",\"\\\\\",\"\\\\\\\"\",\"\\u0041\"]",
         "{\"a\":1,\"bb\":\"x\",\"c\" : [true,false,null],\"d\":{\"e\":{\"f\":[]}}}",
-        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"t\"}]}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"t\"}]}]"
+        "}",
         "  [ 1 , \"x\" , { \"k\" :\t\"v\" } ]  ",
     };
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
@@ -138,11 +140,13 @@ static void test_estimate_is_a_lower_bound(void **state)
     assert_true(tg_jsonmem_estimate(b, len, SIZE_MAX) <= cost_of(b, len));
     free(b);
     /* an escaped quote does not end a string: one string, not two plus garbage */
-    assert_int_equal(tg_jsonmem_estimate("\"a\\\"b\"", 6, SIZE_MAX), tg_jsonmem_estimate("\"ab\"", 4, SIZE_MAX));
+    assert_int_equal(tg_jsonmem_estimate("\"a\\\"b\"", 6, SIZE_MAX),
+                     tg_jsonmem_estimate("\"ab\"", 4, SIZE_MAX));
     /* an unterminated string or escape at the end stops the scan without reading past it */
     assert_true(tg_jsonmem_estimate("[\"abc\\", 6, SIZE_MAX) > 0);
     /* the scan stops once it is above stop_above */
-    assert_true(tg_jsonmem_estimate("[{},{},{},{}]", 13, 100) < tg_jsonmem_estimate("[{},{},{},{}]", 13, SIZE_MAX));
+    assert_true(tg_jsonmem_estimate("[{},{},{},{}]", 13, 100) <
+                tg_jsonmem_estimate("[{},{},{},{}]", 13, SIZE_MAX));
 }
 
 static void test_attack_refused_without_parsing(void **state)
@@ -153,7 +157,8 @@ static void test_attack_refused_without_parsing(void **state)
     json_error_t je;
     int rc;
     size_t used = 1;
-    json_t *v = tg_json_load_bounded(b, len, tg_jsonmem_budget(len, 10), JSON_REJECT_DUPLICATES, &je, &rc, &used);
+    json_t *v =
+        tg_json_load_bounded(b, len, tg_jsonmem_budget(len, 10), JSON_REJECT_DUPLICATES, &je, &rc, &used);
     assert_null(v);
     assert_int_equal(rc, TG_EBODY_TOO_COMPLEX);
     assert_int_equal(used, 0); /* the pre-scan refused it: no tree was started */
@@ -176,7 +181,8 @@ static void test_invalid_json_and_unarmed(void **state)
     size_t used;
     assert_null(tg_json_load_bounded("{\"a\":", 5, SIZE_MAX, 0, &je, &rc, &used));
     assert_int_equal(rc, TG_EINVALID_JSON);
-    assert_null(tg_json_load_bounded("{\"a\":1,\"a\":2}", 13, SIZE_MAX, JSON_REJECT_DUPLICATES, &je, &rc, NULL));
+    assert_null(
+        tg_json_load_bounded("{\"a\":1,\"a\":2}", 13, SIZE_MAX, JSON_REJECT_DUPLICATES, &je, &rc, NULL));
     assert_int_equal(rc, TG_EINVALID_JSON);
     /* unarmed, jansson allocates freely and nothing is counted */
     json_t *big = json_array();
@@ -189,7 +195,7 @@ static void test_invalid_json_and_unarmed(void **state)
     assert_false(exceeded);
     /* once an allocation is refused, smaller ones are refused too: the budget is spent */
     tg_jsonmem_arm(100);
-    json_t *a = json_array(); /* 104 bytes: over */
+    json_t *a = json_array();    /* 104 bytes: over */
     json_t *i = json_integer(1); /* 24 bytes: would fit, refused all the same */
     size_t n = tg_jsonmem_disarm(&exceeded);
     assert_null(a);
@@ -259,7 +265,8 @@ static void test_translation_bounded(void **state)
     /* 20,000 one-word turns: the translation builds a container per block and per turn */
     json_t *msgs = json_array();
     for (int i = 0; i < 20000; i++)
-        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", i % 2 ? "assistant" : "user", "content", "hi"));
+        json_array_append_new(msgs,
+                              json_pack("{s:s,s:s}", "role", i % 2 ? "assistant" : "user", "content", "hi"));
     json_t *canon = json_pack("{s:s,s:o}", "model", "m", "messages", msgs);
     static tg_provider_cfg_t prov = {.name = "p", .base_url = "https://api.example.com/base"};
     tg_build_in_t in = {.provider = &prov, .upstream_model = "up", .raw_len = 0};

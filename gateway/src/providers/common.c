@@ -69,8 +69,8 @@ const tg_adapter_t *tg_adapter_for(tg_provider_kind_t kind)
     return NULL;
 }
 
-int tg_prov_build_bounded(const tg_adapter_t *ad, const tg_build_in_t *in, const json_t *canon, unsigned factor,
-                          tg_upstream_req_t *out, tg_error_t *err)
+int tg_prov_build_bounded(const tg_adapter_t *ad, const tg_build_in_t *in, const json_t *canon,
+                          unsigned factor, tg_upstream_req_t *out, tg_error_t *err)
 {
     size_t budget = tg_jsonmem_budget(in->raw_len, factor);
     tg_jsonmem_arm(budget > SIZE_MAX / TG_JSONMEM_BUILD_FACTOR ? SIZE_MAX : budget * TG_JSONMEM_BUILD_FACTOR);
