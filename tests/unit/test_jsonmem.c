@@ -1,6 +1,7 @@
 /*
  * test_jsonmem.c - the per-call JSON memory budget (core/jsonmem.c), its use around the
- * adapters' translations (tg_prov_build_bounded) and the idle trimmer's decision (memtrim.c).
+ * adapters' translations (tg_prov_build_bounded), its setting (limits.body_memory_factor) and the
+ * idle trimmer's decision (memtrim.c).
  *
  * The budget's boundary is exact: a body whose parse counts N bytes passes with a budget of N
  * and is refused with N - 1, on both sides of the pre-scan threshold. The pre-scan's estimate is
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "../fixtures/fixture_util.h"
+#include "config.h"
 #include "err.h"
 #include "jsonmem.h"
 #include "memtrim.h"
@@ -286,6 +288,33 @@ static void test_translation_bounded(void **state)
     json_decref(canon);
 }
 
+/* limits.body_memory_factor: default 10, 0 allowed (no budget), above 1000 refused by name. */
+static void test_config_factor(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {"{}", "{\"limits\": {\"body_memory_factor\": 0}}",
+                                     "{\"limits\": {\"body_memory_factor\": 1000}}"};
+    static const uint32_t want[] = {10, 0, 1000};
+    for (size_t i = 0; i < 3; i++) {
+        tg_buf_t errs;
+        tg_buf_init(&errs, 1 << 16);
+        tg_config_t *c = NULL;
+        assert_int_equal(tg_config_parse(ok[i], strlen(ok[i]), "t.json", &c, &errs), 0);
+        assert_int_equal(c->body_memory_factor, want[i]);
+        tg_config_unref(c);
+        tg_buf_dispose(&errs);
+    }
+    const char *bad = "{\"limits\": {\"body_memory_factor\": 1001}}";
+    tg_buf_t errs;
+    tg_buf_init(&errs, 1 << 16);
+    tg_config_t *c = NULL;
+    assert_int_equal(tg_config_parse(bad, strlen(bad), "t.json", &c, &errs), TG_ECONFIG);
+    assert_null(c);
+    assert_non_null(errs.data);
+    assert_non_null(strstr(errs.data, "limits.body_memory_factor"));
+    tg_buf_dispose(&errs);
+}
+
 static void test_memtrim_decision(void **state)
 {
     (void)state;
@@ -325,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_budget_and_error_entry),
         cmocka_unit_test(test_translation_fails_cleanly),
         cmocka_unit_test(test_translation_bounded),
+        cmocka_unit_test(test_config_factor),
         cmocka_unit_test(test_memtrim_decision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
