@@ -9,9 +9,9 @@
 #include "clock.h"
 #include "log.h"
 
-bool tg_memtrim_tick(tg_memtrim_state_t *s, size_t inflight, uint64_t now_ms)
+bool tg_memtrim_tick(tg_memtrim_state_t *s, bool busy, uint64_t now_ms)
 {
-    if (inflight > 0) {
+    if (busy) {
         s->busy = true;
         s->idle_ticks = 0;
         return false;
@@ -34,6 +34,7 @@ typedef struct {
     h2o_timeout_entry_t entry;
     h2o_loop_t *loop;
     const size_t *inflight;
+    uint64_t seen, seen_at_tick; /* requests noted (tg_memtrim_note), and at the last tick */
     tg_memtrim_state_t st;
 } memtrim_t;
 
@@ -43,7 +44,9 @@ static void on_tick(h2o_timeout_entry_t *e)
 {
     memtrim_t *m = H2O_STRUCT_FROM_MEMBER(memtrim_t, entry, e);
     uint64_t now = tg_now_ms();
-    if (tg_memtrim_tick(&m->st, *m->inflight, now)) {
+    bool busy = *m->inflight > 0 || m->seen != m->seen_at_tick;
+    m->seen_at_tick = m->seen;
+    if (tg_memtrim_tick(&m->st, busy, now)) {
         uint64_t prev = atomic_load(&last_trim_ms);
         if (now - prev >= TG_MEMTRIM_TICK_MS && atomic_compare_exchange_strong(&last_trim_ms, &prev, now)) {
             uint64_t t0 = tg_now_us();
@@ -65,6 +68,11 @@ void tg_memtrim_start(h2o_loop_t *loop, const size_t *inflight)
     h2o_timeout_init(loop, &mt.list, TG_MEMTRIM_TICK_MS);
     mt.entry.cb = on_tick;
     h2o_timeout_link(loop, &mt.list, &mt.entry);
+}
+
+void tg_memtrim_note(void)
+{
+    mt.seen++;
 }
 
 void tg_memtrim_stop(void)

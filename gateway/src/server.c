@@ -111,6 +111,7 @@ static void track_request(h2o_req_t *req)
     req_track_t *t = h2o_mem_alloc_shared(&req->pool, sizeof(*t), on_track_dispose);
     t->w = w;
     w->_priv->active_reqs++;
+    tg_memtrim_note();
 }
 
 /* ---------------------------------------------------------------- common routes */

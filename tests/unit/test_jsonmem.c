@@ -322,26 +322,26 @@ static void test_memtrim_decision(void **state)
     uint64_t t = 1000;
     /* idle from the start and nothing seen: no trim before the period */
     for (int i = 0; i < 5; i++)
-        assert_false(tg_memtrim_tick(&s, 0, t += 1000));
+        assert_false(tg_memtrim_tick(&s, false, t += 1000));
     /* a burst, then idle: trims after TG_MEMTRIM_IDLE_TICKS idle ticks, once */
-    assert_false(tg_memtrim_tick(&s, 3, t += 1000));
-    assert_false(tg_memtrim_tick(&s, 1, t += 1000));
+    assert_false(tg_memtrim_tick(&s, true, t += 1000));
+    assert_false(tg_memtrim_tick(&s, true, t += 1000));
     for (int i = 1; i < TG_MEMTRIM_IDLE_TICKS; i++)
-        assert_false(tg_memtrim_tick(&s, 0, t += 1000));
-    assert_true(tg_memtrim_tick(&s, 0, t += 1000));
-    assert_false(tg_memtrim_tick(&s, 0, t += 1000));
-    /* calls in flight reset the idle count */
-    assert_false(tg_memtrim_tick(&s, 2, t += 1000));
-    assert_false(tg_memtrim_tick(&s, 0, t += 1000));
-    assert_false(tg_memtrim_tick(&s, 1, t += 1000));
+        assert_false(tg_memtrim_tick(&s, false, t += 1000));
+    assert_true(tg_memtrim_tick(&s, false, t += 1000));
+    assert_false(tg_memtrim_tick(&s, false, t += 1000));
+    /* a busy tick resets the idle count */
+    assert_false(tg_memtrim_tick(&s, true, t += 1000));
+    assert_false(tg_memtrim_tick(&s, false, t += 1000));
+    assert_false(tg_memtrim_tick(&s, true, t += 1000));
     for (int i = 1; i < TG_MEMTRIM_IDLE_TICKS; i++)
-        assert_false(tg_memtrim_tick(&s, 0, t += 1000));
-    assert_true(tg_memtrim_tick(&s, 0, t += 1000));
+        assert_false(tg_memtrim_tick(&s, false, t += 1000));
+    assert_true(tg_memtrim_tick(&s, false, t += 1000));
     /* idle with nothing seen: once per period, for bursts that fell between two ticks */
     uint64_t last = t;
     while (t + 1000 - last < TG_MEMTRIM_PERIOD_MS)
-        assert_false(tg_memtrim_tick(&s, 0, t += 1000));
-    assert_true(tg_memtrim_tick(&s, 0, t += 1000));
+        assert_false(tg_memtrim_tick(&s, false, t += 1000));
+    assert_true(tg_memtrim_tick(&s, false, t += 1000));
 }
 
 int main(void)
