@@ -4,6 +4,14 @@
  * The state is thread-local: every worker loop parses its own calls, one at a time, so the
  * budget armed around one json_loadb sees only that parse. jansson's hooks are process-wide
  * function pointers; they are set once and never changed back.
+ *
+ * Two ways to stop at the budget. Building code (json_pack, json_object_set, json_dumps) copes
+ * with a NULL from the allocator, so outside a parse a refused allocation simply fails. jansson's
+ * lexer does not: its saved-text buffer ignores a failed append and a later unget asserts on it
+ * (load.c lex_unget_unsave; Debian builds keep assertions, so the process would abort). During
+ * a parse (tg_jsonmem_loadb) nothing is refused: the hooks only note that the budget is passed,
+ * and the parse is fed through a callback 1 KiB at a time that stops feeding once it is, which
+ * jansson reports as a read error and unwinds like any other.
  */
 #include "jsonmem.h"
 
@@ -17,6 +25,7 @@
 
 typedef struct {
     bool armed;
+    bool soft; /* inside tg_jsonmem_loadb: note the budget is passed, never refuse */
     bool exceeded;
     size_t left; /* bytes the armed budget still allows */
     size_t used; /* bytes counted since arming */
@@ -32,9 +41,11 @@ static void *jm_malloc(size_t n)
         if (n > m->left) {
             m->exceeded = true;
             m->left = 0; /* a refused allocation ends the budget: later small ones fail too */
-            return NULL;
+            if (!m->soft)
+                return NULL;
+        } else {
+            m->left -= n;
         }
-        m->left -= n;
         m->used += n;
     }
     return malloc(n);
@@ -157,6 +168,41 @@ size_t tg_jsonmem_estimate(const char *buf, size_t len, size_t stop_above)
     return est;
 }
 
+typedef struct {
+    const char *p;
+    size_t left;
+} feed_t;
+
+/* jansson's read callback: the next bytes of the body, or an error once the budget is passed. */
+static size_t feed(void *buf, size_t buflen, void *data)
+{
+    feed_t *f = data;
+    if (tls.exceeded)
+        return (size_t)-1;
+    size_t n = f->left < buflen ? f->left : buflen;
+    memcpy(buf, f->p, n);
+    f->p += n;
+    f->left -= n;
+    return n;
+}
+
+json_t *tg_jsonmem_loadb(const char *buf, size_t len, size_t flags, json_error_t *jerr)
+{
+    if (!tls.armed)
+        return json_loadb(buf, len, flags, jerr);
+    bool was_soft = tls.soft;
+    tls.soft = true;
+    feed_t f = {.p = buf, .left = len};
+    json_t *v = json_load_callback(feed, &f, flags, jerr);
+    tls.soft = was_soft;
+    if (tls.exceeded) {
+        /* passed the budget: whatever jansson made of the rest is not wanted */
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
 json_t *tg_json_load_bounded(const char *buf, size_t len, size_t budget, size_t flags, json_error_t *jerr,
                              int *rc, size_t *used)
 {
@@ -168,14 +214,12 @@ json_t *tg_json_load_bounded(const char *buf, size_t len, size_t budget, size_t 
         return NULL;
     }
     tg_jsonmem_arm(budget);
-    json_t *v = json_loadb(buf, len, flags, jerr);
+    json_t *v = tg_jsonmem_loadb(buf, len, flags, jerr);
     bool exceeded;
     size_t n = tg_jsonmem_disarm(&exceeded);
     if (used != NULL)
         *used = n;
     if (exceeded) {
-        /* jansson fails the parse on a refused allocation; a tree it still returned is incomplete */
-        json_decref(v);
         *rc = TG_EBODY_TOO_COMPLEX;
         return NULL;
     }

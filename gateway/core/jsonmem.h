@@ -12,6 +12,11 @@
  * on the malloc implementation) and never below the tree's own size. Frees are not subtracted.
  * Unarmed, the hooks are malloc and free behind one thread-local test.
  *
+ * Outside a parse an allocation past the budget fails (jansson's building functions cope). A
+ * parse must go through tg_jsonmem_loadb: jansson's lexer aborts on a failed allocation, so there
+ * the budget stops the input instead, within 1 KiB of it (at most what that much JSON costs, plus
+ * one doubling of an array's table or an object's hash, past the budget).
+ *
  * The budget of a call is proportional to what it may carry (tg_jsonmem_budget): a floor that
  * any small request fits in whatever its shape, plus `factor` times the body's length. Ordinary
  * chat bodies cost one to three times their length; bodies of tiny values cost fifteen to
@@ -56,6 +61,11 @@ void tg_jsonmem_arm(size_t budget);
 /** Disarms; returns the bytes counted since tg_jsonmem_arm. *exceeded (may be NULL) tells
  *  whether an allocation was refused for the budget. */
 size_t tg_jsonmem_disarm(bool *exceeded);
+
+/** json_loadb that respects the budget armed on this thread (and is plain json_loadb when none
+ *  is): NULL once the budget is passed, with the budget marked exceeded (tg_jsonmem_disarm).
+ *  Every json_load* under an armed budget must be this one (see above). */
+json_t *tg_jsonmem_loadb(const char *buf, size_t len, size_t flags, json_error_t *jerr);
 
 /** A lower bound of what jansson allocates to parse buf (counting tokens, not validating), or
  *  the count so far once it exceeds stop_above. */

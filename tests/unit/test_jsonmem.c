@@ -206,6 +206,33 @@ static void test_invalid_json_and_unarmed(void **state)
     assert_true(n <= 100);
 }
 
+/* jansson's lexer aborts on a failed allocation while it scans a number (load.c, an assertion
+ * that Debian keeps): a parse under a budget must never let it see one, at any budget. Found by
+ * fuzz_jsonmem ("500000000800000 " as a whole document). */
+static void test_parse_never_aborts(void **state)
+{
+    (void)state;
+    static const char *const docs[] = {
+        "500000000800000 ",
+        "[1,\"abc\",123456789012345678,true,false,null,-1.5e10,{\"k\":1234567890.123456789e-3}]",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":"
+        "12345678901234567,\"temperature\":0.700000000000000000000001}",
+    };
+    for (size_t d = 0; d < sizeof(docs) / sizeof(docs[0]); d++) {
+        size_t len = strlen(docs[d]), need;
+        json_error_t je;
+        int rc;
+        json_t *v = tg_json_load_bounded(docs[d], len, SIZE_MAX, JSON_DECODE_ANY, &je, &rc, &need);
+        assert_non_null(v);
+        json_decref(v);
+        for (size_t budget = 0; budget <= need; budget++) {
+            v = tg_json_load_bounded(docs[d], len, budget, JSON_DECODE_ANY, &je, &rc, NULL);
+            assert_int_equal(rc, budget < need ? TG_EBODY_TOO_COMPLEX : 0);
+            json_decref(v);
+        }
+    }
+}
+
 static void test_budget_and_error_entry(void **state)
 {
     (void)state;
@@ -235,7 +262,7 @@ static void torture_build(const tg_adapter_t *ad, const json_t *canon, bool stre
     size_t need = tg_jsonmem_disarm(NULL);
     assert_int_equal(rc, 0);
     tg_upstream_req_dispose(&req);
-    size_t step = need / 3000 + 1;
+    size_t step = need / 20000 + 1; /* every allocation boundary of the fixtures below */
     for (size_t budget = 0; budget <= need; budget += step) {
         tg_error_t err = {0};
         memset(&req, 0, sizeof(req));
@@ -251,6 +278,19 @@ static void torture_build(const tg_adapter_t *ad, const json_t *canon, bool stre
 static void test_translation_fails_cleanly(void **state)
 {
     (void)state;
+    /* tool arguments and results are parsed during translation: long numbers in them too */
+    json_t *tools =
+        json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:n, s:[{s:s, s:s, s:{s:s, s:s}}]}, {s:s, s:s, s:s}]}", "model",
+                  "m", "messages", "role", "user", "content", "hi", "role", "assistant", "content",
+                  "tool_calls", "id", "c1", "type", "function", "function", "name", "f", "arguments",
+                  "{\"n\":123456789012345678,\"x\":[1.25e10,true,null,\"s\"]}", "role", "tool",
+                  "tool_call_id", "c1", "content", "{\"result\":98765432109876543,\"ok\":false}");
+    assert_non_null(tools);
+    for (int stream = 0; stream < 2; stream++) {
+        torture_build(&tg_adapter_anthropic, tools, stream);
+        torture_build(&tg_adapter_gemini, tools, stream);
+    }
+    json_decref(tools);
     json_t *canon = fx_json("canon/chat_full.json");
     assert_non_null(canon);
     for (int stream = 0; stream < 2; stream++) {
@@ -351,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_estimate_is_a_lower_bound),
         cmocka_unit_test(test_attack_refused_without_parsing),
         cmocka_unit_test(test_invalid_json_and_unarmed),
+        cmocka_unit_test(test_parse_never_aborts),
         cmocka_unit_test(test_budget_and_error_entry),
         cmocka_unit_test(test_translation_fails_cleanly),
         cmocka_unit_test(test_translation_bounded),

@@ -713,7 +713,8 @@ static int walk_tool_calls(const tg_msg_walker_t *w, const json_t *calls, json_t
     {
         const char *args = json_string_value(json_object_get(json_object_get(tc, "function"), "arguments"));
         json_error_t jerr;
-        json_t *jargs = args != NULL ? json_loads(args, 0, &jerr) : NULL;
+        /* under the translation's memory budget: jansson's lexer must not see a refused allocation */
+        json_t *jargs = args != NULL ? tg_jsonmem_loadb(args, strlen(args), 0, &jerr) : NULL;
         if (!json_is_object(jargs)) {
             /* both providers take the arguments as an object; ones the model produced badly become {} */
             json_decref(jargs);
