@@ -539,9 +539,9 @@ static void *worker_main(void *arg)
         tg_health_stop(priv->health);
         priv->health = NULL;
     }
+    tg_memtrim_stop();
     /* Only tear down what callbacks might still touch when nothing is in flight; otherwise the
      * process is about to exit and the OS reclaims it. */
-    tg_memtrim_stop();
     if (clean) {
         tg_upstream_destroy(w->upstream);
         w->upstream = NULL;
