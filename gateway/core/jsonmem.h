@@ -4,8 +4,8 @@
  * A 1 MiB body of tiny values (`[1,1,1,...]`, thousands of one-word messages) becomes a jansson
  * tree twenty times its size, and the tree lives as long as the call. jsonmem installs
  * allocator hooks into jansson (once, process-wide) that count, on the calling thread only and
- * only while a budget is armed, the bytes jansson asks for. Past the budget an allocation fails,
- * jansson gives up and frees what it built, and the caller answers 413 `request_too_complex`.
+ * only while a budget is armed, the bytes jansson asks for. Past the budget the work stops,
+ * jansson frees what it built, and the caller answers 413 `request_too_complex`.
  *
  * What is counted is every byte requested while armed, transient buffers included (the lexer's
  * string buffer, array tables outgrown and freed): the count is deterministic (it does not depend
@@ -19,8 +19,8 @@
  *
  * The budget of a call is proportional to what it may carry (tg_jsonmem_budget): a floor that
  * any small request fits in whatever its shape, plus `factor` times the body's length. Ordinary
- * chat bodies cost one to three times their length; bodies of tiny values cost fifteen to
- * thirty (bench/RESULTS.md, "Memory per request").
+ * chat bodies cost one to nine times their length (nine for turns of ~20 characters); bodies of
+ * tiny values cost fifteen to seventy-five (bench/RESULTS.md, "Memory per request").
  */
 #ifndef TG_JSONMEM_H
 #define TG_JSONMEM_H
