@@ -572,12 +572,14 @@ static void parse_secrets(vctx_t *v, const json_t *root, tg_config_t *c)
 
 static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"max_body_bytes", "max_upstream_body_bytes", "max_sse_event_bytes",
-                                       "stream_buffer_bytes", NULL};
+    static const char *const keys[] = {"max_body_bytes",      "max_upstream_body_bytes",
+                                       "max_sse_event_bytes", "stream_buffer_bytes",
+                                       "body_memory_factor",  NULL};
     c->max_body_bytes = 1048576;
     c->max_upstream_body_bytes = 8388608;
     c->max_sse_event_bytes = 262144;
     c->stream_buffer_bytes = 262144;
+    c->body_memory_factor = 10; /* jsonmem.h: chat bodies cost 1-9x their size, tiny values 15-75x */
     json_t *l = get_obj(v, root, "", "limits");
     if (l == NULL)
         return;
@@ -587,6 +589,7 @@ static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
     get_size(v, l, "limits", "max_upstream_body_bytes", lo, hi, &c->max_upstream_body_bytes);
     get_size(v, l, "limits", "max_sse_event_bytes", lo, hi, &c->max_sse_event_bytes);
     get_size(v, l, "limits", "stream_buffer_bytes", lo, hi, &c->stream_buffer_bytes);
+    get_u32(v, l, "limits", "body_memory_factor", 0, 1000, &c->body_memory_factor);
 }
 
 /* request_first_byte_ms is the whole request's budget: only the top level (request_budget != NULL)

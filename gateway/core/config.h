@@ -14,7 +14,8 @@
  *   database.url | database.url_env, pool_size, job_timeout_ms, max_queue
  *                                (the host: a socket directory, a numeric address or hostaddr)
  *   secrets.key_pepper_env | secrets.key_pepper_file   (>= 32 bytes, hex or raw)
- *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes}
+ *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes,
+ *           body_memory_factor}
  *   timeouts.{connect_ms, first_byte_ms, idle_ms, total_ms}        defaults for providers
  *   timeouts.request_first_byte_ms   the whole request's first-byte budget (top level only)
  *   shutdown_grace_ms, retry_wait_cap_ms, key_cache_ttl_ms
@@ -109,7 +110,8 @@ typedef struct tg_config {
     size_t max_body_bytes;
     size_t max_upstream_body_bytes;
     size_t max_sse_event_bytes;
-    size_t stream_buffer_bytes; /* per stream: pause upstream above this */
+    size_t stream_buffer_bytes;  /* per stream: pause upstream above this */
+    uint32_t body_memory_factor; /* a call's JSON may cost 1 MiB + this x its body (jsonmem.h); 0 off */
 
     uint32_t shutdown_grace_ms;
     uint32_t retry_wait_cap_ms;

@@ -45,7 +45,9 @@
       "input exceeds the model's context length")                                                         \
     X(-22, STREAM_BROKEN, "stream_broken", 502, "upstream_error",                                         \
       "upstream stream ended before completion")                                                          \
-    X(-23, CLIENT_CLOSED, "client_closed", 499, "invalid_request_error", "client closed the request")
+    X(-23, CLIENT_CLOSED, "client_closed", 499, "invalid_request_error", "client closed the request")     \
+    X(-24, BODY_TOO_COMPLEX, "request_too_complex", 413, "invalid_request_error",                         \
+      "request body needs more memory than its size allows")
 /* clang-format on */
 
 typedef enum {

@@ -259,10 +259,10 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target, uint32_t fi
                         .raw = c->req != NULL ? c->req->entity.base : NULL,
                         .raw_len = c->req != NULL ? c->req->entity.len : 0};
     tg_error_t err = {0};
-    int rc = c->adapter->build_request(&in, c->body, &ureq, &err);
+    int rc = tg_prov_build_bounded(c->adapter, &in, c->body, c->cfg->body_memory_factor, &ureq, &err);
     if (rc != 0) {
         tg_upstream_req_dispose(&ureq);
-        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM)
+        if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM || rc == TG_EBODY_TOO_COMPLEX)
             tg_outcome_caller_error(&cls, rc, err.detail); /* cannot be expressed for this provider */
         else
             tg_outcome_internal(&cls, TG_INTERNAL_BUILD_FAILED);

@@ -83,7 +83,7 @@ void tg_outcome_client_gone(tg_classified_t *out)
 
 void tg_outcome_caller_error(tg_classified_t *out, int tg_err, const char *detail)
 {
-    tg_outcome_init(out, TG_OUTCOME_CALLER, 400, "invalid_request");
+    tg_outcome_init(out, TG_OUTCOME_CALLER, tg_err_http_status(tg_err), "invalid_request");
     tg_str_copy(out->type, sizeof(out->type), tg_err_type(tg_err));
     tg_str_copy(out->code, sizeof(out->code), tg_err_code(tg_err));
     tg_str_copy(out->message, sizeof(out->message),

@@ -1,7 +1,8 @@
 /*
  * request.c - PARSE and ROUTE: the client's body becomes a canonical request, then a plan.
  *
- * PARSE reads the JSON body (duplicates refused), checks it against the canonical format (the
+ * PARSE reads the JSON body (duplicates refused, its tree bounded by the call's memory budget),
+ * checks it against the canonical format (the
  * OpenAI chat request), and notes what the answer must look like (stream, usage in the stream,
  * route-event comments). ROUTE resolves the chain (a request "models" list, a named chain or one
  * model), takes each target's breaker and starts the failover planner. Every refusal is the
@@ -12,17 +13,24 @@
 
 #include "call_internal.h"
 #include "err.h"
+#include "jsonmem.h"
 
 int tg_stage_parse(void *call)
 {
     tg_call_t *c = call;
     h2o_req_t *req = c->req;
     json_error_t jerr;
-    c->body = json_loadb(req->entity.base != NULL ? req->entity.base : "", req->entity.len,
-                         JSON_REJECT_DUPLICATES, &jerr);
+    int jrc;
+    /* the tree may cost what the body's size allows, no more (jsonmem.h): a body of tiny values
+     * built to amplify memory is refused before it costs it */
+    size_t budget = tg_jsonmem_budget(req->entity.len, c->cfg->body_memory_factor);
+    c->body = tg_json_load_bounded(req->entity.base != NULL ? req->entity.base : "", req->entity.len, budget,
+                                   JSON_REJECT_DUPLICATES, &jerr, &jrc, NULL);
     if (c->body == NULL) {
+        if (jrc == TG_EBODY_TOO_COMPLEX)
+            tg_jsonmem_explain(jerr.text, sizeof(jerr.text), req->entity.len, c->cfg->body_memory_factor);
         tg_call_set_error(c, jerr.text, NULL);
-        return TG_EINVALID_JSON;
+        return jrc;
     }
     if (!json_is_object(c->body)) {
         tg_call_set_error(c, "request body must be a JSON object", NULL);

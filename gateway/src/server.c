@@ -47,6 +47,7 @@
 #include "health.h"
 #include "http.h"
 #include "log.h"
+#include "memtrim.h"
 #include "metrics.h"
 
 #define TG_EVENTS_QUEUE_CAP 65536
@@ -117,6 +118,7 @@ static void track_request(h2o_req_t *req)
     req_track_t *t = h2o_mem_alloc_shared(&req->pool, sizeof(*t), on_track_dispose);
     t->w = w;
     w->_priv->active_reqs++;
+    tg_memtrim_note();
 }
 
 /* ---------------------------------------------------------------- common routes */
@@ -536,6 +538,7 @@ static void *worker_main(void *arg)
             tg_health_apply(priv->health, cfg);
     }
     tg_config_unref(cfg);
+    tg_memtrim_start(loop, &w->inflight);
 
     priv->data_accept.ctx = &w->ctx;
     priv->data_accept.hosts = g_data_hosts;
@@ -577,6 +580,7 @@ static void *worker_main(void *arg)
         tg_health_stop(priv->health);
         priv->health = NULL;
     }
+    tg_memtrim_stop();
     /* Only tear down what callbacks might still touch when nothing is in flight; otherwise the
      * process is about to exit and the OS reclaims it. */
     if (clean) {

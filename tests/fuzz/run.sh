@@ -18,7 +18,7 @@ extra=()
 [ "$seed" = random ] || extra+=("-seed=$seed")
 [ "$runs" = 0 ] || extra+=("-runs=$runs")
 targets=(fuzz_sse_parser fuzz_canon fuzz_openai_stream fuzz_anthropic_stream fuzz_gemini_stream
-         fuzz_openai_response fuzz_anthropic_response fuzz_gemini_response fuzz_passthrough)
+         fuzz_openai_response fuzz_anthropic_response fuzz_gemini_response fuzz_passthrough fuzz_jsonmem)
 
 command -v clang >/dev/null || { echo "fuzz: clang is required" >&2; exit 1; }
 CC=clang cmake -S "$root" -B "$build" -DTG_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -2,7 +2,8 @@
  * common.c - adapter-independent parts of provider.h: the upstream request
  * container, Retry-After, canonical request validation, small helpers the
  * three adapters share (chunk shaping, usage, error normalisation), and the
- * walk over canonical messages that both translating adapters build on.
+ * walk over canonical messages that both translating adapters build on, and the
+ * memory budget around a translation (tg_prov_build_bounded).
  */
 #define _GNU_SOURCE
 #include "provider.h"
@@ -10,10 +11,13 @@
 #include <ctype.h>
 #include <limits.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "jsonmem.h"
 
 /* ---- upstream request ---- */
 
@@ -63,6 +67,23 @@ const tg_adapter_t *tg_adapter_for(tg_provider_kind_t kind)
         return &tg_adapter_gemini;
     }
     return NULL;
+}
+
+int tg_prov_build_bounded(const tg_adapter_t *ad, const tg_build_in_t *in, const json_t *canon,
+                          unsigned factor, tg_upstream_req_t *out, tg_error_t *err)
+{
+    size_t budget = tg_jsonmem_budget(in->raw_len, factor);
+    tg_jsonmem_arm(budget > SIZE_MAX / TG_JSONMEM_BUILD_FACTOR ? SIZE_MAX : budget * TG_JSONMEM_BUILD_FACTOR);
+    int rc = ad->build_request(in, canon, out, err);
+    bool exceeded;
+    tg_jsonmem_disarm(&exceeded);
+    if (exceeded) {
+        /* whatever the adapter made of a refused allocation, the request is not whole */
+        tg_upstream_req_dispose(out);
+        return tg_error_set(err, TG_EBODY_TOO_COMPLEX,
+                            "request is too complex to translate for this provider within its memory limit");
+    }
+    return rc;
 }
 
 /* ---- Retry-After (RFC 9110 10.2.3): delta-seconds or an HTTP-date ---- */
@@ -692,7 +713,8 @@ static int walk_tool_calls(const tg_msg_walker_t *w, const json_t *calls, json_t
     {
         const char *args = json_string_value(json_object_get(json_object_get(tc, "function"), "arguments"));
         json_error_t jerr;
-        json_t *jargs = args != NULL ? json_loads(args, 0, &jerr) : NULL;
+        /* under the translation's memory budget: jansson's lexer must not see a refused allocation */
+        json_t *jargs = args != NULL ? tg_jsonmem_loadb(args, strlen(args), 0, &jerr) : NULL;
         if (!json_is_object(jargs)) {
             /* both providers take the arguments as an object; ones the model produced badly become {} */
             json_decref(jargs);

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonmem.h"
+
 /* ---- request ---- */
 
 /* Gemini's schema dialect (an OpenAPI subset) rejects these JSON-Schema keywords. */
@@ -123,7 +125,7 @@ static int function_response_part(const tg_msg_walker_t *w, const json_t *msgs, 
         return rc;
     }
     json_error_t jerr;
-    json_t *resp = json_loadb(text.data ? text.data : "", text.len, 0, &jerr);
+    json_t *resp = tg_jsonmem_loadb(text.data ? text.data : "", text.len, 0, &jerr); /* budget-safe */
     if (!json_is_object(resp)) {
         /* functionResponse.response must be an object: wrap anything else */
         json_decref(resp);

@@ -68,9 +68,12 @@ static int oa_build_request(const tg_build_in_t *in, const json_t *canon, tg_ups
     if (in->stream) {
         json_t *so = json_object_get(canon, "stream_options");
         json_t *nso = json_is_object(so) ? json_copy(so) : json_object();
-        if (nso == NULL || json_object_set_new(nso, "include_usage", json_true()) != 0 ||
-            json_object_set_new(body, "stream_options", nso) != 0)
+        if (nso == NULL || json_object_set_new(nso, "include_usage", json_true()) != 0) {
+            json_decref(nso); /* not handed to body yet: ours to free */
             rc = TG_ENOMEM;
+        } else if (json_object_set_new(body, "stream_options", nso) != 0) {
+            rc = TG_ENOMEM;
+        }
         if (json_object_set_new(body, "stream", json_true()) != 0)
             rc = TG_ENOMEM;
     } else {

@@ -114,6 +114,14 @@ extern const tg_adapter_t tg_adapter_gemini;
 
 const tg_adapter_t *tg_adapter_for(tg_provider_kind_t kind);
 
+/**
+ * ad->build_request under a memory budget (jsonmem.h): the jansson bytes of the translation may
+ * not exceed TG_JSONMEM_BUILD_FACTOR times the parse budget of an in->raw_len body. Past it,
+ * returns TG_EBODY_TOO_COMPLEX with *out disposed.
+ */
+int tg_prov_build_bounded(const tg_adapter_t *ad, const tg_build_in_t *in, const json_t *canon,
+                          unsigned factor, tg_upstream_req_t *out, tg_error_t *err);
+
 /** Parses a Retry-After value (delta-seconds, or an HTTP date relative to now_unix); -1 if absent/invalid. */
 int64_t tg_parse_retry_after_ms(const char *value, int64_t now_unix);
 
