@@ -66,27 +66,9 @@ sim_bin=$build/gateway/tollgate-sim
 rm -rf "$work"
 mkdir -p "$work"
 
-free_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port"
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$root/bench/lib.sh"
 
-wait_http() { # url pid what
-    local i
-    for ((i = 0; i < 300; i++)); do
-        curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || die "$3 exited (see $work)"
-        sleep 0.1
-    done
-    die "$3 not ready at $1"
-}
 
 say "starting PostgreSQL"
 "$root/tests/pg_tmp.sh" start "$pg_dir" "$pg_port" >/dev/null
@@ -95,9 +77,10 @@ psql -X -q -v ON_ERROR_STOP=1 "host=$pg_sock port=$pg_port user=postgres dbname=
     -c 'CREATE DATABASE tollgate_mem' >/dev/null
 db_url="postgresql:///tollgate_mem?host=$pg_sock&port=$pg_port&user=postgres"
 
-sim_port=$(free_port)
-data_port=$(free_port)
-admin_port=$(free_port)
+sim_port="" data_port="" admin_port=""
+pick_port sim_port
+pick_port data_port
+pick_port admin_port
 sim_url=http://127.0.0.1:$sim_port
 gw_url=http://127.0.0.1:$data_port
 (

@@ -169,31 +169,10 @@ fi
 
 rm -rf "$work"
 mkdir -p "$work"
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$root/bench/lib.sh"
 
-ports_taken=" "
-pick_port() { # VAR: sets VAR to a free port, none that an earlier call picked
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        [[ $ports_taken == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            ports_taken+="$p "
-            printf -v "$1" '%s' "$p"
-            return 0
-        fi
-    done
-    die "no free port"
-}
 
-wait_http() { # url pid what
-    local i
-    for ((i = 0; i < 300; i++)); do
-        curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || die "$3 exited (see $work)"
-        sleep 0.1
-    done
-    die "$3 not ready at $1"
-}
 
 # ---- database, simulator, gateway ------------------------------------------------------------
 say "starting PostgreSQL"

@@ -31,6 +31,7 @@
 #include "http.h"
 #include "log.h"
 #include "server.h"
+#include "server_harness.h"
 #include "upstream.h"
 
 /*
@@ -587,17 +588,6 @@ static int http_do(uint16_t port, const char *method, const char *path, const ch
     return 0;
 }
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void write_config(const char *path, uint16_t data, uint16_t admin, int n_models)
 {
     FILE *f = fopen(path, "w");
@@ -613,40 +603,6 @@ static void write_config(const char *path, uint16_t data, uint16_t admin, int n_
             (unsigned)data, (unsigned)admin,
             n_models > 1 ? ",\"m2\":{\"provider\":\"p\",\"upstream\":\"m2\"}" : "");
     fclose(f);
-}
-
-typedef struct server_thread {
-    const char *path;
-    int rc;
-} server_thread_t;
-
-static void *run_server(void *arg)
-{
-    server_thread_t *st = arg;
-    st->rc = tg_server_run(st->path);
-    return NULL;
-}
-
-/* Reads the log pipe until a line holds `needle` (bounded by poll's timeout per read). */
-static bool log_has(int fd, const char *needle)
-{
-    static char acc[1 << 16];
-    static size_t len;
-    for (int tries = 0; tries < 100; tries++) {
-        if (memmem(acc, len, needle, strlen(needle)) != NULL)
-            return true;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 200) <= 0)
-            continue;
-        ssize_t r = read(fd, acc + len, sizeof(acc) - 1 - len);
-        if (r > 0)
-            len += (size_t)r;
-        if (len > sizeof(acc) / 2) { /* keep the tail only */
-            memmove(acc, acc + len - sizeof(acc) / 4, sizeof(acc) / 4);
-            len = sizeof(acc) / 4;
-        }
-    }
-    return memmem(acc, len, needle, strlen(needle)) != NULL;
 }
 
 static size_t current_models(void)
