@@ -19,7 +19,6 @@
  * piece has been handed over; proceed, the end-of-turn flush and the transfer's end bring it back
  * through tg_call_resume.
  */
-#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,28 +155,6 @@ static bool chunk_substantive(const json_t *chunk)
     return false;
 }
 
-/* A "key":"<at least one character>" member somewhere in p (pass-through chunks, no tree). */
-static bool has_nonempty(const char *p, size_t len, const char *member)
-{
-    size_t mlen = strlen(member);
-    const char *s = p, *end = p + len;
-    while ((s = memmem(s, (size_t)(end - s), member, mlen)) != NULL) {
-        s += mlen;
-        if (s < end && *s != '"')
-            return true;
-    }
-    return false;
-}
-
-/* The same test on a spliced pass-through chunk: a content, refusal or finish_reason string that
- * is not empty, a tool call, or a usage object. */
-static bool raw_substantive(const char *p, size_t len)
-{
-    return has_nonempty(p, len, "\"content\":\"") || has_nonempty(p, len, "\"refusal\":\"") ||
-           has_nonempty(p, len, "\"finish_reason\":\"") || memmem(p, len, "\"tool_calls\":[{", 15) != NULL ||
-           memmem(p, len, "\"usage\":{", 9) != NULL;
-}
-
 /* Before the commit, an opening chunk with nothing for the client waits in `held` (true when it
  * was taken); a full hold commits instead (it cannot fill with opening chunks alone). */
 static bool hold(tg_call_t *c, const char *data, size_t len)
@@ -188,9 +165,9 @@ static bool hold(tg_call_t *c, const char *data, size_t len)
 /* ------------------------------------------------------------------------------ input */
 
 /*
- * What reached the client is counted as it goes (content and tool-call argument characters), so a
- * stream that ends without the provider's usage (cut, drained, the client gone) is still charged
- * for what it delivered (settle.c).
+ * What reached the client is counted as it goes (content, refusal and tool-call argument text; the
+ * pass-through scan counts the bytes of those strings, openai.c), so a stream that ends without the
+ * provider's usage (cut, drained, the client gone) is still charged for what it delivered (settle.c).
  */
 static uint64_t chunk_chars(const json_t *chunk)
 {
@@ -200,27 +177,10 @@ static uint64_t chunk_chars(const json_t *chunk)
     json_array_foreach(choices, i, ch)
     {
         const json_t *delta = json_object_get(ch, "delta"), *tc;
-        n += json_string_length(json_object_get(delta, "content"));
+        n += json_string_length(json_object_get(delta, "content")) +
+             json_string_length(json_object_get(delta, "refusal"));
         json_array_foreach(json_object_get(delta, "tool_calls"), j, tc) n +=
             json_string_length(json_object_get(json_object_get(tc, "function"), "arguments"));
-    }
-    return n;
-}
-
-/* The same for a spliced pass-through event, without a tree: the length of every "content" and
- * "arguments" string value (escapes count as one character). */
-static uint64_t raw_chars(const char *p, size_t len)
-{
-    static const char *const keys[] = {"\"content\":\"", "\"arguments\":\""};
-    uint64_t n = 0;
-    for (size_t k = 0; k < 2; k++) {
-        size_t klen = strlen(keys[k]);
-        const char *s = p, *end = p + len;
-        while ((s = memmem(s, (size_t)(end - s), keys[k], klen)) != NULL) {
-            for (s += klen; s < end && *s != '"'; s++, n++)
-                if (*s == '\\' && s + 1 < end)
-                    s++;
-        }
     }
     return n;
 }
@@ -276,13 +236,13 @@ static int on_sse_event(void *ud, const tg_sse_event_t *ev)
         /* Pass-through chunks are spliced, not parsed and re-serialised (openai.c). */
         bool drop = false;
         tg_buf_reset(&c->scratch);
+        tg_chunk_info_t info = {0};
         int prc = tg_openai_stream_passthrough(c->resp_in.model, ev->data, ev->data_len, c->client_usage,
-                                               &c->scratch, &drop, &c->usage);
+                                               &c->scratch, &drop, &c->usage, &info);
         if (prc == 0) {
             if (drop)
                 return 0;
-            if (!c->committed && !raw_substantive(c->scratch.data, c->scratch.len) &&
-                hold(c, c->scratch.data, c->scratch.len))
+            if (!c->committed && !info.substantive && hold(c, c->scratch.data, c->scratch.len))
                 return 0;
             if (!c->committed)
                 commit_stream(c);
@@ -291,7 +251,7 @@ static int on_sse_event(void *ud, const tg_sse_event_t *ev)
                 c->stream_rc = wrc;
                 return wrc;
             }
-            c->delivered_chars += raw_chars(c->scratch.data, c->scratch.len);
+            c->delivered_chars += info.text_bytes;
             return 0;
         }
     }

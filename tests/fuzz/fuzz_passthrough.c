@@ -104,7 +104,7 @@ static void check_chunk(const char *model, const char *data, size_t len, bool cl
     tg_buf_t out;
     tg_buf_init(&out, OUT_MAX);
     bool drop = false;
-    int frc = tg_openai_stream_passthrough(model, data, len, client_usage, &out, &drop, &fu);
+    int frc = tg_openai_stream_passthrough(model, data, len, client_usage, &out, &drop, &fu, NULL);
     if (frc != 0 && frc != 1)
         disagree("stream fast path error", (const uint8_t *)data, len);
     if (frc == 1 && (out.len != 0 || drop))

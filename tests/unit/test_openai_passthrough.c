@@ -146,7 +146,7 @@ static int check_chunk(const char *what, const char *data, size_t len, bool clie
     tg_buf_t out;
     tg_buf_init(&out, OUT_MAX);
     bool drop = true;
-    int frc = tg_openai_stream_passthrough(model, copy, len, client_usage, &out, &drop, &fu);
+    int frc = tg_openai_stream_passthrough(model, copy, len, client_usage, &out, &drop, &fu, NULL);
     if (frc != 0 && frc != 1) {
         fprintf(stderr, "%s: fast path failed with %d\n", what, frc);
         fail();
@@ -825,7 +825,7 @@ static void test_stream_usage_chunk(void **state)
         tg_buf_init(&out, OUT_MAX);
         bool drop = !cu;
         tg_usage_t u = {0};
-        assert_int_equal(tg_openai_stream_passthrough("gw", d, strlen(d), cu, &out, &drop, &u), 0);
+        assert_int_equal(tg_openai_stream_passthrough("gw", d, strlen(d), cu, &out, &drop, &u, NULL), 0);
         /* usage is read for billing whether or not the client sees it */
         assert_true(u.present);
         assert_int_equal(u.prompt_tokens, 5);
@@ -852,13 +852,54 @@ static void test_stream_usage_chunk(void **state)
     tg_buf_init(&out, OUT_MAX);
     bool drop = true;
     tg_usage_t u = {0};
-    assert_int_equal(tg_openai_stream_passthrough("gw", c, strlen(c), false, &out, &drop, &u), 0);
+    assert_int_equal(tg_openai_stream_passthrough("gw", c, strlen(c), false, &out, &drop, &u, NULL), 0);
     assert_false(drop);
     assert_false(u.present);
     const char *want = "{\"id\":\"c\",\"model\":\"gw\",\"choices\":[],\"object\":\"chat.completion.chunk\"}";
     assert_int_equal(out.len, strlen(want));
     assert_memory_equal(out.data, want, out.len);
     tg_buf_dispose(&out);
+}
+
+/* What a chunk delivers, noted by the scan: the text bytes a cut stream is charged on, and whether
+ * the chunk is more than an opening (relay.c holds openings until the first real chunk). */
+static void test_stream_chunk_info(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *choices;
+        uint64_t text;
+        bool substantive;
+    } cases[] = {
+        {"[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]", 0,
+         false},
+        {"[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]", 5, true},
+        {"[{\"index\":0,\"delta\":{\"content\":\"a\\\"b\"},\"finish_reason\":null}]", 4, true},
+        {"[{\"index\":0,\"delta\":{\"refusal\":\"no\"},\"finish_reason\":null}]", 2, true},
+        {"[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]", 0, true},
+        {"[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"f\",\"arguments\":"
+         "\"\"}}]}}]",
+         0, true},
+        {"[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"x\\\":1}"
+         "\"}}]}}]",
+         9, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char d[512];
+        snprintf(d, sizeof(d),
+                 "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":%s}",
+                 cases[i].choices);
+        tg_buf_t out;
+        tg_buf_init(&out, OUT_MAX);
+        bool drop = true;
+        tg_usage_t u = {0};
+        tg_chunk_info_t info = {.text_bytes = 99, .substantive = !cases[i].substantive};
+        assert_int_equal(tg_openai_stream_passthrough("gw", d, strlen(d), false, &out, &drop, &u, &info), 0);
+        assert_false(drop);
+        assert_int_equal(info.text_bytes, cases[i].text);
+        assert_int_equal(info.substantive, cases[i].substantive);
+        tg_buf_dispose(&out);
+    }
 }
 
 /* A whole stream through both paths ends with the same billed usage. */
@@ -896,6 +937,7 @@ int main(void)
         cmocka_unit_test(test_req_fixtures_and_seeds),
         cmocka_unit_test(test_req_edges),
         cmocka_unit_test(test_string_scan_offsets),
+        cmocka_unit_test(test_stream_chunk_info),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

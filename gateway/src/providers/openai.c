@@ -167,13 +167,33 @@ typedef struct pt_val {
 typedef struct pt {
     const unsigned char *p, *end;
     int depth;
-    bool unsure; /* valid as far as we know, but let jansson decide */
+    bool unsure;           /* valid as far as we know, but let jansson decide */
+    tg_chunk_info_t *info; /* when set: what a stream chunk carries for the client */
 } pt_t;
 
 /* Called for each member of the object being scanned (top level only). */
 typedef void (*pt_member_fn)(void *ud, const char *key, size_t klen, bool kesc, const pt_val_t *v);
 
 static int pt_value(pt_t *s, pt_val_t *v, pt_member_fn fn, void *ud);
+
+/*
+ * What a stream delivers, noted where the scan already is (any depth): the bytes of "content",
+ * "refusal" and "arguments" strings (escapes included; relay.c charges a cut stream on them), and
+ * whether the chunk is more than an opening (a non-empty one of those, a finish reason, a tool call).
+ */
+static void pt_note_chunk_member(tg_chunk_info_t *info, const char *key, size_t kl, const pt_val_t *v)
+{
+    if (v->type == 's' && ((kl == 7 && (memcmp(key, "content", 7) == 0 || memcmp(key, "refusal", 7) == 0)) ||
+                           (kl == 9 && memcmp(key, "arguments", 9) == 0))) {
+        uint64_t n = (uint64_t)(v->end - v->start) - 2;
+        info->text_bytes += n;
+        info->substantive |= n > 0;
+    } else if (kl == 13 && v->type == 's' && memcmp(key, "finish_reason", 13) == 0) {
+        info->substantive = true;
+    } else if (kl == 10 && v->type == 'a' && memcmp(key, "tool_calls", 10) == 0 && v->end - v->start > 2) {
+        info->substantive = true; /* "[ ]" cannot reach here: the provider's arrays are compact */
+    }
+}
 
 static void pt_ws(pt_t *s)
 {
@@ -384,6 +404,8 @@ static int pt_container(pt_t *s, pt_val_t *v, pt_member_fn fn, void *ud)
         }
         if (pt_value(s, &val, NULL, NULL) != 0)
             return -1;
+        if (obj && s->info != NULL && !key.esc)
+            pt_note_chunk_member(s->info, key.start + 1, (size_t)(key.end - key.start) - 2, &val);
         if (obj && fn != NULL)
             fn(ud, key.start + 1, (size_t)(key.end - key.start) - 2, key.esc, &val);
         pt_ws(s);
@@ -426,9 +448,10 @@ static int pt_value(pt_t *s, pt_val_t *v, pt_member_fn fn, void *ud)
 }
 
 /* Scans the complete text [p, end) as one value; members of a top-level object go to fn. */
-static int pt_document(const char *p, const char *end, pt_val_t *v, pt_member_fn fn, void *ud, bool *unsure)
+static int pt_document(const char *p, const char *end, pt_val_t *v, pt_member_fn fn, void *ud, bool *unsure,
+                       tg_chunk_info_t *info)
 {
-    pt_t s = {.p = (const unsigned char *)p, .end = (const unsigned char *)end};
+    pt_t s = {.p = (const unsigned char *)p, .end = (const unsigned char *)end, .info = info};
     pt_ws(&s);
     int rc = pt_value(&s, v, fn, ud);
     pt_ws(&s);
@@ -514,8 +537,8 @@ int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, 
     memset(&top, 0, sizeof(top));
     pt_val_t root;
     bool unsure;
-    if (body == NULL || pt_document(body, body + len, &root, pt_top_member, &top, &unsure) != 0 || unsure ||
-        root.type != 'o')
+    if (body == NULL || pt_document(body, body + len, &root, pt_top_member, &top, &unsure, NULL) != 0 ||
+        unsure || root.type != 'o')
         return 1;
     if (top.error || top.escaped_key || top.n_model != 1 || top.model.type != 's' || top.model.esc ||
         top.n_object != 1 || top.object.type != 's' || top.n_choices != 1 || top.choices.type != 'a' ||
@@ -526,10 +549,10 @@ int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, 
     if (top.n_usage == 1 && top.usage.type == 'o') {
         pt_val_t v;
         /* the spans were validated above: these re-scans of small pieces cannot fail */
-        if (pt_document(top.usage.start, top.usage.end, &v, pt_usage_member, &u, &unsure) != 0)
+        if (pt_document(top.usage.start, top.usage.end, &v, pt_usage_member, &u, &unsure, NULL) != 0)
             return 1;
         if (u.have_details &&
-            pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure) != 0)
+            pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure, NULL) != 0)
             return 1;
         if (u.escaped_key)
             return 1;
@@ -591,16 +614,18 @@ static bool pt_array_empty(const pt_val_t *v)
  * removed, the usage chunk hidden from a client that did not ask for it.
  */
 int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
-                                 tg_buf_t *out, bool *drop, tg_usage_t *usage)
+                                 tg_buf_t *out, bool *drop, tg_usage_t *usage, tg_chunk_info_t *info)
 {
     static const char chunk_obj[] = "\"chat.completion.chunk\"";
+    tg_chunk_info_t ci = {0};
     pt_top_t top;
     memset(&top, 0, sizeof(top));
     pt_val_t root;
     bool unsure;
     *drop = false;
     if (data == NULL || model == NULL ||
-        pt_document(data, data + len, &root, pt_top_member, &top, &unsure) != 0 || unsure || root.type != 'o')
+        pt_document(data, data + len, &root, pt_top_member, &top, &unsure, &ci) != 0 || unsure ||
+        root.type != 'o')
         return 1;
     if (top.error || top.escaped_key || top.n_model != 1 || top.model.type != 's' || top.model.esc ||
         top.n_object != 1 || (size_t)(top.object.end - top.object.start) != sizeof(chunk_obj) - 1 ||
@@ -617,10 +642,10 @@ int tg_openai_stream_passthrough(const char *model, const char *data, size_t len
         pt_usage_t u;
         pt_val_t v;
         memset(&u, 0, sizeof(u));
-        if (pt_document(top.usage.start, top.usage.end, &v, pt_usage_member, &u, &unsure) != 0)
+        if (pt_document(top.usage.start, top.usage.end, &v, pt_usage_member, &u, &unsure, NULL) != 0)
             return 1;
         if (u.have_details &&
-            pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure) != 0)
+            pt_document(u.details.start, u.details.end, &v, pt_cached_member, &u, &unsure, NULL) != 0)
             return 1;
         if (u.escaped_key)
             return 1;
@@ -662,6 +687,10 @@ int tg_openai_stream_passthrough(const char *model, const char *data, size_t len
         } else {
             rc |= tg_buf_append(out, me, (size_t)(end - me));
         }
+    }
+    if (rc == 0 && info != NULL) {
+        ci.substantive |= has_usage;
+        *info = ci;
     }
     return rc != 0 ? TG_ETOO_LARGE : 0;
 }
@@ -888,7 +917,7 @@ int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *
     pt_val_t root;
     bool unsure;
     int rc = tg_buf_append(&out, "{", 1);
-    if (pt_document(in->raw, in->raw + in->raw_len, &root, rq_top_member, &r, &unsure) != 0 || unsure ||
+    if (pt_document(in->raw, in->raw + in->raw_len, &root, rq_top_member, &r, &unsure, NULL) != 0 || unsure ||
         root.type != 'o' || r.escaped_key)
         goto decline;
     rc |= tg_buf_append(&out, r.first ? "\"model\":\"" : ",\"model\":\"", r.first ? 9 : 10);
@@ -900,8 +929,8 @@ int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *
             /* the client's other stream options go along; include_usage is tollgate's */
             rq_scan_t so = {.out = &out, .first = true, .skip = "include_usage"};
             pt_val_t v;
-            if (pt_document(r.stream_options.start, r.stream_options.end, &v, rq_so_member, &so, &unsure) !=
-                    0 ||
+            if (pt_document(r.stream_options.start, r.stream_options.end, &v, rq_so_member, &so, &unsure,
+                            NULL) != 0 ||
                 unsure || so.escaped_key)
                 goto decline;
             if (so.failed || (!so.first && tg_buf_append(&out, ",", 1) != 0))

@@ -238,10 +238,17 @@ TG_MUST_CHECK int tg_prov_walk_content(const tg_msg_walker_t *w, const json_t *c
  *  bytes already are it), 1 declined (use parse_response), < 0 a TG_E* code. usage is filled on 0. */
 int tg_openai_passthrough(const tg_resp_in_t *in, const char *body, size_t len, tg_buf_t *out, bool *same,
                           tg_usage_t *usage);
+/** What one stream chunk carries for the client, noted by the pass-through scan. */
+typedef struct tg_chunk_info {
+    uint64_t text_bytes; /* bytes of its "content", "refusal" and "arguments" strings, escapes included */
+    bool substantive;    /* more than an opening: text, a tool call, a finish reason or usage */
+} tg_chunk_info_t;
+
 /** One SSE data payload: 0 handled (out holds the chunk the client must see, or *drop says there is
- *  none), 1 declined (use stream_event), < 0 a TG_E* code. client_usage: the client asked for usage. */
+ *  none), 1 declined (use stream_event), < 0 a TG_E* code. client_usage: the client asked for usage.
+ *  info (may be NULL) is filled on 0 when the chunk is not dropped. */
 int tg_openai_stream_passthrough(const char *model, const char *data, size_t len, bool client_usage,
-                                 tg_buf_t *out, bool *drop, tg_usage_t *usage);
+                                 tg_buf_t *out, bool *drop, tg_usage_t *usage, tg_chunk_info_t *info);
 /** The upstream body of a pass-through request from in->raw: the client's members as sent, with
  *  "model" set to in->upstream_model, "models" removed, and "stream"/"stream_options" as
  *  build_request sets them. 0 served (*body is malloc'd, *len its length), 1 declined (in->raw is
