@@ -1,6 +1,5 @@
 /*
- * pgpool.c - async libpq connections in pipeline mode on an h2o loop, see pgpool.h
- * and c-stack.md 4.1.
+ * pgpool.c - async libpq connections in pipeline mode on an h2o loop, see pgpool.h.
  *
  * Every job is one PQsendQueryParams followed by its own PQpipelineSync, so
  * a failing query aborts only itself, never its neighbours. Jobs sit in a

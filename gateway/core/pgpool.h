@@ -1,6 +1,6 @@
 /*
  * pgpool.h - a small pool of async libpq connections in pipeline mode, on a
- * worker's h2o loop (c-stack.md 4.1).
+ * worker's h2o loop (each connection's socket watched by the loop, never a blocking call).
  *
  * Each query is PQsendQueryParams + PQpipelineSync; results come back in FIFO
  * order. Nothing here waits on the database: a frozen or unreachable server

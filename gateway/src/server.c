@@ -20,7 +20,7 @@
  * ends (it covers upstream work that could outlive the request, such as usage settlement).
  *
  * Routing: one handler on "/" per host routes on method and path itself; h2o's prefix matching
- * with first-registered-wins is easy to get wrong (c-stack.md 1.4).
+ * with first-registered-wins is easy to get wrong.
  */
 #define _GNU_SOURCE
 #include "server.h"

@@ -3,7 +3,7 @@
  *
  * Readiness: curl's sockets live in a private epoll set; only that set's fd is registered in
  * h2o's loop (DONT_READ: h2o reports readiness and never reads it), so there are no per-socket h2o
- * objects and no fd ownership questions (c-stack.md 3.2, variant 1).
+ * objects and no fd ownership questions.
  *
  * Idle connections stay registered. curl says CURL_POLL_REMOVE when a transfer ends and its
  * connection goes back to the cache, and asks for the socket again when the next transfer reuses

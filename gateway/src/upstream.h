@@ -3,7 +3,7 @@
  *
  * One tg_upstream_t per worker thread: one CURLM whose sockets live in a
  * private epoll set registered once in h2o's loop, and whose timer is a
- * single h2o timeout entry with an absolute deadline (c-stack.md 3.2, 3.3).
+ * core deadline (deadline.h).
  * Connections are reused through the multi handle's cache. A transfer has
  * four timeouts: connect, first byte, idle between chunks, total.
  *
