@@ -27,6 +27,9 @@
 #include "deadline.h"
 #include "log.h"
 
+/* Process-wide counts for /metrics (core registers no metric: metrics.c reads them). */
+static _Atomic uint64_t g_timed_out, g_refused, g_connect_timeouts;
+
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -240,6 +243,7 @@ static void pg_on_timer(tg_deadline_t *d)
         break;
     case PG_CONNECTING:
         TG_LOG(TG_LOG_WARN, "db_connect_timeout", TG_KV_INT("timeout_ms", c->pool->connect_timeout_ms));
+        atomic_fetch_add_explicit(&g_connect_timeouts, 1, memory_order_relaxed);
         pg_reset(c, "database connection failed");
         break;
     case PG_READY:
@@ -254,6 +258,7 @@ static void pg_on_job_deadline(tg_deadline_t *d)
     pg_conn_t *c = j->conn;
     TG_LOG(TG_LOG_WARN, "db_job_timeout", TG_KV_INT("timeout_ms", c->pool->job_timeout_ms),
            TG_KV_INT("jobs_failed", c->inflight));
+    atomic_fetch_add_explicit(&g_timed_out, 1, memory_order_relaxed);
     pg_reset(c, "database job timed out");
 }
 
@@ -411,14 +416,18 @@ unsigned tg_pgpool_queued(const tg_pgpool_t *p)
 int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *const *values, tg_pg_cb cb,
                     void *arg)
 {
-    if (p == NULL || p->queued >= p->max_queue)
+    if (p == NULL || p->queued >= p->max_queue) {
+        atomic_fetch_add_explicit(&g_refused, 1, memory_order_relaxed);
         return TG_EDB_UNAVAILABLE; /* a full queue would only wait on a database that is behind */
+    }
     pg_conn_t *best = NULL;
     for (unsigned i = 0; i < p->n; i++)
         if (p->conns[i].state == PG_READY && (best == NULL || p->conns[i].inflight < best->inflight))
             best = &p->conns[i];
-    if (best == NULL)
+    if (best == NULL) {
+        atomic_fetch_add_explicit(&g_refused, 1, memory_order_relaxed);
         return TG_EDB_UNAVAILABLE;
+    }
     pg_job_t *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return TG_ENOMEM;
@@ -454,4 +463,11 @@ int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *co
         pg_arm_timer(best, 0);
     }
     return 0;
+}
+
+void tg_pgpool_counts(tg_pgpool_counts_t *out)
+{
+    out->jobs_timed_out = atomic_load_explicit(&g_timed_out, memory_order_relaxed);
+    out->jobs_refused = atomic_load_explicit(&g_refused, memory_order_relaxed);
+    out->connect_timeouts = atomic_load_explicit(&g_connect_timeouts, memory_order_relaxed);
 }

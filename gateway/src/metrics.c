@@ -12,6 +12,7 @@
 #include "metrics.h"
 
 #include "log.h"
+#include "pgpool.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -354,6 +355,23 @@ int tg_metrics_render(tg_buf_t *out)
                 rc = tg_buf_append_str(out, "\n");
         }
     }
+    /* pgpool, a core primitive too: the database path's failures, which never block a request */
+    tg_pgpool_counts_t pg;
+    tg_pgpool_counts(&pg);
+    if (rc == 0)
+        rc = tg_buf_appendf(
+            out,
+            "# HELP tollgate_db_jobs_failed_total Database jobs failed without waiting: past their "
+            "deadline, or refused (queue full, no connection)\n"
+            "# TYPE tollgate_db_jobs_failed_total counter\n"
+            "tollgate_db_jobs_failed_total{reason=\"timeout\"} %llu\n"
+            "tollgate_db_jobs_failed_total{reason=\"refused\"} %llu\n"
+            "# HELP tollgate_db_connect_timeouts_total Database connection attempts past their "
+            "deadline\n"
+            "# TYPE tollgate_db_connect_timeouts_total counter\n"
+            "tollgate_db_connect_timeouts_total %llu\n",
+            (unsigned long long)pg.jobs_timed_out, (unsigned long long)pg.jobs_refused,
+            (unsigned long long)pg.connect_timeouts);
     /* log.c is a core primitive and registers nothing: its drop count is read here */
     if (rc == 0)
         rc = tg_buf_appendf(out,

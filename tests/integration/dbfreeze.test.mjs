@@ -230,6 +230,8 @@ test('PostgreSQL frozen: cached keys served, uncached 503 db_unavailable with Re
             assert.match(b.headers.get('retry-after') || '', /^[1-9]\d*$/, 'Retry-After in whole seconds');
         }
         await inst.gateway.waitOutput(/"event":"db_job_timeout"/, 'the log to say a database job reached its deadline');
+        const m = (await req(inst.adminUrl, 'GET', '/metrics')).text;
+        assert.ok(metricValue(m, 'tollgate_db_jobs_failed_total', { reason: 'timeout' }) >= 1, 'the deadline is counted in /metrics');
         // The admin API's database reads take the same path; liveness does not depend on the database.
         const ev = await fetch(`${inst.adminUrl}/admin/v1/failover-events?limit=1`, { signal: AbortSignal.timeout(30000) });
         const evBody = await ev.json();

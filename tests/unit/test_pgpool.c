@@ -207,6 +207,8 @@ static void test_deadline_slow_query(void **state)
     /* A answers only after 600 s (RUN_UNTIL gives up after 30): only its deadline can end it. B
      * shares A's pipeline and goes down with the connection. */
     result_t a = {0}, b = {0};
+    tg_pgpool_counts_t before, after;
+    tg_pgpool_counts(&before);
     assert_int_equal(tg_pgpool_query(p, "SELECT 'late' FROM pg_sleep(600)", 0, NULL, on_result, &a), 0);
     assert_int_equal(tg_pgpool_query(p, "SELECT 'b'", 0, NULL, on_result, &b), 0);
     assert_int_equal(tg_pgpool_queued(p), 3 - 1); /* pid1 has left the queue */
@@ -214,6 +216,8 @@ static void test_deadline_slow_query(void **state)
     assert_int_equal(a.fired, 1);
     assert_false(a.ok);
     assert_string_equal(a.err, "database job timed out");
+    tg_pgpool_counts(&after);
+    assert_int_equal(after.jobs_timed_out, before.jobs_timed_out + 1); /* /metrics sees it */
     assert_int_equal(b.fired, 1); /* behind A in the closed pipeline: failed with it, not later */
     assert_false(b.ok);
     assert_int_equal(tg_pgpool_queued(p), 0);
@@ -299,7 +303,11 @@ static void test_queue_cap(void **state)
         assert_int_equal(tg_pgpool_query(p, "SELECT 1", 0, NULL, on_result, &r[i]), 0);
     assert_int_equal(tg_pgpool_queued(p), 3);
     /* the fourth is refused at once, without a callback, before the loop runs again */
+    tg_pgpool_counts_t before, after;
+    tg_pgpool_counts(&before);
     assert_int_equal(tg_pgpool_query(p, "SELECT 1", 0, NULL, on_result, &r[3]), TG_EDB_UNAVAILABLE);
+    tg_pgpool_counts(&after);
+    assert_int_equal(after.jobs_refused, before.jobs_refused + 1);
     RUN_UNTIL(r[0].fired && r[1].fired && r[2].fired);
     assert_int_equal(r[3].fired, 0);
     /* answered jobs free their places */
