@@ -214,10 +214,12 @@ static void stop_work(tg_call_t *c)
 
 void tg_call_gone(tg_call_t *c)
 {
-    if (tg_pipeline_done(&c->pipe))
-        return;
+    /* Whatever the stage: the h2o request is gone or going (a drained stream may still have been
+     * writing its last piece), so nothing may touch it again, and nothing is left to run. */
     c->req = NULL;
     stop_work(c);
+    if (tg_pipeline_done(&c->pipe))
+        return;
     tg_call_ref(c);
     tg_pipeline_gone(&c->pipe);
     tg_call_unref(c);
