@@ -86,7 +86,10 @@ static void record_failure(tg_call_t *c, const tg_classified_t *cls)
 {
     uint64_t lat = tg_now_us() - c->attempt_start_us;
     c->attempt_open = false;
-    tg_plan_record(&c->plan, tg_now_ms(), cls, lat); /* also observes the attempt histogram */
+    /* the planner's next step reads the same clock: a millisecond tick between the two would cut
+     * a Retry-After wait short by one */
+    c->record_ms = tg_now_ms();
+    tg_plan_record(&c->plan, c->record_ms, cls, lat); /* also observes the attempt histogram */
     TG_LOG(TG_LOG_WARN, "upstream_attempt_failed", TG_KV_STR("request_id", c->request_id),
            TG_KV_STR("target", c->target->target_key), TG_KV_STR("outcome", tg_outcome_name(cls->cls)),
            TG_KV_STR("reason", cls->reason), TG_KV_INT("http_status", cls->status),
@@ -292,7 +295,11 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target, uint32_t fi
 int tg_stage_attempt(void *call)
 {
     tg_call_t *c = call;
-    tg_step_t step = tg_plan_next(&c->plan, tg_now_ms());
+    /* right after a failure (the same synchronous chain) the plan is asked at the failure's time;
+     * after a wait, or for the first attempt, at the present */
+    uint64_t now = c->record_ms != 0 ? c->record_ms : tg_now_ms();
+    c->record_ms = 0;
+    tg_step_t step = tg_plan_next(&c->plan, now);
     switch (step.kind) {
     case TG_STEP_ATTEMPT:
         note_new_recs(c);
@@ -316,6 +323,7 @@ int tg_stage_attempt(void *call)
 static void on_wait_done(tg_deadline_t *d)
 {
     tg_call_t *c = H2O_STRUCT_FROM_MEMBER(tg_call_t, wait_due, d);
+    c->record_ms = 0;
     tg_plan_waited(&c->plan, c->wait_ms);
     tg_call_resume(c, TG_STAGE_ATTEMPT, 0);
 }

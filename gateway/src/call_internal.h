@@ -72,9 +72,10 @@ typedef struct tg_call {
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;
-    size_t recs_seen; /* plan records already turned into route comments */
-    bool events_done; /* the plan's failover events were emitted */
-    bool plan_failed; /* the plan ended without serving: the answer is worded from it */
+    size_t recs_seen;   /* plan records already turned into route comments */
+    uint64_t record_ms; /* when the last failure was recorded: the clock of the next ATTEMPT (0 none) */
+    bool events_done;   /* the plan's failover events were emitted */
+    bool plan_failed;   /* the plan ended without serving: the answer is worded from it */
 
     /* HTTP/1 hang-up detection before the answer starts (call.c) */
     h2o_timeout_entry_t poll_entry;
