@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # bench/lib.sh - helpers the bench scripts share (run.sh, mem.sh), sourced after they define
 # say/die and $work: a free loopback port that no earlier call handed out, and a bounded wait for
-# an HTTP endpoint of a process that must stay alive meanwhile.
+# an HTTP endpoint of a process that must stay alive meanwhile, and a throwaway PostgreSQL.
 
 ports_taken=" "
 pick_port() { # VAR: sets VAR to a free port, none that an earlier call picked
@@ -26,4 +26,14 @@ wait_http() { # url pid what
         sleep 0.1
     done
     die "$3 not ready at $1"
+}
+
+start_pg() { # DBNAME VAR: a throwaway cluster in $pg_dir on $pg_port (its socket dir in pg_sock), a
+    # database in it, and that database's URL in VAR
+    say "starting PostgreSQL"
+    "$root/tests/pg_tmp.sh" start "$pg_dir" "$pg_port" >/dev/null
+    pg_sock=$(cat "$pg_dir/socket_dir")
+    psql -X -q -v ON_ERROR_STOP=1 "host=$pg_sock port=$pg_port user=postgres dbname=postgres" \
+        -c "CREATE DATABASE $1" >/dev/null
+    printf -v "$2" '%s' "postgresql:///$1?host=$pg_sock&port=$pg_port&user=postgres"
 }

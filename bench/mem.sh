@@ -70,12 +70,7 @@ mkdir -p "$work"
 . "$root/bench/lib.sh"
 
 
-say "starting PostgreSQL"
-"$root/tests/pg_tmp.sh" start "$pg_dir" "$pg_port" >/dev/null
-pg_sock=$(cat "$pg_dir/socket_dir")
-psql -X -q -v ON_ERROR_STOP=1 "host=$pg_sock port=$pg_port user=postgres dbname=postgres" \
-    -c 'CREATE DATABASE tollgate_mem' >/dev/null
-db_url="postgresql:///tollgate_mem?host=$pg_sock&port=$pg_port&user=postgres"
+start_pg tollgate_mem db_url
 
 sim_port="" data_port="" admin_port=""
 pick_port sim_port

@@ -175,12 +175,7 @@ mkdir -p "$work"
 
 
 # ---- database, simulator, gateway ------------------------------------------------------------
-say "starting PostgreSQL"
-"$root/tests/pg_tmp.sh" start "$pg_dir" "$pg_port" >/dev/null
-pg_sock=$(cat "$pg_dir/socket_dir")
-psql -X -q -v ON_ERROR_STOP=1 "host=$pg_sock port=$pg_port user=postgres dbname=postgres" \
-    -c 'CREATE DATABASE tollgate_bench' >/dev/null
-db_url="postgresql:///tollgate_bench?host=$pg_sock&port=$pg_port&user=postgres"
+start_pg tollgate_bench db_url
 
 sim_port='' relay_port='' floor_port='' nginx_port='' data_port='' admin_port='' base_data_port='' base_admin_port=''
 for v in sim_port relay_port floor_port nginx_port data_port admin_port base_data_port base_admin_port; do

@@ -143,20 +143,12 @@ function freshRequest(base, key) {
  */
 async function chat(inst, key, model) {
     const t = Date.now();
-    const res = await fetch(`${inst.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ model, messages: [{ role: 'user', content: 'dbfreeze' }] }),
+    const r = await req(inst.url, 'POST', '/v1/chat/completions', {
+        key,
+        body: { model, messages: [{ role: 'user', content: 'dbfreeze' }] },
         signal: AbortSignal.timeout(30000),
     });
-    const text = await res.text();
-    let json = null;
-    try {
-        json = JSON.parse(text);
-    } catch {
-        json = null;
-    }
-    return { status: res.status, headers: res.headers, text, json, ms: Date.now() - t };
+    return { ...r, ms: Date.now() - t };
 }
 
 async function psqlRows(conninfo, sql) {

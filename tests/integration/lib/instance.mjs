@@ -228,8 +228,9 @@ export async function startInstance(make, { tenant = 'lifecycle-test', simThread
     throw lastErr || new Error('could not start the instance');
 }
 
-/** fetch against an instance: {status, headers, text, json}. path is relative to base. */
-export async function req(base, method, path, { body, key, headers = {} } = {}) {
+/** fetch against an instance: {status, headers, text, json}. path is relative to base; signal bounds
+ *  the wait (AbortSignal.timeout) where a test must fail rather than hang. */
+export async function req(base, method, path, { body, key, headers = {}, signal } = {}) {
     const h = { ...headers };
     if (key) h.authorization = `Bearer ${key}`;
     if (body !== undefined) h['content-type'] = 'application/json';
@@ -237,6 +238,7 @@ export async function req(base, method, path, { body, key, headers = {} } = {}) 
         method,
         headers: h,
         ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+        signal,
     });
     const text = await res.text();
     let json = null;
