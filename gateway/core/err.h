@@ -47,7 +47,15 @@
       "upstream stream ended before completion")                                                          \
     X(-23, CLIENT_CLOSED, "client_closed", 499, "invalid_request_error", "client closed the request")     \
     X(-24, BODY_TOO_COMPLEX, "request_too_complex", 413, "invalid_request_error",                         \
-      "request body needs more memory than its size allows")
+      "request body needs more memory than its size allows")                                              \
+    X(-25, MODEL_NOT_ALLOWED, "model_not_allowed", 403, "permission_error",                               \
+      "this API key may not use the requested model")                                                     \
+    X(-26, TENANT_SUSPENDED, "tenant_suspended", 403, "permission_error", "the tenant is suspended")      \
+    X(-27, KEY_EXPIRED, "key_expired", 401, "authentication_error", "API key has expired")                \
+    X(-28, ZERO_RETENTION_UNAVAILABLE, "zero_retention_unavailable", 422, "invalid_request_error",        \
+      "no target of this request can serve it under zero retention")                                     \
+    X(-29, BYOK_REJECTED, "byok_key_rejected", 400, "invalid_request_error",                              \
+      "the provider refused the tenant's own API key")
 /* clang-format on */
 
 typedef enum {

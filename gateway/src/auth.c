@@ -25,12 +25,29 @@
 #include "log.h"
 
 #define SHARDS       16
-#define SLOTS        1024 /* per shard: 16k entries in all */
+#define SLOTS        512 /* per shard: 8k entries in all (an entry is about 1.2 KiB) */
 #define PROBE_WINDOW 8
 #define KEY_PREFIX   "tg_"
-#define TG_KEY_SQL                                                                           \
-    "SELECT k.id, k.tenant_id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id " \
-    "WHERE k.key_hash = decode($1,'hex') AND k.revoked_at IS NULL"
+/* One query reads everything the request path needs about a key: its tenant, the tenant's policy
+ * with the key's overrides, and the providers the tenant has its own key for (served by the unique
+ * index on api_keys.key_hash and the primary keys of the others). A NULL list column means "no
+ * restriction"; an empty one (an intersection with nothing in common) allows nothing. */
+#define TG_KEY_SQL                                                                                      \
+    "WITH k AS (SELECT k.*, tollgate_models_and(tollgate_models_and(tp.allowed_models, kp.allowed_models), " \
+    "k.allowed_models) AS models, tp.byok_fallback, COALESCE(kp.max_tokens, tp.max_tokens) AS max_tokens, " \
+    "tp.rpm, tp.tpm, COALESCE(kp.key_rpm, tp.key_rpm) AS key_rpm, COALESCE(kp.key_tpm, tp.key_tpm) AS key_tpm " \
+    "FROM api_keys k LEFT JOIN policies tp ON tp.tenant_id = k.tenant_id AND tp.key_id IS NULL "      \
+    "LEFT JOIN policies kp ON kp.tenant_id = k.tenant_id AND kp.key_id = k.id "                       \
+    "WHERE k.key_hash = decode($1,'hex') AND k.revoked_at IS NULL) "                                  \
+    "SELECT k.id, k.tenant_id, t.name, t.status = 'suspended', "                                        \
+    "COALESCE((extract(epoch FROM k.expires_at) * 1000)::bigint, 0), t.zero_retention, "               \
+    "COALESCE(k.byok_fallback, true), k.models IS NOT NULL, "                                           \
+    "COALESCE((SELECT string_agg(m || E'\\n', '') FROM unnest(k.models) m), ''), "                      \
+    "COALESCE(k.max_tokens, 0), COALESCE(k.rpm, 0), COALESCE(k.key_rpm, 0), COALESCE(k.tpm, 0), "       \
+    "COALESCE(k.key_tpm, 0), COALESCE((SELECT string_agg(c.provider || E'\\n', '' ORDER BY c.provider) " \
+    "FROM provider_credentials c WHERE c.tenant_id = k.tenant_id), '') "                                \
+    "FROM k JOIN tenants t ON t.id = k.tenant_id"
+#define TG_KEY_COLUMNS 15
 
 typedef struct entry {
     uint8_t hash[32];
@@ -231,24 +248,69 @@ static void copy_name(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
+/* Copies a '\n'-terminated list column; false when it does not fit (the schema bounds it). */
+static bool copy_list(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+static uint64_t col_u64(const PGresult *res, int col)
+{
+    long long v = strtoll(PQgetvalue(res, 0, col), NULL, 10);
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+static bool col_bool(const PGresult *res, int col)
+{
+    return PQgetvalue(res, 0, col)[0] == 't';
+}
+
+/* Fills p from the lookup's row; false when a column is out of the bounds the schema promises. */
+static bool principal_of_row(const PGresult *res, tg_principal_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->key_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    p->tenant_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    copy_name(p->tenant_name, sizeof(p->tenant_name), PQgetvalue(res, 0, 2));
+    p->suspended = col_bool(res, 3);
+    p->expires_unix_ms = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+    tg_policy_t *pol = &p->policy;
+    pol->zero_retention = col_bool(res, 5);
+    pol->byok_fallback = col_bool(res, 6);
+    pol->has_models = col_bool(res, 7);
+    uint64_t max_tokens = col_u64(res, 9), rpm = col_u64(res, 10), key_rpm = col_u64(res, 11);
+    pol->max_tokens = max_tokens > UINT32_MAX ? UINT32_MAX : (uint32_t)max_tokens;
+    pol->rpm = rpm > UINT32_MAX ? UINT32_MAX : (uint32_t)rpm;
+    pol->key_rpm = key_rpm > UINT32_MAX ? UINT32_MAX : (uint32_t)key_rpm;
+    pol->tpm = col_u64(res, 12);
+    pol->key_tpm = col_u64(res, 13);
+    return copy_list(pol->models, sizeof(pol->models), PQgetvalue(res, 0, 8)) &&
+           copy_list(p->byok, sizeof(p->byok), PQgetvalue(res, 0, 14));
+}
+
 static void on_key_row(void *arg, const PGresult *res, const char *errmsg)
 {
     lookup_t *l = arg;
     (void)errmsg; /* may quote the query's parameter (the hash): not logged */
+    tg_principal_t p;
     if (res == NULL) {
         TG_LOG(TG_LOG_WARN, "auth_lookup_failed", TG_KV_STR("reason", "database error"));
         l->cb(l->arg, TG_EDB_UNAVAILABLE, NULL);
-    } else if (PQntuples(res) == 0 || PQnfields(res) < 3) {
+    } else if (PQntuples(res) == 0 || PQnfields(res) < TG_KEY_COLUMNS) {
         if (l->ttl_ms != 0) {
             uint32_t neg = l->ttl_ms < TG_AUTH_NEGATIVE_TTL_MS ? l->ttl_ms : TG_AUTH_NEGATIVE_TTL_MS;
             TG_IGNORE_RESULT(tg_auth_cache_put_gen(l->hash, NULL, l->now_ms + neg, l->gen));
         }
         l->cb(l->arg, TG_EUNAUTHENTICATED, NULL);
+    } else if (!principal_of_row(res, &p)) {
+        /* a list longer than the schema allows: refuse rather than act on half a policy */
+        TG_LOG(TG_LOG_ERROR, "auth_policy_unreadable", TG_KV_INT("tenant_id", p.tenant_id));
+        l->cb(l->arg, TG_EINTERNAL, NULL);
     } else {
-        tg_principal_t p = {0};
-        p.key_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        p.tenant_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-        copy_name(p.tenant_name, sizeof(p.tenant_name), PQgetvalue(res, 0, 2));
         /* Not cached when a clear overtook the query (false: nothing to undo). The caller still
          * gets the row: its request came before the change. */
         if (l->ttl_ms != 0)
@@ -257,6 +319,37 @@ static void on_key_row(void *arg, const PGresult *res, const char *errmsg)
     }
     sodium_memzero(l->hash, sizeof(l->hash));
     free(l);
+}
+
+bool tg_name_listed(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0)
+        return false;
+    for (const char *p = list; *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+        if (len == n && memcmp(p, name, n) == 0)
+            return true;
+        if (nl == NULL)
+            break;
+        p = nl + 1;
+    }
+    return false;
+}
+
+bool tg_policy_allows_model(const tg_policy_t *pol, const char *name)
+{
+    return !pol->has_models || tg_name_listed(pol->models, name);
+}
+
+int tg_principal_check(const tg_principal_t *p, int64_t now_unix_ms)
+{
+    if (p->expires_unix_ms != 0 && now_unix_ms >= p->expires_unix_ms)
+        return TG_EKEY_EXPIRED;
+    if (p->suspended)
+        return TG_ETENANT_SUSPENDED;
+    return 0;
 }
 
 int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, uint64_t now_ms,

@@ -338,7 +338,10 @@ static void on_auth(void *arg, int rc, const tg_principal_t *p)
     tg_call_t *c = arg;
     if (rc == 0 && p != NULL) {
         c->principal = *p;
-        tg_call_resume(c, TG_STAGE_AUTH + 1, 0);
+        /* an expired key or a suspended tenant is found like any key: refused here, at use, so a
+         * cached entry cannot outlive either */
+        int why = tg_principal_check(&c->principal, tg_unix_now_ms());
+        tg_call_resume(c, why == 0 ? TG_STAGE_AUTH + 1 : TG_STAGE_SETTLE, why);
     } else {
         tg_call_resume(c, TG_STAGE_SETTLE, auth_error(rc));
     }
@@ -363,7 +366,7 @@ static int stage_auth(void *call)
     if (rc == 0)
         return TG_STAGE_PENDING; /* on_auth follows */
     tg_call_unref(c);
-    return rc == 1 ? TG_STAGE_GO : auth_error(rc);
+    return rc == 1 ? tg_principal_check(&c->principal, tg_unix_now_ms()) : auth_error(rc);
 }
 
 static int stage_log(void *call)

@@ -1,6 +1,6 @@
 /*
  * call_internal.h - the call object shared by the files of the request path (not a public
- * header: only call.c, request.c, policy.c, settle.c, attempt.c, relay.c, respond.c and
+ * header: only call.c, request.c, policy.c, limit.c, settle.c, attempt.c, relay.c, respond.c and
  * models.c include it).
  *
  * One call per request (malloc'd, reference-counted, loop thread only). It moves through the
@@ -69,6 +69,11 @@ typedef struct tg_call {
     json_t *body;
     bool stream, client_usage, route_events;
     tg_route_t route;
+    /* target i of the route runs on the tenant's own provider key (BYOK), not the platform's */
+    bool target_byok[TG_PLAN_MAX_TARGETS];
+    /* nothing of this call's content may be stored or logged (the tenant's policy, or tightened by
+     * the x-tollgate-zero-retention header); decided in POLICY, read through retention.h */
+    bool zero_retention;
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;
@@ -144,7 +149,7 @@ void tg_call_set_error(tg_call_t *c, const char *msg, const char *param);
 int tg_stage_parse(void *call);
 int tg_stage_route(void *call);
 
-/* ---- policy.c, settle.c: the tenant's policy, limits and money (filled by later issues) ---- */
+/* ---- policy.c, limit.c, settle.c: the tenant's policy, limits and money ---- */
 int tg_stage_policy(void *call);
 int tg_stage_limit(void *call);
 int tg_stage_reserve(void *call);

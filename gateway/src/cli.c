@@ -69,8 +69,7 @@ static bool parse_opts(int argc, char **argv, int first, opts_t *o, bool allow_k
     return true;
 }
 
-/* Loads the config, printing every error; NULL on failure. */
-static tg_config_t *load_config(const char *path)
+tg_config_t *tg_cli_load_config(const char *path)
 {
     tg_buf_t errs;
     tg_buf_init(&errs, 1 << 20);
@@ -91,7 +90,7 @@ static tg_config_t *load_config(const char *path)
 
 static int cmd_check(const opts_t *o)
 {
-    tg_config_t *c = load_config(o->config);
+    tg_config_t *c = tg_cli_load_config(o->config);
     if (c == NULL)
         return 1;
     fprintf(stderr, "%s: ok (%zu providers, %zu models, %zu chains)\n", o->config, c->n_providers,
@@ -106,8 +105,7 @@ static void quiet_notice(void *arg, const char *msg)
     (void)msg; /* "relation already exists, skipping" and the like */
 }
 
-/* A blocking connection for the CLI; libpq's messages name host and user, never the password. */
-static PGconn *db_connect(const tg_config_t *c)
+PGconn *tg_cli_db_connect(const tg_config_t *c)
 {
     if (c->database_url == NULL) {
         fputs("tollgate: the config has no database (database.url or database.url_env)\n", stderr);
@@ -217,10 +215,10 @@ out:
 
 static int cmd_migrate(const opts_t *o)
 {
-    tg_config_t *c = load_config(o->config);
+    tg_config_t *c = tg_cli_load_config(o->config);
     if (c == NULL)
         return 1;
-    PGconn *db = db_connect(c);
+    PGconn *db = tg_cli_db_connect(c);
     tg_config_unref(c);
     if (db == NULL)
         return 1;
@@ -389,7 +387,7 @@ static int cmd_keys_create(const opts_t *o)
         fputs("tollgate: --name must be 1 to 200 bytes without control characters\n", stderr);
         return 2;
     }
-    tg_config_t *c = load_config(o->config);
+    tg_config_t *c = tg_cli_load_config(o->config);
     if (c == NULL)
         return 1;
     if (!c->has_pepper) {
@@ -402,7 +400,7 @@ static int cmd_keys_create(const opts_t *o)
         tg_config_unref(c);
         return 1;
     }
-    PGconn *db = db_connect(c);
+    PGconn *db = tg_cli_db_connect(c);
     int rc = 1;
     if (db != NULL) {
         rc = create_key(db, c, o->tenant, o->name);

@@ -11,10 +11,20 @@
 #ifndef TG_CLI_H
 #define TG_CLI_H
 
+#include <libpq-fe.h>
 #include <stddef.h>
+
+#include "config.h"
 
 /** argv[0] is the program, argv[1] the subcommand. Returns the exit code (0, 1 failure, 2 usage). */
 int tg_cli_main(int argc, char **argv);
+
+/* For the subcommands' files (cli_*.c): */
+/** Loads the config, printing every error on stderr; NULL on failure. */
+tg_config_t *tg_cli_load_config(const char *path);
+/** A blocking connection (notices silenced); libpq's messages name host and user, never the
+ *  password. NULL after a message on stderr. */
+PGconn *tg_cli_db_connect(const tg_config_t *c);
 
 /**
  * `serve`'s check before any worker starts (blocking): 1 when the database lacks a migration that

@@ -1,5 +1,5 @@
 /*
- * keywatch.c - LISTEN tollgate_api_keys -> tg_auth_cache_clear, see keywatch.h.
+ * keywatch.c - LISTEN tollgate_tenants -> tg_auth_cache_clear, see keywatch.h.
  */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "keywatch.h"
@@ -46,7 +46,7 @@ static PGconn *connect_and_listen(void)
         PQfinish(c);
         return NULL;
     }
-    PGresult *r = PQexec(c, "LISTEN tollgate_api_keys");
+    PGresult *r = PQexec(c, "LISTEN tollgate_tenants");
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (!ok) {
@@ -96,7 +96,7 @@ static void *watch_main(void *arg)
             /* the payload names the tenant; clearing everything is simpler and changes are rare */
             tg_auth_cache_clear();
             atomic_fetch_add(&kw.count, 1);
-            TG_LOG(TG_LOG_INFO, "key_cache_cleared", TG_KV_STR("reason", "api_keys_changed"));
+            TG_LOG(TG_LOG_INFO, "key_cache_cleared", TG_KV_STR("reason", "tenant_changed"));
         }
     }
     PQfinish(c);

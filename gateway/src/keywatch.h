@@ -1,8 +1,10 @@
 /*
- * keywatch.h - drops cached API keys when the api_keys table changes.
+ * keywatch.h - drops cached API keys when a key, its tenant, a policy or a
+ * BYOK credential changes.
  *
- * The migration's trigger NOTIFYs channel tollgate_api_keys on every update
- * or delete of a key row (revocation). One thread per process LISTENs on a
+ * The triggers of migrations/0003_tenants.sql NOTIFY channel tollgate_tenants
+ * with the tenant id on every such change (revocation, expiry, suspension, a
+ * new policy or credential). One thread per process LISTENs on a
  * connection of its own and clears the process-wide key cache on each
  * notification, so a revoked key stops working within a round trip instead
  * of after the cache TTL. The thread is not a loop thread: it may block.

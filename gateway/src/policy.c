@@ -1,21 +1,14 @@
 /*
- * policy.c - POLICY and LIMIT: what the tenant may do, and how fast.
+ * policy.c - POLICY: what the tenant may do.
  *
- * Both stages let every call through today. They are where the tenant's policy (allowed
- * models, zero retention, max tokens) and its rate limits (requests and tokens, shared by every
- * instance on the database) will act, between authentication and the credit reservation, so
- * that no other stage changes when they do. A refusal will be a stage error (403 naming the
- * model, 429 with Retry-After) and goes through SETTLE and LOG like any other.
+ * It lets every call through today. It is where the tenant's policy (allowed models, zero
+ * retention, max tokens) will act, between authentication and the route, so that no other stage
+ * changes when it does. A refusal is a stage error (403 naming the model) and goes through
+ * SETTLE and LOG like any other.
  */
 #include "call_internal.h"
 
 int tg_stage_policy(void *call)
-{
-    (void)call;
-    return TG_STAGE_GO;
-}
-
-int tg_stage_limit(void *call)
 {
     (void)call;
     return TG_STAGE_GO;
