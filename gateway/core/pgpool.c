@@ -28,7 +28,7 @@
 #include "log.h"
 
 /* Process-wide counts for /metrics (core registers no metric: metrics.c reads them). */
-static _Atomic uint64_t g_timed_out, g_refused, g_connect_timeouts;
+static _Atomic uint64_t g_sent, g_timed_out, g_refused, g_connect_timeouts;
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -454,6 +454,7 @@ int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *co
     best->tail = &j->next;
     best->inflight++;
     p->queued++;
+    atomic_fetch_add_explicit(&g_sent, 1, memory_order_relaxed);
     tg_deadline_arm(&p->timers, &j->deadline, p->job_timeout_ms, pg_on_job_deadline);
     int f = PQflush(best->conn);
     if (f == 1) {
@@ -467,6 +468,7 @@ int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, const char *co
 
 void tg_pgpool_counts(tg_pgpool_counts_t *out)
 {
+    out->jobs_sent = atomic_load_explicit(&g_sent, memory_order_relaxed);
     out->jobs_timed_out = atomic_load_explicit(&g_timed_out, memory_order_relaxed);
     out->jobs_refused = atomic_load_explicit(&g_refused, memory_order_relaxed);
     out->connect_timeouts = atomic_load_explicit(&g_connect_timeouts, memory_order_relaxed);

@@ -68,11 +68,12 @@ TG_MUST_CHECK int tg_pgpool_query(tg_pgpool_t *p, const char *sql, int nparams, 
 /** Jobs in flight (sent, callback not yet run or result not yet drained). Tests and metrics. */
 unsigned tg_pgpool_queued(const tg_pgpool_t *p);
 
-/** Process-wide counts since start, for /metrics: deadlines that failed a job (each takes its
+/** Process-wide counts since start, for /metrics: queries sent (what each request path costs the
+ *  database, e.g. one per key-cache miss), deadlines that failed a job (each takes its
  *  connection's other jobs with it), jobs refused at once (queue full, no connection ready), and
  *  connection attempts past their deadline. Thread: any. */
 typedef struct tg_pgpool_counts {
-    uint64_t jobs_timed_out, jobs_refused, connect_timeouts;
+    uint64_t jobs_sent, jobs_timed_out, jobs_refused, connect_timeouts;
 } tg_pgpool_counts_t;
 void tg_pgpool_counts(tg_pgpool_counts_t *out);
 

@@ -361,6 +361,9 @@ int tg_metrics_render(tg_buf_t *out)
     if (rc == 0)
         rc = tg_buf_appendf(
             out,
+            "# HELP tollgate_db_queries_total Queries the request path sent to the database\n"
+            "# TYPE tollgate_db_queries_total counter\n"
+            "tollgate_db_queries_total %llu\n"
             "# HELP tollgate_db_jobs_failed_total Database jobs failed without waiting: past their "
             "deadline, or refused (queue full, no connection)\n"
             "# TYPE tollgate_db_jobs_failed_total counter\n"
@@ -370,7 +373,8 @@ int tg_metrics_render(tg_buf_t *out)
             "deadline\n"
             "# TYPE tollgate_db_connect_timeouts_total counter\n"
             "tollgate_db_connect_timeouts_total %llu\n",
-            (unsigned long long)pg.jobs_timed_out, (unsigned long long)pg.jobs_refused,
+            (unsigned long long)pg.jobs_sent, (unsigned long long)pg.jobs_timed_out,
+            (unsigned long long)pg.jobs_refused,
             (unsigned long long)pg.connect_timeouts);
     /* log.c is a core primitive and registers nothing: its drop count is read here */
     if (rc == 0)

@@ -7,7 +7,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 import { stack } from './lib/stack.mjs';
-import { gw, assertOpenAIError, assertLogHasNoSecrets } from './lib/http.mjs';
+import { gw, admin, assertOpenAIError, assertLogHasNoSecrets } from './lib/http.mjs';
+import { metricValue } from './lib/instance.mjs';
 import { psql, lit } from './lib/control.mjs';
 import { waitFor } from './lib/wait.mjs';
 
@@ -51,6 +52,26 @@ test('a revoked key is refused promptly (cache cleared by NOTIFY)', async () => 
     assertOpenAIError(r, 401, { type: 'authentication_error' });
     // the stack's own key is unaffected
     assert.equal((await gw('GET', '/v1/models')).status, 200);
+});
+
+async function queriesSent() {
+    const r = await admin('GET', '/metrics');
+    assert.equal(r.status, 200);
+    const v = metricValue(r.text, 'tollgate_db_queries_total');
+    assert.ok(Number.isFinite(v), 'tollgate_db_queries_total is exported');
+    return v;
+}
+
+test('a key-cache miss costs one query (key, tenant, policy and BYOK providers together); a hit costs none', async () => {
+    const key = await createKey('keys-test');
+    const before = await queriesSent();
+    assert.equal((await gw('GET', '/v1/models', { key })).status, 200);
+    const afterMiss = await queriesSent();
+    assert.equal(afterMiss - before, 1, 'one query for the miss');
+    for (let i = 0; i < 5; i++) assert.equal((await gw('GET', '/v1/models', { key })).status, 200);
+    // The stack gateway has several workers: each request may land on another one, but the cache is
+    // process-wide, so none of these asks the database again.
+    assert.equal((await queriesSent()) - afterMiss, 0, 'cached afterwards');
 });
 
 test('no secret in the gateway log', () => {
