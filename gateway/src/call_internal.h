@@ -60,6 +60,7 @@ typedef struct tg_call {
     char request_id[TG_REQUEST_ID_LEN + 1];
     uint64_t start_us;
     tg_principal_t principal;
+    uint64_t admission_ns; /* AUTH, POLICY and LIMIT's own work (call.c, "timed") */
     int status; /* status sent to the client; 0 none yet */
     /* what a failing stage wants said (the table's message when empty) */
     char err_msg[200];
