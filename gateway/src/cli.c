@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "auth.h"
-#include "cli_byok.h"
 #include "config.h"
 #include "log.h"
 

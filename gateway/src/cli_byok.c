@@ -1,5 +1,5 @@
 /*
- * cli_byok.c - the command line of BYOK (tenants' own provider keys), see cli_byok.h:
+ * cli_byok.c - the command line of BYOK (tenants' own provider keys):
  *
  *   tollgate byok set -c FILE --tenant NAME --provider P [--key-file F]   key on stdin without --key-file
  *   tollgate byok delete -c FILE --tenant NAME --provider P
@@ -9,9 +9,8 @@
  * A provider key is never taken from the command line (other users see a process's arguments):
  * it is read from stdin or a file, into sodium_malloc'd memory, sealed (admin/credentials.c) and
  * wiped. Nothing of it is printed. Blocking libpq: these run outside the gateway's workers.
+ * cli.c dispatches here (the entry points are declared in cli.h).
  */
-#include "cli_byok.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
