@@ -21,9 +21,16 @@ bool tg_byok_provider_ok(const char *provider)
     return tg_keyring_id_ok(provider); /* the same character set and length as a key id */
 }
 
+/* sodium_malloc puts the allocation right before a guard page, so its address is only as aligned
+ * as its size: a multiple of 16 keeps the struct's size_t aligned. */
+static tg_secret_t *secret_alloc(size_t len)
+{
+    return sodium_malloc((sizeof(tg_secret_t) + len + 1 + 15) & ~(size_t)15);
+}
+
 tg_secret_t *tg_secret_new(const char *p, size_t len)
 {
-    tg_secret_t *s = sodium_malloc(sizeof(*s) + len + 1);
+    tg_secret_t *s = secret_alloc(len);
     if (s == NULL)
         return NULL;
     s->len = len;
@@ -74,7 +81,7 @@ int tg_byok_open(const tg_keyring_t *kr, int64_t tenant_id, const char *provider
     if (adlen == 0)
         return TG_EFORBIDDEN;
     size_t plen = blob->len - TG_BYOK_TAG_LEN;
-    tg_secret_t *s = sodium_malloc(sizeof(*s) + plen + 1);
+    tg_secret_t *s = secret_alloc(plen);
     if (s == NULL)
         return TG_ENOMEM;
     unsigned long long mlen = 0;
