@@ -2,7 +2,9 @@
  * test_byok.c - BYOK sealing (gateway/src/byok.c) and the master keyring (gateway/core/keyring.c):
  * a round trip; a blob that does not open for another tenant, another provider, a relabelled or
  * unknown master key id, or with any byte flipped; rotation re-seals under the new id, and both
- * ids open meanwhile; key files: raw, hex, a file others may read is refused, an unknown id.
+ * ids open meanwhile; key files: raw, hex, a file others may read is refused, an unknown id; the
+ * cache of sealed blobs (gateway/src/credcache.c): hits, absences, expiry, a clear, an answer that a
+ * clear overtook, and its bound.
  */
 #define _GNU_SOURCE /* memmem */
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include "byok.h"
+#include "credcache.h"
 #include "keyring.h"
 
 static const char *const KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz";
@@ -240,6 +243,45 @@ static void test_key_files(void **state)
     rmdir(dir);
 }
 
+static void test_credcache(void **state)
+{
+    const char *ids[] = {"mk1"};
+    tg_keyring_t *kr = ring(ids, 1, 13);
+    tg_sealed_t b, got;
+    assert_int_equal(tg_byok_seal(kr, 5, "openai", KEY, strlen(KEY), &b), 0);
+    uint32_t gen = tg_credcache_generation();
+    assert_int_equal(tg_credcache_get(5, "openai", 1000, &got), 0); /* a miss */
+    assert_true(tg_credcache_put(5, "openai", &b, 2000, gen));
+    assert_true(tg_credcache_put(5, "anthropic", NULL, 2000, gen)); /* no such row */
+    assert_int_equal(tg_credcache_get(5, "openai", 1000, &got), 1);
+    assert_string_equal(got.key_id, "mk1");
+    assert_int_equal(got.len, b.len);
+    assert_memory_equal(got.sealed, b.sealed, b.len);
+    assert_memory_equal(got.nonce, b.nonce, TG_BYOK_NONCE_LEN);
+    assert_int_equal(tg_credcache_get(5, "anthropic", 1000, &got), TG_ENOT_FOUND);
+    assert_int_equal(tg_credcache_get(6, "openai", 1000, &got), 0); /* another tenant */
+    assert_int_equal(tg_credcache_get(5, "openai", 2000, &got), 0); /* expired */
+
+    /* a clear (a NOTIFY) drops everything; an answer read before it is not cached after it */
+    assert_true(tg_credcache_put(5, "openai", &b, 5000, gen));
+    tg_credcache_clear();
+    assert_int_equal(tg_credcache_get(5, "openai", 1000, &got), 0);
+    assert_false(tg_credcache_put(5, "openai", &b, 5000, gen));
+    assert_int_equal(tg_credcache_get(5, "openai", 1000, &got), 0);
+
+    /* bounded: four times more tenants than slots, the cache keeps working */
+    gen = tg_credcache_generation();
+    for (int64_t t = 1; t <= 4 * TG_CREDCACHE_SLOTS; t++)
+        assert_true(tg_credcache_put(t, "openai", &b, 9000 + (uint64_t)t, gen));
+    assert_int_equal(tg_credcache_get(4 * TG_CREDCACHE_SLOTS, "openai", 1000, &got), 1);
+    size_t kept = 0;
+    for (int64_t t = 1; t <= 4 * TG_CREDCACHE_SLOTS; t++)
+        kept += tg_credcache_get(t, "openai", 1000, &got) == 1;
+    assert_true(kept <= TG_CREDCACHE_SLOTS);
+    tg_credcache_clear();
+    tg_keyring_free(kr);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -248,6 +290,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),         cmocka_unit_test(test_associated_data_binds),
         cmocka_unit_test(test_tampered_fails),     cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_refusals_and_last4), cmocka_unit_test(test_key_files),
+        cmocka_unit_test(test_credcache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
