@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "byok.h"
@@ -185,9 +186,20 @@ static int cmd_set(const byok_opts_t *o)
         key = read_key(fd, o->key_file);
         close(fd);
     } else {
-        if (isatty(STDIN_FILENO))
-            fputs("tollgate: reading the provider key from stdin (one line)\n", stderr);
+        /* typed at a terminal: not echoed */
+        struct termios saved, quiet;
+        bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+        if (tty) {
+            fputs("tollgate: provider key (not echoed), then Enter and Ctrl-D: ", stderr);
+            quiet = saved;
+            quiet.c_lflag &= ~(tcflag_t)ECHO;
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+        }
         key = read_key(STDIN_FILENO, "stdin");
+        if (tty) {
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+            fputc('\n', stderr);
+        }
     }
     if (key == NULL)
         goto out;
