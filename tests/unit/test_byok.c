@@ -4,7 +4,7 @@
  * unknown master key id, or with any byte flipped; rotation re-seals under the new id, and both
  * ids open meanwhile; key files: raw, hex, a file others may read is refused, an unknown id; the
  * cache of sealed blobs (gateway/src/credcache.c): hits, absences, expiry, a clear, an answer that a
- * clear overtook, and its bound.
+ * clear overtook, and its bound; what a failed tenant key means to the plan (tg_outcome_byok).
  */
 #define _GNU_SOURCE /* memmem */
 #include <stdarg.h>
@@ -23,6 +23,7 @@
 #include "byok.h"
 #include "credcache.h"
 #include "keyring.h"
+#include "outcome.h"
 
 static const char *const KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz";
 
@@ -282,6 +283,32 @@ static void test_credcache(void **state)
     tg_keyring_free(kr);
 }
 
+static void test_outcome_byok(void **state)
+{
+    tg_classified_t c;
+    /* no fallback: the tenant's error, the table's words, nothing counted against any breaker */
+    tg_outcome_byok(&c, true, 401, false);
+    assert_int_equal(c.cls, TG_OUTCOME_CALLER);
+    assert_int_equal(c.status, 400);
+    assert_string_equal(c.code, "byok_key_rejected");
+    assert_string_equal(c.reason, "byok_key_rejected");
+    assert_string_equal(c.message, tg_err_public_msg(TG_EBYOK_REJECTED));
+    assert_int_equal(tg_outcome_breaker_result(c.cls), TG_RESULT_NEUTRAL);
+    tg_outcome_byok(&c, false, 0, false);
+    assert_int_equal(c.cls, TG_OUTCOME_CALLER);
+    assert_int_equal(c.status, 422);
+    assert_string_equal(c.code, "byok_key_unusable");
+    /* with fallback: the attempt fails over (to the platform key) and opens the credential's breaker */
+    tg_outcome_byok(&c, true, 403, true);
+    assert_int_equal(c.cls, TG_OUTCOME_MISCONFIGURED);
+    assert_int_equal(c.status, 403);
+    assert_string_equal(c.reason, "byok_key_rejected");
+    assert_int_equal(tg_outcome_breaker_result(c.cls), TG_RESULT_FAILURE_OPEN);
+    tg_outcome_byok(&c, false, 0, true);
+    assert_int_equal(c.cls, TG_OUTCOME_MISCONFIGURED);
+    assert_string_equal(c.reason, "byok_key_unusable");
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -290,7 +317,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),         cmocka_unit_test(test_associated_data_binds),
         cmocka_unit_test(test_tampered_fails),     cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_refusals_and_last4), cmocka_unit_test(test_key_files),
-        cmocka_unit_test(test_credcache),
+        cmocka_unit_test(test_credcache),          cmocka_unit_test(test_outcome_byok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
