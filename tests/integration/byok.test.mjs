@@ -294,7 +294,7 @@ test('a blob moved to another tenant does not open: a clear error naming no key'
     assert.equal(c2.status, 200);
 });
 
-test('master key rotation under load: both ids open meanwhile, every request served', async () => {
+test('master key rotation under load: both ids open meanwhile, every request served', async (t) => {
     const mk2 = { id: `mk2-${RUN}`, file: masterKeyFile('mk2') };
     const statuses = [];
     let stop = false;
@@ -313,6 +313,7 @@ test('master key rotation under load: both ids open meanwhile, every request ser
         // 2. re-seal every blob under the new key while requests run
         const r = await cli(['rotate-master-key', '-c', inst.configPath, '--batch', '2'], 'rotate-master-key');
         const counts = JSON.parse(r.stdout.trim());
+        t.diagnostic(`rotate-master-key: ${r.stdout.trim()}`);
         assert.equal(counts.active, mk2.id);
         assert.ok(counts.resealed >= 4, `resealed ${counts.resealed}`);
         assert.equal(counts.failed, 0);
@@ -330,6 +331,7 @@ test('master key rotation under load: both ids open meanwhile, every request ser
         stop = true;
         await loop;
     }
+    t.diagnostic(`${statuses.length} requests (tenants a, c on their own keys, plain on the platform's) during two reloads and the rotation`);
     const bad = statuses.filter((s) => s.status !== 200);
     assert.deepEqual(bad, [], 'no request failed');
     const rows = await psql(`SELECT DISTINCT master_key_id FROM provider_credentials c JOIN tenants t ON t.id = c.tenant_id WHERE t.name LIKE ${lit(`byok-it-%-${RUN}`)}`);
