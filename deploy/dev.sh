@@ -7,7 +7,7 @@
 #         readiness and writes .local/dev.env. Running it again starts only what is not running.
 # down    stops what `up` started (gateway, simulator, PostgreSQL) and nothing else; data is kept.
 # status  says what runs.
-# purge   down, then deletes .local (database, pepper, demo key).
+# purge   down, then deletes .local (database, pepper, BYOK master key, demo key).
 #
 # A provider kind whose key is in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY,
 # GEMINI_API_KEY) is served by the real provider; the config names the variable, never the value.
@@ -211,7 +211,8 @@ write_config() {
   "workers": 0,
   "log_level": "info",
   "database": {"url": "$database_url", "pool_size": 2},
-  "secrets": {"key_pepper_file": "$secrets/pepper"},
+  "secrets": {"key_pepper_file": "$secrets/pepper",
+              "master_keys": [{"id": "dev-1", "file": "$secrets/master-dev-1"}]},
   "shutdown_grace_ms": 10000,
   "providers": {
     $(provider_json openai),
@@ -262,6 +263,14 @@ up() {
         (
             umask 077
             od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$secrets/pepper"
+        )
+    fi
+    # the BYOK master key (`tollgate byok set`): 64 hex characters, mode 0600 (a key file others may
+    # read is refused)
+    if [ ! -s "$secrets/master-dev-1" ]; then
+        (
+            umask 077
+            od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$secrets/master-dev-1"
         )
     fi
     pg_up

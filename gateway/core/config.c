@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "keyring.h"
 #include "log.h"
 
 #define CFG_FILE_MAX    (4u << 20) /* a config file larger than this is a mistake */
@@ -543,11 +544,14 @@ static int hexval(char ch)
 
 static void parse_secrets(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"key_pepper_env", "key_pepper_file", NULL};
+    static const char *const keys[] = {"key_pepper_env", "key_pepper_file", "master_keys", NULL};
     json_t *s = get_obj(v, root, "", "secrets");
     if (s == NULL)
         return;
     check_keys(v, s, "secrets", keys);
+    /* BYOK master keys (keyring.h): files only, never the environment */
+    v->n_errors +=
+        tg_keyring_load(json_object_get(s, "master_keys"), "secrets.master_keys", &c->keyring, v->errors);
     char *hex = get_secret(v, s, "secrets", "key_pepper_env", "key_pepper_file");
     if (hex == NULL)
         return;
@@ -947,6 +951,7 @@ static void config_free(tg_config_t *c)
     free(c->admin_host);
     free_secret(c->database_url);
     sodium_memzero(c->key_pepper, sizeof(c->key_pepper));
+    tg_keyring_free(c->keyring);
     free(PRIV(c));
 }
 

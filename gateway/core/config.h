@@ -14,6 +14,7 @@
  *   database.url | database.url_env, pool_size, job_timeout_ms, max_queue
  *                                (the host: a socket directory, a numeric address or hostaddr)
  *   secrets.key_pepper_env | secrets.key_pepper_file   (>= 32 bytes, hex or raw)
+ *   secrets.master_keys          [{id, file}]: BYOK master keys, the first seals (keyring.h)
  *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes,
  *           body_memory_factor}
  *   timeouts.{connect_ms, first_byte_ms, idle_ms, total_ms}        defaults for providers
@@ -106,6 +107,7 @@ typedef struct tg_config {
 
     uint8_t key_pepper[32]; /* BLAKE2b key for API-key hashes */
     bool has_pepper;
+    struct tg_keyring *keyring; /* secrets.master_keys (keyring.h): seals BYOK keys; NULL none */
 
     size_t max_body_bytes;
     size_t max_upstream_body_bytes;

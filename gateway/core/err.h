@@ -55,7 +55,9 @@
     X(-28, ZERO_RETENTION_UNAVAILABLE, "zero_retention_unavailable", 422, "invalid_request_error",        \
       "no target of this request can serve it under zero retention")                                     \
     X(-29, BYOK_REJECTED, "byok_key_rejected", 400, "invalid_request_error",                              \
-      "the provider refused the tenant's own API key")
+      "the provider refused the tenant's own API key")                                                   \
+    X(-30, BYOK_UNUSABLE, "byok_key_unusable", 422, "invalid_request_error",                              \
+      "the tenant's stored API key for this provider cannot be used; set it again")
 /* clang-format on */
 
 typedef enum {

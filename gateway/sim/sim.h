@@ -3,8 +3,9 @@
  * deterministic answer, and the wire-format vtable each provider file fills in.
  *
  * Reading order: sim.h, sim_main.c (server, routing, request lifecycle), sim_faults.c (fault table,
- * stats), sim_text.c (answer text, usage, JSON writer), sim_tools.c (tool arguments from schemas),
- * then one file per wire format: sim_openai.c, sim_anthropic.c, sim_gemini.c.
+ * stats), sim_auth.c (accepted keys, counted per key), sim_text.c (answer text, usage, JSON writer),
+ * sim_tools.c (tool arguments from schemas), then one file per wire format: sim_openai.c, sim_anthropic.c,
+ * sim_gemini.c.
  */
 #ifndef TG_SIM_H
 #define TG_SIM_H
@@ -64,6 +65,22 @@ json_t *tg_sim_faults_json(void);
 void tg_sim_stats_record(const char *model, int status);
 json_t *tg_sim_stats_json(void);
 void tg_sim_stats_reset(void);
+
+/* ---- the keys it accepts (sim_auth.c) ------------------------------------------------------ */
+
+/* Adds an accepted key (--require-key, repeatable) or every line of a file (--keys-file); 0 or -1. */
+int tg_sim_auth_add(const char *key, size_t len);
+int tg_sim_auth_load(const char *path);
+/* Whether any key is listed (else every request passes). */
+bool tg_sim_auth_required(void);
+/* The position of the key p[0..n) in the list, counted as a chat or a models request, or -1
+ * (counted as refused). */
+int tg_sim_auth_match(const char *p, size_t n, bool models);
+/* A request that carried no key at all. */
+void tg_sim_auth_refused(void);
+/* {"accepted":{"0":{"chat":n,"models":m},...},"refused":n}: counts by position, never a key. */
+json_t *tg_sim_auth_stats_json(void);
+void tg_sim_auth_stats_reset(void);
 
 /* ---- JSON writing helpers (sim_text.c) ----------------------------------------------------- */
 

@@ -79,7 +79,6 @@ struct sim_call {
 };
 
 static h2o_globalconf_t g_conf;
-static const char *g_require_key; /* --require-key; compared, never logged */
 static sim_worker_t *g_workers;
 static int g_nworkers = 1;
 static atomic_long g_live_calls; /* calls whose request pool is alive; tests wait for 0 after aborts */
@@ -435,23 +434,26 @@ static void respond(sim_call_t *c)
     tg_buf_dispose(&b);
 }
 
+/* The key the request carries (its provider's header, or Gemini's ?key=) is one the simulator
+ * accepts (sim_auth.c, which counts it). */
 static bool auth_ok(sim_call_t *c)
 {
-    if (g_require_key == NULL)
+    if (!tg_sim_auth_required())
         return true;
     h2o_req_t *req = c->req;
     const char *hn = c->wire->auth_header;
     ssize_t i = h2o_find_header_by_str(&req->headers, hn, strlen(hn), -1);
-    size_t klen = strlen(g_require_key);
     if (i >= 0) {
         h2o_iovec_t v = req->headers.entries[i].value;
         if (c->wire->auth_bearer) {
-            if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0)
+            if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0) {
+                tg_sim_auth_refused();
                 return false;
+            }
             v.base += 7;
             v.len -= 7;
         }
-        return v.len == klen && memcmp(v.base, g_require_key, klen) == 0;
+        return tg_sim_auth_match(v.base, v.len, c->is_models) >= 0;
     }
     if (c->wire == &tg_sim_gemini && req->query_at != SIZE_MAX) {
         /* Gemini also takes ?key= */
@@ -463,9 +465,10 @@ static bool auth_ok(sim_call_t *c)
             size_t n = 0;
             while (p + n < q + ql && p[n] != '&')
                 n++;
-            return n == klen && memcmp(p, g_require_key, klen) == 0;
+            return tg_sim_auth_match(p, n, c->is_models) >= 0;
         }
     }
+    tg_sim_auth_refused();
     return false;
 }
 
@@ -593,11 +596,14 @@ static void handle_control(h2o_req_t *req, h2o_iovec_t path, h2o_iovec_t method)
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/_sim/stats"))) {
         if (get) {
             json_t *st = tg_sim_stats_json();
-            if (st != NULL)
+            if (st != NULL) {
                 json_object_set_new(st, "live_calls", json_integer(atomic_load(&g_live_calls)));
+                json_object_set_new(st, "keys", tg_sim_auth_stats_json());
+            }
             send_json(req, 200, st);
         } else if (del) {
             tg_sim_stats_reset();
+            tg_sim_auth_stats_reset();
             send_json(req, 200, json_pack("{s:b}", "ok", 1));
         } else {
             send_ctl_error(req, 405, "use GET or DELETE");
@@ -726,10 +732,14 @@ static void *worker_main(void *arg)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: tollgate-sim [--listen HOST:PORT] [--threads N] [--require-key KEY]\n"
+    fprintf(out, "usage: tollgate-sim [--listen HOST:PORT] [--threads N] [--require-key KEY]...\n"
+                 "                   [--keys-file F]\n"
                  "  --listen       address to serve (default 127.0.0.1:9100; port 0 picks a free one)\n"
                  "  --threads      worker threads, one event loop each (default 1)\n"
-                 "  --require-key  answer 401 (in each provider's shape) unless requests carry KEY\n"
+                 "  --require-key  answer 401 (in each provider's shape) unless requests carry KEY or\n"
+                 "                 another listed key (repeatable)\n"
+                 "  --keys-file    accepted keys, one per line (after the --require-key ones); /_sim/stats\n"
+                 "                 counts requests per accepted key by its position, never the key\n"
                  "prints \"tollgate-sim listening on http://HOST:PORT\" once it accepts connections\n");
 }
 
@@ -746,7 +756,16 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (strcmp(argv[i], "--require-key") == 0 && i + 1 < argc) {
-            g_require_key = argv[++i];
+            i++;
+            if (tg_sim_auth_add(argv[i], strlen(argv[i])) != 0) {
+                fprintf(stderr, "tollgate-sim: --require-key: too many keys, or an empty or oversized one\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--keys-file") == 0 && i + 1 < argc) {
+            if (tg_sim_auth_load(argv[++i]) != 0) {
+                fprintf(stderr, "tollgate-sim: --keys-file %s: cannot read it, or too many keys\n", argv[i]);
+                return 2;
+            }
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;

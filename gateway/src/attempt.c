@@ -18,6 +18,7 @@
 
 #include "call_internal.h"
 #include "clock.h"
+#include "credential.h"
 #include "err.h"
 #include "log.h"
 
@@ -121,6 +122,7 @@ void tg_attempt_served(tg_call_t *c)
     else
         tg_plan_record(&c->plan, tg_now_ms(), &cls, lat);
     c->served = c->target;
+    c->served_byok = c->attempt_byok;
     note_new_recs(c);
     tg_attempt_plan_events(c);
     tg_attempt_route_comment(c, "tollgate served %s", c->served->target_key);
@@ -226,6 +228,7 @@ static void on_done(void *ud, int rc, const char *timeout_kind)
     } else if (c->up_status > 0) {
         c->adapter->classify(c->up_status, c->has_retry_after ? c->retry_after : NULL,
                              c->body_buf.data != NULL ? c->body_buf.data : "", c->body_buf.len, &cls);
+        tg_credential_classify(c, &cls); /* a 401/403 to the tenant's own key is the tenant's */
         attempt_failed(c, &cls);
     } else {
         tg_outcome_transport(&cls, rc != 0 ? rc : TG_EUPSTREAM_FAILED, timeout_kind, false);
@@ -253,16 +256,22 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target, uint32_t fi
         return -1;
     }
 
+    tg_secret_t *byok_key = NULL; /* the tenant's own key (BYOK), wiped as soon as the request is built */
+    if (tg_credential_open(c, target, &byok_key, &cls) != 0) {
+        record_failure(c, &cls);
+        return -1;
+    }
     tg_upstream_req_t ureq;
     memset(&ureq, 0, sizeof(ureq));
     tg_build_in_t in = {.provider = target->provider,
                         .upstream_model = target->upstream,
-                        .api_key = target->provider->api_key,
+                        .api_key = byok_key != NULL ? byok_key->s : target->provider->api_key,
                         .stream = c->stream,
                         .raw = c->req != NULL ? c->req->entity.base : NULL,
                         .raw_len = c->req != NULL ? c->req->entity.len : 0};
     tg_error_t err = {0};
     int rc = tg_prov_build_bounded(c->adapter, &in, c->body, c->cfg->body_memory_factor, &ureq, &err);
+    tg_secret_free(byok_key); /* only the request's header holds it now (wiped on dispose) */
     if (rc != 0) {
         tg_upstream_req_dispose(&ureq);
         if (rc == TG_EINVALID_REQUEST || rc == TG_EUNSUPPORTED_PARAM || rc == TG_EBODY_TOO_COMPLEX)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "credcache.h"
 #include "log.h"
 
 #define SHARDS       16
@@ -216,6 +217,7 @@ bool tg_auth_cache_put_gen(const uint8_t hash[32], const tg_principal_t *p, uint
 
 void tg_auth_cache_clear(void)
 {
+    tg_credcache_clear(); /* the tenants' sealed BYOK keys go with their principals (credcache.h) */
     for (size_t i = 0; i < SHARDS; i++) {
         pthread_mutex_lock(&g_shards[i].mu);
         g_shards[i].gen++;

@@ -27,6 +27,7 @@
 
 #include "call_internal.h"
 #include "clock.h"
+#include "credential.h"
 #include "err.h"
 #include "log.h"
 
@@ -180,6 +181,7 @@ static void call_destroy(tg_call_t *c)
     h2o_timeout_unlink(&c->poll_entry);
     tg_deadline_cancel(&c->flush_due);
     tg_attempt_reset(c);
+    tg_credential_call_free(c);
     tg_buf_dispose(&c->body_buf);
     tg_buf_dispose(&c->pending);
     tg_buf_dispose(&c->inflight);
@@ -426,7 +428,8 @@ static int stage_log(void *call)
            TG_KV_INT("prompt_tokens", c->usage.prompt_tokens),
            TG_KV_INT("completion_tokens", c->usage.completion_tokens),
            TG_KV_INT("cached_tokens", c->usage.cached_tokens),
-           TG_KV_INT("usage_estimated", c->usage_estimated), TG_KV_INT("admission_ns", c->admission_ns),
+           TG_KV_INT("usage_estimated", c->usage_estimated), TG_KV_INT("byok", c->served_byok),
+           TG_KV_INT("byok_attempts", c->byok_attempts), TG_KV_INT("admission_ns", c->admission_ns),
            TG_KV_INT("duration_us", tg_now_us() - c->start_us));
     return TG_STAGE_GO;
 }

@@ -1,7 +1,7 @@
 /*
  * call_internal.h - the call object shared by the files of the request path (not a public
- * header: only call.c, request.c, policy.c, limit.c, settle.c, attempt.c, relay.c, respond.c and
- * models.c include it).
+ * header: only call.c, request.c, policy.c, limit.c, settle.c, attempt.c, relay.c, respond.c,
+ * models.c and credential.c include it).
  *
  * One call per request (malloc'd, reference-counted, loop thread only). It moves through the
  * stages of pipeline.h; each file owns the stages named in its header. Lifetime:
@@ -72,6 +72,12 @@ typedef struct tg_call {
     tg_route_t route;
     /* target i of the route runs on the tenant's own provider key (BYOK), not the platform's */
     bool target_byok[TG_PLAN_MAX_TARGETS];
+    /* BYOK (credential.c): the tenant's sealed keys and the twins of the route's targets (NULL when
+     * the call uses none); whether the running attempt, and the one that served, ran on the
+     * tenant's key (the ledger charges a platform fee for those); BYOK attempts made */
+    struct tg_cred_call *byok;
+    bool attempt_byok, served_byok;
+    uint8_t byok_attempts;
     /* nothing of this call's content may be stored or logged (the tenant's policy, or tightened by
      * the x-tollgate-zero-retention header); decided in POLICY, read through retention.h */
     bool zero_retention;

@@ -27,7 +27,9 @@ static void usage(FILE *f)
     fputs("usage: tollgate serve -c FILE\n"
           "       tollgate check -c FILE\n"
           "       tollgate migrate -c FILE\n"
-          "       tollgate keys create -c FILE --tenant NAME [--name LABEL]\n",
+          "       tollgate keys create -c FILE --tenant NAME [--name LABEL]\n"
+          "       tollgate byok set|delete|list -c FILE ... (tollgate byok --help)\n"
+          "       tollgate rotate-master-key -c FILE [--batch N]\n",
           f);
 }
 
@@ -448,6 +450,10 @@ int tg_cli_main(int argc, char **argv)
         }
         return cmd_keys_create(&o);
     }
+    if (strcmp(cmd, "byok") == 0) /* cli_byok.c */
+        return tg_cli_byok_main(argc, argv);
+    if (strcmp(cmd, "rotate-master-key") == 0)
+        return tg_cli_rotate_main(argc, argv);
     fprintf(stderr, "tollgate: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

@@ -5,6 +5,7 @@
  *   tollgate check -c FILE                                 validate; every error printed; exit 1
  *   tollgate migrate -c FILE                               apply pending embedded migrations
  *   tollgate keys create -c FILE --tenant NAME [--name L]  prints the new key (only) on stdout
+ *   tollgate byok set|delete|list, rotate-master-key       BYOK keys (cli_byok.c)
  *
  * These run before any worker starts, so they use blocking libpq.
  */
@@ -35,6 +36,11 @@ PGconn *tg_cli_db_connect(const tg_config_t *c);
  * does not load is left to `serve`, which reports its errors.
  */
 int tg_cli_check_schema(const char *config_path);
+
+/* cli_byok.c: `tollgate byok set|delete|list` (argv[1] "byok") and `tollgate rotate-master-key`;
+ * each returns the exit code. */
+int tg_cli_byok_main(int argc, char **argv);
+int tg_cli_rotate_main(int argc, char **argv);
 
 /* The SQL files of migrations/, embedded at build time (see gateway/CMakeLists.txt), in order. */
 typedef struct tg_migration {

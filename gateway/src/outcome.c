@@ -222,3 +222,17 @@ void tg_outcome_compact(tg_attempt_out_t *dst, const tg_classified_t *src)
     dst->err = src->err;
     tg_str_copy(dst->reason, sizeof(dst->reason), src->reason);
 }
+
+void tg_outcome_byok(tg_classified_t *out, bool rejected, int status, bool fallback)
+{
+    int code = rejected ? TG_EBYOK_REJECTED : TG_EBYOK_UNUSABLE;
+    const char *reason = rejected ? "byok_key_rejected" : "byok_key_unusable";
+    if (fallback) {
+        tg_outcome_init(out, TG_OUTCOME_MISCONFIGURED, status, reason);
+        set_error(out, code, code);
+        return;
+    }
+    /* the table's message only: a provider's 401 body may quote part of the key */
+    tg_outcome_caller_error(out, code, NULL);
+    tg_str_copy(out->reason, sizeof(out->reason), reason);
+}

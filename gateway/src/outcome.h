@@ -145,4 +145,12 @@ int tg_outcome_client_err(const tg_attempt_out_t *o);
 /** The compact form of an outcome kept by the attempt log. */
 void tg_outcome_compact(tg_attempt_out_t *dst, const tg_classified_t *src);
 
+/** BYOK (credential.c): the tenant's own key failed. `rejected`: the provider answered `status`
+ *  401/403 to it ("byok_key_rejected"); else it could not be opened or is gone
+ *  ("byok_key_unusable"). With `fallback` (the tenant's policy allows the platform's key) it is a
+ *  misconfigured target that fails over (to the same target on the platform key) and opens the
+ *  credential's own breaker; without, it is the caller's error (TG_EBYOK_REJECTED 400,
+ *  TG_EBYOK_UNUSABLE 422) and ends the plan with the table's words, none of the provider's. */
+void tg_outcome_byok(tg_classified_t *out, bool rejected, int status, bool fallback);
+
 #endif

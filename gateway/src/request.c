@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "call_internal.h"
+#include "credential.h"
 #include "err.h"
 #include "jsonmem.h"
 
@@ -65,18 +66,20 @@ int tg_stage_route(void *call)
         return err.code != 0 ? err.code : TG_EINVALID_REQUEST;
     }
     json_object_del(c->body, "models"); /* tollgate's own field: never sent upstream */
+    int brc = tg_credential_route(c);   /* BYOK twins of the targets (credential.h) */
+    if (brc != 0)
+        return brc;
 
     for (size_t i = 0; i < c->route.n_targets; i++)
-        c->breakers[i] =
-            tg_breaker_get(c->route.targets[i]->target_key, &c->route.targets[i]->provider->breaker);
+        c->breakers[i] = tg_credential_breaker(c, c->route.targets[i]);
     const tg_model_cfg_t *cf = c->route.context_fallback;
     if (cf != NULL)
-        c->ctx_breaker = tg_breaker_get(cf->target_key, &cf->provider->breaker);
+        c->ctx_breaker = tg_credential_breaker(c, cf);
     tg_plan_opts_t opts = {.max_attempts_per_target = c->cfg->max_attempts_per_target,
                            .retry_wait_cap_ms = c->cfg->retry_wait_cap_ms,
                            .short_wait_ms = TG_CALL_SHORT_WAIT_MS,
                            .request_first_byte_ms = tg_plan_request_budget(c->cfg, c->route.name),
                            .start_ms = c->start_us / 1000};
     tg_plan_init(&c->plan, c->route.targets, c->breakers, c->route.n_targets, cf, c->ctx_breaker, &opts);
-    return TG_STAGE_GO;
+    return tg_credential_fetch(c); /* the tenant's sealed keys, when a target runs on one */
 }

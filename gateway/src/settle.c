@@ -8,7 +8,9 @@
  * verdict that no other path gave (a client that left says nothing of the provider, but must
  * free a half-open probe slot) and the plan's failover events (the failures before a hang-up
  * still happened). The ledger will charge the tokens actually delivered here (`usage`, counted
- * up to the last byte that reached the client) and release the rest of the reservation.
+ * up to the last byte that reached the client) and release the rest of the reservation; an
+ * answer served on the tenant's own key (`served_byok`, credential.h) is charged a platform fee
+ * instead of token prices.
  */
 #include "call_internal.h"
 #include "clock.h"

@@ -109,10 +109,11 @@ export function assertNoSanitizerReport(proc, what) {
     if (m) assert.fail(`${what}: sanitizer report in its output:\n${proc.output.slice(Math.max(0, m.index - 200), m.index + 3000)}`);
 }
 
-/** Starts `tollgate-sim --listen 127.0.0.1:0` and waits for its "listening on" line. */
-export async function startSim({ threads = 1 } = {}) {
+/** Starts `tollgate-sim --listen 127.0.0.1:0` (plus `args`, e.g. `--keys-file F`) and waits for its
+ *  "listening on" line. */
+export async function startSim({ threads = 1, args = [] } = {}) {
     const S = stack();
-    const proc = new Proc(S.simBin, ['--listen', '127.0.0.1:0', '--threads', String(threads)]);
+    const proc = new Proc(S.simBin, ['--listen', '127.0.0.1:0', '--threads', String(threads), ...args]);
     const m = await proc.waitOutput(/tollgate-sim listening on (http:\/\/[0-9.]+:\d+)/, 'the simulator to listen');
     proc.url = m[1];
     return proc;
@@ -144,9 +145,10 @@ export function baseConfig({ dataPort, adminPort, pepperFile, providers, models,
  * adminPort, pepperFile, dir}. Returns an object with the URLs, the key, the processes and helpers.
  * Options: tenant (of the key it creates), simThreads, createKey (false: no key, for a config whose
  * database is down), needReady (false: wait for /healthz only instead of /readyz), migrate (true:
- * `tollgate migrate` first, for a config with a database of its own).
+ * `tollgate migrate` first, for a config with a database of its own), simArgs (more arguments of
+ * the simulator, e.g. the keys it accepts).
  */
-export async function startInstance(make, { tenant = 'lifecycle-test', simThreads = 1, createKey = true, needReady = true, migrate = false } = {}) {
+export async function startInstance(make, { tenant = 'lifecycle-test', simThreads = 1, createKey = true, needReady = true, migrate = false, simArgs = [] } = {}) {
     const S = stack();
     assert.ok(S.gatewayBin && S.simBin, 'TG_GATEWAY_BIN and TG_SIM_BIN are in the stack env');
     assert.ok(S.databaseUrl, 'TG_DATABASE_URL is in the stack env');
@@ -154,7 +156,7 @@ export async function startInstance(make, { tenant = 'lifecycle-test', simThread
     const pepperFile = join(dir, 'pepper');
     writeFileSync(pepperFile, randomBytes(32).toString('hex'), { mode: 0o600 });
     const configPath = join(dir, 'tollgate.json');
-    const sim = await startSim({ threads: simThreads });
+    const sim = await startSim({ threads: simThreads, args: simArgs });
 
     const inst = {
         dir,
