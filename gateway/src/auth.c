@@ -33,20 +33,21 @@
  * with the key's overrides, and the providers the tenant has its own key for (served by the unique
  * index on api_keys.key_hash and the primary keys of the others). A NULL list column means "no
  * restriction"; an empty one (an intersection with nothing in common) allows nothing. */
-#define TG_KEY_SQL                                                                                      \
+#define TG_KEY_SQL                                                                                           \
     "WITH k AS (SELECT k.*, tollgate_models_and(tollgate_models_and(tp.allowed_models, kp.allowed_models), " \
-    "k.allowed_models) AS models, tp.byok_fallback, COALESCE(kp.max_tokens, tp.max_tokens) AS max_tokens, " \
-    "tp.rpm, tp.tpm, COALESCE(kp.key_rpm, tp.key_rpm) AS key_rpm, COALESCE(kp.key_tpm, tp.key_tpm) AS key_tpm " \
-    "FROM api_keys k LEFT JOIN policies tp ON tp.tenant_id = k.tenant_id AND tp.key_id IS NULL "      \
-    "LEFT JOIN policies kp ON kp.tenant_id = k.tenant_id AND kp.key_id = k.id "                       \
-    "WHERE k.key_hash = decode($1,'hex') AND k.revoked_at IS NULL) "                                  \
-    "SELECT k.id, k.tenant_id, t.name, t.status = 'suspended', "                                        \
-    "COALESCE((extract(epoch FROM k.expires_at) * 1000)::bigint, 0), t.zero_retention, "               \
-    "COALESCE(k.byok_fallback, true), k.models IS NOT NULL, "                                           \
-    "COALESCE((SELECT string_agg(m || E'\\n', '') FROM unnest(k.models) m), ''), "                      \
-    "COALESCE(k.max_tokens, 0), COALESCE(k.rpm, 0), COALESCE(k.key_rpm, 0), COALESCE(k.tpm, 0), "       \
-    "COALESCE(k.key_tpm, 0), COALESCE((SELECT string_agg(c.provider || E'\\n', '' ORDER BY c.provider) " \
-    "FROM provider_credentials c WHERE c.tenant_id = k.tenant_id), '') "                                \
+    "k.allowed_models) AS models, tp.byok_fallback, COALESCE(kp.max_tokens, tp.max_tokens) AS max_tokens, "  \
+    "tp.rpm, tp.tpm, COALESCE(kp.key_rpm, tp.key_rpm) AS key_rpm, COALESCE(kp.key_tpm, tp.key_tpm) AS "      \
+    "key_tpm "                                                                                               \
+    "FROM api_keys k LEFT JOIN policies tp ON tp.tenant_id = k.tenant_id AND tp.key_id IS NULL "             \
+    "LEFT JOIN policies kp ON kp.tenant_id = k.tenant_id AND kp.key_id = k.id "                              \
+    "WHERE k.key_hash = decode($1,'hex') AND k.revoked_at IS NULL) "                                         \
+    "SELECT k.id, k.tenant_id, t.name, t.status = 'suspended', "                                             \
+    "COALESCE((extract(epoch FROM k.expires_at) * 1000)::bigint, 0), t.zero_retention, "                     \
+    "COALESCE(k.byok_fallback, true), k.models IS NOT NULL, "                                                \
+    "COALESCE((SELECT string_agg(m || E'\\n', '') FROM unnest(k.models) m), ''), "                           \
+    "COALESCE(k.max_tokens, 0), COALESCE(k.rpm, 0), COALESCE(k.key_rpm, 0), COALESCE(k.tpm, 0), "            \
+    "COALESCE(k.key_tpm, 0), COALESCE((SELECT string_agg(c.provider || E'\\n', '' ORDER BY c.provider) "     \
+    "FROM provider_credentials c WHERE c.tenant_id = k.tenant_id), '') "                                     \
     "FROM k JOIN tenants t ON t.id = k.tenant_id"
 #define TG_KEY_COLUMNS 15
 

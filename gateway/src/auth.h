@@ -43,7 +43,7 @@ typedef struct tg_principal {
     int64_t tenant_id;
     int64_t key_id;
     char tenant_name[64];
-    bool suspended;       /* the tenant's status: every key answers 403 */
+    bool suspended;          /* the tenant's status: every key answers 403 */
     int64_t expires_unix_ms; /* the key stops working then; 0 never */
     tg_policy_t policy;
     char byok[TG_BYOK_LIST_MAX]; /* providers with a tenant key ("openai\n"), "" none */

@@ -61,7 +61,7 @@ typedef struct tg_call {
     uint64_t start_us;
     tg_principal_t principal;
     uint64_t admission_ns; /* AUTH, POLICY and LIMIT's own work (call.c, "timed") */
-    int status; /* status sent to the client; 0 none yet */
+    int status;            /* status sent to the client; 0 none yet */
     /* what a failing stage wants said (the table's message when empty) */
     char err_msg[200];
     char err_param[128];

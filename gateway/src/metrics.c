@@ -374,8 +374,7 @@ int tg_metrics_render(tg_buf_t *out)
             "# TYPE tollgate_db_connect_timeouts_total counter\n"
             "tollgate_db_connect_timeouts_total %llu\n",
             (unsigned long long)pg.jobs_sent, (unsigned long long)pg.jobs_timed_out,
-            (unsigned long long)pg.jobs_refused,
-            (unsigned long long)pg.connect_timeouts);
+            (unsigned long long)pg.jobs_refused, (unsigned long long)pg.connect_timeouts);
     /* log.c is a core primitive and registers nothing: its drop count is read here */
     if (rc == 0)
         rc = tg_buf_appendf(out,
