@@ -55,7 +55,8 @@
     X(-28, ZERO_RETENTION_UNAVAILABLE, "zero_retention_unavailable", 422, "invalid_request_error",        \
       "no target of this request can serve it under zero retention")                                     \
     X(-29, BYOK_REJECTED, "byok_key_rejected", 400, "invalid_request_error",                              \
-      "the provider refused the tenant's own API key")
+      "the provider refused the tenant's own API key")                                                     \
+    X(-30, CONFLICT, "conflict", 409, "invalid_request_error", "the resource already exists")
 /* clang-format on */
 
 typedef enum {
