@@ -20,26 +20,26 @@
 /* pg_advisory_lock key: "tollgate" in ASCII, so two concurrent `migrate` runs serialise */
 #define MIGRATE_LOCK_KEY "8390876119406896229"
 
-/* The subcommands that live in files of their own: one line each. */
+/* The subcommands that live in files of their own: one line each (name, entry, usage line). */
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
+    const char *usage;
 } subcommands[] = {
-    {"tenants", tg_cli_tenants},
-    {"keys", tg_cli_keys},
-    {"policy", tg_cli_policy},
+    {"tenants", tg_cli_tenants, "tollgate tenants create|suspend|resume|list -c FILE ..."},
+    {"keys", tg_cli_keys, "tollgate keys create|revoke|rotate|list -c FILE ..."},
+    {"policy", tg_cli_policy, "tollgate policy set -c FILE ..."},
 };
 
 void tg_cli_usage(FILE *f)
 {
     fputs("usage: tollgate serve -c FILE\n"
           "       tollgate check -c FILE\n"
-          "       tollgate migrate -c FILE\n"
-          "       tollgate tenants create|suspend|resume|list -c FILE ...\n"
-          "       tollgate keys create|revoke|rotate|list -c FILE ...\n"
-          "       tollgate policy set -c FILE ...\n"
-          "       tollgate COMMAND --help    (the options of each command)\n",
+          "       tollgate migrate -c FILE\n",
           f);
+    for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+        fprintf(f, "       %s\n", subcommands[i].usage);
+    fputs("       tollgate COMMAND --help    (the options of each command)\n", f);
 }
 
 static void usage(FILE *f)
