@@ -129,6 +129,7 @@ int tg_stage_policy(void *call)
         tg_call_set_error(c, err.detail[0] != '\0' ? err.detail : NULL, param[0] != '\0' ? param : NULL);
         return rc;
     }
+    c->body_rewritten |= c->policy_capped; /* the client's bytes lack the added member */
     /* zero retention: decided here (the tenant's setting, tightened by the request's header) */
     return TG_STAGE_GO;
 }

@@ -242,6 +242,19 @@ test('max_tokens above the policy limit is a 400 naming the limit; a change reac
     assert.equal(r.json.error.param, 'max_completion_tokens');
     assert.match(r.json.error.message, /100/);
     assert.equal((await chat(A, k.key, 't-a', { max_tokens: 100 })).status, 200, 'at the limit is fine');
+    // a request that names no limit gets the policy's, and the provider honours it (the simulator
+    // cuts its answer to max_completion_tokens words: finish_reason "length")
+    const free = await createKey(tenantName('maxtok-free'));
+    const uncut = await chat(A, free.key, 't-a');
+    assert.equal(uncut.json.choices[0].finish_reason, 'stop', 'without a limit the answer is whole');
+    await cliOk('policy', 'set', '-c', A.configPath, '--tenant', tenant, '--max-tokens', '3');
+    await onBoth(async (inst) => {
+        const r = await chat(inst, k.key, 't-a');
+        return r.status === 200 && r.json.choices[0].finish_reason === 'length';
+    }, 'the limit applied to a request without max_tokens');
+    const cut = await chat(B, k.key, 't-a');
+    assert.ok(cut.json.choices[0].message.content.length < uncut.json.choices[0].message.content.length);
+    await cliOk('policy', 'set', '-c', A.configPath, '--tenant', tenant, '--max-tokens', '100');
     // a key's override is tighter than its tenant's row
     await cliOk('policy', 'set', '-c', A.configPath, '--tenant', tenant, '--key', String(k.id), '--max-tokens', '10');
     await onBoth(async (inst) => (await chat(inst, k.key, 't-a', { max_tokens: 11 })).status === 400, 'the key override');
