@@ -7,9 +7,7 @@
  * on stderr.
  */
 #include <jansson.h>
-#include <sodium.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -43,20 +41,18 @@ static void print_secret(const tg_key_secret_t *s, bool json)
 {
     char c1[32], c2[32];
     if (json) {
-        json_t *o =
-            json_pack("{s:I,s:I,s:s,s:s,s:s}", "id", (json_int_t)s->id, "tenant_id", (json_int_t)s->tenant_id,
-                      "prefix", s->prefix, "key", s->key, "expires_at", tg_cli_time(s->expires_ms, c1));
-        if (s->rotated_from != 0) {
-            json_object_set_new(o, "rotated_from", json_integer(s->rotated_from));
-            json_object_set_new(o, "old_expires_at", json_string(tg_cli_time(s->old_expires_ms, c2)));
-        }
-        char *text = json_dumps(o, JSON_COMPACT);
-        json_decref(o); /* jansson does not wipe its copy of the key: freed at once */
-        if (text != NULL) {
-            printf("%s\n", text);
-            sodium_memzero(text, strlen(text));
-            free(text);
-        }
+        /* written by hand, not through jansson: no heap copy of the key is left behind (every
+         * value here is base64url, digits or a timestamp: nothing to escape) */
+        printf("{\"id\":%lld,\"tenant_id\":%lld,\"prefix\":\"%s\",\"key\":\"%s\",\"expires_at\":",
+               (long long)s->id, (long long)s->tenant_id, s->prefix, s->key);
+        if (s->expires_ms != 0)
+            printf("\"%s\"", tg_cli_time(s->expires_ms, c1));
+        else
+            fputs("null", stdout);
+        if (s->rotated_from != 0)
+            printf(",\"rotated_from\":%lld,\"old_expires_at\":\"%s\"", (long long)s->rotated_from,
+                   tg_cli_time(s->old_expires_ms, c2));
+        fputs("}\n", stdout);
     } else {
         printf("%s\n", s->key);
     }
