@@ -57,7 +57,8 @@
     X(-29, BYOK_REJECTED, "byok_key_rejected", 400, "invalid_request_error",                              \
       "the provider refused the tenant's own API key")                                                   \
     X(-30, BYOK_UNUSABLE, "byok_key_unusable", 422, "invalid_request_error",                              \
-      "the tenant's stored API key for this provider cannot be used; set it again")
+      "the tenant's stored API key for this provider cannot be used; set it again")                  \
+    X(-31, CONFLICT, "conflict", 409, "invalid_request_error", "the resource already exists")
 /* clang-format on */
 
 typedef enum {

@@ -267,8 +267,9 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target, uint32_t fi
                         .upstream_model = target->upstream,
                         .api_key = byok_key != NULL ? byok_key->s : target->provider->api_key,
                         .stream = c->stream,
-                        .raw = c->req != NULL ? c->req->entity.base : NULL,
-                        .raw_len = c->req != NULL ? c->req->entity.len : 0};
+                        /* the client's bytes, unless a stage rewrote the body since (POLICY) */
+                        .raw = c->req != NULL && !c->body_rewritten ? c->req->entity.base : NULL,
+                        .raw_len = c->req != NULL && !c->body_rewritten ? c->req->entity.len : 0};
     tg_error_t err = {0};
     int rc = tg_prov_build_bounded(c->adapter, &in, c->body, c->cfg->body_memory_factor, &ureq, &err);
     tg_secret_free(byok_key); /* only the request's header holds it now (wiped on dispose) */

@@ -418,7 +418,8 @@ static int stage_log(void *call)
     if (c->status == 0)
         c->status = tg_err_http_status(TG_ECLIENT_CLOSED); /* the client left before any answer */
     TG_LOG(TG_LOG_INFO, "request", TG_KV_STR("request_id", c->request_id),
-           TG_KV_INT("tenant_id", c->principal.tenant_id),
+           TG_KV_INT("tenant_id", c->principal.tenant_id), TG_KV_INT("key_id", c->principal.key_id),
+           TG_KV_INT("max_tokens_capped", c->policy_capped),
            TG_KV_STR("route", c->kind == TG_CALL_CHAT ? "chat" : "models"),
            TG_KV_STR("chain", c->route.name[0] != '\0' ? c->route.name : "-"),
            TG_KV_STR("model", m != NULL ? m->name : "-"),

@@ -81,6 +81,12 @@ typedef struct tg_call {
     /* nothing of this call's content may be stored or logged (the tenant's policy, or tightened by
      * the x-tollgate-zero-retention header); decided in POLICY, read through retention.h */
     bool zero_retention;
+    /* POLICY gave the request max_completion_tokens = the key's limit (policy.h) */
+    bool policy_capped;
+    /* a stage after PARSE changed c->body beyond what an adapter rewrites itself ("model",
+     * "models", "stream"): the upstream body is serialised from the tree, not passed through from
+     * the client's bytes (attempt.c) */
+    bool body_rewritten;
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;

@@ -1,56 +1,66 @@
 /*
- * cli.c - `tollgate check | migrate | keys create`, see cli.h.
+ * cli.c - `tollgate check | migrate`, and the dispatch of every other subcommand to its file
+ * (cli_tenants.c, cli_keys.c, cli_policy.c, ...), see cli.h.
  *
- * Output rules: stdout carries only what a script wants to capture (the new
- * key for `keys create`); progress and errors go to stderr. Secrets (the
- * database URL, the pepper, a new key's hash) are never printed; the new key
- * itself is printed once and then wiped from memory.
+ * Output rules: stdout carries only what a script wants to capture (a new key, a listing);
+ * progress and errors go to stderr. Secrets (the database URL, the pepper, a new key's hash) are
+ * never printed; a new key itself is printed once and then wiped from memory.
  */
 #include "cli.h"
 
 #include <libpq-fe.h>
-#include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
 #include "config.h"
 #include "log.h"
 
 /* pg_advisory_lock key: "tollgate" in ASCII, so two concurrent `migrate` runs serialise */
 #define MIGRATE_LOCK_KEY "8390876119406896229"
 
-static void usage(FILE *f)
+/* The subcommands that live in files of their own: one line each (name, entry, usage line). */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+} subcommands[] = {
+    {"tenants", tg_cli_tenants, "tollgate tenants create|suspend|resume|list -c FILE ..."},
+    {"keys", tg_cli_keys, "tollgate keys create|revoke|rotate|list -c FILE ..."},
+    {"policy", tg_cli_policy, "tollgate policy set -c FILE ..."},
+    {"byok", tg_cli_byok_main, "tollgate byok set|delete|list -c FILE ..."},
+    {"rotate-master-key", tg_cli_rotate_main, "tollgate rotate-master-key -c FILE [--batch N]"},
+};
+
+void tg_cli_usage(FILE *f)
 {
     fputs("usage: tollgate serve -c FILE\n"
           "       tollgate check -c FILE\n"
-          "       tollgate migrate -c FILE\n"
-          "       tollgate keys create -c FILE --tenant NAME [--name LABEL]\n"
-          "       tollgate byok set|delete|list -c FILE ... (tollgate byok --help)\n"
-          "       tollgate rotate-master-key -c FILE [--batch N]\n",
+          "       tollgate migrate -c FILE\n",
           f);
+    for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+        fprintf(f, "       %s\n", subcommands[i].usage);
+    fputs("       tollgate COMMAND --help    (the options of each command)\n", f);
+}
+
+static void usage(FILE *f)
+{
+    tg_cli_usage(f);
 }
 
 typedef struct opts {
     const char *config;
-    const char *tenant;
-    const char *name;
 } opts_t;
 
 /* Parses the options after the subcommand words; returns false (after a message) on a bad one. */
-static bool parse_opts(int argc, char **argv, int first, opts_t *o, bool allow_key_opts)
+static bool parse_opts(int argc, char **argv, int first, opts_t *o)
 {
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
             dst = &o->config;
-        else if (allow_key_opts && strcmp(a, "--tenant") == 0)
-            dst = &o->tenant;
-        else if (allow_key_opts && strcmp(a, "--name") == 0)
-            dst = &o->name;
         else if (strncmp(a, "--config=", 9) == 0) {
             o->config = a + 9;
             continue;
@@ -301,117 +311,6 @@ int tg_cli_check_schema(const char *config_path)
     return 0;
 }
 
-static bool valid_label(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
-static int create_key(PGconn *db, const tg_config_t *c, const char *tenant, const char *label)
-{
-    char key[TG_API_KEY_LEN + 1], prefix[11], hex[65];
-    uint8_t hash[32];
-    int rc = 1;
-    tg_api_key_generate(key);
-    tg_api_key_hash(hash, key, TG_API_KEY_LEN, c->key_pepper);
-    tg_api_key_prefix(prefix, key);
-    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-
-    if (!exec_ok(db, "BEGIN", "cannot begin"))
-        goto out;
-    const char *tp[1] = {tenant};
-    PGresult *r =
-        PQexecParams(db,
-                     "WITH ins AS (INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING "
-                     "RETURNING id) SELECT id FROM ins UNION ALL SELECT id FROM tenants WHERE name = $1",
-                     1, NULL, tp, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
-        fprintf(stderr, "tollgate: cannot create the tenant: %s", PQerrorMessage(db));
-        PQclear(r);
-        TG_IGNORE_RESULT(exec_ok(db, "ROLLBACK", "cannot roll back"));
-        goto out;
-    }
-    char tenant_id[32];
-    snprintf(tenant_id, sizeof(tenant_id), "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-
-    const char *kp[4] = {tenant_id, hex, prefix, label};
-    r = PQexecParams(db,
-                     "INSERT INTO api_keys (tenant_id, key_hash, prefix, name) "
-                     "VALUES ($1::bigint, decode($2, 'hex'), $3, $4) RETURNING id",
-                     4, NULL, kp, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        /* the error names the constraint at most, never the parameter values */
-        fprintf(stderr, "tollgate: cannot create the key: %s",
-                PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-                    ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-                    : "unknown error");
-        fputc('\n', stderr);
-        PQclear(r);
-        TG_IGNORE_RESULT(exec_ok(db, "ROLLBACK", "cannot roll back"));
-        goto out;
-    }
-    char key_id[32];
-    snprintf(key_id, sizeof(key_id), "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    if (!exec_ok(db, "COMMIT", "cannot commit"))
-        goto out;
-    fprintf(stderr, "tollgate: created key %s (id %s) for tenant \"%s\" (id %s)\n", prefix, key_id, tenant,
-            tenant_id);
-    printf("%s\n", key);
-    fflush(stdout);
-    rc = 0;
-out:
-    sodium_memzero(key, sizeof(key));
-    sodium_memzero(hash, sizeof(hash));
-    sodium_memzero(hex, sizeof(hex));
-    return rc;
-}
-
-static int cmd_keys_create(const opts_t *o)
-{
-    if (o->tenant == NULL) {
-        fputs("tollgate: keys create needs --tenant NAME\n", stderr);
-        usage(stderr);
-        return 2;
-    }
-    /* the gateway keeps at most 63 bytes of a tenant name per principal (auth.h) */
-    if (!valid_label(o->tenant, 63)) {
-        fputs("tollgate: --tenant must be 1 to 63 bytes without control characters\n", stderr);
-        return 2;
-    }
-    if (o->name != NULL && !valid_label(o->name, 200)) {
-        fputs("tollgate: --name must be 1 to 200 bytes without control characters\n", stderr);
-        return 2;
-    }
-    tg_config_t *c = tg_cli_load_config(o->config);
-    if (c == NULL)
-        return 1;
-    if (!c->has_pepper) {
-        fputs("tollgate: the config has no key pepper (secrets.key_pepper_env or secrets.key_pepper_file)\n",
-              stderr);
-        tg_config_unref(c);
-        return 1;
-    }
-    if (sodium_init() < 0) {
-        tg_config_unref(c);
-        return 1;
-    }
-    PGconn *db = tg_cli_db_connect(c);
-    int rc = 1;
-    if (db != NULL) {
-        rc = create_key(db, c, o->tenant, o->name);
-        PQfinish(db);
-    }
-    tg_config_unref(c);
-    return rc;
-}
-
 int tg_cli_main(int argc, char **argv)
 {
     opts_t o = {0};
@@ -424,36 +323,20 @@ int tg_cli_main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (strcmp(cmd, "check") == 0) {
-        if (!parse_opts(argc, argv, 2, &o, false)) {
+    if (strcmp(cmd, "check") == 0 || strcmp(cmd, "migrate") == 0) {
+        if (argc > 2 && (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0)) {
+            usage(stdout);
+            return 0;
+        }
+        if (!parse_opts(argc, argv, 2, &o)) {
             usage(stderr);
             return 2;
         }
-        return cmd_check(&o);
+        return strcmp(cmd, "check") == 0 ? cmd_check(&o) : cmd_migrate(&o);
     }
-    if (strcmp(cmd, "migrate") == 0) {
-        if (!parse_opts(argc, argv, 2, &o, false)) {
-            usage(stderr);
-            return 2;
-        }
-        return cmd_migrate(&o);
-    }
-    if (strcmp(cmd, "keys") == 0) {
-        if (argc < 3 || strcmp(argv[2], "create") != 0) {
-            fputs("tollgate: keys: the only subcommand is \"create\"\n", stderr);
-            usage(stderr);
-            return 2;
-        }
-        if (!parse_opts(argc, argv, 3, &o, true)) {
-            usage(stderr);
-            return 2;
-        }
-        return cmd_keys_create(&o);
-    }
-    if (strcmp(cmd, "byok") == 0) /* cli_byok.c */
-        return tg_cli_byok_main(argc, argv);
-    if (strcmp(cmd, "rotate-master-key") == 0)
-        return tg_cli_rotate_main(argc, argv);
+    for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+        if (strcmp(cmd, subcommands[i].name) == 0)
+            return subcommands[i].run(argc, argv);
     fprintf(stderr, "tollgate: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

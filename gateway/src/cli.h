@@ -14,11 +14,19 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "config.h"
 
 /** argv[0] is the program, argv[1] the subcommand. Returns the exit code (0, 1 failure, 2 usage). */
 int tg_cli_main(int argc, char **argv);
+/** The list of commands (`tollgate --help`). */
+void tg_cli_usage(FILE *f);
+
+/* The subcommands of files of their own: argv as tg_cli_main's, argv[2] their verb. */
+int tg_cli_tenants(int argc, char **argv); /* cli_tenants.c */
+int tg_cli_keys(int argc, char **argv);    /* cli_keys.c */
+int tg_cli_policy(int argc, char **argv);  /* cli_policy.c */
 
 /* For the subcommands' files (cli_*.c): */
 /** Loads the config, printing every error on stderr; NULL on failure. */

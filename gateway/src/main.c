@@ -1,7 +1,7 @@
 /*
  * main.c - the tollgate binary: `tollgate serve -c FILE` runs the server (after cli.c has checked
  * that the database schema is not older than the binary); every other subcommand (check, migrate,
- * keys) is handed to cli.c.
+ * tenants, keys, policy, ...) is handed to cli.c.
  *
  * Process-wide library setup happens here, before any thread exists: curl_global_init is not
  * thread-safe, sodium_init seeds the RNG used for request ids and key hashes, and SIGPIPE is
@@ -19,11 +19,7 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: tollgate serve -c FILE\n"
-          "       tollgate check -c FILE\n"
-          "       tollgate migrate -c FILE\n"
-          "       tollgate keys create -c FILE --tenant NAME [--name LABEL]\n",
-          f);
+    tg_cli_usage(f);
 }
 
 static int serve(int argc, char **argv)

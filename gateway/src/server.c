@@ -43,6 +43,7 @@
 #include "events.h"
 #include "framing.h"
 #include "keywatch.h"
+#include "lastused.h"
 #include "listen.h"
 #include "health.h"
 #include "http.h"
@@ -740,6 +741,8 @@ static int run(const char *config_path)
         TG_LOG(TG_LOG_WARN, "events_writer_unavailable");
     if (tg_keywatch_start(events_db) != 0) /* revoked keys leave the cache at once */
         TG_LOG(TG_LOG_WARN, "keywatch_unavailable");
+    if (tg_lastused_start(events_db) != 0) /* api_keys.last_used_at, in batches */
+        TG_LOG(TG_LOG_WARN, "lastused_unavailable");
 
     pthread_barrier_init(&g_start_barrier, NULL, (unsigned)g_nworkers + 1);
     pthread_barrier_init(&g_stop_barrier, NULL, (unsigned)g_nworkers);
@@ -786,6 +789,7 @@ static int run(const char *config_path)
         pthread_join(privs[i].tid, NULL);
     tg_events_stop();
     tg_keywatch_stop();
+    tg_lastused_stop();
     pthread_barrier_destroy(&g_start_barrier);
     pthread_barrier_destroy(&g_stop_barrier);
     TG_LOG(TG_LOG_INFO, "server_stopped", TG_KV_INT("exit_code", exit_code));
