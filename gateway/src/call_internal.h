@@ -74,6 +74,13 @@ typedef struct tg_call {
     /* nothing of this call's content may be stored or logged (the tenant's policy, or tightened by
      * the x-tollgate-zero-retention header); decided in POLICY, read through retention.h */
     bool zero_retention;
+    /* retention.c's own: what a stored call keeps (never filled for a zero-retention call) */
+    bool rt_capture;   /* a stored_requests record will be written at LOG */
+    bool rt_by_header; /* zero retention came from the header, not the tenant's policy */
+    bool rt_request_truncated, rt_answer_truncated;
+    uint32_t rt_removed; /* targets the zero-retention rule took out of the route */
+    tg_buf_t rt_request; /* the client's body, capped */
+    tg_buf_t rt_answer;  /* what the client received, capped */
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;

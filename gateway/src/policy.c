@@ -7,9 +7,14 @@
  * SETTLE and LOG like any other.
  */
 #include "call_internal.h"
+#include "retention.h"
 
 int tg_stage_policy(void *call)
 {
-    (void)call;
+    tg_call_t *c = call;
+    /* zero retention first: whatever refuses the call afterwards is logged under it */
+    int rc = tg_retention_policy(c);
+    if (rc != TG_STAGE_GO)
+        return rc;
     return TG_STAGE_GO;
 }

@@ -14,6 +14,7 @@
 #include "call_internal.h"
 #include "err.h"
 #include "jsonmem.h"
+#include "retention.h"
 
 int tg_stage_parse(void *call)
 {
@@ -65,6 +66,10 @@ int tg_stage_route(void *call)
         return err.code != 0 ? err.code : TG_EINVALID_REQUEST;
     }
     json_object_del(c->body, "models"); /* tollgate's own field: never sent upstream */
+    /* zero retention keeps only the targets that may see the content (after the BYOK flags) */
+    int zrc = tg_retention_route(c);
+    if (zrc != TG_STAGE_GO)
+        return zrc;
 
     for (size_t i = 0; i < c->route.n_targets; i++)
         c->breakers[i] =
