@@ -594,8 +594,13 @@ static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
 
 static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"stored_requests", "stored_requests_days", "max_record_bytes",
-                                       "queue_bytes",     "job_interval_ms",      NULL};
+    static const char *const keys[] = {"stored_requests",
+                                       "stored_requests_days",
+                                       "max_record_bytes",
+                                       "queue_bytes",
+                                       "job_interval_ms",
+                                       "allow_core_dumps",
+                                       NULL};
     c->retention.stored_requests = true;
     c->retention.days = 30;
     c->retention.max_record_bytes = 65536;
@@ -610,6 +615,7 @@ static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
     get_size(v, r, "retention", "max_record_bytes", 256, (size_t)16 << 20, &c->retention.max_record_bytes);
     get_size(v, r, "retention", "queue_bytes", (size_t)64 << 10, (size_t)1 << 32, &c->retention.queue_bytes);
     get_u32(v, r, "retention", "job_interval_ms", 100, 86400000u, &c->retention.job_interval_ms);
+    get_bool(v, r, "retention", "allow_core_dumps", &c->retention.allow_core_dumps);
     if (c->retention.queue_bytes < 2 * c->retention.max_record_bytes)
         verr(v, "retention.queue_bytes: must hold at least two records (2 x max_record_bytes)");
 }

@@ -21,7 +21,8 @@
  *   shutdown_grace_ms, retry_wait_cap_ms, key_cache_ttl_ms
  *   providers.<name>: kind, base_url, api_key_env | api_key_file, timeouts, breaker, health,
  *                     latency_threshold_ms, anthropic_version, zero_retention
- *   retention.{stored_requests, stored_requests_days, max_record_bytes, queue_bytes, job_interval_ms}
+ *   retention.{stored_requests, stored_requests_days, max_record_bytes, queue_bytes, job_interval_ms,
+ *              allow_core_dumps}
  *   models.<name>: provider, upstream, context_window
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
  */
@@ -134,6 +135,7 @@ typedef struct tg_config {
         size_t max_record_bytes;  /* cap of the request body and of the answer, each (65536) */
         size_t queue_bytes;       /* records waiting for the writer, at most (32 MiB) */
         uint32_t job_interval_ms; /* the partition job's period (3600000) */
+        bool allow_core_dumps;    /* leave the process dumpable (false: no core file, no ptrace) */
     } retention;
 
     tg_provider_cfg_t *providers;

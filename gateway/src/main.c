@@ -15,7 +15,6 @@
 
 #include "admin.h"
 #include "cli.h"
-#include "retention.h"
 #include "server.h"
 
 static void usage(FILE *f)
@@ -46,8 +45,6 @@ static int serve(int argc, char **argv)
     if (tg_cli_check_schema(config) != 0)
         return 1;
     tg_server_set_admin_router(tg_admin_route);
-    /* no core file, no ptrace: a crash must not leave prompts behind (retention.h) */
-    tg_retention_protect_process();
     return tg_server_run(config);
 }
 

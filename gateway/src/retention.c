@@ -802,8 +802,12 @@ void tg_retention_stats(tg_retention_stats_t *out)
 
 /* ------------------------------------------------------------------------ crash output */
 
-void tg_retention_protect_process(void)
+void tg_retention_protect_process(bool allow_core_dumps)
 {
+    if (allow_core_dumps) {
+        TG_LOG(TG_LOG_WARN, "core_dumps_allowed"); /* a crash may write prompts to disk */
+        return;
+    }
     /* A core file holds the heap: request bodies, answers, provider keys. None is written, and a
      * non-dumpable process cannot be read through ptrace or /proc/PID/mem by other processes of
      * the same user either. A crash still says where on stderr (the sanitizers, the log). */

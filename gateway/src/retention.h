@@ -19,8 +19,11 @@
  * collide). A full queue or an absent database drops records and counts them
  * (tollgate_stored_requests_dropped_total{reason}); nothing here ever blocks a worker loop.
  *
- * Crash output: `tollgate serve` makes the process non-dumpable and sets RLIMIT_CORE to 0
- * (tg_retention_protect_process), so no core file can carry a prompt.
+ * Crash output: the server makes the process non-dumpable and sets RLIMIT_CORE to 0
+ * (tg_retention_protect_process), so no core file can carry a prompt: RLIMIT_CORE alone does not
+ * stop a core_pattern that pipes to a collector (systemd-coredump, apport), a non-dumpable process
+ * is not dumped at all. It also keeps other processes of the user from reading its memory through
+ * ptrace or /proc/PID/mem (and /proc/PID/maps, clear_refs: root only, see docs/CONVENTIONS.md).
  *
  * Threads: the call functions run on the call's loop thread; start/stop/flush on the main thread
  * (flush: tests, off-loop).
@@ -100,7 +103,8 @@ typedef struct tg_retention_stats {
 void tg_retention_stats(tg_retention_stats_t *out);
 
 /** No core file and no ptrace by other processes of the user: what a crash leaves must not carry
- *  a prompt. Called by `serve` before any request. */
-void tg_retention_protect_process(void);
+ *  a prompt. Called by the server before any request; allow_core_dumps
+ *  (retention.allow_core_dumps) leaves the process as it was, for debugging. */
+void tg_retention_protect_process(bool allow_core_dumps);
 
 #endif

@@ -735,6 +735,8 @@ static int run(const char *config_path)
     snprintf(data_addr, sizeof(data_addr), "%s:%u", cfg->data_host, (unsigned)cfg->data_port);
     snprintf(admin_addr, sizeof(admin_addr), "%s:%u", cfg->admin_host, (unsigned)cfg->admin_port);
     const char *events_db = cfg->database_url;
+    /* no core file, no ptrace: what a crash leaves must not carry prompts (retention.h) */
+    tg_retention_protect_process(cfg->retention.allow_core_dumps);
     if (tg_retention_start(events_db, cfg) != 0) /* stored_requests: its writer and partition job */
         TG_LOG(TG_LOG_WARN, "stored_requests_writer_unavailable");
     tg_config_publish(cfg); /* takes over our reference */

@@ -549,15 +549,18 @@ static void test_retention(void **state)
     assert_int_equal(c->retention.max_record_bytes, 65536);
     assert_int_equal(c->retention.queue_bytes, (size_t)32 << 20);
     assert_int_equal(c->retention.job_interval_ms, 3600000);
+    assert_false(c->retention.allow_core_dumps);
     tg_config_unref(c);
 
     c = parse_ok("{\"retention\": {\"stored_requests\": false, \"stored_requests_days\": 7, "
-                 "\"max_record_bytes\": 4096, \"queue_bytes\": 1048576, \"job_interval_ms\": 1000}}");
+                 "\"max_record_bytes\": 4096, \"queue_bytes\": 1048576, \"job_interval_ms\": 1000, "
+                 "\"allow_core_dumps\": true}}");
     assert_false(c->retention.stored_requests);
     assert_int_equal(c->retention.days, 7);
     assert_int_equal(c->retention.max_record_bytes, 4096);
     assert_int_equal(c->retention.queue_bytes, 1048576);
     assert_int_equal(c->retention.job_interval_ms, 1000);
+    assert_true(c->retention.allow_core_dumps);
     tg_config_unref(c);
 
     char *errs = parse_fail("{\"providers\": {\"p\": {\"kind\": \"openai\", \"zero_retention\": \"yes\"}},\n"
