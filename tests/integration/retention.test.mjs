@@ -13,7 +13,7 @@
 //   - an old partition of stored_requests is dropped by the partition job.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -65,7 +65,7 @@ function retentionConfig(ctx) {
             'zr-mixed': { targets: [M.plain, M.ok] },
             'zr-plain-only': { targets: [M.plain] },
         },
-        extra: { retention: { job_interval_ms: 300, max_record_bytes: 65536 } },
+        extra: { retention: { job_interval_ms: 300, max_record_bytes: 4096 } },
     });
 }
 
@@ -217,6 +217,41 @@ test('the partition job creates the days ahead and drops a partition older than 
     assert.equal(await psql(`SELECT to_regclass('stored_requests_' || ${day(0)}) IS NOT NULL`), 't');
 });
 
+test('a stored record is capped at retention.max_record_bytes on a UTF-8 boundary, and flagged', async () => {
+    const big = 'é'.repeat(3000) + 'x'; // 6001 bytes of prompt text, cut inside a two-byte character
+    const r = await chatReq(keys.normal, chat(M.ok, big));
+    assert.equal(r.status, 200, r.text);
+    const id = r.headers.get('x-tollgate-request-id');
+    await waitFor(async () => (await psql(`SELECT count(*) FROM stored_requests WHERE request_id = '${id}'`)) === '1', {
+        tries: 400,
+        what: 'the big call stored',
+    });
+    const [len, trunc, rtrunc, tail] = (
+        await psql(`SELECT octet_length(request_body), request_truncated, response_truncated, right(request_body, 1) FROM stored_requests WHERE request_id = '${id}'`)
+    ).split('\t');
+    assert.ok(Number(len) <= 4096 && Number(len) >= 4090, `capped at 4096 bytes: ${len}`);
+    assert.equal(trunc, 't');
+    assert.equal(rtrunc, 'f');
+    assert.equal(tail, 'é', 'the cut fell between characters');
+});
+
+test('two instances: the partition job runs in one session at a time (its advisory lock)', async () => {
+    // a session that holds the job's lock, as another gateway running the job does
+    const holder = spawn('psql', [stack().databaseUrl, '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    holder.stdout.on('data', (d) => (out += d));
+    try {
+        holder.stdin.write("BEGIN;\nSELECT pg_advisory_xact_lock(8390876119406896230), 'locked';\n");
+        await waitFor(() => out.includes('locked'), { what: 'the other session to hold the lock' });
+        assert.equal(await psql('SELECT tollgate_stored_requests_partitions(30, 2)'), '-1', 'the job skips its round');
+    } finally {
+        holder.stdin.end('COMMIT;\n');
+        await new Promise((res) => holder.on('close', res));
+    }
+    // free again: the job runs (this instance's own job may hold the lock for a moment: waited for)
+    await waitFor(async () => (await psql('SELECT tollgate_stored_requests_partitions(30, 2)')) === '0', { what: 'the job to run again' });
+});
+
 // The zero-retention calls of one tenant (header: the header that asks for it, or none); returns
 // the request ids and the canaries used.
 async function zeroRetentionCalls(key, headers) {
@@ -298,8 +333,11 @@ test('zero retention: no canary in the database or any log, every stage in the a
             assert.ok(line.tenant_id > 0 && line.key_id > 0, 'auth: tenant and key ids');
             for (const f of ['route', 'chain', 'model', 'provider', 'status', 'attempts', 'stream', 'prompt_tokens', 'completion_tokens', 'duration_us', 'zr_removed'])
                 assert.ok(f in line, `${f} in the request line ${JSON.stringify(line)}`);
-            // limit and reserve fields, where those stages write them, are checked the same way
-            for (const f of Object.keys(line).filter((k) => /^(limit|reserve|rate)_/.test(k))) assert.notEqual(line[f], undefined);
+            // no content in any field (the LIMIT and RESERVE fields too, once those stages write them)
+            const text = JSON.stringify(line);
+            for (const c of set.canaries) assert.ok(!text.includes(c), `content in the request line: ${text}`);
+            for (const [k, v] of Object.entries(line))
+                assert.ok(typeof v !== 'string' || v.length < 200, `a long string field ${k} in the request line`);
             const want = i === 6 ? [200, 499] : [EXPECTED_STATUS[i]];
             assert.ok(want.includes(line.status), `status of call ${i}: ${line.status}`);
             if (i === 0) {
