@@ -23,7 +23,7 @@
  * (tg_retention_protect_process), so no core file can carry a prompt: RLIMIT_CORE alone does not
  * stop a core_pattern that pipes to a collector (systemd-coredump, apport), a non-dumpable process
  * is not dumped at all. It also keeps other processes of the user from reading its memory through
- * ptrace or /proc/PID/mem (and /proc/PID/maps, clear_refs: root only, see docs/CONVENTIONS.md).
+ * ptrace or /proc/PID/mem; /proc/PID/maps and clear_refs become root's only (docs/CONVENTIONS.md).
  *
  * Threads: the call functions run on the call's loop thread; start/stop/flush on the main thread
  * (flush: tests, off-loop).

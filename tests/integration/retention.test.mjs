@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { waitFor } from './lib/wait.mjs';
-import { startInstance, baseConfig, req, runCmd, assertNoSanitizerReport } from './lib/instance.mjs';
+import { startInstance, baseConfig, req, runCmd, assertNoSanitizerReport, metricValue } from './lib/instance.mjs';
 import { stack } from './lib/stack.mjs';
 
 const run = promisify(execFile);
@@ -400,6 +400,12 @@ test('zero retention: no canary in the database or any log, every stage in the a
         }
     }
     assert.ok(found >= 2, 'the normal canaries are in the dump');
+
+    // the writer's counters: records written, none dropped
+    const metrics = (await req(inst.adminUrl, 'GET', '/metrics')).text;
+    assert.ok(metricValue(metrics, 'tollgate_stored_requests_written_total') >= 2, 'stored records counted');
+    assert.equal(metricValue(metrics, 'tollgate_stored_requests_dropped_total', { reason: 'queue_full' }), 0);
+    assert.equal(metricValue(metrics, 'tollgate_stored_requests_dropped_total', { reason: 'db' }), 0);
 
     // stop the gateway so that every line is written, then keep its log in a file of its own
     inst.gateway.kill('SIGTERM');
