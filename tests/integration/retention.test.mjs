@@ -235,6 +235,23 @@ test('a stored record is capped at retention.max_record_bytes on a UTF-8 boundar
     assert.equal(tail, 'é', 'the cut fell between characters');
 });
 
+test('a stored request body is the client\'s bytes exactly (tabs, newlines, backslashes, non-ASCII)', async () => {
+    // whitespace a JSON text may carry between tokens, escapes, and characters of every UTF-8 length
+    const raw = `{\t"model":\r\n"${M.ok}",\n\t"messages": [{"role": "user", "content": "a\\\\b \\t\\n \\u00e9 é € 😀 \\\\N"}]}\n`;
+    JSON.parse(raw); // a valid body
+    const r = await req(inst.url, 'POST', '/v1/chat/completions', { key: keys.normal, body: raw, signal: AbortSignal.timeout(30000) });
+    assert.equal(r.status, 200, r.text);
+    const id = r.headers.get('x-tollgate-request-id');
+    await waitFor(async () => (await psql(`SELECT count(*) FROM stored_requests WHERE request_id = '${id}'`)) === '1', {
+        tries: 400,
+        what: 'the call stored',
+    });
+    const stored = await psql(`SELECT encode(convert_to(request_body, 'UTF8'), 'base64') FROM stored_requests WHERE request_id = '${id}'`);
+    assert.equal(Buffer.from(stored.replace(/\s+/g, ''), 'base64').toString('utf8'), raw);
+    const answer = await psql(`SELECT response_body FROM stored_requests WHERE request_id = '${id}'`);
+    assert.equal(answer, r.text, 'the answer stored is what the client received');
+});
+
 test('two instances: the partition job runs in one session at a time (its advisory lock)', async () => {
     // a session that holds the job's lock, as another gateway running the job does
     const holder = spawn('psql', [stack().databaseUrl, '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1'], { stdio: ['pipe', 'pipe', 'pipe'] });
