@@ -13,7 +13,9 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "call_internal.h"
 #include "err.h"
+#include "metrics.h"
 #include "providers/provider.h"
 #include "retention.h"
 
@@ -170,6 +172,71 @@ static void test_openai_store_false(void **state)
     free(body);
 }
 
+/* One stored call's record, as LOG queues it (the call as far as retention.c reads it). */
+static bool record_one(tg_config_t *cfg, size_t body_bytes)
+{
+    tg_call_t *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->cfg = cfg;
+    c->kind = TG_CALL_CHAT;
+    c->principal.tenant_id = 7;
+    c->principal.key_id = 8;
+    snprintf(c->request_id, sizeof(c->request_id), "req_unit");
+    c->body = json_pack("{s:s}", "model", "m");
+    c->status = 200;
+    c->rt_capture = true;
+    tg_buf_init(&c->rt_request, cfg->retention.max_record_bytes);
+    tg_buf_init(&c->rt_answer, cfg->retention.max_record_bytes);
+    char *fill = malloc(body_bytes);
+    memset(fill, 'x', body_bytes);
+    assert_int_equal(tg_buf_append(&c->rt_request, fill, body_bytes), 0);
+    free(fill);
+    tg_retention_capture(c, "{\"answer\":1}", 12);
+    bool queued = tg_retention_record(c);
+    assert_null(c->rt_request.data); /* freed at LOG, queued or not */
+    assert_null(c->rt_answer.data);
+    json_decref(c->body);
+    free(c);
+    return queued;
+}
+
+/* With the database away, records wait in a bounded queue; past it they are dropped and counted
+ * (queue_full), and what the writer still holds at stop is counted too (db): nothing blocks, every
+ * record is accounted for, and stop returns. */
+static void test_queue_bound_database_away(void **state)
+{
+    (void)state;
+    tg_config_t *cfg = NULL;
+    tg_buf_t errs;
+    tg_buf_init(&errs, 4096);
+    const char *json = "{\"retention\": {\"max_record_bytes\": 30000, \"queue_bytes\": 65536}}";
+    assert_int_equal(tg_config_parse(json, strlen(json), "t.json", &cfg, &errs), 0);
+    tg_buf_dispose(&errs);
+    /* a socket directory that does not exist: every connection attempt fails at once */
+    assert_int_equal(
+        tg_retention_start("host=/nonexistent-tollgate-dir port=1 dbname=x connect_timeout=1", cfg), 0);
+    double full0 = tg_metrics_get("tollgate_stored_requests_dropped_total", "reason=\"queue_full\"");
+    double db0 = tg_metrics_get("tollgate_stored_requests_dropped_total", "reason=\"db\"");
+    size_t queued = 0;
+    for (int i = 0; i < 10; i++)
+        queued += record_one(cfg, 29000);
+    /* the queue holds two such records, the writer at most two more (its batch, waiting for the database) */
+    assert_true(queued >= 2 && queued <= 4);
+    tg_retention_stop();
+    tg_retention_stats_t st;
+    tg_retention_stats(&st);
+    assert_int_equal(st.queued, queued);
+    assert_int_equal(st.written, 0);
+    assert_int_equal(st.dropped, 10);
+    assert_true(tg_metrics_get("tollgate_stored_requests_dropped_total", "reason=\"queue_full\"") - full0 ==
+                (double)(10 - queued));
+    assert_true(tg_metrics_get("tollgate_stored_requests_dropped_total", "reason=\"db\"") - db0 ==
+                (double)queued);
+    /* stopped: a call captures nothing more (the writer is not accepting) */
+    assert_false(record_one(cfg, 10));
+    tg_config_unref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +245,7 @@ int main(void)
         cmocka_unit_test(test_cap),
         cmocka_unit_test(test_provider_text),
         cmocka_unit_test(test_openai_store_false),
+        cmocka_unit_test(test_queue_bound_database_away),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
