@@ -596,6 +596,34 @@ static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
     get_u32(v, l, "limits", "body_memory_factor", 0, 1000, &c->body_memory_factor);
 }
 
+static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"stored_requests",
+                                       "stored_requests_days",
+                                       "max_record_bytes",
+                                       "queue_bytes",
+                                       "job_interval_ms",
+                                       "allow_core_dumps",
+                                       NULL};
+    c->retention.stored_requests = true;
+    c->retention.days = 30;
+    c->retention.max_record_bytes = 65536;
+    c->retention.queue_bytes = (size_t)32 << 20;
+    c->retention.job_interval_ms = 3600000;
+    json_t *r = get_obj(v, root, "", "retention");
+    if (r == NULL)
+        return;
+    check_keys(v, r, "retention", keys);
+    get_bool(v, r, "retention", "stored_requests", &c->retention.stored_requests);
+    get_u32(v, r, "retention", "stored_requests_days", 1, 3650, &c->retention.days);
+    get_size(v, r, "retention", "max_record_bytes", 256, (size_t)16 << 20, &c->retention.max_record_bytes);
+    get_size(v, r, "retention", "queue_bytes", (size_t)64 << 10, (size_t)1 << 32, &c->retention.queue_bytes);
+    get_u32(v, r, "retention", "job_interval_ms", 100, 86400000u, &c->retention.job_interval_ms);
+    get_bool(v, r, "retention", "allow_core_dumps", &c->retention.allow_core_dumps);
+    if (c->retention.queue_bytes < 2 * c->retention.max_record_bytes)
+        verr(v, "retention.queue_bytes: must hold at least two records (2 x max_record_bytes)");
+}
+
 /* request_first_byte_ms is the whole request's budget: only the top level (request_budget != NULL)
  * has it; a provider's timeouts are per attempt. */
 static void parse_timeouts(vctx_t *v, const json_t *parent, const char *path, tg_timeouts_t *t,
@@ -654,7 +682,8 @@ static void parse_provider(vctx_t *v, const char *name, const json_t *j, const t
 {
     static const char *const keys[] = {
         "kind",    "base_url", "api_key_env",          "api_key_file",      "timeouts",
-        "breaker", "health",   "latency_threshold_ms", "anthropic_version", NULL};
+        "breaker", "health",   "latency_threshold_ms", "anthropic_version", "zero_retention",
+        NULL};
     char path[256];
     snprintf(path, sizeof(path), "providers.%s", name);
     pr->name = xstrdup(name);
@@ -715,6 +744,7 @@ static void parse_provider(vctx_t *v, const char *name, const json_t *j, const t
     parse_breaker(v, j, path, &pr->breaker);
     parse_health(v, j, path, &pr->health);
     get_u32(v, j, path, "latency_threshold_ms", 0, 86400000u, &pr->latency_threshold_ms);
+    get_bool(v, j, path, "zero_retention", &pr->zero_retention);
 
     const char *av = get_str(v, j, path, "anthropic_version", false);
     if (av != NULL) {
@@ -841,6 +871,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
                                        "retry_wait_cap_ms",
                                        "key_cache_ttl_ms",
                                        "max_attempts_per_target",
+                                       "retention",
                                        "providers",
                                        "models",
                                        "chains",
@@ -890,6 +921,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
     get_u32(v, root, "", "retry_wait_cap_ms", 0, 600000u, &c->retry_wait_cap_ms);
     get_u32(v, root, "", "key_cache_ttl_ms", 0, 86400000u, &c->key_cache_ttl_ms);
     get_u32(v, root, "", "max_attempts_per_target", 1, 10, &c->max_attempts_per_target);
+    parse_retention(v, root, c);
 
     /* providers, then models (which name providers), then chains (which name models) */
     json_t *o;

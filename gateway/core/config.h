@@ -21,7 +21,9 @@
  *   timeouts.request_first_byte_ms   the whole request's first-byte budget (top level only)
  *   shutdown_grace_ms, retry_wait_cap_ms, key_cache_ttl_ms
  *   providers.<name>: kind, base_url, api_key_env | api_key_file, timeouts, breaker, health,
- *                     latency_threshold_ms, anthropic_version
+ *                     latency_threshold_ms, anthropic_version, zero_retention
+ *   retention.{stored_requests, stored_requests_days, max_record_bytes, queue_bytes, job_interval_ms,
+ *              allow_core_dumps}
  *   models.<name>: provider, upstream, context_window
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
  */
@@ -70,7 +72,10 @@ typedef struct tg_provider_cfg {
     tg_breaker_opts_t breaker;
     tg_health_opts_t health;
     uint32_t latency_threshold_ms; /* 0 = no latency-spike detection */
-    size_t index;                  /* position in cfg->providers */
+    /* the provider keeps nothing of a request (a contract with it): zero-retention calls may use it
+     * on the platform's key (retention.h) */
+    bool zero_retention;
+    size_t index; /* position in cfg->providers */
 } tg_provider_cfg_t;
 
 typedef struct tg_model_cfg {
@@ -124,6 +129,16 @@ typedef struct tg_config {
     /* Whole-request first-byte budget across a chain (timeouts.request_first_byte_ms, 90000): every
      * attempt, wait and failover until the first byte of an answer fits in it. */
     uint32_t request_first_byte_ms;
+
+    /* stored_requests (retention.h): request and answer of tenants without zero retention */
+    struct {
+        bool stored_requests;     /* store them at all (true) */
+        uint32_t days;            /* partitions older than this are dropped (30) */
+        size_t max_record_bytes;  /* cap of the request body and of the answer, each (65536) */
+        size_t queue_bytes;       /* records waiting for the writer, at most (32 MiB) */
+        uint32_t job_interval_ms; /* the partition job's period (3600000) */
+        bool allow_core_dumps;    /* leave the process dumpable (false: no core file, no ptrace) */
+    } retention;
 
     tg_provider_cfg_t *providers;
     size_t n_providers;

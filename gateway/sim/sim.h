@@ -41,6 +41,8 @@ typedef struct tg_sim_fault {
     bool malformed;         /* invalid JSON body, or one broken SSE data line */
     bool hang;              /* never answer (until the client goes away) */
     bool context_length;    /* "error":"context_length": the provider's context-length error, 400 */
+    bool echo_error;        /* the error's message (status fault, in-stream error) quotes the start of
+                             * the prompt, as some providers' messages do */
     int stream_chunks;      /* content chunks of the answer (default 8) */
     int chunk_bytes;        /* pad every content chunk's text to this many bytes (0: no padding) */
     int cached_tokens;      /* -1: the default rule; else the cached prompt tokens to report */
@@ -63,6 +65,8 @@ void tg_sim_faults_clear(void);
 bool tg_sim_faults_take(const char *model, tg_sim_fault_t *f);
 json_t *tg_sim_faults_json(void);
 void tg_sim_stats_record(const char *model, int status);
+/* An OpenAI-kind request that asked the provider not to store it ("store": false). */
+void tg_sim_stats_store_false(const char *model);
 json_t *tg_sim_stats_json(void);
 void tg_sim_stats_reset(void);
 
@@ -108,6 +112,7 @@ typedef struct tg_sim_req {
     char model[TG_SIM_MODEL_MAX];
     bool stream;
     bool include_usage;    /* OpenAI stream_options.include_usage */
+    bool store_false;      /* OpenAI "store": false */
     bool json_mode;        /* OpenAI response_format json, Gemini responseMimeType application/json */
     long max_tokens;       /* -1: no limit */
     size_t prompt_bytes;   /* bytes of every text the prompt carries */
@@ -194,8 +199,9 @@ typedef struct tg_sim_wire {
     bool (*stream_event)(tg_sim_w_t *w, const tg_sim_req_t *rq, const tg_sim_answer_t *a, size_t idx,
                          tg_sim_ev_kind_t *kind);
     void (*models)(tg_sim_w_t *w);
-    /* The provider's own error event inside a stream (with its SSE framing): an overload. */
-    void (*stream_error)(tg_sim_w_t *w);
+    /* The provider's own error event inside a stream (with its SSE framing): an overload; msg NULL:
+     * the provider's usual words. */
+    void (*stream_error)(tg_sim_w_t *w, const char *msg);
 } tg_sim_wire_t;
 
 extern const tg_sim_wire_t tg_sim_openai;

@@ -331,10 +331,13 @@ static void an_models(tg_sim_w_t *w)
 }
 
 /* Anthropic's `error` event, as sent when the API is overloaded mid-stream. */
-static void an_stream_error(tg_sim_w_t *w)
+static void an_stream_error(tg_sim_w_t *w, const char *msg)
 {
     tg_sim_w_s(w, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
-                  "\"message\":\"Overloaded\"}}\n\n");
+                  "\"message\":");
+    msg = msg != NULL ? msg : "Overloaded";
+    tg_sim_w_str(w, msg, strlen(msg));
+    tg_sim_w_s(w, "}}\n\n");
 }
 
 const tg_sim_wire_t tg_sim_anthropic = {

@@ -27,6 +27,7 @@ typedef struct fault_entry {
 typedef struct stat_entry {
     char model[TG_SIM_MODEL_MAX];
     long requests;
+    long store_false; /* OpenAI requests with "store": false */
     int nst;
     int status[MAX_STATUSES];
     long count[MAX_STATUSES];
@@ -87,6 +88,7 @@ static int set_field(tg_sim_fault_t *f, const char *key, const char *val, bool i
     } bools[] = {
         {"malformed", offsetof(tg_sim_fault_t, malformed)},
         {"hang", offsetof(tg_sim_fault_t, hang)},
+        {"echo_error", offsetof(tg_sim_fault_t, echo_error)},
     };
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         if (strcmp(key, ints[i].key) != 0)
@@ -213,11 +215,11 @@ int tg_sim_fault_from_header(const char *s, size_t len, tg_sim_fault_t *f, char 
 
 static json_t *fault_json(const tg_sim_fault_t *f)
 {
-    return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:s?,s:i,s:i,s:i}", "status", f->status,
+    return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:b,s:s?,s:i,s:i,s:i}", "status", f->status,
                      "retry_after_s", f->retry_after_s, "fail_first", f->fail_first, "latency_ms",
                      f->latency_ms, "ttft_ms", f->ttft_ms, "chunk_delay_ms", f->chunk_delay_ms,
                      "drop_after_chunks", f->drop_after_chunks, "error_after_chunks", f->error_after_chunks,
-                     "malformed", f->malformed, "hang", f->hang, "error",
+                     "malformed", f->malformed, "hang", f->hang, "echo_error", f->echo_error, "error",
                      f->context_length ? "context_length" : NULL, "stream_chunks", f->stream_chunks,
                      "chunk_bytes", f->chunk_bytes, "cached_tokens", f->cached_tokens);
 }
@@ -289,23 +291,38 @@ json_t *tg_sim_faults_json(void)
     return json_pack("{s:o}", "faults", faults ? faults : json_object());
 }
 
-void tg_sim_stats_record(const char *model, int status)
+/* The model's entry, added when new; NULL past MAX_MODELS. Under g_stat_mu. */
+static stat_entry_t *stat_entry(const char *model)
 {
-    pthread_mutex_lock(&g_stat_mu);
     size_t i;
     for (i = 0; i < g_nstats; i++)
         if (strcmp(g_stats[i].model, model) == 0)
-            break;
-    if (i == g_nstats) {
-        /* a bounded table: past MAX_MODELS distinct names the rest are not counted */
-        if (g_nstats == MAX_MODELS ||
-            (g_stats == NULL && (g_stats = calloc(MAX_MODELS, sizeof(*g_stats))) == NULL))
-            goto out;
-        memset(&g_stats[i], 0, sizeof(g_stats[i]));
-        snprintf(g_stats[i].model, sizeof(g_stats[i].model), "%s", model);
-        g_nstats++;
-    }
-    stat_entry_t *e = &g_stats[i];
+            return &g_stats[i];
+    /* a bounded table: past MAX_MODELS distinct names the rest are not counted */
+    if (g_nstats == MAX_MODELS ||
+        (g_stats == NULL && (g_stats = calloc(MAX_MODELS, sizeof(*g_stats))) == NULL))
+        return NULL;
+    memset(&g_stats[i], 0, sizeof(g_stats[i]));
+    snprintf(g_stats[i].model, sizeof(g_stats[i].model), "%s", model);
+    g_nstats++;
+    return &g_stats[i];
+}
+
+void tg_sim_stats_store_false(const char *model)
+{
+    pthread_mutex_lock(&g_stat_mu);
+    stat_entry_t *e = stat_entry(model);
+    if (e != NULL)
+        e->store_false++;
+    pthread_mutex_unlock(&g_stat_mu);
+}
+
+void tg_sim_stats_record(const char *model, int status)
+{
+    pthread_mutex_lock(&g_stat_mu);
+    stat_entry_t *e = stat_entry(model);
+    if (e == NULL)
+        goto out;
     e->requests++;
     int k;
     for (k = 0; k < e->nst; k++)
@@ -335,7 +352,8 @@ json_t *tg_sim_stats_json(void)
             json_object_set_new(by, key, json_integer(g_stats[i].count[k]));
         }
         json_object_set_new(models, g_stats[i].model,
-                            json_pack("{s:I,s:o}", "requests", (json_int_t)g_stats[i].requests, "by_status",
+                            json_pack("{s:I,s:I,s:o}", "requests", (json_int_t)g_stats[i].requests,
+                                      "store_false", (json_int_t)g_stats[i].store_false, "by_status",
                                       by ? by : json_object()));
     }
     pthread_mutex_unlock(&g_stat_mu);

@@ -287,10 +287,12 @@ static void ge_models(tg_sim_w_t *w)
 }
 
 /* Gemini ends a failing stream with a data event holding a google.rpc.Status error. */
-static void ge_stream_error(tg_sim_w_t *w)
+static void ge_stream_error(tg_sim_w_t *w, const char *msg)
 {
-    tg_sim_w_s(w, "data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded. Please try again "
-                  "later.\",\"status\":\"UNAVAILABLE\"}}\n\n");
+    msg = msg != NULL ? msg : "The model is overloaded. Please try again later.";
+    tg_sim_w_s(w, "data: {\"error\":{\"code\":503,\"message\":");
+    tg_sim_w_str(w, msg, strlen(msg));
+    tg_sim_w_s(w, ",\"status\":\"UNAVAILABLE\"}}\n\n");
 }
 
 const tg_sim_wire_t tg_sim_gemini = {

@@ -249,6 +249,17 @@ static void send_wire_error(sim_call_t *c, int status, bool context_length, cons
     tg_buf_dispose(&b);
 }
 
+/* The echo_error fault: an error message quoting the start of the prompt (NULL without the fault:
+ * the provider's usual words). */
+static const char *echo_message(const sim_call_t *c, char *buf, size_t cap)
+{
+    if (!c->f.echo_error)
+        return NULL;
+    snprintf(buf, cap, "Simulated upstream error; the request began: %.*s", (int)c->rq.echo.len,
+             c->rq.echo.data != NULL ? c->rq.echo.data : "");
+    return buf;
+}
+
 static void hang_poll(sim_call_t *c)
 {
     /* HTTP/1 stops reading while a request is handled, so h2o would never notice the client
@@ -337,7 +348,8 @@ static void pump(sim_call_t *c)
             if (kind == TG_SIM_EV_CONTENT && c->f.error_after_chunks >= 0 &&
                 c->content_sent >= c->f.error_after_chunks) {
                 c->out.len = mark; /* the provider gives up here and says so in the stream */
-                c->wire->stream_error(&w);
+                char msg[160];
+                c->wire->stream_error(&w, echo_message(c, msg, sizeof(msg)));
                 end = true;
                 break;
             }
@@ -394,7 +406,8 @@ static void respond(sim_call_t *c)
     int status = c->f.context_length ? 400 : c->f.status;
     if (status != 0 && status != 200) {
         tg_sim_stats_record(c->stats_key, status);
-        send_wire_error(c, status, c->f.context_length, NULL, NULL);
+        char msg[160];
+        send_wire_error(c, status, c->f.context_length, echo_message(c, msg, sizeof(msg)), NULL);
         return;
     }
     tg_sim_stats_record(c->stats_key, 200);
@@ -549,6 +562,8 @@ static void handle_chat(h2o_req_t *req, const tg_sim_wire_t *wire, const char *p
     if (stream >= 0)
         c->rq.stream = stream != 0;
     snprintf(c->stats_key, sizeof(c->stats_key), "%s", c->rq.model);
+    if (c->rq.store_false)
+        tg_sim_stats_store_false(c->stats_key);
     run_call(c);
 }
 

@@ -77,6 +77,7 @@ static int oa_parse(json_t *body, tg_sim_req_t *rq, tg_sim_perr_t *e)
     if (json_string_length(model) >= sizeof(rq->model))
         return tg_sim_perr(e, 404, "model", "model name is too long");
     memcpy(rq->model, json_string_value(model), json_string_length(model) + 1);
+    rq->store_false = json_is_false(json_object_get(body, "store"));
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return tg_sim_perr(e, 400, "messages", "'messages' must be a non-empty array");
     json_t *stream = json_object_get(body, "stream");
@@ -341,10 +342,13 @@ static void oa_models(tg_sim_w_t *w)
 }
 
 /* OpenAI reports a failure after the stream started as a data event holding an error object. */
-static void oa_stream_error(tg_sim_w_t *w)
+static void oa_stream_error(tg_sim_w_t *w, const char *msg)
 {
-    tg_sim_w_s(w, "data: {\"error\":{\"message\":\"The server had an error while processing your request. "
-                  "Sorry about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n");
+    if (msg == NULL)
+        msg = "The server had an error while processing your request. Sorry about that!";
+    tg_sim_w_s(w, "data: {\"error\":{\"message\":");
+    tg_sim_w_str(w, msg, strlen(msg));
+    tg_sim_w_s(w, ",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n");
 }
 
 const tg_sim_wire_t tg_sim_openai = {

@@ -21,6 +21,7 @@
 #include "credential.h"
 #include "err.h"
 #include "log.h"
+#include "retention.h"
 
 /* ---------------------------------------------------------------- the attempt's state */
 
@@ -192,10 +193,13 @@ static int on_data(void *ud, const char *p, size_t n)
 static tg_classified_t *stream_failure(tg_call_t *c, int rc, const char *timeout_kind, tg_classified_t *cls)
 {
     tg_outcome_stream_failure(cls, c->stream_rc, rc, timeout_kind, c->up_status);
-    if (c->stream_rc == TG_EUPSTREAM_FAILED)
+    if (c->stream_rc == TG_EUPSTREAM_FAILED) {
+        /* the provider's words may quote the prompt: withheld for a zero-retention call */
+        const char *msg = tg_retention_provider_text(tg_retention_is_zero(c), c->stream_err.detail);
         TG_LOG(TG_LOG_WARN, "upstream_stream_error", TG_KV_STR("request_id", c->request_id),
                TG_KV_STR("target", c->target->target_key), TG_KV_INT("http_status", c->up_status),
-               TG_KV_INT("committed", c->committed), TG_KV_STR("message", c->stream_err.detail));
+               TG_KV_INT("committed", c->committed), TG_KV_STR("message", msg));
+    }
     return cls;
 }
 
@@ -267,6 +271,7 @@ static int start_attempt(tg_call_t *c, const tg_model_cfg_t *target, uint32_t fi
                         .upstream_model = target->upstream,
                         .api_key = byok_key != NULL ? byok_key->s : target->provider->api_key,
                         .stream = c->stream,
+                        .zero_retention = tg_retention_is_zero(c),
                         /* the client's bytes, unless a stage rewrote the body since (POLICY) */
                         .raw = c->req != NULL && !c->body_rewritten ? c->req->entity.base : NULL,
                         .raw_len = c->req != NULL && !c->body_rewritten ? c->req->entity.len : 0};

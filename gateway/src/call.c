@@ -30,6 +30,7 @@
 #include "credential.h"
 #include "err.h"
 #include "log.h"
+#include "retention.h"
 
 /* How often an HTTP/1 client that has no answer yet is checked for having hung up. */
 #define CALL_CLIENT_POLL_MS 250
@@ -188,6 +189,8 @@ static void call_destroy(tg_call_t *c)
     tg_buf_dispose(&c->route_log);
     tg_buf_dispose(&c->scratch);
     tg_buf_dispose(&c->held);
+    tg_buf_dispose(&c->rt_request); /* LOG freed them; a call that never reached it did not */
+    tg_buf_dispose(&c->rt_answer);
     json_decref(c->body);
     if (h2o_linklist_is_linked(&c->link))
         h2o_linklist_unlink(&c->link);
@@ -417,10 +420,12 @@ static int stage_log(void *call)
     const tg_model_cfg_t *m = c->served != NULL ? c->served : c->target;
     if (c->status == 0)
         c->status = tg_err_http_status(TG_ECLIENT_CLOSED); /* the client left before any answer */
+    bool stored = tg_retention_record(c); /* the stored_requests record, through the choke point */
     TG_LOG(TG_LOG_INFO, "request", TG_KV_STR("request_id", c->request_id),
            TG_KV_INT("tenant_id", c->principal.tenant_id), TG_KV_INT("key_id", c->principal.key_id),
            TG_KV_INT("max_tokens_capped", c->policy_capped),
-           TG_KV_STR("route", c->kind == TG_CALL_CHAT ? "chat" : "models"),
+           TG_KV_INT("zero_retention", tg_retention_is_zero(c)), TG_KV_INT("zr_removed", c->rt_removed),
+           TG_KV_INT("stored", stored), TG_KV_STR("route", c->kind == TG_CALL_CHAT ? "chat" : "models"),
            TG_KV_STR("chain", c->route.name[0] != '\0' ? c->route.name : "-"),
            TG_KV_STR("model", m != NULL ? m->name : "-"),
            TG_KV_STR("provider", m != NULL ? m->provider->name : "-"), TG_KV_INT("status", c->status),

@@ -87,6 +87,13 @@ typedef struct tg_call {
      * "models", "stream"): the upstream body is serialised from the tree, not passed through from
      * the client's bytes (attempt.c) */
     bool body_rewritten;
+    /* retention.c's own: what a stored call keeps (never filled for a zero-retention call) */
+    bool rt_capture;   /* a stored_requests record will be written at LOG */
+    bool rt_by_header; /* zero retention came from the header, not the tenant's policy */
+    bool rt_request_truncated, rt_answer_truncated;
+    uint32_t rt_removed; /* targets the zero-retention rule took out of the route */
+    tg_buf_t rt_request; /* the client's body, capped */
+    tg_buf_t rt_answer;  /* what the client received, capped */
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;

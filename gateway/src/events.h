@@ -5,6 +5,9 @@
  * into a bounded queue (never blocks; a full queue drops and counts); a writer
  * thread stores them in PostgreSQL (failover_events) in batches (COPY, up to
  * 4096 rows, at least every ~100 ms while any is queued), off the request path.
+ * No field can hold request, answer or provider text (chain and targets come from the config,
+ * reasons are outcome.c's stable words), so events are written for zero-retention calls too
+ * (retention.h).
  */
 #ifndef TG_EVENTS_H
 #define TG_EVENTS_H

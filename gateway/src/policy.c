@@ -16,6 +16,7 @@
 
 #include "call_internal.h"
 #include "lastused.h"
+#include "retention.h"
 
 /* Public messages quote the client's own text: cut so a huge name cannot fill the log line. */
 #define NAME_SHOWN 128
@@ -116,13 +117,17 @@ int tg_policy_check_max_tokens(const tg_policy_t *pol, json_t *body, bool *cappe
 int tg_stage_policy(void *call)
 {
     tg_call_t *c = call;
+    /* zero retention first: whatever refuses the call afterwards is logged under it */
+    int rc = tg_retention_policy(c);
+    if (rc != TG_STAGE_GO)
+        return rc;
     tg_lastused_note(c->principal.key_id);
     if (c->kind != TG_CALL_CHAT)
         return TG_STAGE_GO; /* GET /v1/models lists what the policy allows (models.c) */
     const tg_policy_t *pol = &c->principal.policy;
     char param[128] = "";
     tg_error_t err = {0};
-    int rc = tg_policy_check_models(pol, c->cfg, c->body, param, sizeof(param), &err);
+    rc = tg_policy_check_models(pol, c->cfg, c->body, param, sizeof(param), &err);
     if (rc == 0)
         rc = tg_policy_check_max_tokens(pol, c->body, &c->policy_capped, param, sizeof(param), &err);
     if (rc != 0) {
@@ -130,6 +135,5 @@ int tg_stage_policy(void *call)
         return rc;
     }
     c->body_rewritten |= c->policy_capped; /* the client's bytes lack the added member */
-    /* zero retention: decided here (the tenant's setting, tightened by the request's header) */
     return TG_STAGE_GO;
 }

@@ -28,6 +28,7 @@
 #include "err.h"
 #include "events.h"
 #include "log.h"
+#include "retention.h"
 
 /* ----------------------------------------------------------------------------- output */
 
@@ -218,6 +219,7 @@ static int on_chunk(void *ud, json_t *chunk)
     if (!c->committed)
         commit_stream(c);
     int rc = tg_sse_write_data(&c->pending, s, strlen(s));
+    tg_retention_capture(c, s, strlen(s)); /* nothing for a zero-retention call */
     free(s);
     c->delivered_chars += chunk_chars(chunk); /* `out` may be gone: same content */
     if (rc != 0) {
@@ -247,6 +249,7 @@ static int on_sse_event(void *ud, const tg_sse_event_t *ev)
             if (!c->committed)
                 commit_stream(c);
             int wrc = tg_sse_write_data(&c->pending, c->scratch.data, c->scratch.len);
+            tg_retention_capture(c, c->scratch.data, c->scratch.len);
             if (wrc != 0) {
                 c->stream_rc = wrc;
                 return wrc;
@@ -313,6 +316,8 @@ static void end_broken(tg_call_t *c, const char *why, bool provider_fault)
     if (tg_http_error_json(&ev, tg_err_public_msg(err), tg_err_type(err), tg_err_code(err), NULL) != 0 ||
         tg_sse_write_data(&c->pending, ev.data, ev.len) != 0)
         c->send_error = true; /* could not say it: abort the response so it cannot look whole */
+    else
+        tg_retention_capture(c, ev.data, ev.len);
     tg_buf_dispose(&ev);
     if (provider_fault) {
         /* a provider that cuts its streams must trip its breaker like one that fails them outright */

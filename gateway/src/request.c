@@ -15,6 +15,7 @@
 #include "credential.h"
 #include "err.h"
 #include "jsonmem.h"
+#include "retention.h"
 
 int tg_stage_parse(void *call)
 {
@@ -69,6 +70,10 @@ int tg_stage_route(void *call)
     int brc = tg_credential_route(c);   /* BYOK twins of the targets (credential.h) */
     if (brc != 0)
         return brc;
+    /* zero retention keeps only the targets that may see the content (after the BYOK flags) */
+    int zrc = tg_retention_route(c);
+    if (zrc != TG_STAGE_GO)
+        return zrc;
 
     for (size_t i = 0; i < c->route.n_targets; i++)
         c->breakers[i] = tg_credential_breaker(c, c->route.targets[i]);

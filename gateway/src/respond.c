@@ -18,6 +18,7 @@
 #include "call_internal.h"
 #include "clock.h"
 #include "err.h"
+#include "retention.h"
 
 /* 503s that clear by themselves tell the client when to come back. */
 static unsigned retry_after_for(int err)
@@ -31,7 +32,8 @@ void tg_respond_raw(tg_call_t *c, int status, const char *body, size_t len)
         return;
     h2o_req_t *req = c->req;
     c->status = status;
-    c->req = NULL; /* h2o may dispose the request inside the send */
+    tg_retention_capture(c, body, len); /* what the client received, for a stored call */
+    c->req = NULL;                      /* h2o may dispose the request inside the send */
     tg_call_ref(c);
     tg_http_send_raw_json(req, status, body, len);
     tg_call_unref(c);

@@ -33,7 +33,9 @@ function memConfig(ctx) {
         ...ctx,
         providers: { 'sim-mem': { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile } },
         models: { [MODEL]: { provider: 'sim-mem', upstream: MODEL, context_window: 1000000 } },
-        extra: { log_level: 'info' },
+        // allow_core_dumps keeps the process dumpable: otherwise its /proc files (clear_refs) belong
+        // to root, and a test run by another user could not reset the peak it reads
+        extra: { log_level: 'info', retention: { allow_core_dumps: true } },
     });
 }
 

@@ -150,7 +150,7 @@ for (const kind of Object.keys(WIRES)) {
     assert.deepEqual(codes, [503, 503, 200]);
     assert.deepEqual((await (await fetch(sim.url + '/_sim/faults')).json()).faults, {});
     const st = await stats();
-    assert.deepEqual(st.models['ff-model'], { requests: 3, by_status: { 503: 2, 200: 1 } });
+    assert.deepEqual(st.models['ff-model'], { requests: 3, store_false: 0, by_status: { 503: 2, 200: 1 } });
   });
 
   test(`${kind}: drop_after_chunks aborts the stream with no terminator`, async () => {
@@ -297,7 +297,7 @@ test('stats count by status and reset', async () => {
   const e = await call('openai', 's1', { headers: { 'x-sim-fault': 'status=502' } });
   await e.arrayBuffer();
   const st = await stats();
-  assert.deepEqual(st.models.s1, { requests: 3, by_status: { 200: 2, 502: 1 } });
+  assert.deepEqual(st.models.s1, { requests: 3, store_false: 0, by_status: { 200: 2, 502: 1 } });
   await fetch(sim.url + '/_sim/stats', { method: 'DELETE' });
   assert.deepEqual((await stats()).models, {});
 });

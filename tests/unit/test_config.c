@@ -536,6 +536,43 @@ static void test_request_budget_and_probe_timeout(void **state)
     free(errs);
 }
 
+/* Zero retention: providers carry the flag (default false); retention.* for stored_requests. */
+static void test_retention(void **state)
+{
+    (void)state;
+    tg_config_t *c = parse_ok("{\"providers\": {\"zr\": {\"kind\": \"openai\", \"zero_retention\": true},\n"
+                              "               \"plain\": {\"kind\": \"openai\"}}}");
+    assert_true(tg_config_find_provider(c, "zr")->zero_retention);
+    assert_false(tg_config_find_provider(c, "plain")->zero_retention);
+    assert_true(c->retention.stored_requests);
+    assert_int_equal(c->retention.days, 30);
+    assert_int_equal(c->retention.max_record_bytes, 65536);
+    assert_int_equal(c->retention.queue_bytes, (size_t)32 << 20);
+    assert_int_equal(c->retention.job_interval_ms, 3600000);
+    assert_false(c->retention.allow_core_dumps);
+    tg_config_unref(c);
+
+    c = parse_ok("{\"retention\": {\"stored_requests\": false, \"stored_requests_days\": 7, "
+                 "\"max_record_bytes\": 4096, \"queue_bytes\": 1048576, \"job_interval_ms\": 1000, "
+                 "\"allow_core_dumps\": true}}");
+    assert_false(c->retention.stored_requests);
+    assert_int_equal(c->retention.days, 7);
+    assert_int_equal(c->retention.max_record_bytes, 4096);
+    assert_int_equal(c->retention.queue_bytes, 1048576);
+    assert_int_equal(c->retention.job_interval_ms, 1000);
+    assert_true(c->retention.allow_core_dumps);
+    tg_config_unref(c);
+
+    char *errs = parse_fail("{\"providers\": {\"p\": {\"kind\": \"openai\", \"zero_retention\": \"yes\"}},\n"
+                            " \"retention\": {\"stored_requests_days\": 0, \"colour\": 1,\n"
+                            "               \"max_record_bytes\": 1048576, \"queue_bytes\": 1048576}}");
+    assert_has_line(errs, "providers.p.zero_retention: must be true or false, got \"yes\"");
+    assert_has_line(errs, "retention.colour: unknown key");
+    assert_has_line(errs, "retention.stored_requests_days: must be an integer between 1 and 3650, got 0");
+    assert_has_line(errs, "retention.queue_bytes: must hold at least two records (2 x max_record_bytes)");
+    free(errs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_request_budget_and_probe_timeout),
         cmocka_unit_test(test_database_section),
         cmocka_unit_test(test_database_host_needs_no_lookup),
+        cmocka_unit_test(test_retention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,8 @@ static int oa_build_request(const tg_build_in_t *in, const json_t *canon, tg_ups
     json_object_del(body, "models");
     if (json_object_set_new(body, "model", json_string(in->upstream_model)) != 0)
         rc = TG_ENOMEM;
+    if (in->zero_retention && json_object_set_new(body, "store", json_false()) != 0)
+        rc = TG_ENOMEM;
     if (in->stream) {
         json_t *so = json_object_get(canon, "stream_options");
         json_t *nso = json_is_object(so) ? json_copy(so) : json_object();
@@ -847,7 +849,8 @@ const tg_adapter_t tg_adapter_openai = {
  * but serialising the tree again for a pass-through upstream cost as much as parsing it. The
  * client's bytes are forwarded instead, member by member, with tollgate's own members rewritten:
  * "model" (the upstream id), "models" (tollgate's chain, never sent), "stream" and
- * "stream_options" (include_usage forced on for streams, both removed otherwise). Anything the
+ * "stream_options" (include_usage forced on for streams, both removed otherwise), and "store" (false
+ * for a zero-retention call, whatever the client sent). Anything the
  * scanner is unsure about, or an escaped top-level key, declines to the tree path.
  */
 
@@ -857,6 +860,7 @@ typedef struct rq_scan {
     tg_buf_t *out;
     pt_val_t stream_options;
     const char *skip; /* stream_options scan: the member that is ours */
+    bool drop_store;  /* zero retention: the client's "store" is replaced by false */
     bool have_stream_options, escaped_key, first, failed;
 } rq_scan_t;
 
@@ -878,6 +882,8 @@ static void rq_top_member(void *ud, const char *key, size_t klen, bool kesc, con
         return;
     }
     if (pt_key_is(key, klen, "model") || pt_key_is(key, klen, "models") || pt_key_is(key, klen, "stream"))
+        return;
+    if (r->drop_store && pt_key_is(key, klen, "store"))
         return;
     if (pt_key_is(key, klen, "stream_options")) {
         r->stream_options = *v;
@@ -908,12 +914,12 @@ int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *
         return 1;
     /* What is copied never exceeds the client's bytes; add the escaped model id and the few
      * members written here, and reserve it all at once. */
-    size_t cap = in->raw_len + (size_t)mlen + 96;
+    size_t cap = in->raw_len + (size_t)mlen + 112;
     tg_buf_t out;
     tg_buf_init(&out, cap);
     if (tg_buf_reserve(&out, cap) != 0)
         return TG_ENOMEM;
-    rq_scan_t r = {.out = &out, .first = true};
+    rq_scan_t r = {.out = &out, .first = true, .drop_store = in->zero_retention};
     pt_val_t root;
     bool unsure;
     int rc = tg_buf_append(&out, "{", 1);
@@ -923,6 +929,8 @@ int tg_openai_request_passthrough(const tg_build_in_t *in, char **body, size_t *
     rc |= tg_buf_append(&out, r.first ? "\"model\":\"" : ",\"model\":\"", r.first ? 9 : 10);
     rc |= tg_buf_append(&out, model, (size_t)mlen);
     rc |= tg_buf_append(&out, "\"", 1);
+    if (in->zero_retention)
+        rc |= tg_buf_append(&out, ",\"store\":false", 14);
     if (in->stream) {
         rc |= tg_buf_append(&out, ",\"stream\":true,\"stream_options\":{", 33);
         if (r.have_stream_options && r.stream_options.type == 'o') {

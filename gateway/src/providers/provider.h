@@ -55,6 +55,10 @@ typedef struct tg_build_in {
     const char *upstream_model;
     const char *api_key; /* credential for this attempt (config or BYOK); may be NULL */
     bool stream;
+    /* a zero-retention call (retention.h): ask the provider not to store it where the kind has a
+     * way to (OpenAI: "store": false, whatever the client sent); Anthropic and Gemini have no
+     * per-request switch, their retention is the account's agreement (providers.<name>.zero_retention) */
+    bool zero_retention;
     /* The client's request body, the very bytes the canonical request was parsed and validated
      * from (NULL when there are none): a pass-through adapter may forward them with its own
      * members rewritten instead of serialising the canonical tree again. */
