@@ -23,6 +23,7 @@
  *                     latency_threshold_ms, anthropic_version
  *   models.<name>: provider, upstream, context_window
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
+ *   billing.{trial_credits, lease_credits, lease_ttl_ms}   the credit ledger (billing/README.md)
  */
 #ifndef TG_CONFIG_H
 #define TG_CONFIG_H
@@ -122,6 +123,13 @@ typedef struct tg_config {
     /* Whole-request first-byte budget across a chain (timeouts.request_first_byte_ms, 90000): every
      * attempt, wait and failover until the first byte of an answer fits in it. */
     uint32_t request_first_byte_ms;
+
+    /* The credit ledger (billing/README.md), in micro-credits. */
+    struct {
+        int64_t trial_credits; /* granted once when a tenant's wallet is opened (0: none) */
+        int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
+        uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */
+    } billing;
 
     tg_provider_cfg_t *providers;
     size_t n_providers;

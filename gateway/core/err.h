@@ -55,7 +55,11 @@
     X(-28, ZERO_RETENTION_UNAVAILABLE, "zero_retention_unavailable", 422, "invalid_request_error",        \
       "no target of this request can serve it under zero retention")                                     \
     X(-29, BYOK_REJECTED, "byok_key_rejected", 400, "invalid_request_error",                              \
-      "the provider refused the tenant's own API key")
+      "the provider refused the tenant's own API key")                                                    \
+    X(-30, INSUFFICIENT_CREDITS, "insufficient_credits", 402, "insufficient_quota",                       \
+      "the wallet does not hold enough credits for this request")                                         \
+    X(-31, IDEMPOTENCY_MISMATCH, "idempotency_key_reused", 422, "invalid_request_error",                  \
+      "the idempotency key was already used with a different request")
 /* clang-format on */
 
 typedef enum {
