@@ -38,12 +38,15 @@ static int64_t room(const tg_lease_t *l)
 }
 
 /* A lease near its expiry takes no new reservation: what it holds must settle before the database
- * may expire it (and it is extended while it still holds requests). */
+ * may expire it (and it is extended while it still holds requests). A lease with less room than a
+ * minimum lease is spent: it drains too, so its slot and its last credits come back as soon as its
+ * requests end instead of after idle_ms. */
 static void mark_draining(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now)
 {
     for (int i = 0; i < TG_LEASE_SLOTS; i++) {
         tg_lease_t *l = &a->lease[i];
-        if (l->id != 0 && !l->draining && now >= l->expires_ms - (int64_t)o->drain_before_ms)
+        if (l->id != 0 && !l->draining &&
+            (now >= l->expires_ms - (int64_t)o->drain_before_ms || room(l) < o->min_slice))
             l->draining = true;
     }
 }
@@ -168,8 +171,14 @@ tg_lease_action_kind_t tg_lease_next(tg_lease_acct_t *a, const tg_lease_opts_t *
     bool low = active && free_room < o->slice * (int64_t)o->renew_pct / 100;
     if (a->need == 0 && (!low || now < a->exact_until_ms))
         return TG_LEASE_NONE;
+    /* at least a slice, the waiting request, and what is in flight now: a busy tenant's next lease
+     * carries as many requests as its last ones did, so slots do not run out under concurrency */
+    int64_t in_flight = 0;
+    for (int i = 0; i < TG_LEASE_SLOTS; i++)
+        in_flight += a->lease[i].held;
+    int64_t ask = a->need > o->slice ? a->need : o->slice;
     a->asking = true;
-    a->ask_amount = a->need > o->slice ? a->need : o->slice;
+    a->ask_amount = in_flight > ask ? in_flight : ask;
     out->kind = TG_LEASE_OPEN;
     out->amount = a->ask_amount;
     out->seq = a->asks++;

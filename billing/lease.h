@@ -26,7 +26,7 @@
 
 /* Leases one account holds at once: the one being used, its renewal, and a few still draining
  * long requests. When all are taken, requests that find no room are reserved exactly. */
-#define TG_LEASE_SLOTS 6
+#define TG_LEASE_SLOTS 8
 
 typedef struct tg_lease_opts {
     int64_t slice;             /* credits asked per lease (a larger request asks for its own size) */
