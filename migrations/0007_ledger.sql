@@ -181,7 +181,9 @@ CREATE TRIGGER prices_changed AFTER INSERT ON prices
     FOR EACH STATEMENT EXECUTE FUNCTION tollgate_prices_notify();
 
 -- The one rounding rule (billing/cost.h computes the same, in integers): the exact sum of the three
--- token x price products, divided by one million, rounded up once to a whole micro-credit. Input
+-- token x price products, divided by one million, rounded up once to a whole micro-credit. Integer
+-- division of numerics (div), never `/`: numeric `/` rounds its quotient to a limited number of
+-- digits, which for sums near 10^21 drops the fraction that the round-up must see. Input
 -- tokens include the cached ones (as OpenAI counts prompt tokens); cached tokens are priced at the
 -- cached rate, the rest of the input at the input rate. A BYOK request costs the platform fee.
 CREATE FUNCTION tollgate_cost(p_input bigint, p_cached bigint, p_output bigint, p_price_input bigint,
@@ -189,9 +191,9 @@ CREATE FUNCTION tollgate_cost(p_input bigint, p_cached bigint, p_output bigint, 
                               p_byok_fee bigint)
     RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN p_byok THEN p_byok_fee
-                ELSE ceil(((p_input - p_cached)::numeric * p_price_input
-                           + p_cached::numeric * p_price_cached
-                           + p_output::numeric * p_price_output) / 1000000)::bigint END
+                ELSE div((p_input - p_cached)::numeric * p_price_input
+                         + p_cached::numeric * p_price_cached
+                         + p_output::numeric * p_price_output + 999999, 1000000)::bigint END
 $$;
 
 -- Usage records -----------------------------------------------------------------------------------
