@@ -556,6 +556,95 @@ static void test_settlement(void **state)
     expect_clean();
 }
 
+/* Waits for the one result of an async query on c and returns its first value (or the SQLSTATE). */
+static void async_result(PGconn *c, char *out, size_t cap)
+{
+    PGresult *r, *first = NULL;
+    while ((r = PQgetResult(c)) != NULL) {
+        if (first == NULL)
+            first = r;
+        else
+            PQclear(r);
+    }
+    assert_non_null(first);
+    if (PQresultStatus(first) == PGRES_TUPLES_OK)
+        snprintf(out, cap, "%s", PQntuples(first) > 0 ? PQgetvalue(first, 0, 0) : "");
+    else
+        snprintf(out, cap, "error %s", PQresultErrorField(first, PG_DIAG_SQLSTATE));
+    PQclear(first);
+}
+
+/* Whether `c`'s backend is waiting on a lock (seen from db). */
+static bool blocked(PGconn *c)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event_type = 'Lock'",
+             PQbackendPID(c));
+    return q_i64(sql) == 1;
+}
+
+/* Two sessions (two gateways, two admin calls) on one wallet at the same moment: the wallet row
+ * lock orders them, and the second sees what the first committed. */
+static void test_concurrent(void **state)
+{
+    schema();
+    char conninfo[1200], got[64], sql[300];
+    snprintf(conninfo, sizeof(conninfo), "%s options='-c search_path=" SCHEMA "'", tg_test_pg_or_skip());
+    PGconn *other = PQconnectdb(conninfo);
+    assert_int_equal(PQstatus(other), CONNECTION_OK);
+    int64_t t = new_tenant("ledger-race");
+    tg_error_t err;
+    assert_int_equal(tg_wallet_open(db, t, 0, NULL, &err), 0);
+
+    /* the same top-up twice at once: the second waits, then returns the first's entry */
+    exec_ok("BEGIN");
+    snprintf(sql, sizeof(sql), "SELECT outcome FROM tollgate_top_up(%" PRId64 ", 7000, 'wire-1', NULL)", t);
+    PGresult *r = q(sql);
+    assert_string_equal(PQgetvalue(r, 0, 0), "created");
+    PQclear(r);
+    assert_int_equal(PQsendQuery(other, sql), 1);
+    for (int i = 0; i < 500 && !blocked(other); i++)
+        usleep(10000); /* polling the condition itself: the other session reaching the lock */
+    assert_true(blocked(other));
+    exec_ok("COMMIT");
+    async_result(other, got, sizeof(got));
+    assert_string_equal(got, "replayed");
+    tg_wallet_t w;
+    assert_int_equal(tg_wallet_read(db, t, &w, &err), 0);
+    assert_int_equal(w.balance, 7000);
+
+    /* two gateways lease at once, each asking for everything: together they get what there is */
+    exec_ok("BEGIN");
+    snprintf(sql, sizeof(sql),
+             "SELECT amount FROM tollgate_lease_open(%" PRId64 ", 'gw-a', 'r/0', 7000, 1, 100, "
+             "60000)",
+             t);
+    r = q(sql);
+    assert_string_equal(PQgetvalue(r, 0, 0), "7000");
+    PQclear(r);
+    snprintf(sql, sizeof(sql),
+             "SELECT amount FROM tollgate_lease_open(%" PRId64 ", 'gw-b', 'r/0', 7000, 1, 100, "
+             "60000)",
+             t);
+    assert_int_equal(PQsendQuery(other, sql), 1);
+    for (int i = 0; i < 500 && !blocked(other); i++)
+        usleep(10000);
+    assert_true(blocked(other));
+    exec_ok("COMMIT");
+    async_result(other, got, sizeof(got));
+    assert_string_equal(got, "0"); /* nothing left to lease */
+    assert_int_equal(tg_wallet_read(db, t, &w, &err), 0);
+    assert_int_equal(w.reserved, 7000);
+    assert_int_equal(tg_wallet_available(&w), 0);
+    PQfinish(other);
+    assert_int_equal(
+        q_i64("SELECT count(*) FROM (SELECT tollgate_lease_close(id) FROM leases WHERE instance = "
+              "'gw-a' AND state = 'open') x"),
+        1);
+    expect_clean();
+}
+
 /* Each corruption, made behind the guards' backs, is found by tollgate_ledger_check(). */
 static int64_t violations(const char *invariant)
 {
@@ -645,11 +734,9 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wallets),
-        cmocka_unit_test(test_prices),
-        cmocka_unit_test(test_cost_matches_sql),
-        cmocka_unit_test(test_settlement),
-        cmocka_unit_test(test_check_finds_corruption),
+        cmocka_unit_test(test_wallets),          cmocka_unit_test(test_prices),
+        cmocka_unit_test(test_cost_matches_sql), cmocka_unit_test(test_settlement),
+        cmocka_unit_test(test_concurrent),       cmocka_unit_test(test_check_finds_corruption),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
