@@ -104,15 +104,19 @@ void tg_lease_hold_exact(tg_hold_t *out, int64_t lease_id, int64_t amount)
     *out = (tg_hold_t){.lease_id = lease_id, .amount = amount, .exact = true};
 }
 
-int64_t tg_lease_settle(tg_lease_acct_t *a, const tg_hold_t *h, int64_t cost, int64_t now)
+int64_t tg_lease_settle(tg_lease_acct_t *a, tg_hold_t *h, int64_t cost, int64_t now)
 {
     (void)now;
+    if (h->settled) /* a second settle must not free another request's hold */
+        return 0;
+    h->settled = true;
     if (cost < 0)
         cost = 0;
     if (h->exact) /* the per-request lease covers only itself */
         return cost < h->amount ? cost : h->amount;
     tg_lease_t *l = find(a, h->lease_id);
-    if (l == NULL) /* cannot happen: a lease leaves the account only once its holds are settled */
+    /* cannot happen: a lease leaves the account only once its holds are settled */
+    if (l == NULL || l->holds == 0 || l->held < h->amount)
         return 0;
     l->held -= h->amount;
     l->holds--;
@@ -179,9 +183,14 @@ tg_lease_action_kind_t tg_lease_next(tg_lease_acct_t *a, const tg_lease_opts_t *
     int64_t ask = a->need > o->slice ? a->need : o->slice;
     a->asking = true;
     a->ask_amount = in_flight > ask ? in_flight : ask;
+    /* an open that failed may have committed (an answer lost with its connection): asking again
+     * under the same key returns that lease instead of stranding it until it expires */
+    if (!a->retry)
+        a->retry_seq = a->asks++;
+    a->retry = true;
     out->kind = TG_LEASE_OPEN;
     out->amount = a->ask_amount;
-    out->seq = a->asks++;
+    out->seq = a->retry_seq;
     return out->kind;
 }
 
@@ -190,6 +199,7 @@ void tg_lease_granted(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t id, 
 {
     tg_lease_t *l = empty_slot(a);
     a->asking = false;
+    a->retry = false;
     a->need = 0; /* waiters retry: they fit, or go exact below */
     if (amount < a->ask_amount) {
         a->exact_until_ms = now + o->exact_ms;
@@ -203,6 +213,7 @@ void tg_lease_granted(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t id, 
 void tg_lease_refused(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now)
 {
     a->asking = false;
+    a->retry = false;
     a->need = 0;
     a->exact_until_ms = now + o->exact_ms;
     a->grant_cap = 0;

@@ -64,6 +64,8 @@ typedef struct tg_lease_acct {
     int64_t exact_until_ms; /* until then a reservation that finds no room is made exactly */
     int64_t grant_cap;      /* ... if it is larger than this (0: every reservation) */
     uint64_t asks;          /* opens asked so far: the idempotency key of the next */
+    uint64_t retry_seq;     /* the key of the open in flight or failed */
+    bool retry;             /* the next open reuses retry_seq (the last one failed) */
 } tg_lease_acct_t;
 
 void tg_lease_acct_init(tg_lease_acct_t *a, int64_t tenant_id);
@@ -74,6 +76,7 @@ typedef struct tg_hold {
     int64_t lease_id;
     int64_t amount;
     bool exact;
+    bool settled;
 } tg_hold_t;
 
 enum {
@@ -97,13 +100,14 @@ void tg_lease_hold_exact(tg_hold_t *out, int64_t lease_id, int64_t amount);
 /**
  * Settles a hold: returns the charge to record, min(cost, what can cover it): the hold, plus (an
  * underestimated request) the free room of its lease; an exact hold covers only itself. The rest of
- * the hold is freed. Every hold is settled exactly once, on every exit path (cost 0 to release).
+ * the hold is freed. Every hold is settled on every exit path (cost 0 to release it); the hold is
+ * marked settled, so settling it again charges and frees nothing.
  */
-int64_t tg_lease_settle(tg_lease_acct_t *a, const tg_hold_t *h, int64_t cost, int64_t now);
+int64_t tg_lease_settle(tg_lease_acct_t *a, tg_hold_t *h, int64_t cost, int64_t now);
 
 typedef enum {
     TG_LEASE_NONE = 0,
-    TG_LEASE_OPEN,   /* tollgate_lease_open(tenant, instance, key "<tenant>/<seq>", amount, ...) */
+    TG_LEASE_OPEN,   /* tollgate_lease_open(tenant, instance, key "<seq>", amount, ...) */
     TG_LEASE_EXTEND, /* tollgate_lease_extend(lease_id, ttl) */
     TG_LEASE_CLOSE,  /* tollgate_settle(..., close => {lease_id}) after every settlement before it */
 } tg_lease_action_kind_t;
@@ -129,7 +133,8 @@ void tg_lease_granted(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t id, 
                       int64_t expires_ms, int64_t now);
 /** The open was refused (the wallet's available credits are below the minimum lease). */
 void tg_lease_refused(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now);
-/** The open failed (database unreachable): may be asked again. Waiting requests fail or wait. */
+/** The open failed (database unreachable): it is asked again, under the same key (it may have
+ * been granted with its answer lost). Waiting requests fail or wait. */
 void tg_lease_failed(tg_lease_acct_t *a);
 /** An extend was answered: the lease now expires at expires_ms (0: it failed, or the lease had
  * ended; the expiry stays as it was). */

@@ -108,7 +108,9 @@ CREATE INDEX ledger_entries_lease_idx ON ledger_entries (lease_id) WHERE lease_i
 -- Applies an entry to its wallet. The wallet row lock serialises a tenant's entries, so seq is
 -- gapless and balance_after is the running sum. An entry whose idempotency key exists already is
 -- not inserted (the INSERT reports 0 rows; the caller reads the existing one): the check runs after
--- the lock, so a concurrent twin that committed first is seen.
+-- the lock, so a concurrent twin that committed first is seen. Never INSERT ... ON CONFLICT into
+-- this table: the trigger has moved the wallet before a conflict would be found (every key names
+-- its tenant, so a twin always meets the check above, and a plain unique violation undoes all).
 CREATE FUNCTION tollgate_ledger_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     w wallets%ROWTYPE;
@@ -266,8 +268,9 @@ DECLARE
     made integer := 0;
 BEGIN
     FOR i IN 0 .. p_months - 1 LOOP
-        lo := date_trunc('month', p_from AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + make_interval(months => i);
-        hi := lo + interval '1 month';
+        -- month arithmetic on UTC timestamps: timestamptz + interval would follow the session's zone
+        lo := (date_trunc('month', p_from AT TIME ZONE 'UTC') + make_interval(months => i)) AT TIME ZONE 'UTC';
+        hi := (date_trunc('month', p_from AT TIME ZONE 'UTC') + make_interval(months => i + 1)) AT TIME ZONE 'UTC';
         part := format('usage_records_y%sm%s', to_char(lo AT TIME ZONE 'UTC', 'YYYY'),
                        to_char(lo AT TIME ZONE 'UTC', 'MM'));
         CONTINUE WHEN to_regclass(part) IS NOT NULL;
@@ -364,8 +367,10 @@ $$;
 
 -- Opens a lease for p_tenant: at most p_want, at most p_share percent of what is available (but
 -- p_min when that much is available), never more than available; nothing when that is below p_min
--- (the caller then reserves per request, exactly). Idempotent on (instance, key). The answer has the
--- wallet's available credits after, so the caller can size its next ask.
+-- (the caller then reserves per request, exactly). Idempotent on (instance, tenant, key): the
+-- entry's key is lease/<instance>/<tenant>/<key>, so an open retried after a lost answer returns the
+-- lease it made. The answer has the wallet's available credits after, so the caller can size its
+-- next ask.
 CREATE FUNCTION tollgate_lease_open(p_tenant bigint, p_instance text, p_key text, p_want bigint,
                                     p_min bigint, p_share integer, p_ttl_ms integer,
                                     p_request_id text DEFAULT NULL)
@@ -374,7 +379,7 @@ CREATE FUNCTION tollgate_lease_open(p_tenant bigint, p_instance text, p_key text
 #variable_conflict use_column
 DECLARE
     w wallets%ROWTYPE;
-    k text := 'lease/' || p_instance || '/' || p_key;
+    k text := 'lease/' || p_instance || '/' || p_tenant || '/' || p_key;
     g bigint;
     l leases%ROWTYPE;
 BEGIN

@@ -72,6 +72,9 @@ static void test_reserve_settle(void **state)
     /* under the hold: the actual cost is charged, the rest freed */
     assert_int_equal(tg_lease_settle(&a, &h, 120, 20), 120);
     assert_int_equal(tg_lease_free(&a, &o, 20), 280);
+    /* settled twice by mistake: nothing more is charged or freed */
+    assert_int_equal(tg_lease_settle(&a, &h, 120, 20), 0);
+    assert_int_equal(tg_lease_free(&a, &o, 20), 280);
     /* an explicit zero costs nothing and frees the whole hold */
     assert_int_equal(tg_lease_settle(&a, &h2, 0, 21), 0);
     assert_int_equal(tg_lease_free(&a, &o, 21), 880);
@@ -103,7 +106,10 @@ static void test_over_the_hold(void **state)
     tg_lease_hold_exact(&x, 99, 250);
     assert_true(x.exact);
     assert_int_equal(tg_lease_settle(&a, &x, 400, 2), 250);
+    assert_int_equal(tg_lease_settle(&a, &x, 400, 2), 0); /* once */
+    tg_lease_hold_exact(&x, 99, 250);
     assert_int_equal(tg_lease_settle(&a, &x, 40, 2), 40);
+    tg_lease_hold_exact(&x, 99, 250);
     assert_int_equal(tg_lease_settle(&a, &x, -5, 2), 0);
 }
 
@@ -203,11 +209,19 @@ static void test_too_small_to_lease(void **state)
     tg_hold_t h2;
     assert_int_equal(tg_lease_reserve(&a, &o, 300, 2013, &h2), TG_LEASE_WAIT); /* 100 left, 300 <= 400 */
     assert_int_equal(tg_lease_reserve(&a, &o, 500, 2013, &h2), TG_LEASE_EXACT);
-    /* a failed open (database down) can be asked again */
-    expect_next(&a, &o, 2014, TG_LEASE_OPEN);
+    /* a failed open (database down) is asked again, under the same key: it may have been granted */
+    tg_lease_action_t act = expect_next(&a, &o, 2014, TG_LEASE_OPEN);
     tg_lease_failed(&a);
     assert_false(a.asking);
     assert_int_equal(a.need, 0);
+    assert_int_equal(tg_lease_reserve(&a, &o, 300, 2015, &h2), TG_LEASE_WAIT);
+    tg_lease_action_t again = expect_next(&a, &o, 2015, TG_LEASE_OPEN);
+    assert_int_equal(again.seq, act.seq);
+    tg_lease_granted(&a, &o, 10, 1000, 62015, 2016);
+    assert_int_equal(tg_lease_reserve(&a, &o, 900, 4100, &h2), TG_LEASE_HELD);
+    /* ... and the next open after an answer has a new key */
+    act = expect_next(&a, &o, 4100, TG_LEASE_OPEN);
+    assert_int_equal(act.seq, again.seq + 1);
 }
 
 static void test_slots_full(void **state)

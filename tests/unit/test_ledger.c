@@ -384,11 +384,14 @@ static void test_settlement(void **state)
 
     /* a lease: half of what is available at most, here the 1000000 asked */
     snprintf(sql, sizeof(sql),
-             "SELECT lease_id FROM tollgate_lease_open(%" PRId64 ", 'gw-1', '%" PRId64 "/0', "
-             "1000000, 10000, 50, 60000)",
-             tenant_a, tenant_a);
+             "SELECT lease_id FROM tollgate_lease_open(%" PRId64 ", 'gw-1', '0', 1000000, 10000, 50, 60000)",
+             tenant_a);
     int64_t lease = q_i64(sql);
     assert_int_equal(q_i64(sql), lease); /* the same key: the same lease */
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM ledger_entries WHERE idempotency_key = 'lease/gw-1/%" PRId64 "/0'",
+             tenant_a);
+    assert_int_equal(q_i64(sql), 1);
     assert_int_equal(tg_wallet_read(db, tenant_a, &w, &err), 0);
     assert_int_equal(w.reserved, 1000000);
     assert_int_equal(w.balance, start);
@@ -462,7 +465,7 @@ static void test_settlement(void **state)
     /* a lease that expires (its gateway died) gives its credits back; a settlement replayed after
      * that is charged late, from what is available */
     snprintf(sql, sizeof(sql),
-             "SELECT lease_id FROM tollgate_lease_open(%" PRId64 ", 'gw-2', 'x/0', 50000, 1000, "
+             "SELECT lease_id FROM tollgate_lease_open(%" PRId64 ", 'gw-2', '0', 50000, 1000, "
              "50, 0)",
              tenant_a);
     int64_t dead = q_i64(sql);
@@ -617,14 +620,14 @@ static void test_concurrent(void **state)
     /* two gateways lease at once, each asking for everything: together they get what there is */
     exec_ok("BEGIN");
     snprintf(sql, sizeof(sql),
-             "SELECT amount FROM tollgate_lease_open(%" PRId64 ", 'gw-a', 'r/0', 7000, 1, 100, "
+             "SELECT amount FROM tollgate_lease_open(%" PRId64 ", 'gw-a', '0', 7000, 1, 100, "
              "60000)",
              t);
     r = q(sql);
     assert_string_equal(PQgetvalue(r, 0, 0), "7000");
     PQclear(r);
     snprintf(sql, sizeof(sql),
-             "SELECT amount FROM tollgate_lease_open(%" PRId64 ", 'gw-b', 'r/0', 7000, 1, 100, "
+             "SELECT amount FROM tollgate_lease_open(%" PRId64 ", 'gw-b', '0', 7000, 1, 100, "
              "60000)",
              t);
     assert_int_equal(PQsendQuery(other, sql), 1);
