@@ -90,6 +90,7 @@ CREATE TABLE ledger_entries (
     idempotency_key text NOT NULL UNIQUE CHECK (octet_length(idempotency_key) BETWEEN 1 AND 400),
     lease_id        bigint REFERENCES leases (id),
     requests        integer NOT NULL DEFAULT 0 CHECK (requests >= 0), -- usage_charge: records settled
+    records_from    timestamptz, -- usage_charge: the earliest created_at of its records (retention)
     note            text CHECK (char_length(note) <= 500),
     created_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, seq),
@@ -284,6 +285,45 @@ BEGIN
 END;
 $$;
 SELECT tollgate_usage_partitions(now(), 3);
+
+-- Retention: usage records before `horizon` have been dropped (whole months). Ledger entries and the
+-- daily rollup are kept forever; tollgate_ledger_check compares records with entries and rollup
+-- rows only from the horizon on.
+CREATE TABLE usage_retention (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    horizon timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO usage_retention DEFAULT VALUES;
+
+-- Drops the usage records of every month before p_before (a UTC month start, not after the current
+-- month's): their partitions are dropped, never DELETEd row by row; rows of those months in the
+-- default partition are removed. Returns how many partitions it dropped.
+CREATE FUNCTION tollgate_usage_drop_before(p_before timestamptz) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    part record;
+    lo timestamptz;
+    n integer := 0;
+BEGIN
+    IF p_before <> date_trunc('month', p_before AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+       OR p_before > date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' THEN
+        RAISE EXCEPTION 'usage retention: % is not a past UTC month start', p_before
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR part IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'usage_records'::regclass AND c.relname ~ '^usage_records_y[0-9]{4}m[0-9]{2}$'
+                 ORDER BY 1 LOOP
+        -- the month the name says (usage_records_yYYYYmMM), its end in UTC
+        lo := (substr(part.relname, 16, 4) || '-' || substr(part.relname, 21, 2) || '-01 00:00:00+00')::timestamptz;
+        CONTINUE WHEN (lo AT TIME ZONE 'UTC' + interval '1 month') AT TIME ZONE 'UTC' > p_before;
+        EXECUTE format('ALTER TABLE usage_records DETACH PARTITION %I', part.relname);
+        EXECUTE format('DROP TABLE %I', part.relname);
+        n := n + 1;
+    END LOOP;
+    DELETE FROM usage_records_default WHERE created_at < p_before;
+    UPDATE usage_retention SET horizon = greatest(horizon, p_before);
+    RETURN n;
+END;
+$$;
 
 -- Per tenant, UTC day and model, maintained as records land: one statement-level trigger folds a
 -- whole settlement batch in with one upsert per (tenant, day, model), rows locked in key order.
@@ -514,10 +554,12 @@ BEGIN
              WHERE coalesce(charge, 0) = 0 OR lease_id = ANY (open_ids)
              ORDER BY tenant_id, request_id
             ON CONFLICT DO NOTHING
-            RETURNING usage_records.tenant_id, usage_records.lease_id, usage_records.charged
+            RETURNING usage_records.tenant_id, usage_records.lease_id, usage_records.charged,
+                      usage_records.created_at
         )
         SELECT ins.tenant_id, ins.lease_id, sum(ins.charged)::bigint AS s, count(*)::integer AS cnt,
-               (count(*) FILTER (WHERE ins.charged > 0))::integer AS paying
+               (count(*) FILTER (WHERE ins.charged > 0))::integer AS paying,
+               min(ins.created_at) FILTER (WHERE ins.charged > 0) AS first_at
           FROM ins GROUP BY 1, 2 ORDER BY 1, 2
     LOOP
         n := n + g.cnt;
@@ -527,9 +569,10 @@ BEGIN
             RAISE EXCEPTION 'settlement % names lease % for another tenant than %', p_batch, g.lease_id,
                 g.tenant_id USING ERRCODE = 'integrity_constraint_violation';
         END IF;
-        INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests)
+        INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests,
+                                    records_from)
         VALUES (g.tenant_id, 'usage_charge', -g.s, -g.s, 'usage_charge/' || p_batch || '/' || g.lease_id,
-                g.lease_id, g.paying)
+                g.lease_id, g.paying, g.first_at)
         RETURNING id INTO eid;
         IF eid IS NULL THEN
             RAISE EXCEPTION 'settlement batch key % was used before', p_batch
@@ -565,8 +608,9 @@ BEGIN
                 r.error);
         n := n + 1;
         IF c > 0 THEN
-            INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests)
-            VALUES (r.tenant_id, 'usage_charge', -c, 0, k, r.lease_id, 1);
+            INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests,
+                                        records_from)
+            VALUES (r.tenant_id, 'usage_charge', -c, 0, k, r.lease_id, 1, r.created_at);
             total := total + c;
         END IF;
     END LOOP;
@@ -659,6 +703,7 @@ CREATE FUNCTION tollgate_ledger_check()
       LEFT JOIN (SELECT r.charge_key, sum(r.charged) AS charged, count(*) AS n FROM usage_records r
                   WHERE r.charge_key IS NOT NULL GROUP BY r.charge_key) u ON u.charge_key = e.idempotency_key
      WHERE e.kind = 'usage_charge' AND (-e.amount <> coalesce(u.charged, 0) OR e.requests <> coalesce(u.n, 0))
+       AND e.records_from >= (SELECT horizon FROM usage_retention)
     UNION ALL
     SELECT 'charged_twice', r.tenant_id, format('request %s was charged %s with no ledger entry %s',
                                                 r.request_id, r.charged, r.charge_key)
@@ -697,6 +742,7 @@ CREATE FUNCTION tollgate_ledger_check()
      WHERE (d.requests, d.errors, d.input_tokens, d.output_tokens, d.cached_tokens, d.cost, d.charged)
            IS DISTINCT FROM (a.requests, a.errors, a.input_tokens, a.output_tokens, a.cached_tokens, a.cost,
                              a.charged)
+       AND coalesce(d.day, a.day) >= (SELECT (horizon AT TIME ZONE 'UTC')::date FROM usage_retention)
 $$;
 
 -- Every existing tenant gets an empty wallet (trial credits are for tenants created from now on).

@@ -338,14 +338,17 @@ static json_t *record(int64_t tenant, const char *req, const char *at, int64_t i
         assert_int_equal(tg_cost_compute(&p, &t, false, &cost), 0);
     if (charge < 0 || charge > cost)
         charge = cost;
-    return json_pack("{sIsssssIsssssIsIsIsIsIsIsIsIsbsIsIsIsisisi}", "tenant_id", (json_int_t)tenant,
-                     "request_id", req, "created_at", at, "key_id", (json_int_t)1, "model", "gpt-4o-mini",
-                     "provider", "sim-openai", "input_tokens", (json_int_t)in, "cached_tokens",
-                     (json_int_t)cached, "output_tokens", (json_int_t)out, "price_id", (json_int_t)price_id,
-                     "price_input", (json_int_t)p.input, "price_output", (json_int_t)p.output, "price_cached",
-                     (json_int_t)p.cached_input, "platform_fee", (json_int_t)p.byok_fee, "billed", billed,
-                     "cost", (json_int_t)cost, "charge", (json_int_t)charge, "lease_id", (json_int_t)lease,
-                     "latency_ms", 120, "attempts", 1, "status", billed ? 200 : 502);
+    json_t *rec = json_pack(
+        "{sIsssssIsssssIsIsIsIsIsIsIsIsbsIsIsIsisisi}", "tenant_id", (json_int_t)tenant, "request_id", req,
+        "created_at", at, "key_id", (json_int_t)1, "model", "gpt-4o-mini", "provider", "sim-openai",
+        "input_tokens", (json_int_t)in, "cached_tokens", (json_int_t)cached, "output_tokens", (json_int_t)out,
+        "price_id", (json_int_t)price_id, "price_input", (json_int_t)p.input, "price_output",
+        (json_int_t)p.output, "price_cached", (json_int_t)p.cached_input, "platform_fee",
+        (json_int_t)p.byok_fee, "billed", billed, "cost", (json_int_t)cost, "charge", (json_int_t)charge,
+        "lease_id", (json_int_t)lease, "latency_ms", 120, "attempts", 1, "status", billed ? 200 : 502);
+    if (lease == 0) /* no lease: settled late, from what is available */
+        json_object_set_new(rec, "lease_id", json_null());
+    return rec;
 }
 
 /* tollgate_settle(batch, records, close): returns "recorded,charged". */
@@ -722,6 +725,34 @@ static void test_check_finds_corruption(void **state)
     assert_int_equal(violations("rollup"), 1); /* and its day's rollup no longer matches */
     exec_ok("ROLLBACK");
     expect_clean();
+
+    /* retention: a month of records is dropped whole; its entries and rollup rows stay, and the
+     * check compares records with them only from the horizon on */
+    json_t *b = json_array();
+    json_array_append_new(
+        b, record(tenant_a, "req_old", "2026-10-15T00:00:00Z", 1000, 0, 1000, price_id(), true, -1, 0));
+    char got[64];
+    settle("gw-1/old", b, "{}", got, sizeof(got)); /* no open lease: charged late, from what is available */
+    assert_string_equal(got, "1,750");
+    assert_int_equal(q_i64("SELECT tollgate_usage_partitions('2026-10-01T00:00:00Z', 1)"), 1);
+    expect_clean();
+    char st[6];
+    assert_string_equal(exec_fails("SELECT tollgate_usage_drop_before('2026-11-15T00:00:00Z')", st), "22023");
+    assert_string_equal(exec_fails("SELECT tollgate_usage_drop_before('2027-02-01T00:00:00Z')", st), "22023");
+    assert_int_equal(q_i64("SELECT tollgate_usage_drop_before('2026-11-01T00:00:00Z')"), 1);
+    assert_int_equal(q_i64("SELECT count(*) FROM usage_records WHERE request_id = 'req_old'"), 0);
+    assert_int_equal(
+        q_i64("SELECT count(*) FROM ledger_entries WHERE idempotency_key LIKE 'usage_charge/late/%/req_old'"),
+        1);
+    assert_int_equal(q_i64("SELECT count(*) FROM usage_daily WHERE day = '2026-10-15'"), 1);
+    expect_clean();
+    /* a record of that past lost later is still seen from the horizon on: the check is not blind */
+    exec_ok("BEGIN");
+    exec_ok("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_append_only");
+    exec_ok("UPDATE ledger_entries SET records_from = '2026-12-01' WHERE idempotency_key LIKE "
+            "'usage_charge/late/%/req_old'");
+    assert_int_equal(violations("charged_twice"), 1);
+    exec_ok("ROLLBACK");
 }
 
 static int teardown(void **state)
