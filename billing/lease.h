@@ -128,7 +128,9 @@ typedef struct tg_lease_action {
 tg_lease_action_kind_t tg_lease_next(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now,
                                      tg_lease_action_t *out);
 
-/** The open was granted: lease `id` of `amount`, expiring at expires_ms (account clock). */
+/** The open was granted: lease `id` of `amount`, expiring at expires_ms in the account's clock: the
+ * time the open was asked plus the ttl, so the engine's expiry is never later than the database's
+ * (which counts from its own, later, transaction start). */
 void tg_lease_granted(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t id, int64_t amount,
                       int64_t expires_ms, int64_t now);
 /** The open was refused (the wallet's available credits are below the minimum lease). */
