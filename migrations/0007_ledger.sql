@@ -428,8 +428,10 @@ BEGIN
         RETURN;
     END IF;
     SELECT le.* INTO l FROM ledger_entries e JOIN leases le ON le.id = e.lease_id WHERE e.idempotency_key = k;
-    IF FOUND THEN
-        RETURN QUERY SELECT l.id, l.amount, l.expires_at, w.balance - w.reserved;
+    IF FOUND THEN -- asked before: that lease, unless it has ended since (then nothing: ask anew)
+        RETURN QUERY SELECT CASE WHEN l.state = 'open' THEN l.id END,
+                            CASE WHEN l.state = 'open' THEN l.amount ELSE 0 END,
+                            CASE WHEN l.state = 'open' THEN l.expires_at END, w.balance - w.reserved;
         RETURN;
     END IF;
     g := least(p_want, greatest((w.balance - w.reserved) * p_share / 100, p_min), w.balance - w.reserved);
