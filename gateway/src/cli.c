@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "config.h"
 #include "log.h"
+#include "wallet.h"
 
 /* pg_advisory_lock key: "tollgate" in ASCII, so two concurrent `migrate` runs serialise */
 #define MIGRATE_LOCK_KEY "8390876119406896229"
@@ -337,6 +338,13 @@ static int create_key(PGconn *db, const tg_config_t *c, const char *tenant, cons
     char tenant_id[32];
     snprintf(tenant_id, sizeof(tenant_id), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
+    /* a new tenant's wallet, with the trial credits (granted once per tenant, whatever the keys) */
+    tg_error_t werr;
+    if (tg_wallet_open(db, strtoll(tenant_id, NULL, 10), c->billing.trial_credits, NULL, &werr) != 0) {
+        fprintf(stderr, "tollgate: cannot open the tenant's wallet: %s\n", werr.detail);
+        TG_IGNORE_RESULT(exec_ok(db, "ROLLBACK", "cannot roll back"));
+        goto out;
+    }
 
     const char *kp[4] = {tenant_id, hex, prefix, label};
     r = PQexecParams(db,

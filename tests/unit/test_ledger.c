@@ -132,11 +132,24 @@ static void schema(void)
     assert_int_equal(c->billing.trial_credits, 5000000);
     assert_int_equal(c->billing.lease_credits, 10000000);
     tg_config_unref(c);
+    /* `keys create` opens a new tenant's wallet with those trial credits, once per tenant */
+    char cli_tenant[64];
+    snprintf(cli_tenant, sizeof(cli_tenant), "ledger-cli-%d", (int)getpid());
+    char *create[] = {"tollgate", "keys", "create", "-c", cfg_path, "--tenant", cli_tenant};
+    assert_int_equal(run_cli(create, 7, out, sizeof(out)), 0);
+    assert_int_equal(run_cli(create, 7, out, sizeof(out)), 0);
+    memset(out, 0, sizeof(out));
     unlink(cfg_path);
 
     db = PQconnectdb(conninfo);
     assert_int_equal(PQstatus(db), CONNECTION_OK);
     exec_ok("SET client_min_messages = warning");
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "SELECT w.balance * 10 + (SELECT count(*) FROM ledger_entries e WHERE e.tenant_id = t.id) FROM "
+             "tenants t JOIN wallets w ON w.tenant_id = t.id WHERE t.name = '%s'",
+             cli_tenant);
+    assert_int_equal(q_i64(sql), 5000000 * 10 + 1); /* the trial, granted once for two keys */
     char name[64];
     snprintf(name, sizeof(name), "ledger-a-%d", (int)getpid());
     tenant_a = new_tenant(name);
