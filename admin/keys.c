@@ -77,7 +77,8 @@ static int key_tenant(PGconn *db, const tg_key_new_t *in, int64_t *id, tg_mgmt_e
     }
     *id = tg_mgmt_col_i64(r, 0, 0);
     PQclear(r);
-    return 0;
+    /* a tenant created here gets its wallet like any other (once: a second call grants nothing) */
+    return tg_mgmt_wallet_open(db, *id, in->trial_credits, err);
 }
 
 int tg_key_create(PGconn *db, const uint8_t pepper[32], const tg_config_t *catalog, const tg_key_new_t *in,

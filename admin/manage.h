@@ -89,7 +89,10 @@ typedef struct tg_tenant_page {
 
 /* ---- tenants.c ---- */
 
-int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, tg_tenant_t *out, tg_mgmt_err_t *err);
+/** Creates the tenant with its wallet and `trial_credits` (the config's billing.trial_credits), in one
+ *  transaction. */
+int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, int64_t trial_credits, tg_tenant_t *out,
+                     tg_mgmt_err_t *err);
 /** Suspends (every key answers 403) or resumes a tenant. Idempotent. */
 int tg_tenant_set_suspended(PGconn *db, tg_tenant_ref_t t, bool suspended, tg_tenant_t *out,
                             tg_mgmt_err_t *err);
@@ -110,6 +113,7 @@ typedef struct tg_models_arg {
 typedef struct tg_key_new {
     tg_tenant_ref_t tenant;
     bool create_tenant;      /* create the tenant (by name) when missing: `keys create`'s old contract */
+    int64_t trial_credits;   /* create_tenant: the new tenant's trial credits (billing.trial_credits) */
     const char *label;       /* NULL: none */
     int64_t expires_unix_ms; /* 0: never; else in the future */
     tg_models_arg_t models;  /* api_keys.allowed_models; unset: whatever the policy allows */

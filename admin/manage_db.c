@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "wallet.h"
 
 /* What a failed statement means to the caller; the server's text is not copied (see above). */
 static int db_error(PGconn *db, const PGresult *r, const char *what, tg_mgmt_err_t *err)
@@ -132,4 +133,13 @@ void tg_mgmt_col_list(const PGresult *r, int row, int col, bool *has, char *dst,
     memcpy(dst, s, n);
     dst[n] = '\n';
     dst[n + 1] = '\0';
+}
+
+int tg_mgmt_wallet_open(PGconn *db, int64_t tenant_id, int64_t trial_credits, tg_mgmt_err_t *err)
+{
+    tg_error_t werr = {0};
+    int rc = tg_wallet_open(db, tenant_id, trial_credits, NULL, &werr);
+    if (rc != 0)
+        return tg_mgmt_fail(err, rc, "open the tenant's wallet: %s", werr.detail);
+    return 0;
 }

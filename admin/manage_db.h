@@ -27,6 +27,10 @@ PGresult *tg_mgmt_exec(PGconn *db, const char *sql, int n, const char *const *pa
  *  0, TG_ENOT_FOUND or a database error. */
 int tg_mgmt_tenant_id(PGconn *db, tg_tenant_ref_t t, bool lock, int64_t *id, tg_mgmt_err_t *err);
 
+/** Opens a new tenant's wallet with its trial credits (billing/wallet.h), inside the caller's
+ *  transaction: 0 or a TG_E* code with err set. */
+int tg_mgmt_wallet_open(PGconn *db, int64_t tenant_id, int64_t trial_credits, tg_mgmt_err_t *err);
+
 int64_t tg_mgmt_col_i64(const PGresult *r, int row, int col); /* NULL -> 0 */
 bool tg_mgmt_col_bool(const PGresult *r, int row, int col);
 /** Copies a text column, cut on a UTF-8 boundary to fit cap. */

@@ -50,18 +50,37 @@ static int one_tenant(PGconn *db, const char *sql, int n, const char *const *par
     return tg_mgmt_commit(db, err);
 }
 
-int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, tg_tenant_t *out, tg_mgmt_err_t *err)
+int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, int64_t trial_credits, tg_tenant_t *out,
+                     tg_mgmt_err_t *err)
 {
     tg_mgmt_err_reset(err);
     if (!tg_mgmt_check_name(name, "name", err))
         return err->code;
     const char *p[2] = {name, zero_retention ? "true" : "false"};
-    int rc = one_tenant(
-        db, "INSERT INTO tenants (name, zero_retention) VALUES ($1, $2::boolean) RETURNING " TENANT_COLS, 2,
-        p, "create the tenant", out, err);
-    if (rc == TG_ECONFLICT)
-        tg_mgmt_fail(err, TG_ECONFLICT, "a tenant named \"%s\" already exists", name);
-    return rc;
+    int rc = tg_mgmt_begin(db, err);
+    if (rc != 0)
+        return rc;
+    PGresult *r = tg_mgmt_exec(
+        db, "INSERT INTO tenants (name, zero_retention) VALUES ($1, $2::boolean) RETURNING " TENANT_COLS, 2, p,
+        "create the tenant", &rc, err);
+    if (r == NULL) {
+        tg_mgmt_rollback(db);
+        if (rc == TG_ECONFLICT)
+            tg_mgmt_fail(err, TG_ECONFLICT, "a tenant named \"%s\" already exists", name);
+        return rc;
+    }
+    tg_tenant_t t;
+    tenant_of_row(r, 0, &t);
+    PQclear(r);
+    /* its wallet and trial credits in the same transaction: a tenant never exists without them */
+    rc = tg_mgmt_wallet_open(db, t.id, trial_credits, err);
+    if (rc != 0) {
+        tg_mgmt_rollback(db);
+        return rc;
+    }
+    if (out != NULL)
+        *out = t;
+    return tg_mgmt_commit(db, err);
 }
 
 /* The statement for a tenant by id or by name; p[0] gets the id's text or the name. */

@@ -624,6 +624,24 @@ static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
         verr(v, "retention.queue_bytes: must hold at least two records (2 x max_record_bytes)");
 }
 
+/* billing: the credit ledger's amounts (micro-credits; at most a billion credits) and lease life. */
+static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"trial_credits", "lease_credits", "lease_ttl_ms", NULL};
+    const uint64_t max_credits = 1000000000000000ull;
+    uint64_t trial = 0, lease = 10000000;
+    c->billing.lease_ttl_ms = 60000;
+    json_t *b = get_obj(v, root, "", "billing");
+    if (b != NULL) {
+        check_keys(v, b, "billing", keys);
+        get_u64(v, b, "billing", "trial_credits", 0, max_credits, &trial);
+        get_u64(v, b, "billing", "lease_credits", 1, max_credits, &lease);
+        get_u32(v, b, "billing", "lease_ttl_ms", 5000, 3600000u, &c->billing.lease_ttl_ms);
+    }
+    c->billing.trial_credits = (int64_t)trial;
+    c->billing.lease_credits = (int64_t)lease;
+}
+
 /* request_first_byte_ms is the whole request's budget: only the top level (request_budget != NULL)
  * has it; a provider's timeouts are per attempt. */
 static void parse_timeouts(vctx_t *v, const json_t *parent, const char *path, tg_timeouts_t *t,
@@ -875,6 +893,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
                                        "providers",
                                        "models",
                                        "chains",
+                                       "billing",
                                        NULL};
     tg_config_t *c = &cp->pub;
     check_keys(v, root, "", keys);
@@ -904,6 +923,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
     parse_database(v, root, c);
     parse_secrets(v, root, c);
     parse_limits(v, root, c);
+    parse_billing(v, root, c);
 
     c->timeouts =
         (tg_timeouts_t){.connect_ms = 3000, .first_byte_ms = 60000, .idle_ms = 30000, .total_ms = 600000};

@@ -26,6 +26,7 @@
  *              allow_core_dumps}
  *   models.<name>: provider, upstream, context_window
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
+ *   billing.{trial_credits, lease_credits, lease_ttl_ms}   the credit ledger (billing/README.md)
  */
 #ifndef TG_CONFIG_H
 #define TG_CONFIG_H
@@ -139,6 +140,12 @@ typedef struct tg_config {
         uint32_t job_interval_ms; /* the partition job's period (3600000) */
         bool allow_core_dumps;    /* leave the process dumpable (false: no core file, no ptrace) */
     } retention;
+    /* The credit ledger (billing/README.md), in micro-credits. */
+    struct {
+        int64_t trial_credits; /* granted once when a tenant's wallet is opened (0: none) */
+        int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
+        uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */
+    } billing;
 
     tg_provider_cfg_t *providers;
     size_t n_providers;

@@ -58,7 +58,11 @@
       "the provider refused the tenant's own API key")                                                   \
     X(-30, BYOK_UNUSABLE, "byok_key_unusable", 422, "invalid_request_error",                              \
       "the tenant's stored API key for this provider cannot be used; set it again")                  \
-    X(-31, CONFLICT, "conflict", 409, "invalid_request_error", "the resource already exists")
+    X(-31, CONFLICT, "conflict", 409, "invalid_request_error", "the resource already exists")                 \
+    X(-32, INSUFFICIENT_CREDITS, "insufficient_credits", 402, "insufficient_quota",                       \
+      "the wallet does not hold enough credits for this request")                                         \
+    X(-33, IDEMPOTENCY_MISMATCH, "idempotency_key_reused", 422, "invalid_request_error",                  \
+      "the idempotency key was already used with a different request")
 /* clang-format on */
 
 typedef enum {

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "wallet.h"
 
 /* pg_advisory_lock key: "tollgate" in ASCII, so two concurrent `migrate` runs serialise */
 #define MIGRATE_LOCK_KEY "8390876119406896229"

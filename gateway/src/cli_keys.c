@@ -96,6 +96,7 @@ static int cmd_create(int argc, char **argv)
     }
     tg_key_secret_t s;
     tg_mgmt_err_t err;
+    in.trial_credits = cfg->billing.trial_credits;
     int rc = tg_key_create(db, cfg->key_pepper, cfg, &in, &s, &err);
     tg_cli_close(cfg, db);
     tg_cli_names_free(&names);

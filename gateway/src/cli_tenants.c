@@ -47,7 +47,7 @@ static int cmd_create(int argc, char **argv)
         return 1;
     tg_tenant_t t;
     tg_mgmt_err_t err;
-    int rc = tg_tenant_create(db, o[0].value, o[1].value != NULL, &t, &err);
+    int rc = tg_tenant_create(db, o[0].value, o[1].value != NULL, cfg->billing.trial_credits, &t, &err);
     tg_cli_close(cfg, db);
     if (rc != 0)
         return tg_cli_report("tenants create", &err);

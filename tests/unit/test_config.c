@@ -497,6 +497,33 @@ static void test_load_file(void **state)
 }
 
 /* The request's first-byte budget (top level, per chain) and a probe's own timeout (breaker). */
+/* billing: defaults, values, bounds and unknown keys (the trial credits a new wallet gets). */
+static void test_billing_section(void **state)
+{
+    tg_config_t *c = parse_ok("{}");
+    assert_int_equal(c->billing.trial_credits, 0);
+    assert_int_equal(c->billing.lease_credits, 10000000);
+    assert_int_equal(c->billing.lease_ttl_ms, 60000);
+    tg_config_unref(c);
+    c = parse_ok("{\"billing\": {\"trial_credits\": 1000000000000000, \"lease_credits\": 5, "
+                 "\"lease_ttl_ms\": 5000}}");
+    assert_int_equal(c->billing.trial_credits, INT64_C(1000000000000000));
+    assert_int_equal(c->billing.lease_credits, 5);
+    assert_int_equal(c->billing.lease_ttl_ms, 5000);
+    tg_config_unref(c);
+    char *errs = parse_fail("{\"billing\": {\"trial_credits\": 1000000000000001, \"lease_credits\": 0, "
+                            "\"lease_ttl_ms\": 10, \"trial\": 1}}");
+    assert_has_line(errs, "billing.trial_credits: must be an integer between 0 and 1000000000000000, got "
+                          "1000000000000001");
+    assert_has_line(errs, "billing.lease_credits: must be an integer between 1 and 1000000000000000, got 0");
+    assert_has_line(errs, "billing.lease_ttl_ms: must be an integer between 5000 and 3600000, got 10");
+    assert_has_line(errs, "billing.trial: unknown key");
+    free(errs);
+    errs = parse_fail("{\"billing\": {\"trial_credits\": 1.5}}"); /* money is never a float */
+    assert_non_null(strstr(errs, "billing.trial_credits: must be an integer"));
+    free(errs);
+}
+
 static void test_request_budget_and_probe_timeout(void **state)
 {
     tg_config_t *c =
@@ -585,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_refcount_and_publish),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_request_budget_and_probe_timeout),
+        cmocka_unit_test(test_billing_section),
         cmocka_unit_test(test_database_section),
         cmocka_unit_test(test_database_host_needs_no_lookup),
         cmocka_unit_test(test_retention),

@@ -98,12 +98,12 @@ static void tenants(void **state)
     PGconn *c = db();
     tg_tenant_t t;
     tg_mgmt_err_t err;
-    assert_int_equal(tg_tenant_create(c, "t-one", true, &t, &err), 0);
+    assert_int_equal(tg_tenant_create(c, "t-one", true, 0, &t, &err), 0);
     assert_true(t.id > 0);
     assert_string_equal(t.name, "t-one");
     assert_true(t.zero_retention);
     assert_false(t.suspended);
-    assert_int_equal(tg_tenant_create(c, "t-one", false, &t, &err), TG_ECONFLICT);
+    assert_int_equal(tg_tenant_create(c, "t-one", false, 0, &t, &err), TG_ECONFLICT);
     assert_non_null(strstr(err.msg, "already exists"));
     assert_int_equal(tg_tenant_create(c, "", false, &t, &err), TG_EINVALID_REQUEST);
     assert_int_equal(err.n_fields, 1);
