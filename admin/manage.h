@@ -91,8 +91,8 @@ typedef struct tg_tenant_page {
 
 /** Creates the tenant with its wallet and `trial_credits` (the config's billing.trial_credits), in one
  *  transaction. */
-int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, int64_t trial_credits, tg_tenant_t *out,
-                     tg_mgmt_err_t *err);
+int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, int64_t trial_credits,
+                     tg_tenant_t *out, tg_mgmt_err_t *err);
 /** Suspends (every key answers 403) or resumes a tenant. Idempotent. */
 int tg_tenant_set_suspended(PGconn *db, tg_tenant_ref_t t, bool suspended, tg_tenant_t *out,
                             tg_mgmt_err_t *err);

@@ -50,8 +50,8 @@ static int one_tenant(PGconn *db, const char *sql, int n, const char *const *par
     return tg_mgmt_commit(db, err);
 }
 
-int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, int64_t trial_credits, tg_tenant_t *out,
-                     tg_mgmt_err_t *err)
+int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, int64_t trial_credits,
+                     tg_tenant_t *out, tg_mgmt_err_t *err)
 {
     tg_mgmt_err_reset(err);
     if (!tg_mgmt_check_name(name, "name", err))
@@ -61,8 +61,8 @@ int tg_tenant_create(PGconn *db, const char *name, bool zero_retention, int64_t 
     if (rc != 0)
         return rc;
     PGresult *r = tg_mgmt_exec(
-        db, "INSERT INTO tenants (name, zero_retention) VALUES ($1, $2::boolean) RETURNING " TENANT_COLS, 2, p,
-        "create the tenant", &rc, err);
+        db, "INSERT INTO tenants (name, zero_retention) VALUES ($1, $2::boolean) RETURNING " TENANT_COLS, 2,
+        p, "create the tenant", &rc, err);
     if (r == NULL) {
         tg_mgmt_rollback(db);
         if (rc == TG_ECONFLICT)

@@ -105,7 +105,7 @@ static void tenants(void **state)
     assert_false(t.suspended);
     assert_int_equal(tg_tenant_create(c, "t-one", false, 0, &t, &err), TG_ECONFLICT);
     assert_non_null(strstr(err.msg, "already exists"));
-    assert_int_equal(tg_tenant_create(c, "", false, &t, &err), TG_EINVALID_REQUEST);
+    assert_int_equal(tg_tenant_create(c, "", false, 0, &t, &err), TG_EINVALID_REQUEST);
     assert_int_equal(err.n_fields, 1);
     assert_string_equal(err.fields[0].field, "name");
 
@@ -125,7 +125,7 @@ static void tenants(void **state)
     char name[32];
     for (int i = 2; i <= 5; i++) {
         snprintf(name, sizeof(name), "t-%d", i);
-        assert_int_equal(tg_tenant_create(c, name, false, NULL, &err), 0);
+        assert_int_equal(tg_tenant_create(c, name, false, 0, NULL, &err), 0);
     }
     int64_t after = 0;
     size_t seen = 0, pages = 0;
@@ -243,7 +243,7 @@ static void policies(void **state)
     PGconn *c = db();
     tg_mgmt_err_t err;
     tg_tenant_t t;
-    assert_int_equal(tg_tenant_create(c, "p-tenant", false, &t, &err), 0);
+    assert_int_equal(tg_tenant_create(c, "p-tenant", false, 0, &t, &err), 0);
     const char *models[] = {"m-a"};
     tg_policy_update_t u = {.tenant = {.name = "p-tenant"},
                             .models_op = TG_FIELD_SET,
