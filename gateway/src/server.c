@@ -47,6 +47,7 @@
 #include "listen.h"
 #include "health.h"
 #include "http.h"
+#include "idempotency.h"
 #include "log.h"
 #include "memtrim.h"
 #include "metrics.h"
@@ -260,6 +261,12 @@ static int on_data_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
         rc = tg_models_handle(req);
+    } else if (path_is(req, "/v1/wallet") || path_is(req, "/v1/usage")) {
+        if (!method_is(req, "GET")) {
+            send_method_not_allowed(req, "GET");
+            return 0;
+        }
+        rc = path_is(req, "/v1/wallet") ? tg_wallet_handle(req) : tg_usage_handle(req);
     } else {
         tg_http_send_error(req, TG_ENOT_FOUND, NULL, NULL, 0);
         return 0;
@@ -307,7 +314,8 @@ typedef struct {
 
 static const char *route_label(const h2o_req_t *req, bool admin)
 {
-    static const char *const data_routes[] = {"/v1/chat/completions", "/v1/models", "/healthz", "/readyz"};
+    static const char *const data_routes[] = {"/v1/chat/completions", "/v1/models", "/v1/wallet", "/v1/usage",
+                                              "/healthz", "/readyz"};
     static const char *const admin_routes[] = {"/healthz", "/readyz", "/metrics"};
     const char *const *routes = admin ? admin_routes : data_routes;
     size_t n =
@@ -539,6 +547,8 @@ static void *worker_main(void *arg)
         if (priv->health != NULL)
             tg_health_apply(priv->health, cfg);
     }
+    if (w->idx == 0 && w->pg != NULL)
+        tg_idem_purge_start(loop, w->pg); /* expired Idempotency-Keys (idempotency.h) */
     tg_config_unref(cfg);
     tg_memtrim_start(loop, &w->inflight);
 
@@ -578,6 +588,8 @@ static void *worker_main(void *arg)
     }
     bool clean = worker_idle(w);
     pthread_barrier_wait(&g_stop_barrier);
+    if (w->idx == 0)
+        tg_idem_purge_stop();
     if (priv->health != NULL) {
         tg_health_stop(priv->health);
         priv->health = NULL;
