@@ -630,18 +630,21 @@ static void parse_idempotency(vctx_t *v, const json_t *root, tg_config_t *c)
     static const char *const keys[] = {"ttl_ms", "running_lease_ms", "max_answer_bytes", "purge_interval_ms",
                                        NULL};
     c->idempotency.ttl_ms = 86400000u;
-    c->idempotency.running_lease_ms = 600000u;
+    c->idempotency.running_lease_ms = 0; /* not given: 600000, or the ttl when that is shorter */
     c->idempotency.max_answer_bytes = (size_t)1 << 20;
     c->idempotency.purge_interval_ms = 60000u;
     json_t *o = get_obj(v, root, "", "idempotency");
-    if (o == NULL)
-        return;
-    check_keys(v, o, "idempotency", keys);
-    get_u32(v, o, "idempotency", "ttl_ms", 1000, 7u * 86400000u, &c->idempotency.ttl_ms);
-    get_u32(v, o, "idempotency", "running_lease_ms", 1000, 86400000u, &c->idempotency.running_lease_ms);
-    get_size(v, o, "idempotency", "max_answer_bytes", 1024, (size_t)16 << 20, &c->idempotency.max_answer_bytes);
-    get_u32(v, o, "idempotency", "purge_interval_ms", 100, 86400000u, &c->idempotency.purge_interval_ms);
-    if (c->idempotency.running_lease_ms > c->idempotency.ttl_ms)
+    if (o != NULL) {
+        check_keys(v, o, "idempotency", keys);
+        get_u32(v, o, "idempotency", "ttl_ms", 1000, 7u * 86400000u, &c->idempotency.ttl_ms);
+        get_u32(v, o, "idempotency", "running_lease_ms", 1000, 86400000u, &c->idempotency.running_lease_ms);
+        get_size(v, o, "idempotency", "max_answer_bytes", 1024, (size_t)16 << 20,
+                 &c->idempotency.max_answer_bytes);
+        get_u32(v, o, "idempotency", "purge_interval_ms", 100, 86400000u, &c->idempotency.purge_interval_ms);
+    }
+    if (c->idempotency.running_lease_ms == 0)
+        c->idempotency.running_lease_ms = c->idempotency.ttl_ms < 600000u ? c->idempotency.ttl_ms : 600000u;
+    else if (c->idempotency.running_lease_ms > c->idempotency.ttl_ms)
         verr(v, "idempotency.running_lease_ms: must not exceed idempotency.ttl_ms");
 }
 
