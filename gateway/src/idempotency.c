@@ -106,7 +106,7 @@ const char *tg_idem_no_answer_msg(const char *reason)
     return "the request with this idempotency key has finished, but its answer was not stored";
 }
 
-#define INTERRUPTED_MSG                                                                                     \
+#define INTERRUPTED_MSG                                                                                   \
     "the request with this idempotency key was interrupted before it finished (its gateway stopped); it " \
     "is not run again while the key lives; GET /v1/usage shows whether it was charged"
 
@@ -114,9 +114,9 @@ bool tg_idem_header_kept(const char *name, size_t len)
 {
     /* what describes the answer; not the request id (the replay has its own, and names the first in
      * x-tollgate-replay-of) nor the money headers (a replay is not charged: they are this call's) */
-    static const char *const kept[] = {"x-tollgate-model",           "x-tollgate-provider",
-                                       "x-tollgate-attempts",        "x-tollgate-fallback-reason",
-                                       "x-tollgate-dropped-params",  "retry-after"};
+    static const char *const kept[] = {"x-tollgate-model",          "x-tollgate-provider",
+                                       "x-tollgate-attempts",       "x-tollgate-fallback-reason",
+                                       "x-tollgate-dropped-params", "retry-after"};
     for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
         if (strlen(kept[i]) == len && memcmp(kept[i], name, len) == 0)
             return true;
@@ -130,11 +130,13 @@ static const char CLAIM_SQL[] = "SELECT o_request_id, o_fingerprint, o_state, o_
                                 "$5::bigint, $6::bigint)";
 static const char RECORD_SQL[] =
     "UPDATE idempotency_keys SET state = 'done', finished_at = now(), status = $4::smallint, headers = $5, "
-    "body = decode($6, 'hex'), no_answer = $7 WHERE tenant_id = $1::bigint AND idem_key = $2 AND request_id = $3";
+    "body = decode($6, 'hex'), no_answer = $7 WHERE tenant_id = $1::bigint AND idem_key = $2 AND request_id "
+    "= $3";
 static const char RELEASE_SQL[] =
     "DELETE FROM idempotency_keys WHERE tenant_id = $1::bigint AND idem_key = $2 AND request_id = $3";
-static const char PURGE_SQL[] = "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys "
-                                "WHERE expires_at <= now() LIMIT 1000 FOR UPDATE SKIP LOCKED)";
+static const char PURGE_SQL[] =
+    "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys "
+    "WHERE expires_at <= now() LIMIT 1000 FOR UPDATE SKIP LOCKED)";
 
 void tg_idem_free(tg_call_t *c)
 {
@@ -266,8 +268,8 @@ static int send_end(tg_call_t *c, bool release, int status, const char *headers,
         const char *p[3] = {tenant, d->key, c->request_id};
         return tg_pgpool_query(c->worker->pg, RELEASE_SQL, 3, p, cb, arg);
     }
-    const char *p[7] = {tenant, d->key, c->request_id, no_answer == NULL ? st : NULL, headers, body_hex,
-                        no_answer};
+    const char *p[7] = {tenant,  d->key,   c->request_id, no_answer == NULL ? st : NULL,
+                        headers, body_hex, no_answer};
     return tg_pgpool_query(c->worker->pg, RECORD_SQL, 7, p, cb, arg);
 }
 
@@ -336,7 +338,9 @@ bool tg_idem_hold(tg_call_t *c, h2o_req_t *req, int status, const char *body, si
 
     bool zr = tg_retention_is_zero(c);
     bool release = !ran(c);
-    const char *no_answer = zr ? "zero_retention" : len > c->cfg->idempotency.max_answer_bytes ? "too_large" : NULL;
+    const char *no_answer = zr                                           ? "zero_retention"
+                            : len > c->cfg->idempotency.max_answer_bytes ? "too_large"
+                                                                         : NULL;
     char *headers = NULL, *hex = NULL;
     if (!release && no_answer == NULL) {
         headers = kept_headers(req);
@@ -408,7 +412,7 @@ void tg_idem_finish(tg_call_t *c)
         return;
     c->idem->finished = true;
     bool release = !ran(c);
-    const char *why = tg_retention_is_zero(c)         ? "zero_retention"
+    const char *why = tg_retention_is_zero(c)     ? "zero_retention"
                       : c->stream && c->committed ? "stream"
                                                   : "client_gone";
     TG_IGNORE_RESULT(send_end(c, release, 0, NULL, NULL, why, NULL, NULL));
@@ -465,7 +469,7 @@ static void on_claim(void *arg, const PGresult *res, const char *errmsg)
     if (v == TG_IDEM_RUN) {
         d->phase = IDEM_CLAIMED;
         if (tg_pipeline_done(&c->pipe)) /* the client left while the claim was on its way */
-            tg_idem_finish(c);           /* nothing was sent upstream: released */
+            tg_idem_finish(c);          /* nothing was sent upstream: released */
         else
             tg_call_resume(c, TG_STAGE_RESERVE, 0);
     } else if (tg_pipeline_done(&c->pipe)) {

@@ -80,8 +80,8 @@ typedef struct tg_idem_row {
     const char *request_id;  /* who claimed it */
     const char *fingerprint; /* hex */
     bool running;
-    bool lapsed;      /* running past its lease */
-    bool has_answer;  /* done with a stored answer */
+    bool lapsed;     /* running past its lease */
+    bool has_answer; /* done with a stored answer */
 } tg_idem_row_t;
 
 tg_idem_verdict_t tg_idem_verdict(const tg_idem_row_t *row, const char *request_id, const char *fingerprint);

@@ -29,8 +29,10 @@ static const char WALLET_SQL[] = "SELECT balance, reserved, spent FROM wallets W
 /* created_at as unix microseconds (exact: extract returns numeric) and as RFC 3339 in UTC */
 static const char USAGE_SQL[] =
     "SELECT request_id, (extract(epoch FROM created_at) * 1000000)::bigint, "
-    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), key_id, model, provider, byok, "
-    "input_tokens, output_tokens, cached_tokens, estimated, cost, charged, status, error, latency_ms, attempts "
+    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), key_id, model, provider, "
+    "byok, "
+    "input_tokens, output_tokens, cached_tokens, estimated, cost, charged, status, error, latency_ms, "
+    "attempts "
     "FROM usage_records WHERE tenant_id = $1::bigint "
     "AND ($2::bigint IS NULL OR created_at >= timestamptz 'epoch' + $2::bigint * interval '1 microsecond') "
     "AND ($3::bigint IS NULL OR created_at < timestamptz 'epoch' + $3::bigint * interval '1 microsecond') "
@@ -90,8 +92,8 @@ static void on_wallet(void *arg, const PGresult *res, const char *errmsg)
             tg_call_set_error(c, "this tenant has no wallet", NULL);
             tg_call_resume(c, TG_STAGE_SETTLE, TG_ENOT_FOUND);
         } else {
-            answer(c, json_pack("{s:s,s:o,s:o,s:o}", "object", "wallet", "balance", int_of(res, 0, 0), "reserved",
-                                int_of(res, 0, 1), "spent", int_of(res, 0, 2)));
+            answer(c, json_pack("{s:s,s:o,s:o,s:o}", "object", "wallet", "balance", int_of(res, 0, 0),
+                                "reserved", int_of(res, 0, 1), "spent", int_of(res, 0, 2)));
         }
     }
     tg_call_unref(c); /* the query's */
@@ -145,8 +147,8 @@ static void on_usage(void *arg, const PGresult *res, const char *errmsg)
         }
         json_object_set_new(r, "object", json_string("usage_record"));
         json_object_set_new(r, "request_id", str_of(res, i, 0));
-        json_object_set_new(r, "created", json_integer((json_int_t)(strtoll(PQgetvalue(res, i, 1), NULL, 10) /
-                                                                    1000000)));
+        json_object_set_new(r, "created",
+                            json_integer((json_int_t)(strtoll(PQgetvalue(res, i, 1), NULL, 10) / 1000000)));
         json_object_set_new(r, "created_at", str_of(res, i, 2));
         json_object_set_new(r, "key_id", int_of(res, i, 3));
         json_object_set_new(r, "model", str_of(res, i, 4));
@@ -170,7 +172,8 @@ static void on_usage(void *arg, const PGresult *res, const char *errmsg)
         json_decref(next);
         next = json_string(cur);
     }
-    answer(c, data != NULL ? json_pack("{s:s,s:o,s:o}", "object", "list", "data", data, "next_cursor", next) : NULL);
+    answer(c, data != NULL ? json_pack("{s:s,s:o,s:o}", "object", "list", "data", data, "next_cursor", next)
+                           : NULL);
     tg_call_unref(c); /* the query's */
 }
 

@@ -314,8 +314,8 @@ typedef struct {
 
 static const char *route_label(const h2o_req_t *req, bool admin)
 {
-    static const char *const data_routes[] = {"/v1/chat/completions", "/v1/models", "/v1/wallet", "/v1/usage",
-                                              "/healthz", "/readyz"};
+    static const char *const data_routes[] = {
+        "/v1/chat/completions", "/v1/models", "/v1/wallet", "/v1/usage", "/healthz", "/readyz"};
     static const char *const admin_routes[] = {"/healthz", "/readyz", "/metrics"};
     const char *const *routes = admin ? admin_routes : data_routes;
     size_t n =

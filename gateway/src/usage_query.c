@@ -82,7 +82,8 @@ int tg_usage_time_parse(const char *s, size_t len, int64_t *us)
                     .tm_min = num(s + 14, 2),
                     .tm_sec = num(s + 17, 2)};
     struct tm want = tm;
-    if (tm.tm_year < 70 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
+    if (tm.tm_year < 70 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+        tm.tm_sec > 59)
         return -1;
     time_t t = timegm(&tm);
     /* timegm normalises 2026-02-30 into March: a date that moved was not a date */
@@ -108,8 +109,8 @@ int tg_usage_cursor_parse(const char *s, size_t len, int64_t *us, char rid[TG_US
     unsigned char raw[TG_USAGE_CURSOR_MAX];
     size_t n = 0;
     if (len == 0 || len > TG_USAGE_CURSOR_MAX ||
-        sodium_base642bin(raw, sizeof(raw) - 1, s, len, NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) !=
-            0)
+        sodium_base642bin(raw, sizeof(raw) - 1, s, len, NULL, &n, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return -1;
     raw[n] = '\0';
     const char *colon = memchr(raw, ':', n);
@@ -134,7 +135,10 @@ int tg_usage_cursor_parse(const char *s, size_t len, int64_t *us, char rid[TG_US
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Percent-decodes s into out (cap bytes with the NUL); -1 on a bad escape, a NUL or no room. */
@@ -168,8 +172,8 @@ static int refuse(const char *name, const char *what, char *param, size_t pcap, 
     return TG_EINVALID_REQUEST;
 }
 
-int tg_usage_query_parse(const char *qs, size_t len, tg_usage_query_t *out, char *param, size_t pcap, char *msg,
-                         size_t mcap)
+int tg_usage_query_parse(const char *qs, size_t len, tg_usage_query_t *out, char *param, size_t pcap,
+                         char *msg, size_t mcap)
 {
     static const char *const names[] = {"from", "to", "model", "cursor", "limit"};
     memset(out, 0, sizeof(*out));
@@ -213,8 +217,8 @@ int tg_usage_query_parse(const char *qs, size_t len, tg_usage_query_t *out, char
         case 1: {
             int64_t us;
             if (tg_usage_time_parse(v, vn, &us) != 0)
-                return refuse(name, "must be an RFC 3339 time (2026-12-04T10:00:00Z) or unix seconds", param, pcap,
-                              msg, mcap);
+                return refuse(name, "must be an RFC 3339 time (2026-12-04T10:00:00Z) or unix seconds", param,
+                              pcap, msg, mcap);
             if (which == 0)
                 out->has_from = true, out->from_us = us;
             else
@@ -229,8 +233,8 @@ int tg_usage_query_parse(const char *qs, size_t len, tg_usage_query_t *out, char
             break;
         case 3:
             if (tg_usage_cursor_parse(v, vn, &out->cursor_us, out->cursor_rid) != 0)
-                return refuse(name, "is not a cursor this endpoint gave (use next_cursor as is)", param, pcap, msg,
-                              mcap);
+                return refuse(name, "is not a cursor this endpoint gave (use next_cursor as is)", param, pcap,
+                              msg, mcap);
             out->has_cursor = true;
             break;
         default: {
