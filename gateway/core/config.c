@@ -638,7 +638,7 @@ static void parse_idempotency(vctx_t *v, const json_t *root, tg_config_t *c)
         check_keys(v, o, "idempotency", keys);
         get_u32(v, o, "idempotency", "ttl_ms", 1000, 7u * 86400000u, &c->idempotency.ttl_ms);
         get_u32(v, o, "idempotency", "running_lease_ms", 1000, 86400000u, &c->idempotency.running_lease_ms);
-        get_size(v, o, "idempotency", "max_answer_bytes", 1024, (size_t)16 << 20,
+        get_size(v, o, "idempotency", "max_answer_bytes", 256, (size_t)16 << 20,
                  &c->idempotency.max_answer_bytes);
         get_u32(v, o, "idempotency", "purge_interval_ms", 100, 86400000u, &c->idempotency.purge_interval_ms);
     }

@@ -1,4 +1,4 @@
-// issue #11 item 5: Idempotency-Key on POST /v1/chat/completions, on three gateways of this file's
+// issue #11 item 5: Idempotency-Key on POST /v1/chat/completions, on four gateways of this file's
 // own sharing the stack's database and one pepper (lib/instance.mjs), all sending to A's simulator,
 // whose per-model request count shows how often a call really ran:
 //   - the same key again returns the recorded answer (status, body, the route headers) with
@@ -13,7 +13,8 @@
 //   - an error answer (the provider's 400) is replayed too;
 //   - a stream's retry gets 409 saying a stream is not stored;
 //   - a bad key is 400 naming the header, and takes nothing;
-//   - keys expire: the claim's expiry is idempotency.ttl_ms after it, an expired key runs again,
+//   - an answer above idempotency.max_answer_bytes is not stored: 409 saying so, one run;
+//   - keys expire: the claim's expiry is idempotency.ttl_ms after it (C: 5 s), an expired key runs again,
 //     the purge deletes expired rows;
 //   - a gateway killed (SIGKILL) in the middle of a keyed call: once the running lease has passed a
 //     retry on another gateway gets 409 (interrupted), never a second run.
@@ -32,11 +33,12 @@ const TENANT = `idem-${suffix}`;
 const ZR_TENANT = `idem-zr-${suffix}`;
 
 // one upstream model per scenario: its simulator count is that scenario's
-const MODELS = ['i-replay', 'i-slow', 'i-mismatch', 'i-zr', 'i-race', 'i-err', 'i-stream', 'i-ttl', 'i-crash', 'i-bad'];
+const MODELS = ['i-replay', 'i-slow', 'i-mismatch', 'i-zr', 'i-race', 'i-err', 'i-stream', 'i-ttl', 'i-crash', 'i-bad', 'i-big'];
 
 let A = null; // ttl 60 s
 let B = null; // same database, pepper and simulator as A
-let C = null; // ttl 5 s, running lease 1 s: expiry and the crash
+let C = null; // ttl 5 s, answers up to 650 bytes stored (the simulator's short answers are 602 bytes, its echo of a long prompt 701): expiry, size cap
+let D = null; // running lease 1 s: the crash
 let key = null;
 let zrKey = null;
 
@@ -101,7 +103,15 @@ before(async () => {
     key = A.key;
     B = await startInstance(makeConfig({ pepperFile: A.pepperFile, simUrl: A.simUrl, idempotency: { ttl_ms: 60000 } }), { createKey: false });
     C = await startInstance(
-        makeConfig({ pepperFile: A.pepperFile, simUrl: A.simUrl, idempotency: { ttl_ms: 5000, running_lease_ms: 1000 } }),
+        makeConfig({
+            pepperFile: A.pepperFile,
+            simUrl: A.simUrl,
+            idempotency: { ttl_ms: 5000, max_answer_bytes: 650 },
+        }),
+        { createKey: false }
+    );
+    D = await startInstance(
+        makeConfig({ pepperFile: A.pepperFile, simUrl: A.simUrl, idempotency: { ttl_ms: 60000, running_lease_ms: 1000 } }),
         { createKey: false }
     );
     const z = await cli('keys', 'create', '-c', A.configPath, '--tenant', ZR_TENANT);
@@ -112,8 +122,8 @@ before(async () => {
 });
 
 after(async () => {
-    // C and B name A's pepper file, which A's stop removes
-    for (const inst of [C, B, A]) {
+    // D, C and B name A's pepper file, which A's stop removes
+    for (const inst of [D, C, B, A]) {
         if (!inst) continue;
         await inst.stop();
         if (inst.gateway.exit && inst.gateway.exit.signal !== 'SIGKILL') assertNoSanitizerReport(inst.gateway, 'instance gateway');
@@ -291,16 +301,33 @@ test('a bad key is 400 naming the header and takes nothing', async () => {
     assert.equal(await psql(`SELECT count(*) FROM idempotency_keys WHERE idem_key = 'has space'`), '0');
 });
 
+test('an answer above idempotency.max_answer_bytes is not stored: its retry gets 409 saying so, and it ran once', async () => {
+    const k = `big-${suffix}`;
+    // the simulator echoes the prompt: its echo makes an answer above C's 650-byte cap
+    const b = { model: 'i-big', messages: [{ role: 'user', content: 'word '.repeat(400) }] };
+    const first = await chat(C, b, k);
+    assert.equal(first.status, 200, first.text);
+    assert.ok(first.text.length > 650, `the answer is ${first.text.length} bytes`);
+    const again = await chat(C, b, k);
+    assert.equal(again.status, 409, again.text);
+    assert.equal(again.json.error.code, 'idempotency_key_not_replayable');
+    assert.match(again.json.error.message, /larger than the gateway stores/);
+    const r = await row(k);
+    assert.deepEqual([r.state, r.noAnswer, r.bodyNull], ['done', 'too_large', true]);
+    assert.equal(await simCount('i-big'), 1);
+});
+
 test('keys expire after idempotency.ttl_ms and then run again; expired rows are purged', async () => {
     const k = `ttl-${suffix}`;
-    const b = body('i-ttl');
+    const b = body('i-ttl', { max_tokens: 4 }); // a short answer: within C's 650-byte cap
     const first = await chat(C, b, k);
     assert.equal(first.status, 200, first.text);
     const ttl = await psql(
         `SELECT round(extract(epoch FROM expires_at - created_at) * 1000) FROM idempotency_keys WHERE idem_key = ${lit(k)}`
     );
     assert.equal(ttl, '5000', 'C writes its own idempotency.ttl_ms');
-    assert.equal((await chat(C, b, k)).headers.get('idempotent-replayed'), 'true');
+    const replay = await chat(C, b, k);
+    assert.equal(replay.headers.get('idempotent-replayed'), 'true', `${first.text.length} bytes: ${replay.text}`);
     // expired, or already purged by A (its purge runs every 200 ms)
     await waitFor(async () => (await psql(`SELECT count(*) FROM idempotency_keys WHERE idem_key = ${lit(k)} AND expires_at > now()`)) === '0', {
         tries: 400,
@@ -324,18 +351,19 @@ test('a gateway killed mid-call: after the running lease a retry gets 409 (inter
     await fault('i-crash', { hang: true }); // counted by the simulator when it arrives
     const k = `crash-${suffix}`;
     const b = body('i-crash');
-    const first = chat(C, b, k).catch((e) => e); // the connection dies with the gateway
-    await waitFor(async () => ((await row(k)) || {}).state === 'running', { what: 'the key to be claimed on C' });
+    const first = chat(D, b, k).catch((e) => e); // the connection dies with the gateway
+    await waitFor(async () => ((await row(k)) || {}).state === 'running', { what: 'the key to be claimed on D' });
     await waitFor(async () => (await simCount('i-crash')) === 1, { what: 'the call to reach the provider' });
-    C.gateway.kill('SIGKILL');
-    await C.gateway.closed;
+    D.gateway.kill('SIGKILL');
+    await D.gateway.closed;
     await first;
-    // C's lease is 1 s, its ttl 5 s
+    // D's running lease is 1 s, its ttl 60 s
     await waitFor(async () => (await psql(`SELECT lease_until <= now() FROM idempotency_keys WHERE idem_key = ${lit(k)}`)) === 't', {
         what: 'the running lease to pass',
     });
+    const state = await psql(`SELECT state, now() - created_at, expires_at > now() FROM idempotency_keys WHERE idem_key = ${lit(k)}`);
     const r = await chat(A, b, k);
-    assert.equal(r.status, 409, r.text);
+    assert.equal(r.status, 409, `${r.text} (row before: ${state})`);
     assert.equal(r.json.error.code, 'idempotency_key_not_replayable');
     assert.match(r.json.error.message, /interrupted/);
     assert.equal(await simCount('i-crash'), 1, 'not run again');
