@@ -81,7 +81,8 @@ uint64_t tg_estimate_prompt_tokens(const json_t *body)
         json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
         {
             json_t *fn = json_object_get(tc, "function");
-            chars += string_chars(json_object_get(fn, "name")) + string_chars(json_object_get(fn, "arguments"));
+            chars +=
+                string_chars(json_object_get(fn, "name")) + string_chars(json_object_get(fn, "arguments"));
         }
     }
     chars += tree_chars(json_object_get(body, "tools"), 0);

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "call_internal.h"
@@ -148,7 +149,7 @@ static void add_headers(h2o_req_t *req, const tg_rl_view_t *v)
 static const char *limit_name(tg_rl_kind_t kind, tg_rl_dim_t dim)
 {
     static const char *const names[TG_RL_SCOPES][TG_RL_DIMS] = {{"key_requests", "key_tokens"},
-                                                                 {"tenant_requests", "tenant_tokens"}};
+                                                                {"tenant_requests", "tenant_tokens"}};
     return names[kind][dim];
 }
 
@@ -248,10 +249,10 @@ static void on_lease(void *arg, const PGresult *res, const char *errmsg)
     tg_rl_charge_t *ch = &h->charges[h->next];
     tg_rl_t *rl = rl_table();
     uint64_t now = (uint64_t)tg_unix_now_ms();
-    uint64_t granted[TG_RL_DIMS], total[TG_RL_DIMS];
+    tg_rl_answer_t a;
     tg_rl_result_t r;
-    if (res != NULL && tg_ratelease_parse(res, granted, total) == 0) {
-        r = tg_rl_granted(rl, ch, &h->lease, granted, total, now);
+    if (res != NULL && tg_ratelease_parse(res, &a) == 0) {
+        r = tg_rl_granted(rl, ch, &h->lease, &a, now);
     } else {
         if (res == NULL && errmsg != NULL)
             TG_LOG(TG_LOG_DEBUG, "rate_lease_failed", TG_KV_STR("error", errmsg)); /* no parameter in it */
@@ -273,6 +274,35 @@ static void on_lease(void *arg, const PGresult *res, const char *errmsg)
 }
 
 /* ---------------------------------------------------------------------------------- SETTLE */
+
+/* Tokens given back to the database: the answer tells the table (the call may be long gone). */
+typedef struct give_back {
+    tg_rl_charge_t ch;
+    uint64_t tokens;
+} give_back_t;
+
+static void on_given_back(void *arg, const PGresult *res, const char *errmsg)
+{
+    give_back_t *g = arg;
+    (void)errmsg;
+    tg_rl_answer_t a;
+    bool ok = res != NULL && tg_ratelease_parse(res, &a) == 0;
+    tg_rl_released(rl_table(), &g->ch, g->tokens, ok ? &a : NULL);
+    free(g);
+}
+
+static void give_back(tg_call_t *c, const tg_rl_charge_t *ch, uint64_t tokens)
+{
+    give_back_t *g = malloc(sizeof(*g));
+    if (g != NULL) {
+        g->ch = *ch;
+        g->tokens = tokens;
+        if (tg_ratelease_give_back(c->worker->pg, ch, tokens, on_given_back, g) == 0)
+            return;
+        free(g);
+    }
+    tg_rl_released(rl_table(), ch, tokens, NULL); /* not sent: still ours */
+}
 
 /* What the call actually cost in tokens: nothing when nothing was served; the provider's figures
  * (the prompt estimate where it gave none); the admission when it reported nothing at all. */
@@ -308,6 +338,6 @@ void tg_limit_settle(tg_call_t *c)
         }
         uint64_t back = tg_rl_correct(rl, ch, actual, now);
         if (back > 0)
-            tg_ratelease_give_back(c->worker->pg, ch, back);
+            give_back(c, ch, back);
     }
 }

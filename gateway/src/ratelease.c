@@ -17,8 +17,8 @@
 
 #include "log.h"
 
-#define GRANT(col, want, need, max)                                                                    \
-    "CASE WHEN w." col " + " need " <= " max " THEN LEAST(w." col " + " want ", " max ") - w." col      \
+#define GRANT(col, want, need, max)                                                                \
+    "CASE WHEN w." col " + " need " <= " max " THEN LEAST(w." col " + " want ", " max ") - w." col \
     " ELSE 0 END"
 
 /* $1 scope, $2 id, $3 window start, $4 window ms, $5/$6/$7 requests want/need/max, $8/$9/$10
@@ -30,15 +30,24 @@ static const char LEASE_SQL[] =
     "(SELECT CASE WHEN $6::bigint <= $7::bigint THEN LEAST($5::bigint, $7::bigint) ELSE 0 END AS r, "
     "CASE WHEN $9::bigint <= $10::bigint THEN LEAST($8::bigint, $10::bigint) ELSE 0 END AS t) g "
     "ON CONFLICT (scope, scope_id, window_start, window_ms) DO UPDATE SET "
-    "requests_granted = " GRANT("requests", "$5", "$6", "$7") ", "
-    "requests = w.requests + " GRANT("requests", "$5", "$6", "$7") ", "
-    "tokens_granted = " GRANT("tokens", "$8", "$9", "$10") ", "
-    "tokens = w.tokens + " GRANT("tokens", "$8", "$9", "$10") " "
-    "RETURNING requests_granted, requests, tokens_granted, tokens";
+    "requests_granted = " GRANT("requests", "$5", "$6",
+                                "$7") ", "
+                                      "requests = w.requests + " GRANT(
+                                          "requests", "$5", "$6",
+                                          "$7") ", "
+                                                "tokens_granted = " GRANT(
+                                                    "tokens", "$8", "$9",
+                                                    "$10") ", "
+                                                           "tokens = w.tokens + " GRANT(
+                                                               "tokens", "$8", "$9",
+                                                               "$10") ", seq = w.seq + 1 "
+                                                                      "RETURNING seq, requests_granted, "
+                                                                      "requests, tokens_granted, tokens";
 
 static const char GIVE_BACK_SQL[] =
-    "UPDATE rate_windows SET tokens = GREATEST(tokens - $5::bigint, 0) WHERE scope = $1::text "
-    "AND scope_id = $2::bigint AND window_start = $3::bigint AND window_ms = $4::integer";
+    "UPDATE rate_windows SET tokens = GREATEST(tokens - $5::bigint, 0), seq = seq + 1 WHERE scope = $1::text "
+    "AND scope_id = $2::bigint AND window_start = $3::bigint AND window_ms = $4::integer "
+    "RETURNING seq, 0, requests, 0, tokens";
 
 static const char SWEEP_SQL[] = "DELETE FROM rate_windows WHERE window_end < $1::bigint";
 
@@ -74,7 +83,8 @@ int tg_ratelease_send(tg_pgpool_t *pg, const tg_rl_charge_t *ch, const tg_rl_lea
     const char *p[10];
     key_params(ch, id, start, ms, p);
     for (int d = 0; d < TG_RL_DIMS; d++) {
-        uint64_t max = ch->lim.max[d] != 0 && ch->lim.max[d] < TG_RL_LIMIT_MAX ? ch->lim.max[d] : TG_RL_LIMIT_MAX;
+        uint64_t max =
+            ch->lim.max[d] != 0 && ch->lim.max[d] < TG_RL_LIMIT_MAX ? ch->lim.max[d] : TG_RL_LIMIT_MAX;
         p[4 + 3 * d] = num(v[3 * d], lease->want[d]);
         p[5 + 3 * d] = num(v[3 * d + 1], lease->need[d]);
         p[6 + 3 * d] = num(v[3 * d + 2], max);
@@ -88,33 +98,34 @@ static uint64_t col_u64(const PGresult *res, int col)
     return v > 0 ? (uint64_t)v : 0;
 }
 
-int tg_ratelease_parse(const PGresult *res, uint64_t granted[TG_RL_DIMS], uint64_t total[TG_RL_DIMS])
+int tg_ratelease_parse(const PGresult *res, tg_rl_answer_t *a)
 {
-    if (res == NULL || PQntuples(res) != 1 || PQnfields(res) != 4)
+    if (res == NULL || PQntuples(res) != 1 || PQnfields(res) != 5)
         return TG_EINTERNAL;
-    granted[TG_RL_REQUESTS] = col_u64(res, 0);
-    total[TG_RL_REQUESTS] = col_u64(res, 1);
-    granted[TG_RL_TOKENS] = col_u64(res, 2);
-    total[TG_RL_TOKENS] = col_u64(res, 3);
+    a->seq = col_u64(res, 0);
+    a->granted[TG_RL_REQUESTS] = col_u64(res, 1);
+    a->total[TG_RL_REQUESTS] = col_u64(res, 2);
+    a->granted[TG_RL_TOKENS] = col_u64(res, 3);
+    a->total[TG_RL_TOKENS] = col_u64(res, 4);
     return 0;
 }
 
-static void on_done(void *arg, const PGresult *res, const char *errmsg)
+static void on_swept(void *arg, const PGresult *res, const char *errmsg)
 {
-    (void)errmsg; /* names no secret, but says nothing a debug line needs */
+    (void)arg;
     if (res == NULL)
-        TG_LOG(TG_LOG_DEBUG, "rate_window_write_failed", TG_KV_STR("what", (const char *)arg));
+        TG_LOG(TG_LOG_DEBUG, "rate_window_sweep_failed", TG_KV_STR("error", errmsg != NULL ? errmsg : "-"));
 }
 
-void tg_ratelease_give_back(tg_pgpool_t *pg, const tg_rl_charge_t *ch, uint64_t tokens)
+int tg_ratelease_give_back(tg_pgpool_t *pg, const tg_rl_charge_t *ch, uint64_t tokens, tg_pg_cb cb, void *arg)
 {
-    if (pg == NULL || tokens == 0)
-        return;
+    if (pg == NULL)
+        return TG_EDB_UNAVAILABLE;
     num_t id, start, ms, n;
     const char *p[5];
     key_params(ch, id, start, ms, p);
     p[4] = num(n, tokens);
-    TG_IGNORE_RESULT(tg_pgpool_query(pg, GIVE_BACK_SQL, 5, p, on_done, (void *)"give_back"));
+    return tg_pgpool_query(pg, GIVE_BACK_SQL, 5, p, cb, arg);
 }
 
 void tg_ratelease_sweep(tg_pgpool_t *pg, uint64_t now_ms)
@@ -123,5 +134,5 @@ void tg_ratelease_sweep(tg_pgpool_t *pg, uint64_t now_ms)
         return;
     num_t cut;
     const char *p[1] = {num(cut, now_ms - TG_RATELEASE_KEEP_MS)};
-    TG_IGNORE_RESULT(tg_pgpool_query(pg, SWEEP_SQL, 1, p, on_done, (void *)"sweep"));
+    TG_IGNORE_RESULT(tg_pgpool_query(pg, SWEEP_SQL, 1, p, on_swept, NULL));
 }

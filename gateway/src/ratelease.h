@@ -28,16 +28,17 @@
 #define TG_RATELEASE_KEEP_MS 300000u
 
 /** Sends the lease of one charge; cb gets one row (tg_ratelease_parse) or NULL. Returns as
- *  tg_pgpool_query does (0: cb fires later; TG_EDB_UNAVAILABLE or TG_ENOMEM: it never does). */
+ *  tg_pgpool_query does (0: cb fires later; TG_EDB_UNAVAILABLE or TG_ENOMEM: it never does).
+ *  Every statement on a row moves its version (seq) on and answers it. */
 TG_MUST_CHECK int tg_ratelease_send(tg_pgpool_t *pg, const tg_rl_charge_t *ch, const tg_rl_lease_t *lease,
                                     tg_pg_cb cb, void *arg);
-/** The lease's answer: granted and total per dimension. 0, or TG_EINTERNAL for a result without
- *  its row. */
-TG_MUST_CHECK int tg_ratelease_parse(const PGresult *res, uint64_t granted[TG_RL_DIMS],
-                                     uint64_t total[TG_RL_DIMS]);
-/** Gives `tokens` of a charge's window back (fire and forget: a failure keeps them leased, so the
- *  limit admits less, never more). */
-void tg_ratelease_give_back(tg_pgpool_t *pg, const tg_rl_charge_t *ch, uint64_t tokens);
+/** A lease's or give-back's answer: the row's version, what was granted, the window's totals. 0,
+ *  or TG_EINTERNAL for a result without its row (a give-back whose window was swept). */
+TG_MUST_CHECK int tg_ratelease_parse(const PGresult *res, tg_rl_answer_t *a);
+/** Gives `tokens` of a charge's window back; cb as for a lease (a failure keeps them leased, so the
+ *  limit admits less, never more). Returns as tg_ratelease_send. */
+TG_MUST_CHECK int tg_ratelease_give_back(tg_pgpool_t *pg, const tg_rl_charge_t *ch, uint64_t tokens,
+                                         tg_pg_cb cb, void *arg);
 /** Deletes old windows (fire and forget). */
 void tg_ratelease_sweep(tg_pgpool_t *pg, uint64_t now_ms);
 

@@ -23,7 +23,11 @@
 #define PROBE_WINDOW 8u
 
 typedef struct rl_dim {
-    uint64_t leased, used, pending, total;
+    uint64_t leased, used, pending;
+    uint64_t held;     /* the part of used charged by calls still waiting for their lease */
+    uint64_t total;    /* the window's total in the newest answer (less what we gave back since) */
+    uint64_t released; /* given back, the database's answer not yet seen */
+    uint64_t others;   /* what the other instances hold, as of the last quiet moment */
 } rl_dim_t;
 
 typedef struct rl_slot {
@@ -34,6 +38,7 @@ typedef struct rl_slot {
     uint64_t window;
     uint64_t touched_ms;  /* last charge: the least recent goes first */
     uint64_t answered_ms; /* the database's last answer in this window (0 none) */
+    uint64_t seq;         /* the row's version in the newest answer: older ones change no total */
     rl_dim_t d[TG_RL_DIMS];
 } rl_slot_t;
 
@@ -202,11 +207,45 @@ static void view_of(const rl_slot_t *s, const tg_rl_limits_t *lim, uint64_t now_
         if (max == 0)
             continue;
         v->max[d] = max;
-        /* what the others hold (as of the database's last answer) and what we used */
-        uint64_t others = s != NULL ? sub0(s->d[d].total, s->d[d].leased) : 0;
-        v->remaining[d] = s != NULL ? sub0(sub0(max, others), s->d[d].used) : max;
+        /* what the others hold and what we admitted (calls still waiting for a lease are not
+         * admitted yet) */
+        uint64_t others = s != NULL ? s->d[d].others : 0;
+        uint64_t admitted = s != NULL ? sub0(s->d[d].used, s->d[d].held) : 0;
+        v->remaining[d] = sub0(sub0(max, others), admitted);
     }
     v->reset_ms = tg_rl_reset_ms(now_ms, s != NULL ? s->window_ms : 0);
+}
+
+/* An answer of the database for this window: the newest (by the row's version) says the total. */
+static void take_answer(rl_slot_t *s, const tg_rl_answer_t *a)
+{
+    if (a->seq <= s->seq)
+        return;
+    s->seq = a->seq;
+    for (int d = 0; d < TG_RL_DIMS; d++)
+        s->d[d].total = a->total[d];
+}
+
+/* Once none of this instance's statements on a dimension is in flight, the newest total includes
+ * every one of them, so what it holds beyond our lease is the others' (answers that came back in
+ * another order than the database wrote them change nothing then). */
+static void note_others(rl_slot_t *s)
+{
+    for (int d = 0; d < TG_RL_DIMS; d++) {
+        rl_dim_t *x = &s->d[d];
+        if (x->pending == 0 && x->released == 0)
+            x->others = sub0(x->total, x->leased);
+    }
+}
+
+/* A refusal on what the database holds: what is left is at most what the database has not leased
+ * (this instance's view may still count grants whose answers it has not read). */
+static void view_refused(tg_rl_result_t *r, uint64_t total)
+{
+    int d = r->refused_dim;
+    uint64_t left = sub0(r->view.max[d], total);
+    if (left < r->view.remaining[d])
+        r->view.remaining[d] = left;
 }
 
 static void uncharge_slot(rl_slot_t *s, const tg_rl_charge_t *ch)
@@ -218,8 +257,8 @@ static void uncharge_slot(rl_slot_t *s, const tg_rl_charge_t *ch)
 
 /* ----------------------------------------------------------------------------- charges */
 
-tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, uint32_t window_ms, bool offline,
-                            tg_rl_lease_t *lease)
+tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, uint32_t window_ms,
+                            bool offline, tg_rl_lease_t *lease)
 {
     tg_rl_result_t r = {.verdict = TG_RL_ADMITTED};
     size_t start;
@@ -272,11 +311,15 @@ tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, ui
             continue;
         /* the database's last answer says the shortfall cannot be granted (tokens: unless
          * that answer is old, as other instances may have given some back since) */
-        bool known = s->answered_ms != 0 && (d == TG_RL_REQUESTS || now_ms - s->answered_ms < TG_RL_RECHECK_MS);
+        bool known =
+            s->answered_ms != 0 && (d == TG_RL_REQUESTS || now_ms - s->answered_ms < TG_RL_RECHECK_MS);
         if (known && x->total + need > max) {
             r.verdict = TG_RL_REFUSED;
             r.refused_dim = (tg_rl_dim_t)d;
-            goto out;
+            view_of(s, &ch->lim, now_ms, &r.view);
+            view_refused(&r, x->total);
+            pthread_mutex_unlock(&sh->mu);
+            return r;
         }
         lease->need[d] = need;
         uint64_t want = tg_rl_slice(max);
@@ -288,6 +331,8 @@ tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, ui
             continue;
         s->d[d].used += ch->amount[d];
         s->d[d].pending += lease->need[d];
+        if (short_of)
+            s->d[d].held += ch->amount[d];
     }
     ch->slot_gen = s->gen;
     if (short_of)
@@ -299,12 +344,11 @@ out:
 }
 
 tg_rl_result_t tg_rl_granted(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_lease_t *lease,
-                             const uint64_t granted[TG_RL_DIMS], const uint64_t total[TG_RL_DIMS],
-                             uint64_t now_ms)
+                             const tg_rl_answer_t *a, uint64_t now_ms)
 {
     tg_rl_result_t r = {.verdict = TG_RL_ADMITTED};
     for (int d = 0; d < TG_RL_DIMS; d++) {
-        if (lease->need[d] != 0 && granted[d] < lease->need[d]) {
+        if (lease->need[d] != 0 && a->granted[d] < lease->need[d]) {
             r.verdict = TG_RL_REFUSED;
             r.refused_dim = (tg_rl_dim_t)d;
             break;
@@ -316,29 +360,34 @@ tg_rl_result_t tg_rl_granted(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_lease_
         for (int d = 0; d < TG_RL_DIMS; d++) {
             rl_dim_t *x = &s->d[d];
             x->pending = sub0(x->pending, lease->need[d]);
-            x->leased += granted[d];
-            if (lease->need[d] != 0 || lease->want[d] != 0)
-                x->total = total[d] > x->leased ? total[d] : x->leased;
+            if (lim_of(&ch->lim, d) != 0)
+                x->held = sub0(x->held, ch->amount[d]);
+            x->leased += a->granted[d];
         }
+        take_answer(s, a);
+        note_others(s);
         s->answered_ms = now_ms;
         if (r.verdict == TG_RL_REFUSED)
             uncharge_slot(s, ch);
     }
     /* else: the window is over or the scope was forgotten; the grant is the database's word */
-    if (r.verdict == TG_RL_REFUSED)
-        ch->slot_gen = 0;
     view_of(s, &ch->lim, now_ms, &r.view);
     if (s == NULL) {
         r.view.reset_ms = tg_rl_reset_ms(now_ms, ch->window_ms);
         for (int d = 0; d < TG_RL_DIMS; d++)
             if (r.view.max[d] != 0)
-                r.view.remaining[d] = sub0(r.view.max[d], total[d]);
+                r.view.remaining[d] = sub0(r.view.max[d], a->total[d]);
+    }
+    if (r.verdict == TG_RL_REFUSED) {
+        ch->slot_gen = 0;
+        view_refused(&r, a->total[r.refused_dim]);
     }
     pthread_mutex_unlock(&sh->mu);
     return r;
 }
 
-tg_rl_result_t tg_rl_lease_failed(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_lease_t *lease, uint64_t now_ms)
+tg_rl_result_t tg_rl_lease_failed(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_lease_t *lease,
+                                  uint64_t now_ms)
 {
     rl_shard_t *sh;
     rl_slot_t *s = lock_charge(rl, ch, &sh);
@@ -348,8 +397,12 @@ tg_rl_result_t tg_rl_lease_failed(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_l
         return tg_rl_charge(rl, ch, now_ms, ch->window_ms, true, NULL);
     }
     tg_rl_result_t r = {.verdict = TG_RL_ADMITTED, .local = true};
-    for (int d = 0; d < TG_RL_DIMS; d++)
+    for (int d = 0; d < TG_RL_DIMS; d++) {
         s->d[d].pending = sub0(s->d[d].pending, lease->need[d]);
+        if (lim_of(&ch->lim, d) != 0)
+            s->d[d].held = sub0(s->d[d].held, ch->amount[d]);
+    }
+    note_others(s);
     for (int d = 0; d < TG_RL_DIMS; d++) {
         uint64_t max = lim_of(&ch->lim, d);
         if (max != 0 && s->d[d].used > max) {
@@ -396,10 +449,34 @@ uint64_t tg_rl_correct(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t actual_tokens, 
             release = spare - slice;
             x->leased -= release;
             x->total = sub0(x->total, release);
+            x->released += release;
         }
     }
     pthread_mutex_unlock(&sh->mu);
     return release;
+}
+
+void tg_rl_released(tg_rl_t *rl, const tg_rl_charge_t *ch, uint64_t tokens, const tg_rl_answer_t *a)
+{
+    rl_shard_t *sh;
+    size_t start;
+    sh = shard_of(rl, ch->kind, ch->id, &start);
+    pthread_mutex_lock(&sh->mu);
+    /* the charge itself may have been given back since: the slot's window is what matters */
+    rl_slot_t *s = slot_find(rl, sh, start, ch->kind, ch->id);
+    if (s != NULL && s->window == ch->window && s->window_ms == ch->window_ms) {
+        rl_dim_t *x = &s->d[TG_RL_TOKENS];
+        x->released = sub0(x->released, tokens);
+        if (a != NULL) {
+            take_answer(s, a);
+        } else {
+            /* the database still counts them as ours */
+            x->leased += tokens;
+            x->total += tokens;
+        }
+        note_others(s);
+    }
+    pthread_mutex_unlock(&sh->mu);
 }
 
 /* ---------------------------------------------------------------------------- headers */

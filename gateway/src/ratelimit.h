@@ -13,7 +13,10 @@
  *            for work admitted while the database was down, or tokens that exceeded their
  *            estimate (a debt that the next lease of the window pays first)
  *   pending  what this instance's leases in flight asked for at least (their `need`)
- *   total    what every instance together had leased when the database last answered
+ *   total    what every instance together had leased in the database's newest answer (each
+ *            answer carries the row's version, so answers overtaking each other are harmless)
+ *   others   what the other instances hold: total - leased, taken when none of this instance's
+ *            statements is in flight (the x-ratelimit-remaining-* headers)
  *
  * A charge that fits in what is leased is admitted at once (no I/O). One that does not is
  * charged provisionally and asks the database for the shortfall (`need`, granted whole or not
@@ -85,6 +88,13 @@ typedef struct tg_rl_view {
     uint64_t reset_ms;              /* until the window ends */
 } tg_rl_view_t;
 
+/** The database's answer to a lease or a give-back (ratelease.h). */
+typedef struct tg_rl_answer {
+    uint64_t seq; /* the row's version after this statement */
+    uint64_t granted[TG_RL_DIMS];
+    uint64_t total[TG_RL_DIMS]; /* leased by every instance in that window */
+} tg_rl_answer_t;
+
 typedef struct tg_rl_result {
     tg_rl_verdict_t verdict;
     tg_rl_dim_t refused_dim; /* TG_RL_REFUSED: the limit that refused */
@@ -111,16 +121,16 @@ uint64_t tg_rl_slice(uint64_t max);
  * (ch->slot_gen 0). With `offline` (the database is known to be down) nothing is leased: the
  * charge is admitted while this instance's own use stays within the limit.
  */
-tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, uint32_t window_ms, bool offline,
-                            tg_rl_lease_t *lease);
-/** The database answered a lease: granted[d] (whole need or 0) and total[d] leased by every
- *  instance in that window. ADMITTED or REFUSED (the charge rolled back, slot_gen 0). */
+tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, uint32_t window_ms,
+                            bool offline, tg_rl_lease_t *lease);
+/** The database answered a lease: a->granted[d] is the whole need or 0. ADMITTED or REFUSED
+ *  (the charge rolled back, slot_gen 0). */
 tg_rl_result_t tg_rl_granted(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_lease_t *lease,
-                             const uint64_t granted[TG_RL_DIMS], const uint64_t total[TG_RL_DIMS],
-                             uint64_t now_ms);
+                             const tg_rl_answer_t *a, uint64_t now_ms);
 /** The lease could not be made (no database): the charge stands if this instance's own use
  *  stays within the limit (result.local), else it is rolled back. */
-tg_rl_result_t tg_rl_lease_failed(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_lease_t *lease, uint64_t now_ms);
+tg_rl_result_t tg_rl_lease_failed(tg_rl_t *rl, tg_rl_charge_t *ch, const tg_rl_lease_t *lease,
+                                  uint64_t now_ms);
 /** Gives a whole charge back (the call was refused by another scope, or never ran). */
 void tg_rl_uncharge(tg_rl_t *rl, tg_rl_charge_t *ch);
 /**
@@ -130,6 +140,9 @@ void tg_rl_uncharge(tg_rl_t *rl, tg_rl_charge_t *ch);
  * once the charge's window is over.
  */
 uint64_t tg_rl_correct(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t actual_tokens, uint64_t now_ms);
+/** The database's answer to giving back `tokens` of ch's window (a NULL: it failed, so they are
+ *  still this instance's). */
+void tg_rl_released(tg_rl_t *rl, const tg_rl_charge_t *ch, uint64_t tokens, const tg_rl_answer_t *a);
 
 /** Folds a scope's view into a call's: per dimension the scope with the least remaining. */
 void tg_rl_view_merge(tg_rl_view_t *into, const tg_rl_view_t *v);

@@ -28,6 +28,7 @@ typedef struct fake_db {
     pthread_mutex_t mu;
     uint64_t window;
     uint64_t leased[TG_RL_DIMS];
+    uint64_t seq;
     unsigned leases; /* round trips */
 } fake_db_t;
 
@@ -38,8 +39,7 @@ static void db_init(fake_db_t *db)
 }
 
 /* The lease statement of ratelease.c on one row. */
-static void db_lease(fake_db_t *db, const tg_rl_charge_t *ch, const tg_rl_lease_t *l, uint64_t g[TG_RL_DIMS],
-                     uint64_t t[TG_RL_DIMS])
+static void db_lease(fake_db_t *db, const tg_rl_charge_t *ch, const tg_rl_lease_t *l, tg_rl_answer_t *a)
 {
     pthread_mutex_lock(&db->mu);
     if (db->window != ch->window) {
@@ -47,22 +47,26 @@ static void db_lease(fake_db_t *db, const tg_rl_charge_t *ch, const tg_rl_lease_
         memset(db->leased, 0, sizeof(db->leased));
     }
     db->leases++;
+    a->seq = ++db->seq;
     for (int d = 0; d < TG_RL_DIMS; d++) {
         uint64_t max = ch->lim.max[d] != 0 ? ch->lim.max[d] : TG_RL_LIMIT_MAX;
-        g[d] = 0;
+        a->granted[d] = 0;
         if (db->leased[d] + l->need[d] <= max) {
             uint64_t nl = db->leased[d] + l->want[d] < max ? db->leased[d] + l->want[d] : max;
-            g[d] = nl - db->leased[d];
+            a->granted[d] = nl - db->leased[d];
             db->leased[d] = nl;
         }
-        t[d] = db->leased[d];
+        a->total[d] = db->leased[d];
     }
     pthread_mutex_unlock(&db->mu);
 }
 
-static void db_give_back(fake_db_t *db, uint64_t tokens)
+/* The give-back statement; the answer goes to the table as ratelease's callback does. */
+static void db_give_back(fake_db_t *db, tg_rl_t *rl, const tg_rl_charge_t *ch, uint64_t tokens)
 {
     db->leased[TOKS] -= tokens < db->leased[TOKS] ? tokens : db->leased[TOKS];
+    tg_rl_answer_t a = {.seq = ++db->seq, .total = {db->leased[REQS], db->leased[TOKS]}};
+    tg_rl_released(rl, ch, tokens, &a);
 }
 
 static tg_rl_charge_t charge_of(tg_rl_kind_t kind, int64_t id, uint64_t max_req, uint64_t max_tok,
@@ -83,9 +87,9 @@ static tg_rl_result_t admit(tg_rl_t *rl, fake_db_t *db, tg_rl_charge_t *ch, uint
     tg_rl_result_t r = tg_rl_charge(rl, ch, now, W, false, &l);
     if (r.verdict != TG_RL_LEASE)
         return r;
-    uint64_t g[TG_RL_DIMS], t[TG_RL_DIMS];
-    db_lease(db, ch, &l, g, t);
-    return tg_rl_granted(rl, ch, &l, g, t, now);
+    tg_rl_answer_t a;
+    db_lease(db, ch, &l, &a);
+    return tg_rl_granted(rl, ch, &l, &a, now);
 }
 
 /* ------------------------------------------------------------------------------- tests */
@@ -147,8 +151,9 @@ static void test_header_values(void **state)
     assert_int_equal(v.reset_ms, 5000);
 }
 
-/* 40 calls against 10 requests, every lease out at once, answered in order or backwards. */
-static void burst_one_instance(bool backwards)
+/* 40 calls against 10 requests, every lease out at once: the database takes them in order or
+ * backwards, and the answers are read in the database's order or the other way round. */
+static void burst_one_instance(bool backwards, bool answers_reversed)
 {
     tg_rl_t *rl = tg_rl_create(64);
     fake_db_t db;
@@ -166,19 +171,26 @@ static void burst_one_instance(bool backwards)
         assert_int_equal(l[i].need[TOKS], 0);
     }
     unsigned admitted = 0;
+    tg_rl_answer_t a[40];
     for (int k = 0; k < 40; k++) {
         int i = backwards ? 39 - k : k;
-        uint64_t g[2], t[2];
-        db_lease(&db, &ch[i], &l[i], g, t);
-        r[i] = tg_rl_granted(rl, &ch[i], &l[i], g, t, now);
+        db_lease(&db, &ch[i], &l[i], &a[i]);
+    }
+    for (int k = 0; k < 40; k++) {
+        int i = backwards != answers_reversed ? 39 - k : k;
+        r[i] = tg_rl_granted(rl, &ch[i], &l[i], &a[i], now);
         if (r[i].verdict == TG_RL_ADMITTED) {
             admitted++;
             assert_int_not_equal(ch[i].slot_gen, 0);
+            /* the headers count the admitted calls, not those still waiting */
+            if (!answers_reversed)
+                assert_int_equal(r[i].view.remaining[REQS], 10 - admitted);
         } else {
             assert_int_equal(r[i].verdict, TG_RL_REFUSED);
             assert_int_equal(r[i].refused_dim, TG_RL_REQUESTS);
             assert_false(r[i].too_big);
             assert_int_equal(ch[i].slot_gen, 0); /* rolled back */
+            /* the database says none is left, whatever this instance has read of it yet */
             assert_int_equal(r[i].view.remaining[REQS], 0);
         }
     }
@@ -204,8 +216,10 @@ static void burst_one_instance(bool backwards)
 static void test_burst_one_instance(void **state)
 {
     (void)state;
-    burst_one_instance(false);
-    burst_one_instance(true);
+    burst_one_instance(false, false);
+    burst_one_instance(true, false);
+    burst_one_instance(false, true);
+    burst_one_instance(true, true);
 }
 
 /* Two instances (two tables) on one database, calls alternating, leases answered in a shuffled
@@ -213,7 +227,7 @@ static void test_burst_one_instance(void **state)
 static void test_burst_two_instances(void **state)
 {
     (void)state;
-    tg_rl_t *a = tg_rl_create(64), *b = tg_rl_create(64);
+    tg_rl_t *ia = tg_rl_create(64), *ib = tg_rl_create(64);
     fake_db_t db;
     db_init(&db);
     enum { N = 40 };
@@ -225,7 +239,7 @@ static void test_burst_two_instances(void **state)
     unsigned admitted = 0, answered = 0;
     for (int i = 0; i < N; i++) {
         ch[i] = charge_of(TG_RL_TENANT, 3, 10, 0, 0);
-        r[i] = tg_rl_charge(i % 2 ? b : a, &ch[i], now, W, false, &l[i]);
+        r[i] = tg_rl_charge(i % 2 ? ib : ia, &ch[i], now, W, false, &l[i]);
         waiting[i] = r[i].verdict == TG_RL_LEASE;
         admitted += r[i].verdict == TG_RL_ADMITTED;
         /* now and then the leases so far are answered (7 is prime to 40: a shuffled order) */
@@ -234,9 +248,9 @@ static void test_burst_two_instances(void **state)
                 int j = (k * 7) % N;
                 if (!waiting[j])
                     continue;
-                uint64_t g[2], t[2];
-                db_lease(&db, &ch[j], &l[j], g, t);
-                r[j] = tg_rl_granted(j % 2 ? b : a, &ch[j], &l[j], g, t, now);
+                tg_rl_answer_t a;
+                db_lease(&db, &ch[j], &l[j], &a);
+                r[j] = tg_rl_granted(j % 2 ? ib : ia, &ch[j], &l[j], &a, now);
                 waiting[j] = false;
                 answered++;
                 admitted += r[j].verdict == TG_RL_ADMITTED;
@@ -246,15 +260,15 @@ static void test_burst_two_instances(void **state)
     for (int j = 0; j < N; j++) {
         if (!waiting[j])
             continue;
-        uint64_t g[2], t[2];
-        db_lease(&db, &ch[j], &l[j], g, t);
-        r[j] = tg_rl_granted(j % 2 ? b : a, &ch[j], &l[j], g, t, now);
+        tg_rl_answer_t a;
+        db_lease(&db, &ch[j], &l[j], &a);
+        r[j] = tg_rl_granted(j % 2 ? ib : ia, &ch[j], &l[j], &a, now);
         admitted += r[j].verdict == TG_RL_ADMITTED;
     }
     assert_int_equal(admitted, 10);
     assert_int_equal(db.leased[REQS], 10);
-    tg_rl_destroy(a);
-    tg_rl_destroy(b);
+    tg_rl_destroy(ia);
+    tg_rl_destroy(ib);
 }
 
 /* A large limit leases slices: few round trips, never past the limit. */
@@ -297,9 +311,9 @@ static void test_tokens_counted_at_admission(void **state)
     }
     unsigned admitted = 0;
     for (int i = 0; i < 6; i++) {
-        uint64_t g[2], t[2];
-        db_lease(&db, &ch[i], &l[i], g, t);
-        tg_rl_result_t r = tg_rl_granted(rl, &ch[i], &l[i], g, t, now);
+        tg_rl_answer_t a;
+        db_lease(&db, &ch[i], &l[i], &a);
+        tg_rl_result_t r = tg_rl_granted(rl, &ch[i], &l[i], &a, now);
         if (r.verdict == TG_RL_ADMITTED)
             admitted++;
         else
@@ -330,20 +344,20 @@ static void test_correction(void **state)
     fake_db_t db;
     db_init(&db);
     uint64_t now = T0 + 100;
-    tg_rl_charge_t a = charge_of(TG_RL_KEY, 5, 0, 10000, 4000);
-    assert_int_equal(admit(rl, &db, &a, now).verdict, TG_RL_ADMITTED);
+    tg_rl_charge_t ca = charge_of(TG_RL_KEY, 5, 0, 10000, 4000);
+    assert_int_equal(admit(rl, &db, &ca, now).verdict, TG_RL_ADMITTED);
     tg_rl_charge_t b = charge_of(TG_RL_KEY, 5, 0, 10000, 4000);
     assert_int_equal(admit(rl, &db, &b, now).verdict, TG_RL_ADMITTED);
     tg_rl_charge_t c = charge_of(TG_RL_KEY, 5, 0, 10000, 4000);
     assert_int_equal(admit(rl, &db, &c, now).verdict, TG_RL_REFUSED); /* 8000 + 4000 > 10000 */
 
-    /* a answered with 100 tokens: 3900 free again, kept here (under two slices spare? no: the
-     * spare is 3900 > 2 x 312, so all but one slice goes back to the database) */
-    uint64_t back = tg_rl_correct(rl, &a, 100, now);
+    /* ca answered with 100 tokens: 3900 free again; more than two slices spare (2 x 312), so all
+     * but one slice goes back to the database */
+    uint64_t back = tg_rl_correct(rl, &ca, 100, now);
     assert_int_equal(back, 3900 - 312);
-    db_give_back(&db, back);
+    db_give_back(&db, rl, &ca, back);
     assert_int_equal(db.leased[TOKS], 8000 - back);
-    assert_int_equal(a.amount[TOKS], 100);
+    assert_int_equal(ca.amount[TOKS], 100);
     /* now c fits: first from the spare slice, the rest leased again */
     c = charge_of(TG_RL_KEY, 5, 0, 10000, 4000);
     tg_rl_result_t r = admit(rl, &db, &c, now);
@@ -358,9 +372,9 @@ static void test_correction(void **state)
     r = tg_rl_charge(rl, &d, now, W, false, &l);
     assert_int_equal(r.verdict, TG_RL_LEASE);
     assert_int_equal(l.need[TOKS], 1500 + 100);
-    uint64_t g[2], t[2];
-    db_lease(&db, &d, &l, g, t);
-    r = tg_rl_granted(rl, &d, &l, g, t, now);
+    tg_rl_answer_t a;
+    db_lease(&db, &d, &l, &a);
+    r = tg_rl_granted(rl, &d, &l, &a, now);
     assert_int_equal(r.verdict, TG_RL_ADMITTED);
     /* the database now counts the actual usage: 100 + 5500 + 4000 + 100 */
     assert_int_equal(db.leased[TOKS], 9700);
@@ -379,6 +393,50 @@ static void test_correction(void **state)
 
     /* a correction after the window is over changes nothing */
     assert_int_equal(tg_rl_correct(rl, &c, 0, now + W), 0);
+    tg_rl_destroy(rl);
+}
+
+/* Answers that overtake each other, and a lease that the database writes before a give-back sent
+ * earlier: the row's version keeps the headers exact on one instance (no phantom "others"). */
+static void test_answers_out_of_order(void **state)
+{
+    (void)state;
+    tg_rl_t *rl = tg_rl_create(64);
+    fake_db_t db;
+    db_init(&db);
+    uint64_t now = T0 + 50;
+    tg_rl_charge_t x = charge_of(TG_RL_KEY, 6, 0, 10000, 4000);
+    assert_int_equal(admit(rl, &db, &x, now).verdict, TG_RL_ADMITTED);
+    uint64_t back = tg_rl_correct(rl, &x, 0, now); /* x served nothing */
+    assert_int_equal(back, 4000 - 312);
+    /* the next call's lease reaches the database before the give-back */
+    tg_rl_charge_t y = charge_of(TG_RL_KEY, 6, 0, 10000, 4000);
+    tg_rl_lease_t l;
+    assert_int_equal(tg_rl_charge(rl, &y, now, W, false, &l).verdict, TG_RL_LEASE);
+    tg_rl_answer_t a;
+    db_lease(&db, &y, &l, &a);
+    assert_int_equal(a.total[TOKS], 4000 + 3688); /* the given-back tokens still counted there */
+    tg_rl_result_t r = tg_rl_granted(rl, &y, &l, &a, now);
+    assert_int_equal(r.verdict, TG_RL_ADMITTED);
+    assert_int_equal(r.view.remaining[TOKS], 6000); /* not 6000 - 3688 */
+    db_give_back(&db, rl, &x, back);
+    tg_rl_charge_t z = charge_of(TG_RL_KEY, 6, 0, 10000, 100);
+    r = admit(rl, &db, &z, now);
+    assert_int_equal(r.view.remaining[TOKS], 5900);
+
+    /* two leases answered in the other order than the database wrote them */
+    tg_rl_charge_t p = charge_of(TG_RL_KEY, 6, 0, 10000, 2000), q = charge_of(TG_RL_KEY, 6, 0, 10000, 2000);
+    tg_rl_lease_t lp, lq;
+    assert_int_equal(tg_rl_charge(rl, &p, now, W, false, &lp).verdict, TG_RL_LEASE);
+    assert_int_equal(tg_rl_charge(rl, &q, now, W, false, &lq).verdict, TG_RL_LEASE);
+    tg_rl_answer_t ap, aq;
+    db_lease(&db, &p, &lp, &ap);
+    db_lease(&db, &q, &lq, &aq);
+    r = tg_rl_granted(rl, &q, &lq, &aq, now);
+    assert_int_equal(r.verdict, TG_RL_ADMITTED);
+    r = tg_rl_granted(rl, &p, &lp, &ap, now); /* the older answer last: its total is stale */
+    assert_int_equal(r.verdict, TG_RL_ADMITTED);
+    assert_int_equal(r.view.remaining[TOKS], 10000 - 4000 - 100 - 2000 - 2000);
     tg_rl_destroy(rl);
 }
 
@@ -438,9 +496,9 @@ static void test_offline(void **state)
     r = tg_rl_charge(rl, &z, now, W, false, &l);
     assert_int_equal(r.verdict, TG_RL_LEASE);
     assert_int_equal(l.need[REQS], 4);
-    uint64_t g[2], t[2];
-    db_lease(&db, &z, &l, g, t);
-    r = tg_rl_granted(rl, &z, &l, g, t, now);
+    tg_rl_answer_t a;
+    db_lease(&db, &z, &l, &a);
+    r = tg_rl_granted(rl, &z, &l, &a, now);
     assert_int_equal(r.verdict, TG_RL_ADMITTED);
     assert_int_equal(db.leased[REQS], 5); /* exactly the limit */
     tg_rl_charge_t over = charge_of(TG_RL_KEY, 4, 5, 0, 0);
@@ -482,8 +540,8 @@ static void test_window_roll(void **state)
     assert_int_equal(r.verdict, TG_RL_ADMITTED);
     assert_int_equal(now1.window, T0 / W + 1);
     assert_int_equal(r.view.remaining[REQS], 2);
-    uint64_t g[2] = {1, 0}, t[2] = {1, 0};
-    r = tg_rl_granted(rl, &old, &l, g, t, T0 + W + 1);
+    tg_rl_answer_t a = {.seq = 99, .granted = {1, 0}, .total = {1, 0}};
+    r = tg_rl_granted(rl, &old, &l, &a, T0 + W + 1);
     assert_int_equal(r.verdict, TG_RL_ADMITTED); /* the database counted it in its own window */
     tg_rl_charge_t now2 = charge_of(TG_RL_KEY, 8, 3, 0, 0);
     r = admit(rl, &db, &now2, T0 + W + 2);
@@ -519,9 +577,9 @@ static void test_eviction(void **state)
     tg_rl_lease_t l;
     tg_rl_result_t r = tg_rl_charge(rl, &again, T0 + 1000, W, false, &l);
     assert_int_equal(r.verdict, TG_RL_LEASE);
-    uint64_t g[2], t[2];
-    db_lease(&db, &again, &l, g, t);
-    assert_int_equal(tg_rl_granted(rl, &again, &l, g, t, T0 + 1000).verdict, TG_RL_ADMITTED);
+    tg_rl_answer_t a;
+    db_lease(&db, &again, &l, &a);
+    assert_int_equal(tg_rl_granted(rl, &again, &l, &a, T0 + 1000).verdict, TG_RL_ADMITTED);
     /* the forgotten charge is gone with its slot: giving it back or correcting it is harmless */
     tg_rl_uncharge(rl, &kept);
     assert_int_equal(tg_rl_correct(rl, &kept, 0, T0 + 1000), 0);
@@ -582,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_slices_of_a_large_limit),
         cmocka_unit_test(test_tokens_counted_at_admission),
         cmocka_unit_test(test_correction),
+        cmocka_unit_test(test_answers_out_of_order),
         cmocka_unit_test(test_give_back_whole_charge),
         cmocka_unit_test(test_offline),
         cmocka_unit_test(test_window_roll),
