@@ -40,6 +40,8 @@
 #define TG_RL_OFFLINE_MS 1000u
 /* How often an instance deletes old windows. */
 #define TG_RL_SWEEP_MS 60000u
+/* An outage is logged once, not once per retry: again only after this long without a failure. */
+#define TG_RL_OFFLINE_LOG_MS 60000u
 
 static tg_rl_t *g_rl;
 static pthread_once_t g_rl_once = PTHREAD_ONCE_INIT;
@@ -59,7 +61,7 @@ static tg_rl_t *rl_table(void)
 static void note_offline(uint64_t now_ms)
 {
     uint64_t was = atomic_exchange(&g_offline_until_ms, now_ms + TG_RL_OFFLINE_MS);
-    if (was <= now_ms)
+    if (was + TG_RL_OFFLINE_LOG_MS <= now_ms)
         TG_LOG(TG_LOG_WARN, "rate_limits_local",
                TG_KV_STR("why", "the database did not answer a lease: each instance keeps the limits alone"));
 }
