@@ -129,21 +129,16 @@ static void add_header(h2o_req_t *req, const char *name, size_t nlen, const char
 
 static void add_headers(h2o_req_t *req, const tg_rl_view_t *v)
 {
-    char num[24], dur[32];
+    char num[21], dur[32];
     size_t dl = tg_rl_duration(dur, sizeof(dur), v->reset_ms);
-    int n;
     if (v->max[TG_RL_REQUESTS] != 0) {
-        n = snprintf(num, sizeof(num), "%llu", (unsigned long long)v->max[TG_RL_REQUESTS]);
-        ADD_HEADER(req, "x-ratelimit-limit-requests", num, (size_t)n);
-        n = snprintf(num, sizeof(num), "%llu", (unsigned long long)v->remaining[TG_RL_REQUESTS]);
-        ADD_HEADER(req, "x-ratelimit-remaining-requests", num, (size_t)n);
+        ADD_HEADER(req, "x-ratelimit-limit-requests", num, tg_rl_u64(num, v->max[TG_RL_REQUESTS]));
+        ADD_HEADER(req, "x-ratelimit-remaining-requests", num, tg_rl_u64(num, v->remaining[TG_RL_REQUESTS]));
         ADD_HEADER(req, "x-ratelimit-reset-requests", dur, dl);
     }
     if (v->max[TG_RL_TOKENS] != 0) {
-        n = snprintf(num, sizeof(num), "%llu", (unsigned long long)v->max[TG_RL_TOKENS]);
-        ADD_HEADER(req, "x-ratelimit-limit-tokens", num, (size_t)n);
-        n = snprintf(num, sizeof(num), "%llu", (unsigned long long)v->remaining[TG_RL_TOKENS]);
-        ADD_HEADER(req, "x-ratelimit-remaining-tokens", num, (size_t)n);
+        ADD_HEADER(req, "x-ratelimit-limit-tokens", num, tg_rl_u64(num, v->max[TG_RL_TOKENS]));
+        ADD_HEADER(req, "x-ratelimit-remaining-tokens", num, tg_rl_u64(num, v->remaining[TG_RL_TOKENS]));
         ADD_HEADER(req, "x-ratelimit-reset-tokens", dur, dl);
     }
 }

@@ -495,39 +495,71 @@ void tg_rl_view_merge(tg_rl_view_t *into, const tg_rl_view_t *v)
         into->reset_ms = v->reset_ms;
 }
 
+size_t tg_rl_u64(char out[21], uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
+/* Appends s (with its terminator) at out + n; returns the new length. */
+static size_t put(char *out, size_t n, const char *s)
+{
+    while (*s != '\0')
+        out[n++] = *s++;
+    out[n] = '\0';
+    return n;
+}
+
+/* Called on every answer under a limit: no printf. */
 size_t tg_rl_duration(char *out, size_t cap, uint64_t ms)
 {
-    int n;
-    if (ms == 0)
-        n = snprintf(out, cap, "0s");
-    else if (ms < 1000)
-        n = snprintf(out, cap, "%llums", (unsigned long long)ms);
-    else {
-        unsigned long long h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60;
+    char buf[64], num[21];
+    size_t n = 0;
+    if (ms < 1000) {
+        tg_rl_u64(num, ms);
+        n = put(buf, n, num);
+        n = put(buf, n, ms == 0 ? "s" : "ms");
+    } else {
+        uint64_t h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60;
         unsigned frac = (unsigned)(ms % 1000);
-        char sec[16];
-        if (frac == 0) {
-            snprintf(sec, sizeof(sec), "%llus", s);
-        } else {
-            /* Go trims the fraction's trailing zeros: 1.5s, 1.25s, 1.005s */
-            char f[4];
-            snprintf(f, sizeof(f), "%03u", frac);
-            size_t fl = 3;
-            while (fl > 0 && f[fl - 1] == '0')
-                fl--;
-            f[fl] = '\0';
-            snprintf(sec, sizeof(sec), "%llu.%ss", s, f);
+        if (h > 0) {
+            tg_rl_u64(num, h);
+            n = put(buf, n, num);
+            n = put(buf, n, "h");
         }
-        if (h > 0)
-            n = snprintf(out, cap, "%lluh%llum%s", h, m, sec);
-        else if (m > 0)
-            n = snprintf(out, cap, "%llum%s", m, sec);
-        else
-            n = snprintf(out, cap, "%s", sec);
+        if (h > 0 || m > 0) {
+            tg_rl_u64(num, m);
+            n = put(buf, n, num);
+            n = put(buf, n, "m");
+        }
+        tg_rl_u64(num, sec);
+        n = put(buf, n, num);
+        if (frac != 0) {
+            /* Go trims the fraction's trailing zeros: 1.5s, 1.25s, 1.005s */
+            char f[5] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10),
+                         0};
+            size_t fl = 4;
+            while (f[fl - 1] == '0')
+                f[--fl] = '\0';
+            n = put(buf, n, f);
+        }
+        n = put(buf, n, "s");
     }
-    if (n < 0)
+    if (cap == 0)
         return 0;
-    return (size_t)n < cap ? (size_t)n : cap - 1;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, buf, n);
+    out[n] = '\0';
+    return n;
 }
 
 uint32_t tg_rl_retry_after_s(uint64_t reset_ms)

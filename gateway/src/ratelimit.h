@@ -149,6 +149,8 @@ void tg_rl_view_merge(tg_rl_view_t *into, const tg_rl_view_t *v);
 /** OpenAI's duration format (Go's): "0s", "250ms", "1s", "59.5s", "6m0s", "1h0m0s". Returns the
  *  length written (out holds at least 24 bytes). */
 size_t tg_rl_duration(char *out, size_t cap, uint64_t ms);
+/** v in decimal; returns the length (out holds 21 bytes). */
+size_t tg_rl_u64(char out[21], uint64_t v);
 /** Retry-After of a refusal: whole seconds until the window ends, at least 1. */
 uint32_t tg_rl_retry_after_s(uint64_t reset_ms);
 
