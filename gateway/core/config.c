@@ -572,9 +572,12 @@ static void parse_secrets(vctx_t *v, const json_t *root, tg_config_t *c)
 
 static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"max_body_bytes",      "max_upstream_body_bytes",
-                                       "max_sse_event_bytes", "stream_buffer_bytes",
-                                       "body_memory_factor",  "rate_window_ms",
+    static const char *const keys[] = {"max_body_bytes",
+                                       "max_upstream_body_bytes",
+                                       "max_sse_event_bytes",
+                                       "stream_buffer_bytes",
+                                       "body_memory_factor",
+                                       "rate_window_ms",
                                        NULL};
     c->max_body_bytes = 1048576;
     c->max_upstream_body_bytes = 8388608;

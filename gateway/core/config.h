@@ -83,7 +83,7 @@ typedef struct tg_model_cfg {
     /* the most output tokens one answer may have (max_output_tokens, TG_MODEL_MAX_OUTPUT_DEFAULT):
      * a request's output when it names no max_tokens, and the cap of one that does (estimate.h) */
     uint32_t max_output_tokens;
-    char *target_key;        /* "<provider>/<upstream>": names the breaker of this target */
+    char *target_key; /* "<provider>/<upstream>": names the breaker of this target */
     size_t index;
 } tg_model_cfg_t;
 
