@@ -182,9 +182,10 @@ static int refuse(tg_call_t *c, tg_rl_kind_t kind, const tg_rl_result_t *r)
                  (unsigned long long)h->tokens, who, max, per);
     } else {
         uint32_t after = tg_rl_retry_after_s(r->view.reset_ms);
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%u", after);
-        ADD_HEADER(c->req, "retry-after", ra, strlen(ra));
+        char ra[21];
+        size_t n = tg_rl_u64(ra, after);
+        h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                       h2o_strdup(&c->req->pool, ra, n).base, n);
         snprintf(msg, sizeof(msg), "rate limit of %s reached: %llu %s %s; retry in %u s", who, max, what, per,
                  after);
     }
