@@ -53,7 +53,7 @@ typedef enum { TG_RL_ADMITTED = 0, TG_RL_LEASE = 1, TG_RL_REFUSED = 2 } tg_rl_ve
  * without asking, unless the last answer is older than this: other instances may have given
  * tokens back since. Requests are never given back, so their refusal holds for the window. */
 #define TG_RL_RECHECK_MS 1000u
-/* Default table size: 16 shards of 512 scopes (about 0.9 MiB). */
+/* Default table size: 16 shards of 512 scopes (168 bytes each: 1.3 MiB). */
 #define TG_RL_DEFAULT_CAPACITY 8192u
 
 typedef struct tg_rl tg_rl_t;
