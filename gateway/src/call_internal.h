@@ -29,6 +29,7 @@
 #include "deadline.h"
 #include "failover.h"
 #include "http.h"
+#include "limit_hold.h"
 #include "pipeline.h"
 #include "providers/provider.h"
 #include "reqguard.h"
@@ -97,6 +98,8 @@ typedef struct tg_call {
     /* idempotency.c's own: the call's Idempotency-Key, its claim and a held answer (NULL: no key) */
     struct tg_idem *idem;
     uint32_t usage_limit; /* money.c: the page size GET /v1/usage asked for */
+    /* the rate limits this call was charged on (limit.c: LIMIT, and the correction in SETTLE) */
+    tg_limit_hold_t limit;
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;
@@ -177,6 +180,9 @@ int tg_stage_policy(void *call);
 int tg_stage_limit(void *call);
 int tg_stage_reserve(void *call);
 int tg_stage_settle(void *call);
+/** SETTLE's part of the rate limits: the call's token charge becomes its actual usage (all of it
+ *  back when nothing was served; the whole charge when no provider was tried). Once per call. */
+void tg_limit_settle(tg_call_t *c);
 
 /* ---- attempt.c ---- */
 int tg_stage_attempt(void *call);
