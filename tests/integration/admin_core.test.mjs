@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 
 import { admin, gw } from './lib/http.mjs';
 import { ROUTES, fill } from './lib/admin_routes.mjs';
+import { badTokens, tokenFor } from './lib/admin_tokens.mjs';
 import { stack } from './lib/stack.mjs';
 import { psql } from './lib/control.mjs';
 import { runCmd } from './lib/instance.mjs';
@@ -320,4 +321,16 @@ test('routes: every route of the list exists (an operator never gets 404/405 for
         assert.ok(res.status !== 405, `${r.name}: ${res.status}`);
         if (!r.path.includes('{')) assert.notEqual(res.status, 404, `${r.name}: ${res.status} ${res.text}`);
     }
+});
+
+test('tokens of lib/admin_tokens.mjs: every attack is 401, valid HS256 and ES256 tokens pass', async () => {
+    for (const [what, t] of Object.entries(badTokens())) {
+        const r = await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: t });
+        assert.equal(r.status, 401, `${what}: ${r.text}`);
+        assert.equal(r.json.error.code, 'unauthenticated');
+    }
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('auditor') })).status, 200);
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('auditor', { alg: 'ES256' }) })).status, 200);
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('tenant_admin', { tenant: tenant.id, alg: 'ES256' }) })).status, 200);
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('tenant_admin', { tenant: other.id }) })).status, 404);
 });
