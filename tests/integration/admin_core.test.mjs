@@ -13,6 +13,7 @@ import { badTokens, tokenFor } from './lib/admin_tokens.mjs';
 import { stack } from './lib/stack.mjs';
 import { psql } from './lib/control.mjs';
 import { runCmd } from './lib/instance.mjs';
+import { waitFor } from './lib/wait.mjs';
 
 const suffix = randomBytes(4).toString('hex');
 const name = (what) => `adm-${what}-${suffix}`;
@@ -200,6 +201,8 @@ test('keys: rotate gives a new key and keeps the old one for the grace period; r
     for (const k of [c.json.key, r.json.key]) assert.equal((await gw('GET', '/v1/models', { key: k })).status, 200);
     const g = await admin('GET', `/admin/v1/tenants/${tenant.id}/keys/${r.json.id}`);
     assert.equal(g.status, 200);
+    // the key was just used: its last_used_at lands in a batch later, and is no change for If-Match
+    await waitFor(async () => (await psql(`SELECT last_used_at IS NOT NULL FROM api_keys WHERE id = ${r.json.id}`))[0][0] === 't', { what: 'last_used_at of the new key' });
     const stale = await admin('DELETE', `/admin/v1/tenants/${tenant.id}/keys/${r.json.id}`, { headers: { 'if-match': '"00000000000000000000000000000000"' } });
     assert.equal(stale.status, 412);
     const d = await admin('DELETE', `/admin/v1/tenants/${tenant.id}/keys/${r.json.id}`, { headers: { 'if-match': g.headers.get('etag') } });
