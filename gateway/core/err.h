@@ -53,20 +53,23 @@
     X(-26, TENANT_SUSPENDED, "tenant_suspended", 403, "permission_error", "the tenant is suspended")      \
     X(-27, KEY_EXPIRED, "key_expired", 401, "authentication_error", "API key has expired")                \
     X(-28, ZERO_RETENTION_UNAVAILABLE, "zero_retention_unavailable", 422, "invalid_request_error",        \
-      "no target of this request can serve it under zero retention")                                     \
+      "no target of this request can serve it under zero retention")                                      \
     X(-29, BYOK_REJECTED, "byok_key_rejected", 400, "invalid_request_error",                              \
-      "the provider refused the tenant's own API key")                                                   \
+      "the provider refused the tenant's own API key")                                                    \
     X(-30, BYOK_UNUSABLE, "byok_key_unusable", 422, "invalid_request_error",                              \
-      "the tenant's stored API key for this provider cannot be used; set it again")                  \
-    X(-31, CONFLICT, "conflict", 409, "invalid_request_error", "the resource already exists")                 \
+      "the tenant's stored API key for this provider cannot be used; set it again")                       \
+    X(-31, CONFLICT, "conflict", 409, "invalid_request_error", "the resource already exists")             \
     X(-32, INSUFFICIENT_CREDITS, "insufficient_credits", 402, "insufficient_quota",                       \
       "the wallet does not hold enough credits for this request")                                         \
     X(-33, IDEMPOTENCY_MISMATCH, "idempotency_key_reused", 422, "invalid_request_error",                  \
-      "the idempotency key was already used with a different request")                                  \
+      "the idempotency key was already used with a different request")                                    \
     X(-34, IDEMPOTENCY_IN_PROGRESS, "idempotency_key_in_progress", 409, "invalid_request_error",          \
-      "a request with this idempotency key is still being processed; retry later")                       \
+      "a request with this idempotency key is still being processed; retry later")                        \
     X(-35, IDEMPOTENCY_NO_REPLAY, "idempotency_key_not_replayable", 409, "invalid_request_error",         \
-      "the request with this idempotency key has finished, but its answer was not stored")
+      "the request with this idempotency key has finished, but its answer was not stored")                \
+    X(-36, PRECONDITION_FAILED, "precondition_failed", 412, "invalid_request_error",                      \
+      "the resource has changed since it was read (If-Match)")                                            \
+    X(-37, BUSY, "server_busy", 503, "service_unavailable", "the admin API is busy; retry later")
 /* clang-format on */
 
 typedef enum {

@@ -101,6 +101,9 @@ render() {
     text=${text//@ADMIN_LISTEN@/"127.0.0.1:$admin_port"}
     text=${text//@DATABASE_URL@/"$db_url"}
     text=${text//@PEPPER_FILE@/"$state/pepper"}
+    text=${text//@ADMIN_SECRET_FILE@/"$state/admin-secret"}
+    text=${text//@MASTER_KEY_FILE@/"$state/master-key"}
+    text=${text//@ADMIN_ES256_PUB@/"$state/admin-es256.pub"}
     printf '%s\n' "$text" >"$2"
 }
 
@@ -149,12 +152,22 @@ start() {
     (
         umask 077
         od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/pepper"
+        od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/admin-secret"
+        od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/master-key"
+        # an ES256 issuer for the admin API's tests (lib/admin_tokens.mjs signs with its private key)
+        node -e '
+            const { generateKeyPairSync } = require("crypto");
+            const fs = require("fs");
+            const k = generateKeyPairSync("ec", { namedCurve: "P-256" });
+            fs.writeFileSync(process.argv[1], k.privateKey.export({ type: "pkcs8", format: "pem" }));
+            fs.writeFileSync(process.argv[2], k.publicKey.export({ type: "spki", format: "pem" }));
+        ' "$state/admin-es256.key" "$state/admin-es256.pub"
     )
     template=$src/tests/integration/config.template.json
     [ -f "$template" ] || template=$src/tests/integration/config.fallback.json
     config=$state/tollgate.json
 
-    local attempt sim_pid gw_pid key
+    local attempt sim_pid gw_pid key admin_token
     for attempt in 1 2 3; do
         sim_port=$(free_port)
         data_port=$(free_port)
@@ -182,6 +195,12 @@ start() {
                 cat "$state/keys.log" >&2
                 die "tollgate keys create printed no key"
             }
+            # the admin API's operator token for the tests (lib/http.mjs admin())
+            admin_token=$("$gw_bin" token -c "$config" --role operator --ttl 24h --sub integration-stack \
+                2>"$state/token.log") || {
+                cat "$state/token.log" >&2
+                die "tollgate token failed"
+            }
         fi
 
         sim_pid=$(spawn sim "$sim_log" "$sim_bin" --listen "127.0.0.1:$sim_port")
@@ -207,6 +226,8 @@ TG_URL=http://127.0.0.1:$data_port
 TG_ADMIN_URL=http://127.0.0.1:$admin_port
 TG_SIM_URL=$sim_url
 TG_KEY=$key
+TG_ADMIN_TOKEN=$admin_token
+TG_ADMIN_ES256_KEY=$state/admin-es256.key
 TG_DATABASE_URL=$db_url
 TG_CONFIG=$config
 TG_GATEWAY_PID=$gw_pid
