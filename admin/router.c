@@ -28,6 +28,10 @@ static const tg_adm_route_t *const tables[] = {
     tg_adm_routes_events,
     tg_adm_routes_tenants,
     tg_adm_routes_audit,
+    tg_adm_routes_wallet,
+    tg_adm_routes_usage,
+    tg_adm_routes_catalog,
+    tg_adm_routes_chains,
 };
 
 static bool method_is(const h2o_req_t *req, const char *m)

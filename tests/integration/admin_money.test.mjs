@@ -180,7 +180,7 @@ async function seedUsage(t, n, { k1 = 0, k2 = 0, at = null, fat = false } = {}) 
         output_tokens, cached_tokens, price_input, price_output, price_cached, billed, cost, charged, latency_ms,
         attempts, status, error)
       SELECT ${t}, 'req_' || lpad(i::text, 9, '0') || ${fat ? "repeat('r', 44)" : "''"}, ${when},
-             CASE i % 3 WHEN 0 THEN ${k1 || 'NULL'} WHEN 1 THEN ${k2 || 'NULL'} ELSE NULL END,
+             CASE i % 3 WHEN 0 THEN ${k1 || 'NULL'} WHEN 1 THEN ${k2 || 'NULL'} ELSE NULL END::bigint,
              (ARRAY['mo-a','mo-b','mo-c'])[1 + (i / 7) % 3], CASE WHEN i % 5 = 0 THEN 'sim-2' ELSE 'sim' END,
              inp, outp, 0, 1000000, 2000000, 500000, true, tollgate_cost(inp, 0, outp, 1000000, 500000, 2000000, false, 0),
              0, 100 + i % 900, 1, (ARRAY[200, 200, 429, 500])[1 + i % 4],
