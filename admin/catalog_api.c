@@ -23,12 +23,8 @@
 
 static json_t *price_repr(const PGresult *r, int i)
 {
-    static const char *const ints[] = {"id",
-                                       NULL,
-                                       "input_per_mtok",
-                                       "output_per_mtok",
-                                       "cached_input_per_mtok",
-                                       "byok_fee"};
+    static const char *const ints[] = {
+        "id", NULL, "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "byok_fee"};
     json_t *o = json_object();
     for (int col = 0; col < 6; col++)
         if (ints[col] != NULL)
@@ -63,13 +59,12 @@ static void models_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *
                 json_object_del(price, "in_effect");
                 break;
             }
-        json_t *o = json_pack("{ss ss ss ss so}", "id", m->name, "object", "model", "provider", m->provider->name,
-                              "upstream", m->upstream, "price", price);
-        json_object_set_new(o, "context_window", m->context_window > 0 ? json_integer(m->context_window) : json_null());
-#ifdef TG_MODEL_MAX_OUTPUT_DEFAULT
+        json_t *o = json_pack("{ss ss ss ss so}", "id", m->name, "object", "model", "provider",
+                              m->provider->name, "upstream", m->upstream, "price", price);
+        json_object_set_new(o, "context_window",
+                            m->context_window > 0 ? json_integer(m->context_window) : json_null());
         json_object_set_new(o, "max_output_tokens",
                             m->max_output_tokens > 0 ? json_integer(m->max_output_tokens) : json_null());
-#endif
         json_array_append_new(data, o);
     }
     PQclear(r);
@@ -199,7 +194,8 @@ static void prices_create(tg_adm_ctx_t *c)
         return;
     }
     /* the shapes first, then the catalog and the time on every value of the right type */
-    TG_IGNORE_RESULT(tg_adm_check(body, create_fields, sizeof(create_fields) / sizeof(create_fields[0]), &err));
+    TG_IGNORE_RESULT(
+        tg_adm_check(body, create_fields, sizeof(create_fields) / sizeof(create_fields[0]), &err));
     const char *model = json_string_value(json_object_get(body, "model"));
     snprintf(a->model, sizeof(a->model), "%s", model != NULL ? model : "");
     a->in.model = a->model;

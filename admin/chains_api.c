@@ -56,11 +56,13 @@ static json_t *chain_repr(const tg_chain_t *ch)
     json_t *targets = json_array();
     for (size_t i = 0; i < ch->n_targets; i++)
         json_array_append_new(targets, json_string(ch->targets[i]));
-    json_t *o = json_pack("{ss sI so}", "name", ch->name, "tenant_id", (json_int_t)ch->tenant_id, "targets", targets);
+    json_t *o =
+        json_pack("{ss sI so}", "name", ch->name, "tenant_id", (json_int_t)ch->tenant_id, "targets", targets);
     json_object_set_new(o, "context_fallback",
                         ch->context_fallback[0] != '\0' ? json_string(ch->context_fallback) : json_null());
     json_object_set_new(o, "request_first_byte_ms",
-                        ch->request_first_byte_ms > 0 ? json_integer(ch->request_first_byte_ms) : json_null());
+                        ch->request_first_byte_ms > 0 ? json_integer(ch->request_first_byte_ms)
+                                                      : json_null());
     json_object_set_new(o, "version", json_integer(ch->version));
     json_object_set_new(o, "created_at", tg_repr_time(ch->created_ms));
     json_object_set_new(o, "updated_at", tg_repr_time(ch->updated_ms));
@@ -138,7 +140,8 @@ static int current(PGconn *db, const tg_adm_call_t *call, tg_chain_t *ch, json_t
     if (!tg_adm_if_match(call->has_if_match ? call->if_match : NULL, etag)) {
         json_decref(*repr);
         *repr = NULL;
-        return tg_mgmt_fail(&out->err, TG_EPRECONDITION_FAILED, "the chain has changed since it was read (If-Match)");
+        return tg_mgmt_fail(&out->err, TG_EPRECONDITION_FAILED,
+                            "the chain has changed since it was read (If-Match)");
     }
     return 0;
 }
@@ -177,8 +180,11 @@ static void write_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *o
             goto fail;
         ja = chain_repr(&after);
     }
-    if (tg_adm_audit(db, call, a->delete ? "chains.delete" : existed ? "chains.replace" : "chains.create", "chain",
-                     name, tenant, jb, ja, &out->err) != 0)
+    if (tg_adm_audit(db, call,
+                     a->delete ? "chains.delete"
+                     : existed ? "chains.replace"
+                               : "chains.create",
+                     "chain", name, tenant, jb, ja, &out->err) != 0)
         goto fail;
     if (tg_adm_tx_commit(db, &out->err) != 0)
         goto done;
@@ -247,7 +253,8 @@ static void chains_put(tg_adm_ctx_t *c)
     if (list_ok && (shaped || a->n_targets > 0))
         tg_chain_check(cfg, &in, &err);
     else if (!tg_chain_name_ok(in.name) || (cfg != NULL && tg_config_find_model(cfg, in.name) != NULL))
-        tg_mgmt_field(&err, "name", "must be a chain name of letters, digits, '.', '_' or '-' that is no model's");
+        tg_mgmt_field(&err, "name",
+                      "must be a chain name of letters, digits, '.', '_' or '-' that is no model's");
     tg_config_unref(cfg);
     tg_adm_dedupe_fields(&err);
     json_decref(body);

@@ -23,6 +23,8 @@
 #define BREAKERS_PREFIX "/admin/v1/breakers/"
 #define RESET_SUFFIX    "/reset"
 
+/* one table a line, so that resources merge without touching each other's lines */
+/* clang-format off */
 static const tg_adm_route_t *const tables[] = {
     tg_adm_routes_breakers,
     tg_adm_routes_events,
@@ -33,6 +35,7 @@ static const tg_adm_route_t *const tables[] = {
     tg_adm_routes_catalog,
     tg_adm_routes_chains,
 };
+/* clang-format on */
 
 static bool method_is(const h2o_req_t *req, const char *m)
 {

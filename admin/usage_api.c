@@ -232,7 +232,8 @@ static int summary_cursor_encode(const char *day, const char *model, char *out, 
     if (n <= 0 || (size_t)n >= sizeof(raw) ||
         sodium_base64_ENCODED_LEN((size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > cap)
         return -1;
-    sodium_bin2base64(out, cap, (const unsigned char *)raw, (size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_bin2base64(out, cap, (const unsigned char *)raw, (size_t)n,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     return 0;
 }
 
@@ -280,7 +281,8 @@ static void summary_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t 
     }
     json_t *next = json_null();
     char cur[TG_USAGE_CURSOR_MAX * 3];
-    if (more && summary_cursor_encode(PQgetvalue(r, n - 1, 0), PQgetvalue(r, n - 1, 1), cur, sizeof(cur)) == 0)
+    if (more &&
+        summary_cursor_encode(PQgetvalue(r, n - 1, 0), PQgetvalue(r, n - 1, 1), cur, sizeof(cur)) == 0)
         next = json_string(cur);
     PQclear(r);
     out->status = 200;
@@ -331,6 +333,7 @@ static void summary_get(tg_adm_ctx_t *c)
 
 const tg_adm_route_t tg_adm_routes_usage[] = {
     {"GET", "/admin/v1/tenants/{id}/usage", TG_ADM_READ | TG_ADM_TENANT, usage_get, "usage.list"},
-    {"GET", "/admin/v1/tenants/{id}/usage/summary", TG_ADM_READ | TG_ADM_TENANT, summary_get, "usage.summary"},
+    {"GET", "/admin/v1/tenants/{id}/usage/summary", TG_ADM_READ | TG_ADM_TENANT, summary_get,
+     "usage.summary"},
     {NULL, NULL, 0, NULL, NULL},
 };

@@ -21,7 +21,8 @@
 #include "log.h"
 #include "reqguard.h"
 
-typedef struct export {
+typedef struct export
+{
     h2o_multithread_message_t msg; /* first: the receiver gets this link */
     h2o_multithread_receiver_t *rx;
     h2o_generator_t gen;
@@ -42,7 +43,8 @@ typedef struct export {
     tg_reqguard_t *guard;
     tg_buf_t sending; /* owned by h2o from h2o_send until proceed */
     bool at_thread, started, ready, h2o_busy, finished, failed, stopped;
-} export_t;
+}
+export_t;
 
 static struct {
     pthread_mutex_t mu;
@@ -93,7 +95,9 @@ static int tenant_exists(PGconn *db, int64_t tenant_id)
     snprintf(t, sizeof(t), "%" PRId64, tenant_id);
     const char *p[1] = {t};
     PGresult *r = PQexecParams(db, "SELECT 1 FROM tenants WHERE id = $1::bigint", 1, NULL, p, NULL, NULL, 0);
-    int rc = PQresultStatus(r) != PGRES_TUPLES_OK ? TG_EDB_UNAVAILABLE : PQntuples(r) == 1 ? 0 : TG_ENOT_FOUND;
+    int rc = PQresultStatus(r) != PGRES_TUPLES_OK ? TG_EDB_UNAVAILABLE
+             : PQntuples(r) == 1                  ? 0
+                                                  : TG_ENOT_FOUND;
     PQclear(r);
     return rc;
 }
@@ -239,7 +243,8 @@ static void start_response(export_t *ex)
                    H2O_STRLIT("text/csv; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     char disp[96];
-    int n = snprintf(disp, sizeof(disp), "attachment; filename=\"usage-%" PRId64 ".csv\"", ex->filter.tenant_id);
+    int n =
+        snprintf(disp, sizeof(disp), "attachment; filename=\"usage-%" PRId64 ".csv\"", ex->filter.tenant_id);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-disposition"), 0, NULL,
                           h2o_strdup(&req->pool, disp, (size_t)n).base, (size_t)n);
     ex->gen.proceed = on_proceed;

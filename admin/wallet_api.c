@@ -38,9 +38,9 @@ static void fail_billing(tg_adm_result_t *out, const tg_error_t *e)
 
 static json_t *wallet_repr(const tg_wallet_t *w)
 {
-    return json_pack("{sI sI sI sI sI}", "tenant_id", (json_int_t)w->tenant_id, "balance", (json_int_t)w->balance,
-                     "reserved", (json_int_t)w->reserved, "available", (json_int_t)tg_wallet_available(w),
-                     "spent", (json_int_t)w->spent);
+    return json_pack("{sI sI sI sI sI}", "tenant_id", (json_int_t)w->tenant_id, "balance",
+                     (json_int_t)w->balance, "reserved", (json_int_t)w->reserved, "available",
+                     (json_int_t)tg_wallet_available(w), "spent", (json_int_t)w->spent);
 }
 
 static void wallet_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *out)
@@ -73,8 +73,8 @@ static json_t *entry_repr(const tg_ledger_entry_t *e, int64_t tenant_id, const c
 {
     return json_pack("{sI sI ss sI sI ss ss sb}", "id", (json_int_t)e->id, "tenant_id", (json_int_t)tenant_id,
                      "kind", "top_up", "amount", (json_int_t)e->amount, "balance_after",
-                     (json_int_t)e->balance_after, "created_at", e->created_at, "idempotency_key", key, "replayed",
-                     replayed);
+                     (json_int_t)e->balance_after, "created_at", e->created_at, "idempotency_key", key,
+                     "replayed", replayed);
 }
 
 static void topup_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *out)
@@ -91,8 +91,8 @@ static void topup_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *o
         fail_billing(out, &werr);
         if (rc == TG_EIDEMPOTENCY_MISMATCH)
             snprintf(out->err.msg, sizeof(out->err.msg),
-                     "Idempotency-Key was already used for a top-up of %" PRId64 " (entry %" PRId64 ")", e.amount,
-                     e.id);
+                     "Idempotency-Key was already used for a top-up of %" PRId64 " (entry %" PRId64 ")",
+                     e.amount, e.id);
         return;
     }
     json_t *repr = entry_repr(&e, tenant, a->key, rc == 1);
@@ -129,8 +129,9 @@ static bool idempotency_key(h2o_req_t *req, char *out, size_t cap, tg_mgmt_err_t
 {
     const h2o_iovec_t *v = tg_http_header(req, "idempotency-key");
     if (v == NULL || v->len == 0) {
-        tg_mgmt_field(err, "Idempotency-Key", "the header is required: a key of your own per top-up, so that a "
-                                              "retry cannot add the credits twice");
+        tg_mgmt_field(err, "Idempotency-Key",
+                      "the header is required: a key of your own per top-up, so that a "
+                      "retry cannot add the credits twice");
         return false;
     }
     bool ok = v->len <= TG_WALLET_KEY_MAX && v->len < cap;
@@ -183,8 +184,8 @@ static void topup_post(tg_adm_ctx_t *c)
 static json_t *ledger_repr(const PGresult *r, int i)
 {
     json_t *o = json_object();
-    static const char *const ints[] = {"id", "seq", NULL, "amount", "hold", "balance_after", "reserved_after",
-                                       "lease_id", "requests"};
+    static const char *const ints[] = {
+        "id", "seq", NULL, "amount", "hold", "balance_after", "reserved_after", "lease_id", "requests"};
     for (int col = 0; col < 9; col++) {
         if (ints[col] == NULL)
             continue;
@@ -234,8 +235,8 @@ static void ledger_get(tg_adm_ctx_t *c)
 
 const tg_adm_route_t tg_adm_routes_wallet[] = {
     {"GET", "/admin/v1/tenants/{id}/wallet", TG_ADM_READ | TG_ADM_TENANT, wallet_get, "wallet.get"},
-    {"POST", "/admin/v1/tenants/{id}/wallet/top-ups", TG_ADM_WRITE | TG_ADM_OPERATOR | TG_ADM_TENANT, topup_post,
-     "wallet.top_up"},
+    {"POST", "/admin/v1/tenants/{id}/wallet/top-ups", TG_ADM_WRITE | TG_ADM_OPERATOR | TG_ADM_TENANT,
+     topup_post, "wallet.top_up"},
     {"GET", "/admin/v1/tenants/{id}/wallet/ledger", TG_ADM_READ | TG_ADM_TENANT, ledger_get, "wallet.ledger"},
     {NULL, NULL, 0, NULL, NULL},
 };
