@@ -179,9 +179,14 @@ static rl_slot_t *slot_now(tg_rl_t *rl, rl_shard_t *sh, size_t start, tg_rl_kind
         }
         s = victim;
         slot_start(rl, s, kind, id, window, window_ms);
-    } else if (s->window != window || s->window_ms != window_ms) {
+    } else if (s->window_ms != window_ms || s->window < window) {
         slot_start(rl, s, kind, id, window, window_ms);
     }
+    /* else the slot already holds this window, or a newer one: another worker read the clock a
+     * moment later and crossed the boundary first. A charge whose `now` is that little behind
+     * belongs to the newer window; restarting the slot back to the old one would throw away the
+     * newer window's lease (still counted as leased in the database) and flip the slot back and
+     * forth, each time stranding a whole slice. */
     s->touched_ms = now_ms;
     return s;
 }
@@ -271,6 +276,7 @@ tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, ui
 
     pthread_mutex_lock(&sh->mu);
     rl_slot_t *s = slot_now(rl, sh, start, ch->kind, ch->id, now_ms, window_ms);
+    ch->window = s->window; /* the slot's: later than now's window when another worker moved it on */
     for (int d = 0; d < TG_RL_DIMS; d++) {
         uint64_t max = lim_of(&ch->lim, d);
         if (max != 0 && ch->amount[d] > max) {
@@ -322,7 +328,10 @@ tg_rl_result_t tg_rl_charge(tg_rl_t *rl, tg_rl_charge_t *ch, uint64_t now_ms, ui
             return r;
         }
         lease->need[d] = need;
-        uint64_t want = tg_rl_slice(max);
+        /* Only the first lease in flight asks for a slice beyond its need: calls that come while
+         * it is out ask for their own need alone. Each asking for a slice would lease the window's
+         * whole budget at its start (64 calls at once x limit/32) and refuse the calls after. */
+        uint64_t want = x->pending == 0 ? tg_rl_slice(max) : need;
         lease->want[d] = want > need ? want : need;
         short_of = true;
     }

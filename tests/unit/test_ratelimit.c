@@ -554,6 +554,60 @@ static void test_window_roll(void **state)
     tg_rl_destroy(rl);
 }
 
+/* Many calls at once at a window's start, before the first lease is answered: only the first asks
+ * for a slice, the others for their own need, so the window's budget is not leased out at once
+ * (before: 64 calls x limit/32 leased the whole of a large limit and refused the calls after it). */
+static void test_concurrent_first_leases(void **state)
+{
+    (void)state;
+    tg_rl_t *rl = tg_rl_create(64);
+    fake_db_t db;
+    db_init(&db);
+    enum { N = 64 };
+    const uint64_t max = 1000000000;
+    tg_rl_charge_t ch[N];
+    tg_rl_lease_t l[N];
+    for (int i = 0; i < N; i++) {
+        ch[i] = charge_of(TG_RL_KEY, 5, max, 0, 0);
+        assert_int_equal(tg_rl_charge(rl, &ch[i], T0 + 1, W, false, &l[i]).verdict, TG_RL_LEASE);
+        assert_int_equal(l[i].need[REQS], 1);
+        assert_int_equal(l[i].want[REQS], i == 0 ? tg_rl_slice(max) : 1);
+    }
+    for (int i = 0; i < N; i++) {
+        tg_rl_answer_t a;
+        db_lease(&db, &ch[i], &l[i], &a);
+        assert_int_equal(tg_rl_granted(rl, &ch[i], &l[i], &a, T0 + 2).verdict, TG_RL_ADMITTED);
+    }
+    assert_int_equal(db.leased[REQS], tg_rl_slice(max) + N - 1);
+    /* the slice covers the next calls without the database */
+    tg_rl_charge_t next = charge_of(TG_RL_KEY, 5, max, 0, 0);
+    tg_rl_lease_t nl;
+    assert_int_equal(tg_rl_charge(rl, &next, T0 + 3, W, false, &nl).verdict, TG_RL_ADMITTED);
+    tg_rl_destroy(rl);
+}
+
+/* A worker whose clock read falls a moment before the boundary that another worker has already
+ * crossed charges the newer window: the slot is not restarted back (which stranded the newer
+ * window's slice each time and flipped the slot to and fro). */
+static void test_stale_clock_keeps_the_newer_window(void **state)
+{
+    (void)state;
+    tg_rl_t *rl = tg_rl_create(64);
+    fake_db_t db;
+    db_init(&db);
+    tg_rl_charge_t first = charge_of(TG_RL_KEY, 6, 1000, 0, 0);
+    assert_int_equal(admit(rl, &db, &first, T0 + W).verdict, TG_RL_ADMITTED); /* window 1, leased */
+    unsigned leases = db.leases;
+    tg_rl_charge_t stale = charge_of(TG_RL_KEY, 6, 1000, 0, 0);
+    tg_rl_lease_t l;
+    assert_int_equal(tg_rl_charge(rl, &stale, T0 + W - 1, W, false, &l).verdict, TG_RL_ADMITTED);
+    assert_int_equal(stale.window, T0 / W + 1); /* charged to the newer window, from its slice */
+    tg_rl_charge_t after = charge_of(TG_RL_KEY, 6, 1000, 0, 0);
+    assert_int_equal(admit(rl, &db, &after, T0 + W + 1).verdict, TG_RL_ADMITTED);
+    assert_int_equal(db.leases, leases); /* the slice is still here: no new lease */
+    tg_rl_destroy(rl);
+}
+
 /* A full probe window forgets its least recently used scope; its old charges change nothing. */
 static void test_eviction(void **state)
 {
@@ -644,6 +698,8 @@ int main(void)
         cmocka_unit_test(test_give_back_whole_charge),
         cmocka_unit_test(test_offline),
         cmocka_unit_test(test_window_roll),
+        cmocka_unit_test(test_concurrent_first_leases),
+        cmocka_unit_test(test_stale_clock_keeps_the_newer_window),
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_threads),
     };
