@@ -149,22 +149,27 @@ dropped=$(curl -fsS "http://127.0.0.1:$admin_port/metrics" | awk '$1 == "tollgat
 # admission_ns per tenant from the access log (lines the log queue dropped under load are missing:
 # the figures are over the lines that were written, a uniform sample)
 read -r -d '' summarise_js <<'EOJS' || true
+// Streams the log line by line: a full run writes more than one string may hold.
 const fs = require('fs');
+const readline = require('readline');
 const [log, tPlain, tLimited] = process.argv.slice(1);
 const by = { [tPlain]: [], [tLimited]: [] };
-for (const line of fs.readFileSync(log, 'utf8').split('\n')) {
-    if (!line.includes('"event":"request"')) continue;
+const rl = readline.createInterface({ input: fs.createReadStream(log), crlfDelay: Infinity });
+rl.on('line', (line) => {
+    if (!line.includes('"event":"request"')) return;
     let j;
-    try { j = JSON.parse(line); } catch { continue; }
-    if (j.status !== 200 || !(String(j.tenant_id) in by) || j.admission_ns === undefined) continue;
+    try { j = JSON.parse(line); } catch { return; }
+    if (j.status !== 200 || !(String(j.tenant_id) in by) || j.admission_ns === undefined) return;
     by[String(j.tenant_id)].push(Number(j.admission_ns));
-}
-const q = (a, p) => a[Math.min(a.length - 1, Math.floor(p * a.length))];
-for (const [name, t] of [['plain', tPlain], ['limited', tLimited]]) {
-    const a = by[t].sort((x, y) => x - y);
-    if (a.length === 0) { console.log(`${name} 0 n/a n/a`); continue; }
-    console.log(`${name} ${a.length} ${(q(a, 0.5) / 1000).toFixed(2)} ${(q(a, 0.99) / 1000).toFixed(2)}`);
-}
+});
+rl.on('close', () => {
+    const q = (a, p) => a[Math.min(a.length - 1, Math.floor(p * a.length))];
+    for (const [name, t] of [['plain', tPlain], ['limited', tLimited]]) {
+        const a = by[t].sort((x, y) => x - y);
+        if (a.length === 0) { console.log(`${name} 0 n/a n/a`); continue; }
+        console.log(`${name} ${a.length} ${(q(a, 0.5) / 1000).toFixed(2)} ${(q(a, 0.99) / 1000).toFixed(2)}`);
+    }
+});
 EOJS
 stats=$(node -e "$summarise_js" "$work/gateway.log" "$t_plain" "$t_limited")
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
