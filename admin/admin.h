@@ -24,6 +24,8 @@ void tg_admin_breakers_list(h2o_req_t *req);
 void tg_admin_breaker_reset(h2o_req_t *req, const char *target);
 /** GET /admin/v1/failover-events?since=&tenant=&limit=&cursor= (events.c) */
 void tg_admin_events_list(h2o_req_t *req);
+/** GET /admin/v1/openapi.json: admin/openapi.json, embedded at build time (openapi.c). */
+void tg_admin_openapi(h2o_req_t *req);
 
 /* ---- pure parsers of events.c, exposed for unit tests ---- */
 
