@@ -135,3 +135,43 @@ int tg_wallet_read(PGconn *db, int64_t tenant_id, tg_wallet_t *out, tg_error_t *
     PQclear(res);
     return rc;
 }
+
+int tg_wallet_ledger(PGconn *db, int64_t tenant_id, int64_t after_seq, size_t limit, PGresult **res,
+                     tg_error_t *err)
+{
+    *res = NULL;
+    if (limit == 0 || limit > TG_LEDGER_PAGE_MAX || after_seq < 0)
+        return tg_error_set(err, TG_EINVALID_REQUEST, "ledger: limit or cursor out of range");
+    char t[24], a[24], l[16];
+    snprintf(t, sizeof(t), "%" PRId64, tenant_id);
+    snprintf(a, sizeof(a), "%" PRId64, after_seq);
+    snprintf(l, sizeof(l), "%zu", limit);
+    const char *params[3] = {t, a, l};
+    /* the wallet row first (a missing wallet is a 404), then the page: one statement */
+    PGresult *r = PQexecParams(
+        db,
+        "SELECT e.id, e.seq, e.kind, e.amount, e.hold, e.balance_after, e.reserved_after, e.lease_id, "
+        "e.requests, COALESCE(e.note, ''), "
+        "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), w.tenant_id "
+        "FROM wallets w LEFT JOIN LATERAL (SELECT * FROM ledger_entries x WHERE x.tenant_id = w.tenant_id "
+        "AND x.seq > $2::bigint ORDER BY x.seq LIMIT $3::int) e ON true WHERE w.tenant_id = $1::bigint "
+        "ORDER BY e.seq",
+        3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = db_error(db, r, "ledger", err);
+        PQclear(r);
+        return rc;
+    }
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return tg_error_set(err, TG_ENOT_FOUND, "tenant %" PRId64 " has no wallet", tenant_id);
+    }
+    *res = r;
+    return 0;
+}
+
+int tg_wallet_ledger_count(const PGresult *res)
+{
+    int n = PQntuples(res);
+    return n == 1 && PQgetisnull(res, 0, 0) ? 0 : n;
+}

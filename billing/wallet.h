@@ -59,4 +59,25 @@ TG_MUST_CHECK int tg_wallet_top_up(PGconn *db, int64_t tenant_id, int64_t amount
 /** Reads the wallet. TG_ENOT_FOUND when the tenant has none. */
 TG_MUST_CHECK int tg_wallet_read(PGconn *db, int64_t tenant_id, tg_wallet_t *out, tg_error_t *err);
 
+/* ---- the wallet's ledger, for the admin API's statement ---- */
+
+#define TG_LEDGER_PAGE_MAX 1000
+
+/* Columns of a ledger page, in order: id, seq, kind, amount, hold, balance_after, reserved_after,
+ * lease_id ("" none), requests, note ("" none), created_at (RFC 3339 UTC with microseconds). An
+ * entry's idempotency key is not among them: it may carry a caller's key or an instance's name. */
+enum { TG_LEDGER_COLS = 11 };
+
+/**
+ * The tenant's entries with seq > after_seq, oldest first, at most limit (1 .. TG_LEDGER_PAGE_MAX):
+ * a keyset on the unique (tenant_id, seq). *res is the result (PQclear it). TG_ENOT_FOUND when the
+ * tenant has no wallet (so that an empty page means "no entries", not "no tenant"). Read the
+ * entries with tg_wallet_ledger_count: rows 0 .. count-1 (the result of a page past the end holds
+ * one row of NULLs, the wallet's).
+ */
+TG_MUST_CHECK int tg_wallet_ledger(PGconn *db, int64_t tenant_id, int64_t after_seq, size_t limit,
+                                   PGresult **res, tg_error_t *err);
+/** How many entries a tg_wallet_ledger result holds. */
+int tg_wallet_ledger_count(const PGresult *res);
+
 #endif

@@ -24,6 +24,7 @@
 
 #include "credcache.h"
 #include "log.h"
+#include "tchains.h"
 
 #define SHARDS       16
 #define SLOTS        512 /* per shard: 8k entries in all (an entry is about 1.2 KiB) */
@@ -48,8 +49,9 @@
     "COALESCE(k.max_tokens, 0), COALESCE(k.rpm, 0), COALESCE(k.key_rpm, 0), COALESCE(k.tpm, 0), "            \
     "COALESCE(k.key_tpm, 0), COALESCE((SELECT string_agg(c.provider || E'\\n', '' ORDER BY c.provider) "     \
     "FROM provider_credentials c WHERE c.tenant_id = k.tenant_id), '') "                                     \
+    ", " TG_TCHAINS_JSON_SQL("k.tenant_id") " "                                                              \
     "FROM k JOIN tenants t ON t.id = k.tenant_id"
-#define TG_KEY_COLUMNS 15
+#define TG_KEY_COLUMNS 16
 
 typedef struct entry {
     uint8_t hash[32];
@@ -219,6 +221,7 @@ bool tg_auth_cache_put_gen(const uint8_t hash[32], const tg_principal_t *p, uint
 void tg_auth_cache_clear(void)
 {
     tg_credcache_clear(); /* the tenants' sealed BYOK keys go with their principals (credcache.h) */
+    tg_tchains_cache_clear(); /* and so do their chains (tchains.h) */
     for (size_t i = 0; i < SHARDS; i++) {
         pthread_mutex_lock(&g_shards[i].mu);
         g_shards[i].gen++;
@@ -233,7 +236,8 @@ typedef struct lookup {
     uint8_t hash[32];
     uint64_t now_ms;
     uint32_t ttl_ms;
-    uint32_t gen; /* the shard's generation when the query was sent */
+    uint32_t gen;        /* the shard's generation when the query was sent */
+    uint32_t tchain_gen; /* the tenant chain cache's, likewise (tchains.h) */
     tg_auth_cb cb;
     void *arg;
 } lookup_t;
@@ -291,8 +295,22 @@ static bool principal_of_row(const PGresult *res, tg_principal_t *p)
     pol->key_rpm = key_rpm > UINT32_MAX ? UINT32_MAX : (uint32_t)key_rpm;
     pol->tpm = col_u64(res, 12);
     pol->key_tpm = col_u64(res, 13);
+    p->has_chains = !PQgetisnull(res, 0, 15);
     return copy_list(pol->models, sizeof(pol->models), PQgetvalue(res, 0, 8)) &&
            copy_list(p->byok, sizeof(p->byok), PQgetvalue(res, 0, 14));
+}
+
+/* The tenant's chains came with the key (column 15): cached for ROUTE, so that a key-cache miss
+ * stays one query (tchains.h). A text that does not parse is left to ROUTE's own query. */
+static void tchains_note(const PGresult *res, const tg_principal_t *p, uint64_t expires_ms, uint32_t gen)
+{
+    if (!p->has_chains)
+        return;
+    tg_tchains_t *t = NULL;
+    if (tg_tchains_parse(p->tenant_id, PQgetvalue(res, 0, 15), (size_t)PQgetlength(res, 0, 15), &t) != 0)
+        return;
+    TG_IGNORE_RESULT(tg_tchains_cache_put(t, expires_ms, gen));
+    tg_tchains_unref(t);
 }
 
 static void on_key_row(void *arg, const PGresult *res, const char *errmsg)
@@ -316,8 +334,10 @@ static void on_key_row(void *arg, const PGresult *res, const char *errmsg)
     } else {
         /* Not cached when a clear overtook the query (false: nothing to undo). The caller still
          * gets the row: its request came before the change. */
-        if (l->ttl_ms != 0)
+        if (l->ttl_ms != 0) {
             TG_IGNORE_RESULT(tg_auth_cache_put_gen(l->hash, &p, l->now_ms + l->ttl_ms, l->gen));
+            tchains_note(res, &p, l->now_ms + l->ttl_ms, l->tchain_gen);
+        }
         l->cb(l->arg, 0, &p);
     }
     sodium_memzero(l->hash, sizeof(l->hash));
@@ -379,6 +399,7 @@ int tg_auth_lookup(tg_pgpool_t *pg, const uint8_t pepper[32], uint32_t ttl_ms, u
     }
     memcpy(l->hash, hash, sizeof(hash));
     l->gen = tg_auth_cache_generation(hash); /* before the query: a clear from now on wins */
+    l->tchain_gen = tg_tchains_generation();
     l->now_ms = now_ms;
     l->ttl_ms = ttl_ms;
     l->cb = cb;

@@ -47,6 +47,7 @@ typedef struct tg_principal {
     int64_t expires_unix_ms; /* the key stops working then; 0 never */
     tg_policy_t policy;
     char byok[TG_BYOK_LIST_MAX]; /* providers with a tenant key ("openai\n"), "" none */
+    bool has_chains;             /* the tenant has chains of its own (tchains.h, read with the key) */
 } tg_principal_t;
 
 /** Whether name is in a '\n'-terminated list (tg_policy_t.models, tg_principal_t.byok). */

@@ -28,6 +28,7 @@
 #include "call_internal.h"
 #include "clock.h"
 #include "credential.h"
+#include "tchains.h"
 #include "err.h"
 #include "log.h"
 #include "retention.h"
@@ -183,6 +184,7 @@ static void call_destroy(tg_call_t *c)
     tg_deadline_cancel(&c->flush_due);
     tg_attempt_reset(c);
     tg_credential_call_free(c);
+    tg_tchains_call_free(c);
     tg_buf_dispose(&c->body_buf);
     tg_buf_dispose(&c->pending);
     tg_buf_dispose(&c->inflight);

@@ -78,6 +78,11 @@ typedef struct tg_call {
     struct tg_cred_call *byok;
     bool attempt_byok, served_byok;
     uint8_t byok_attempts;
+    /* the tenant's own chains (tchains.h): the snapshot ROUTE read (NULL none), whether it was
+     * read, whether one of them routed the call, and that chain's request first-byte budget */
+    struct tg_tchains *tchains;
+    bool tchains_read, tchain_routed;
+    uint32_t tchain_budget_ms;
     /* nothing of this call's content may be stored or logged (the tenant's policy, or tightened by
      * the x-tollgate-zero-retention header); decided in POLICY, read through retention.h */
     bool zero_retention;

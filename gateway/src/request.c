@@ -16,6 +16,7 @@
 #include "err.h"
 #include "jsonmem.h"
 #include "retention.h"
+#include "tchains.h"
 
 int tg_stage_parse(void *call)
 {
@@ -62,7 +63,10 @@ int tg_stage_route(void *call)
     tg_call_t *c = call;
     char param[128] = "";
     tg_error_t err = {0};
-    if (tg_router_resolve(c->cfg, c->body, &c->route, param, sizeof(param), &err) != 0) {
+    int trc = tg_tchains_route(c); /* a chain of the tenant's own first (tchains.h) */
+    if (trc != TG_STAGE_GO)
+        return trc;
+    if (!c->tchain_routed && tg_router_resolve(c->cfg, c->body, &c->route, param, sizeof(param), &err) != 0) {
         tg_call_set_error(c, err.detail[0] != '\0' ? err.detail : NULL, param[0] != '\0' ? param : NULL);
         return err.code != 0 ? err.code : TG_EINVALID_REQUEST;
     }
@@ -83,7 +87,9 @@ int tg_stage_route(void *call)
     tg_plan_opts_t opts = {.max_attempts_per_target = c->cfg->max_attempts_per_target,
                            .retry_wait_cap_ms = c->cfg->retry_wait_cap_ms,
                            .short_wait_ms = TG_CALL_SHORT_WAIT_MS,
-                           .request_first_byte_ms = tg_plan_request_budget(c->cfg, c->route.name),
+                           .request_first_byte_ms = c->tchain_routed && tg_tchains_budget(c) > 0
+                                                        ? tg_tchains_budget(c)
+                                                        : tg_plan_request_budget(c->cfg, c->route.name),
                            .start_ms = c->start_us / 1000};
     tg_plan_init(&c->plan, c->route.targets, c->breakers, c->route.n_targets, cf, c->ctx_breaker, &opts);
     return tg_credential_fetch(c); /* the tenant's sealed keys, when a target runs on one */
