@@ -1,6 +1,6 @@
 /*
  * commands.c - tollgatectl's commands: each parses its arguments (args.h), makes its request(s)
- * (api.c) and prints the answer (output.c). Tenants are named by id or name, as the API takes them;
+ * (api.c) and prints the answer (output.c). A tenant is named by its id, as the API takes it;
  * every path segment is percent-encoded. A BYOK key is read from stdin or a file, never from the
  * command line (argv is visible to every user of the host), and wiped after use.
  */
@@ -496,7 +496,7 @@ const ctl_cmd_t ctl_commands[] = {
      tenants_create},
     {"tenants", "list", "tollgatectl tenants list [--limit N] [--cursor C]",
      "Lists tenants, a page at a time.", tenants_list},
-    {"tenants", "get", "tollgatectl tenants get TENANT", "Shows one tenant (TENANT: its id or name).",
+    {"tenants", "get", "tollgatectl tenants get TENANT", "Shows one tenant (TENANT: its id, as everywhere).",
      tenants_get},
     {"tenants", "suspend", "tollgatectl tenants suspend TENANT",
      "Suspends a tenant: every key of it gets 403 tenant_suspended.", tenants_suspend},
