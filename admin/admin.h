@@ -2,8 +2,8 @@
  * admin.h - the admin REST API served under /admin/ on the admin listener.
  *
  * server.c hands every /admin/... request to tg_admin_route (main.c wires it with
- * tg_server_set_admin_router, so the gateway library does not depend on admin/). The admin listener
- * binds to loopback only until admin authentication (JWT) exists.
+ * tg_server_set_admin_router, so the gateway library does not depend on admin/). Every route needs
+ * a bearer token (authn.h); the framework the resources are written against is api.h.
  */
 #ifndef TG_ADMIN_H
 #define TG_ADMIN_H
@@ -11,21 +11,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api.h"
 #include "h2o.h"
 
 /** Routes one /admin/ request. Returns 0 when answered (or taken over), -1 for "no such route". */
 int tg_admin_route(h2o_req_t *req);
 
-/* ---- handlers (one file per concern) ---- */
+/* ---- route tables (one per resource file; router.c lists them) ---- */
 
-/** GET /admin/v1/breakers -> {"data":[breaker, ...]} (breakers.c) */
-void tg_admin_breakers_list(h2o_req_t *req);
-/** POST /admin/v1/breakers/{target}/reset; `target` is already URL-decoded (breakers.c). */
+extern const tg_adm_route_t tg_adm_routes_breakers[];      /* breakers.c */
+extern const tg_adm_route_t tg_adm_routes_events[];        /* events.c */
+extern const tg_adm_route_t tg_adm_routes_tenants[];       /* tenants_api.c */
+extern const tg_adm_route_t tg_adm_routes_keys[];          /* keys_api.c */
+extern const tg_adm_route_t tg_adm_routes_provider_keys[]; /* provider_keys_api.c */
+extern const tg_adm_route_t tg_adm_routes_policy[];        /* policy_api.c */
+extern const tg_adm_route_t tg_adm_routes_audit[];         /* audit.c */
+extern const tg_adm_route_t tg_adm_routes_openapi[];       /* openapi.c: GET /admin/v1/openapi.json */
+
+/** POST /admin/v1/breakers/{target}/reset (operator); `target` is already URL-decoded (breakers.c). */
 void tg_admin_breaker_reset(h2o_req_t *req, const char *target);
-/** GET /admin/v1/failover-events?since=&tenant=&limit=&cursor= (events.c) */
-void tg_admin_events_list(h2o_req_t *req);
-/** GET /admin/v1/openapi.json: admin/openapi.json, embedded at build time (openapi.c). */
-void tg_admin_openapi(h2o_req_t *req);
 
 /* ---- pure parsers of events.c, exposed for unit tests ---- */
 

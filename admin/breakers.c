@@ -3,8 +3,13 @@
  *
  * Breakers live in breaker.c's process-wide registry (one per target, shared by every worker), so
  * any worker can answer; nothing here blocks beyond each breaker's tiny lock.
+ *
+ * Operators and auditors see every breaker. A tenant admin sees only the breakers of its own
+ * keys (BYOK: "<target>#byok:<its tenant id>", credential.h): the platform's shared breakers say
+ * how the platform's providers are doing, which is not a tenant's business. Reset is operator only.
  */
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "admin.h"
@@ -19,6 +24,7 @@ typedef struct {
     uint64_t now_ms;
     size_t n;
     int rc;
+    const char *only_suffix; /* tenant admin: "#byok:<id>" */
 } list_ctx_t;
 
 static void append_one(void *ud, tg_breaker_t *b)
@@ -26,6 +32,12 @@ static void append_one(void *ud, tg_breaker_t *b)
     list_ctx_t *c = ud;
     if (c->rc != 0)
         return;
+    if (c->only_suffix != NULL) {
+        const char *k = tg_breaker_key(b);
+        size_t kl = strlen(k), sl = strlen(c->only_suffix);
+        if (kl < sl || strcmp(k + kl - sl, c->only_suffix) != 0)
+            return;
+    }
     if (c->n > 0)
         c->rc = tg_buf_append(c->out, ",", 1);
     if (c->rc == 0)
@@ -33,11 +45,17 @@ static void append_one(void *ud, tg_breaker_t *b)
     c->n++;
 }
 
-void tg_admin_breakers_list(h2o_req_t *req)
+static void breakers_list(tg_adm_ctx_t *ctx)
 {
+    h2o_req_t *req = ctx->req;
     tg_buf_t b;
     tg_buf_init(&b, LIST_MAX_BYTES);
     list_ctx_t c = {.out = &b, .now_ms = tg_now_ms()};
+    char suffix[40];
+    if (ctx->who.role == TG_ROLE_TENANT_ADMIN) {
+        snprintf(suffix, sizeof(suffix), "#byok:%lld", (long long)ctx->who.tenant_id);
+        c.only_suffix = suffix;
+    }
     c.rc = tg_buf_append_str(&b, "{\"data\":[");
     if (c.rc == 0)
         tg_breaker_foreach(append_one, &c);
@@ -67,3 +85,8 @@ void tg_admin_breaker_reset(h2o_req_t *req, const char *target)
     tg_http_send_json(req, 200, v);
     json_decref(v);
 }
+
+const tg_adm_route_t tg_adm_routes_breakers[] = {
+    {"GET", "/admin/v1/breakers", TG_ADM_READ, breakers_list, "breakers.list"},
+    {NULL, NULL, 0, NULL, NULL},
+};

@@ -229,8 +229,9 @@ static void bad_param(h2o_req_t *req, const char *param, const char *msg)
     tg_http_send_error(req, TG_EINVALID_REQUEST, msg, param, 0);
 }
 
-void tg_admin_events_list(h2o_req_t *req)
+static void events_list(tg_adm_ctx_t *c)
 {
+    h2o_req_t *req = c->req;
     char since_s[64], tenant_s[32], limit_s[16], cursor_s[96];
     int64_t since_ms = 0, tenant = 0, cur_at = 0, cur_id = 0, limit = LIMIT_DEFAULT;
     int has_since = tg_admin_query_param(req, "since", since_s, sizeof(since_s));
@@ -245,6 +246,16 @@ void tg_admin_events_list(h2o_req_t *req)
     if (has_tenant < 0 || (has_tenant > 0 && (parse_int64(tenant_s, &tenant) != 0 || tenant <= 0))) {
         bad_param(req, "tenant", "tenant must be a positive tenant id");
         return;
+    }
+    if (c->who.role == TG_ROLE_TENANT_ADMIN) {
+        /* a tenant admin sees its own tenant's events only; naming another tenant is the same
+         * 404 as a tenant that does not exist */
+        if (has_tenant > 0 && tenant != c->who.tenant_id) {
+            tg_http_send_error(req, TG_ENOT_FOUND, NULL, NULL, 0);
+            return;
+        }
+        has_tenant = 1;
+        tenant = c->who.tenant_id;
     }
     if (has_limit < 0 ||
         (has_limit > 0 && (parse_int64(limit_s, &limit) != 0 || limit < 1 || limit > LIMIT_MAX))) {
@@ -320,3 +331,8 @@ void tg_admin_events_list(h2o_req_t *req)
         tg_http_send_error(req, TG_EDB_UNAVAILABLE, NULL, NULL, 0);
     }
 }
+
+const tg_adm_route_t tg_adm_routes_events[] = {
+    {"GET", "/admin/v1/failover-events", TG_ADM_READ, events_list, "failover_events.list"},
+    {NULL, NULL, 0, NULL, NULL},
+};

@@ -48,17 +48,43 @@ PGresult *tg_mgmt_exec(PGconn *db, const char *sql, int n, const char *const *pa
     return NULL;
 }
 
+/*
+ * A management function called inside a transaction of its caller (the admin API, which writes the
+ * audit row in the same transaction: admin/README.md, "Audit") runs under a savepoint instead of
+ * BEGIN/COMMIT, so its COMMIT does not commit the caller's work and its rollback undoes only its
+ * own. One bit per open level says which form it took (a thread's connection is its own).
+ */
+static __thread unsigned tx_nested_bits, tx_depth;
+
 int tg_mgmt_begin(PGconn *db, tg_mgmt_err_t *err)
 {
     int rc;
-    PGresult *r = tg_mgmt_exec(db, "BEGIN", 0, NULL, "begin", &rc, err);
+    bool nested = PQtransactionStatus(db) == PQTRANS_INTRANS;
+    PGresult *r = tg_mgmt_exec(db, nested ? "SAVEPOINT tg_mgmt" : "BEGIN", 0, NULL, "begin", &rc, err);
     PQclear(r);
+    if (rc == 0 && tx_depth < 32) {
+        tx_nested_bits = (tx_nested_bits & ~(1u << tx_depth)) | ((unsigned)nested << tx_depth);
+        tx_depth++;
+    }
     return rc;
+}
+
+static bool pop_nested(void)
+{
+    if (tx_depth == 0)
+        return false;
+    tx_depth--;
+    return (tx_nested_bits >> tx_depth) & 1u;
 }
 
 int tg_mgmt_commit(PGconn *db, tg_mgmt_err_t *err)
 {
     int rc;
+    if (pop_nested()) {
+        PGresult *r = tg_mgmt_exec(db, "RELEASE SAVEPOINT tg_mgmt", 0, NULL, "commit", &rc, err);
+        PQclear(r);
+        return rc;
+    }
     PGresult *r = tg_mgmt_exec(db, "COMMIT", 0, NULL, "commit", &rc, err);
     /* a COMMIT that fails in a failed transaction answers ROLLBACK without an error status */
     if (r != NULL && strcmp(PQcmdStatus(r), "COMMIT") != 0)
@@ -69,6 +95,11 @@ int tg_mgmt_commit(PGconn *db, tg_mgmt_err_t *err)
 
 void tg_mgmt_rollback(PGconn *db)
 {
+    if (pop_nested()) {
+        PQclear(PQexec(db, "ROLLBACK TO SAVEPOINT tg_mgmt"));
+        PQclear(PQexec(db, "RELEASE SAVEPOINT tg_mgmt"));
+        return;
+    }
     PQclear(PQexec(db, "ROLLBACK"));
 }
 

@@ -330,9 +330,6 @@ static void parse_listen(vctx_t *v, const json_t *root, tg_config_t *c)
     if (admin != NULL) {
         if (!parse_hostport(admin, &c->admin_host, &c->admin_port))
             verr(v, "listen.admin: invalid address \"%.80s\" (want host:port)", admin);
-        else if (!is_loopback(c->admin_host))
-            /* the admin plane has no authentication yet (ARCHITECTURE.md) */
-            verr(v, "listen.admin: must be a loopback address until admin auth exists, got \"%.80s\"", admin);
     }
     if (data != NULL && admin != NULL && c->data_host != NULL && c->admin_host != NULL &&
         c->data_port == c->admin_port && strcmp(c->data_host, c->admin_host) == 0)
@@ -624,6 +621,61 @@ static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
         verr(v, "retention.queue_bytes: must hold at least two records (2 x max_record_bytes)");
 }
 
+/* admin_auth: the admin API's JWT keys (admin/README.md, "Auth"). Without a key the admin API has
+ * no authentication, so the admin listener must stay on loopback. */
+static void parse_admin_auth(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"issuer",
+                                       "audience",
+                                       "hs256_secret_file",
+                                       "es256_public_key_file",
+                                       "skew_s",
+                                       "threads",
+                                       "queue",
+                                       "job_timeout_ms",
+                                       NULL};
+    c->admin_auth.skew_s = 60;
+    c->admin_auth.threads = 2;
+    c->admin_auth.queue = 64;
+    c->admin_auth.job_timeout_ms = 10000;
+    json_t *a = get_obj(v, root, "", "admin_auth");
+    if (a != NULL) {
+        check_keys(v, a, "admin_auth", keys);
+        get_u32(v, a, "admin_auth", "skew_s", 0, 300, &c->admin_auth.skew_s);
+        get_u32(v, a, "admin_auth", "threads", 1, 64, &c->admin_auth.threads);
+        get_u32(v, a, "admin_auth", "queue", 1, 100000, &c->admin_auth.queue);
+        get_u32(v, a, "admin_auth", "job_timeout_ms", 100, 600000, &c->admin_auth.job_timeout_ms);
+        const char *iss = get_str(v, a, "admin_auth", "issuer", false);
+        const char *aud = get_str(v, a, "admin_auth", "audience", false);
+        if (iss == NULL || *iss == '\0' || aud == NULL || *aud == '\0')
+            verr(v, "admin_auth: issuer and audience are required (non-empty strings)");
+        c->admin_auth.issuer = iss != NULL ? xstrdup(iss) : NULL;
+        c->admin_auth.audience = aud != NULL ? xstrdup(aud) : NULL;
+        const char *hs = get_str(v, a, "admin_auth", "hs256_secret_file", false);
+        const char *es = get_str(v, a, "admin_auth", "es256_public_key_file", false);
+        if (hs != NULL) {
+            c->admin_auth.hs256_secret = secret_from_file(v, "admin_auth.hs256_secret_file", hs);
+            if (c->admin_auth.hs256_secret != NULL) {
+                c->admin_auth.hs256_len = strlen(c->admin_auth.hs256_secret);
+                if (c->admin_auth.hs256_len < 32)
+                    verr(v, "admin_auth.hs256_secret_file: the secret must be at least 32 bytes");
+            }
+        }
+        if (es != NULL) {
+            c->admin_auth.es256_public_key = secret_from_file(v, "admin_auth.es256_public_key_file", es);
+            if (c->admin_auth.es256_public_key != NULL &&
+                strstr(c->admin_auth.es256_public_key, "-----BEGIN PUBLIC KEY-----") == NULL)
+                verr(v, "admin_auth.es256_public_key_file: not a PEM public key (BEGIN PUBLIC KEY)");
+        }
+        if (hs == NULL && es == NULL)
+            verr(v, "admin_auth: give hs256_secret_file, es256_public_key_file or both");
+        c->admin_auth.enabled = true;
+    }
+    if (!c->admin_auth.enabled && c->admin_host != NULL && !is_loopback(c->admin_host))
+        verr(v, "listen.admin: must be a loopback address unless admin_auth is configured, got \"%.80s\"",
+             c->admin_host);
+}
+
 /* billing: the credit ledger's amounts (micro-credits; at most a billion credits) and lease life. */
 static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
 {
@@ -894,6 +946,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
                                        "models",
                                        "chains",
                                        "billing",
+                                       "admin_auth",
                                        NULL};
     tg_config_t *c = &cp->pub;
     check_keys(v, root, "", keys);
@@ -924,6 +977,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
     parse_secrets(v, root, c);
     parse_limits(v, root, c);
     parse_billing(v, root, c);
+    parse_admin_auth(v, root, c);
 
     c->timeouts =
         (tg_timeouts_t){.connect_ms = 3000, .first_byte_ms = 60000, .idle_ms = 30000, .total_ms = 600000};
@@ -1002,6 +1056,10 @@ static void config_free(tg_config_t *c)
     free(c->data_host);
     free(c->admin_host);
     free_secret(c->database_url);
+    free(c->admin_auth.issuer);
+    free(c->admin_auth.audience);
+    free_secret(c->admin_auth.hs256_secret);
+    free(c->admin_auth.es256_public_key);
     sodium_memzero(c->key_pepper, sizeof(c->key_pepper));
     tg_keyring_free(c->keyring);
     free(PRIV(c));

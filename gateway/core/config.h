@@ -27,6 +27,8 @@
  *   models.<name>: provider, upstream, context_window
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
  *   billing.{trial_credits, lease_credits, lease_ttl_ms}   the credit ledger (billing/README.md)
+ *   admin_auth.{issuer, audience, hs256_secret_file, es256_public_key_file, skew_s, threads,
+ *               queue, job_timeout_ms}   JWT bearer tokens of the admin API (admin/README.md)
  */
 #ifndef TG_CONFIG_H
 #define TG_CONFIG_H
@@ -146,6 +148,20 @@ typedef struct tg_config {
         int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
         uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */
     } billing;
+
+    /* admin_auth (admin/README.md, "Auth"): the admin API's JWT keys, each pinned to its algorithm.
+     * enabled when a key is configured; without it the admin listener stays on loopback. */
+    struct {
+        bool enabled;
+        char *issuer, *audience;
+        char *hs256_secret; /* secret (>= 32 bytes): HS256 only; never logged */
+        size_t hs256_len;
+        char *es256_public_key;  /* PEM: ES256 only */
+        uint32_t skew_s;         /* clock skew allowed on exp and nbf (60, at most 300) */
+        uint32_t threads;        /* admin job threads, each with its own connection (2) */
+        uint32_t queue;          /* admin jobs waiting at most; more are 503 (64) */
+        uint32_t job_timeout_ms; /* a job's deadline from its submission (10000) */
+    } admin_auth;
 
     tg_provider_cfg_t *providers;
     size_t n_providers;

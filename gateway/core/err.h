@@ -62,7 +62,10 @@
     X(-32, INSUFFICIENT_CREDITS, "insufficient_credits", 402, "insufficient_quota",                       \
       "the wallet does not hold enough credits for this request")                                         \
     X(-33, IDEMPOTENCY_MISMATCH, "idempotency_key_reused", 422, "invalid_request_error",                  \
-      "the idempotency key was already used with a different request")
+      "the idempotency key was already used with a different request")                               \
+    X(-34, PRECONDITION_FAILED, "precondition_failed", 412, "invalid_request_error",                      \
+      "the resource has changed since it was read (If-Match)")                                            \
+    X(-35, BUSY, "server_busy", 503, "service_unavailable", "the admin API is busy; retry later")
 /* clang-format on */
 
 typedef enum {

@@ -32,6 +32,7 @@ static const struct {
     {"policy", tg_cli_policy, "tollgate policy set -c FILE ..."},
     {"byok", tg_cli_byok_main, "tollgate byok set|delete|list -c FILE ..."},
     {"rotate-master-key", tg_cli_rotate_main, "tollgate rotate-master-key -c FILE [--batch N]"},
+    {"token", tg_cli_token, "tollgate token -c FILE --role ROLE [--tenant ID] [--ttl D]"},
 };
 
 void tg_cli_usage(FILE *f)

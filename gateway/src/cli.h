@@ -27,6 +27,7 @@ void tg_cli_usage(FILE *f);
 int tg_cli_tenants(int argc, char **argv); /* cli_tenants.c */
 int tg_cli_keys(int argc, char **argv);    /* cli_keys.c */
 int tg_cli_policy(int argc, char **argv);  /* cli_policy.c */
+int tg_cli_token(int argc, char **argv);   /* cli_token.c: an admin API token (admin/token.h) */
 
 /* For the subcommands' files (cli_*.c): */
 /** Loads the config, printing every error on stderr; NULL on failure. */

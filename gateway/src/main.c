@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "authn.h"
 #include "cli.h"
 #include "server.h"
 
@@ -41,7 +42,10 @@ static int serve(int argc, char **argv)
     if (tg_cli_check_schema(config) != 0)
         return 1;
     tg_server_set_admin_router(tg_admin_route);
-    return tg_server_run(config);
+    tg_server_set_metrics_guard(tg_admin_metrics_guard);
+    int rc = tg_server_run(config);
+    tg_adm_jobs_stop(); /* after the workers: no job is queued any more */
+    return rc;
 }
 
 int main(int argc, char **argv)

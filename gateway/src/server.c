@@ -87,6 +87,7 @@ static tg_worker_t *g_workers;
 static size_t g_nworkers;
 static atomic_bool g_draining;
 static tg_route_fn g_admin_router;
+static tg_route_fn g_metrics_guard; /* admin/authn.c: 0 serves /metrics, else it answered */
 static pthread_barrier_t g_start_barrier;
 /* Workers tear down their pools only once every worker has stopped serving: /readyz on one worker
  * reads the pools of all (all_pools_ready). */
@@ -100,6 +101,11 @@ bool tg_server_draining(void)
 void tg_server_set_admin_router(tg_route_fn fn)
 {
     g_admin_router = fn;
+}
+
+void tg_server_set_metrics_guard(tg_route_fn fn)
+{
+    g_metrics_guard = fn;
 }
 
 /* ---------------------------------------------------------------- request tracking */
@@ -279,6 +285,8 @@ static int on_admin_req(h2o_handler_t *self, h2o_req_t *req)
     if (route_probes(req))
         return 0;
     if (path_is(req, "/metrics")) {
+        if (g_metrics_guard != NULL && g_metrics_guard(req) != 0)
+            return 0;
         if (method_is(req, "GET") || method_is(req, "HEAD"))
             handle_metrics(req);
         else
@@ -442,8 +450,8 @@ static int open_listeners(const char *what, const char *host, uint16_t port, boo
     }
     if (loopback_only && !is_loopback(&ss)) {
         fprintf(stderr,
-                "listen.%s: \"%s\" is not a loopback address; the admin listener has no authentication yet "
-                "and must bind to 127.0.0.1 or ::1\n",
+                "listen.%s: \"%s\" is not a loopback address; without admin_auth the admin listener "
+                "must bind to 127.0.0.1 or ::1\n",
                 what, host);
         return -1;
     }
@@ -718,7 +726,8 @@ static int run(const char *config_path)
         tg_config_unref(cfg);
         return 1;
     }
-    if (open_listeners("admin", cfg->admin_host, cfg->admin_port, true, admin_fds, g_nworkers) != 0) {
+    if (open_listeners("admin", cfg->admin_host, cfg->admin_port, !cfg->admin_auth.enabled, admin_fds,
+                       g_nworkers) != 0) {
         for (size_t i = 0; i < g_nworkers; i++)
             close(data_fds[i]);
         tg_config_unref(cfg);

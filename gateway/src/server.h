@@ -25,5 +25,7 @@ int tg_server_run(const char *config_path);
 
 /** Admin routes are supplied by admin/ (main.c wires them) so the gateway does not depend on admin. */
 void tg_server_set_admin_router(tg_route_fn fn);
+/** /metrics on the admin listener asks fn first: 0 serves it, else fn has answered (admin/authn.h). */
+void tg_server_set_metrics_guard(tg_route_fn fn);
 
 #endif

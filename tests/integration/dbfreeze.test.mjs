@@ -225,7 +225,10 @@ test('PostgreSQL frozen: cached keys served, uncached 503 db_unavailable with Re
         const m = (await req(inst.adminUrl, 'GET', '/metrics')).text;
         assert.ok(metricValue(m, 'tollgate_db_jobs_failed_total', { reason: 'timeout' }) >= 1, 'the deadline is counted in /metrics');
         // The admin API's database reads take the same path; liveness does not depend on the database.
-        const ev = await fetch(`${inst.adminUrl}/admin/v1/failover-events?limit=1`, { signal: AbortSignal.timeout(30000) });
+        const ev = await fetch(`${inst.adminUrl}/admin/v1/failover-events?limit=1`, {
+            headers: { authorization: `Bearer ${inst.adminToken}` },
+            signal: AbortSignal.timeout(30000),
+        });
         const evBody = await ev.json();
         assert.equal(ev.status, 503, `failover events while frozen: ${JSON.stringify(evBody)}`);
         assert.equal(evBody.error.code, 'db_unavailable');

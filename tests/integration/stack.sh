@@ -101,6 +101,7 @@ render() {
     text=${text//@ADMIN_LISTEN@/"127.0.0.1:$admin_port"}
     text=${text//@DATABASE_URL@/"$db_url"}
     text=${text//@PEPPER_FILE@/"$state/pepper"}
+    text=${text//@ADMIN_SECRET_FILE@/"$state/admin-secret"}
     printf '%s\n' "$text" >"$2"
 }
 
@@ -149,12 +150,13 @@ start() {
     (
         umask 077
         od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/pepper"
+        od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/admin-secret"
     )
     template=$src/tests/integration/config.template.json
     [ -f "$template" ] || template=$src/tests/integration/config.fallback.json
     config=$state/tollgate.json
 
-    local attempt sim_pid gw_pid key
+    local attempt sim_pid gw_pid key admin_token
     for attempt in 1 2 3; do
         sim_port=$(free_port)
         data_port=$(free_port)
@@ -182,6 +184,12 @@ start() {
                 cat "$state/keys.log" >&2
                 die "tollgate keys create printed no key"
             }
+            # the admin API's operator token for the tests (lib/http.mjs admin())
+            admin_token=$("$gw_bin" token -c "$config" --role operator --ttl 24h --sub integration-stack \
+                2>"$state/token.log") || {
+                cat "$state/token.log" >&2
+                die "tollgate token failed"
+            }
         fi
 
         sim_pid=$(spawn sim "$sim_log" "$sim_bin" --listen "127.0.0.1:$sim_port")
@@ -207,6 +215,7 @@ TG_URL=http://127.0.0.1:$data_port
 TG_ADMIN_URL=http://127.0.0.1:$admin_port
 TG_SIM_URL=$sim_url
 TG_KEY=$key
+TG_ADMIN_TOKEN=$admin_token
 TG_DATABASE_URL=$db_url
 TG_CONFIG=$config
 TG_GATEWAY_PID=$gw_pid

@@ -34,14 +34,14 @@
 #include "server_harness.h"
 #include "upstream.h"
 
-/*
- * The admin API's pure parsers live in tg_admin, which unit tests do not link (tests/CMakeLists.txt
- * links tg_gateway only); compiling its sources into this test reaches them without a socket.
- */
-#include "../../admin/breakers.c"
-#include "../../admin/events.c"
-#include "../../admin/query.c"
-#include "../../admin/router.c"
+/* The admin API (tg_admin, which this test links: tests/CMakeLists.txt) with its tokens. */
+#include "admin.h"
+#include "authn.h"
+#include "query.h"
+#include "token.h"
+
+/* Sent as "Authorization: Bearer" by http_do when set (an operator token of the test's config). */
+static char *g_bearer;
 
 /* ---------------------------------------------------------------- error JSON */
 
@@ -565,11 +565,12 @@ static int http_do(uint16_t port, const char *method, const char *path, const ch
         close(fd);
         return -1;
     }
-    char req[512];
+    char req[8192];
     int n = snprintf(req, sizeof(req),
                      "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n",
-                     method, path, body_len);
+                     "%s%s%sContent-Length: %zu\r\n\r\n",
+                     method, path, g_bearer != NULL ? "Authorization: Bearer " : "",
+                     g_bearer != NULL ? g_bearer : "", g_bearer != NULL ? "\r\n" : "", body_len);
     assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
     if (body_len > 0)
         send(fd, body, body_len, MSG_NOSIGNAL); /* h2o may answer 413 and close before reading it all */
@@ -588,19 +589,22 @@ static int http_do(uint16_t port, const char *method, const char *path, const ch
     return 0;
 }
 
+static char g_secret_path[300];
+
 static void write_config(const char *path, uint16_t data, uint16_t admin, int n_models)
 {
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
             "{\"listen\":{\"data\":\"127.0.0.1:%u\",\"admin\":\"127.0.0.1:%u\"},\"workers\":2,\"log_level\":"
-            "\"info\","
+            "\"info\",\"admin_auth\":{\"issuer\":\"tg-test\",\"audience\":\"tg-admin\",\"hs256_secret_file\":"
+            "\"%s\"},"
             "\"database\":{\"url\":\"postgresql:///nodb?host=/nonexistent-tg-test&port=1\",\"pool_size\":1},"
             "\"secrets\":{\"key_pepper_env\":\"TG_TEST_PEPPER\"},\"limits\":{\"max_body_bytes\":1024},"
             "\"shutdown_grace_ms\":2000,"
             "\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:1/v1\"}},"
             "\"models\":{\"m1\":{\"provider\":\"p\",\"upstream\":\"m1\"}%s}}",
-            (unsigned)data, (unsigned)admin,
+            (unsigned)data, (unsigned)admin, g_secret_path,
             n_models > 1 ? ",\"m2\":{\"provider\":\"p\",\"upstream\":\"m2\"}" : "");
     fclose(f);
 }
@@ -623,6 +627,11 @@ static void test_server_lifecycle(void **state)
     snprintf(path, sizeof(path), "%s/tollgate.json", dir);
     setenv("TG_TEST_PEPPER", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", 1);
     uint16_t data = free_port(), admin = free_port();
+    snprintf(g_secret_path, sizeof(g_secret_path), "%s/admin.secret", dir);
+    FILE *sf = fopen(g_secret_path, "w");
+    assert_non_null(sf);
+    fputs("an-hs256-secret-of-at-least-32-bytes-for-the-test\n", sf);
+    fclose(sf);
     write_config(path, data, admin, 1);
 
     int logp[2];
@@ -631,6 +640,7 @@ static void test_server_lifecycle(void **state)
     tg_log_set_fd(logp[1]);
 
     tg_server_set_admin_router(tg_admin_route);
+    tg_server_set_metrics_guard(tg_admin_metrics_guard);
     server_thread_t st = {.path = path, .rc = -1};
     pthread_t tid;
     assert_int_equal(pthread_create(&tid, NULL, run_server, &st), 0);
@@ -672,6 +682,16 @@ static void test_server_lifecycle(void **state)
     assert_non_null(strstr(r.body, "tollgate_requests_total{route=\"/healthz\",status=\"200\"}"));
     assert_non_null(strstr(r.body, "\ntollgate_log_dropped_total "));
 
+    /* the admin API needs a token: none is 401, an operator's passes */
+    assert_int_equal(http_do(admin, "GET", "/admin/v1/breakers", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.body, "\"code\":\"unauthenticated\""));
+    {
+        tg_config_t *cfg = tg_config_acquire();
+        assert_int_equal(
+            tg_jwt_mint(cfg, "test-operator", TG_ROLE_OPERATOR, 0, 600, (int64_t)time(NULL), &g_bearer), 0);
+        tg_config_unref(cfg);
+    }
     assert_int_equal(http_do(admin, "GET", "/admin/v1/breakers", NULL, 0, &r), 0);
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body, "{\"data\":[", 9);
@@ -712,6 +732,9 @@ static void test_server_lifecycle(void **state)
     close(logp[0]);
     close(logp[1]);
     unlink(path);
+    unlink(g_secret_path);
+    free(g_bearer);
+    g_bearer = NULL;
     rmdir(dir);
 }
 

@@ -44,9 +44,12 @@ export function chat(body, opts = {}) {
     return gw('POST', '/v1/chat/completions', { ...opts, body });
 }
 
-/** A request to the admin listener. */
-export function admin(method, path, { body, headers = {} } = {}) {
+/** A request to the admin listener. token: the bearer token (default: the stack's operator token,
+ *  TG_ADMIN_TOKEN), null for none. */
+export function admin(method, path, { body, headers = {}, token } = {}) {
     const h = { ...headers };
+    const t = token === undefined ? stack().adminToken : token;
+    if (t !== null && t !== undefined && !h.authorization) h.authorization = `Bearer ${t}`;
     if (body !== undefined) h['content-type'] = 'application/json';
     return doFetch(stack().adminUrl + path, { method, headers: h, ...bodyInit(body) });
 }

@@ -4,7 +4,7 @@
 // file, ports, API key and logs, in a temp dir removed by stop().
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -119,6 +119,18 @@ export async function startSim({ threads = 1, args = [] } = {}) {
     return proc;
 }
 
+/* Admin URL of an instance -> its operator token (req() sends it when no key is given). */
+const adminTokens = new Map();
+
+/* Every instance's config gets admin_auth (a secret in the instance's directory) unless it has one:
+ * the admin API answers no request without a token. */
+function withAdminAuth(cfg, dir) {
+    if (!cfg || typeof cfg !== 'object' || cfg.admin_auth) return cfg;
+    const file = join(dir, 'admin-secret');
+    if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('hex'), { mode: 0o600 });
+    return { ...cfg, admin_auth: { issuer: 'tollgate-test', audience: 'tollgate-admin', hs256_secret_file: file } };
+}
+
 /**
  * The base config of an instance: the given providers, models and chains, the stack's database and
  * the instance's pepper file; `extra` overrides top-level fields.
@@ -166,7 +178,7 @@ export async function startInstance(make, { tenant = 'lifecycle-test', simThread
         simUrl: sim.url,
         gateway: null,
         writeConfig(cfg) {
-            writeFileSync(configPath, typeof cfg === 'string' ? cfg : JSON.stringify(cfg, null, 2) + '\n');
+            writeFileSync(configPath, typeof cfg === 'string' ? cfg : JSON.stringify(withAdminAuth(cfg, dir), null, 2) + '\n');
         },
         async stop() {
             if (this.gateway && this.gateway.exit === null) {
@@ -194,6 +206,13 @@ export async function startInstance(make, { tenant = 'lifecycle-test', simThread
             const m = await runCmd(S.gatewayBin, ['migrate', '-c', configPath]);
             assert.equal(m.code, 0, `tollgate migrate: ${m.stderr}`);
         }
+        if (inst.cfg && typeof inst.cfg === 'object' && !inst.adminToken) {
+            // an operator token of the instance's admin API: req() sends it to inst.adminUrl
+            const t = await runCmd(S.gatewayBin, ['token', '-c', configPath, '--role', 'operator', '--ttl', '24h', '--sub', 'integration-instance']);
+            assert.equal(t.code, 0, `tollgate token: ${t.stderr}`);
+            inst.adminToken = t.stdout.trim();
+        }
+        if (inst.adminToken) adminTokens.set(inst.adminUrl, inst.adminToken);
         if (createKey && !inst.key) {
             const k = await runCmd(S.gatewayBin, ['keys', 'create', '-c', configPath, '--tenant', tenant]);
             assert.equal(k.code, 0, `tollgate keys create: ${k.stderr}`);
@@ -235,6 +254,7 @@ export async function startInstance(make, { tenant = 'lifecycle-test', simThread
 export async function req(base, method, path, { body, key, headers = {}, signal } = {}) {
     const h = { ...headers };
     if (key) h.authorization = `Bearer ${key}`;
+    else if (key === undefined && adminTokens.has(base) && !h.authorization) h.authorization = `Bearer ${adminTokens.get(base)}`;
     if (body !== undefined) h['content-type'] = 'application/json';
     const res = await fetch(base + path, {
         method,

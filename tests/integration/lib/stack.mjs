@@ -20,12 +20,14 @@ function parseEnvFile(text) {
 function collectSecrets(env) {
     const secrets = [];
     if (env.TG_KEY) secrets.push({ name: 'tollgate API key', value: env.TG_KEY });
+    if (env.TG_ADMIN_TOKEN) secrets.push({ name: 'admin token', value: env.TG_ADMIN_TOKEN });
     // The test config uses the pepper file as the providers' key file too (see config.template.json),
     // so one value stands for both the pepper and the key the simulator receives.
     try {
         const cfg = JSON.parse(readFileSync(env.TG_CONFIG, 'utf8'));
         const files = new Set();
         if (cfg.secrets && cfg.secrets.key_pepper_file) files.add(cfg.secrets.key_pepper_file);
+        if (cfg.admin_auth && cfg.admin_auth.hs256_secret_file) files.add(cfg.admin_auth.hs256_secret_file);
         for (const p of Object.values(cfg.providers || {})) if (p.api_key_file) files.add(p.api_key_file);
         for (const f of files) {
             const v = readFileSync(f, 'utf8').trim();
@@ -56,6 +58,7 @@ export function stack() {
         adminUrl: env.TG_ADMIN_URL.replace(/\/$/, ''),
         simUrl: env.TG_SIM_URL.replace(/\/$/, ''),
         key: env.TG_KEY,
+        adminToken: env.TG_ADMIN_TOKEN, // an operator token of the admin API (stack.sh, `tollgate token`)
         databaseUrl: env.TG_DATABASE_URL,
         config: env.TG_CONFIG,
         gatewayPid: env.TG_GATEWAY_PID ? Number(env.TG_GATEWAY_PID) : 0,

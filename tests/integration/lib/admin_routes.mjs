@@ -1,0 +1,25 @@
+// Every admin API route of the server, for the matrices (isolation, bad input, OpenAPI): each with
+// its method, a path template ({id} a tenant id, {key_id} a key id, {provider} a provider name,
+// {target} a breaker key), its access (admin/api.h TG_ADM_*: read|write, operator-only, tenant-scoped)
+// and an example body of a valid request. Kept in step with the route tables of admin/*.c
+// (admin/router.c lists them); admin_core.test.mjs checks that every entry answers something other
+// than 404/405 for an operator.
+export const ROUTES = [
+    { name: 'breakers.list', method: 'GET', path: '/admin/v1/breakers', access: ['read'] },
+    { name: 'breakers.reset', method: 'POST', path: '/admin/v1/breakers/{target}/reset', access: ['write', 'operator'] },
+    { name: 'failover_events.list', method: 'GET', path: '/admin/v1/failover-events', access: ['read'] },
+    { name: 'tenants.create', method: 'POST', path: '/admin/v1/tenants', access: ['write', 'operator'], body: { name: 'example', zero_retention: false, initial_credits: 1000000 } },
+    { name: 'tenants.list', method: 'GET', path: '/admin/v1/tenants', access: ['read'] },
+    { name: 'tenants.get', method: 'GET', path: '/admin/v1/tenants/{id}', access: ['read', 'tenant'] },
+    { name: 'tenants.patch', method: 'PATCH', path: '/admin/v1/tenants/{id}', access: ['write', 'tenant'], body: { zero_retention: false } },
+    { name: 'tenants.suspend', method: 'POST', path: '/admin/v1/tenants/{id}/suspend', access: ['write', 'operator', 'tenant'] },
+    { name: 'tenants.resume', method: 'POST', path: '/admin/v1/tenants/{id}/resume', access: ['write', 'operator', 'tenant'] },
+];
+
+/** The path of a route with its parameters filled in: params = {id, key_id, provider, target}. */
+export function fill(route, params) {
+    return route.path.replace(/\{(\w+)\}/g, (_, k) => {
+        if (params[k] === undefined) throw new Error(`route ${route.name} needs ${k}`);
+        return encodeURIComponent(String(params[k]));
+    });
+}
