@@ -65,10 +65,11 @@ export class Checker {
     /**
      * Checks one answer of `method pattern` against the document. Returns a list of problems
      * (empty when it conforms), each a sentence naming the route.
-     * res: { status, headers: Headers|object, body: string }
+     * res: { status, headers: Headers|object, body or text: string }
      */
     check(method, pattern, res) {
         const where = `${method} ${pattern} -> ${res.status}`;
+        res = { ...res, body: res.body ?? res.text };
         const o = this.find(method, pattern);
         if (!o) return [`${method} ${pattern}: not in the OpenAPI document`];
         const responses = o.op.responses || {};
