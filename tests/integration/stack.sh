@@ -102,6 +102,7 @@ render() {
     text=${text//@DATABASE_URL@/"$db_url"}
     text=${text//@PEPPER_FILE@/"$state/pepper"}
     text=${text//@ADMIN_SECRET_FILE@/"$state/admin-secret"}
+    text=${text//@MASTER_KEY_FILE@/"$state/master-key"}
     printf '%s\n' "$text" >"$2"
 }
 
@@ -151,6 +152,7 @@ start() {
         umask 077
         od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/pepper"
         od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/admin-secret"
+        od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/master-key"
     )
     template=$src/tests/integration/config.template.json
     [ -f "$template" ] || template=$src/tests/integration/config.fallback.json

@@ -14,6 +14,18 @@ export const ROUTES = [
     { name: 'tenants.patch', method: 'PATCH', path: '/admin/v1/tenants/{id}', access: ['write', 'tenant'], body: { zero_retention: false } },
     { name: 'tenants.suspend', method: 'POST', path: '/admin/v1/tenants/{id}/suspend', access: ['write', 'operator', 'tenant'] },
     { name: 'tenants.resume', method: 'POST', path: '/admin/v1/tenants/{id}/resume', access: ['write', 'operator', 'tenant'] },
+    { name: 'keys.create', method: 'POST', path: '/admin/v1/tenants/{id}/keys', access: ['write', 'tenant'], body: { label: 'example', allowed_models: ['openai-chat'] } },
+    { name: 'keys.list', method: 'GET', path: '/admin/v1/tenants/{id}/keys', access: ['read', 'tenant'] },
+    { name: 'keys.get', method: 'GET', path: '/admin/v1/tenants/{id}/keys/{key_id}', access: ['read', 'tenant'] },
+    { name: 'keys.revoke', method: 'DELETE', path: '/admin/v1/tenants/{id}/keys/{key_id}', access: ['write', 'tenant'] },
+    { name: 'keys.rotate', method: 'POST', path: '/admin/v1/tenants/{id}/keys/{key_id}/rotate', access: ['write', 'tenant'], body: { grace_s: 3600 } },
+    { name: 'provider_keys.list', method: 'GET', path: '/admin/v1/tenants/{id}/provider-keys', access: ['read', 'tenant'] },
+    { name: 'provider_keys.get', method: 'GET', path: '/admin/v1/tenants/{id}/provider-keys/{provider}', access: ['read', 'tenant'] },
+    { name: 'provider_keys.put', method: 'PUT', path: '/admin/v1/tenants/{id}/provider-keys/{provider}', access: ['write', 'tenant'], body: { api_key: 'sk-example' } },
+    { name: 'provider_keys.delete', method: 'DELETE', path: '/admin/v1/tenants/{id}/provider-keys/{provider}', access: ['write', 'tenant'] },
+    { name: 'policy.get', method: 'GET', path: '/admin/v1/tenants/{id}/policy', access: ['read', 'tenant'] },
+    { name: 'policy.put', method: 'PUT', path: '/admin/v1/tenants/{id}/policy', access: ['write', 'tenant'], body: { max_tokens: 1024 } },
+    { name: 'audit.list', method: 'GET', path: '/admin/v1/audit', access: ['read', 'operator'] },
 ];
 
 /** The path of a route with its parameters filled in: params = {id, key_id, provider, target}. */

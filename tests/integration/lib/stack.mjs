@@ -28,6 +28,7 @@ function collectSecrets(env) {
         const files = new Set();
         if (cfg.secrets && cfg.secrets.key_pepper_file) files.add(cfg.secrets.key_pepper_file);
         if (cfg.admin_auth && cfg.admin_auth.hs256_secret_file) files.add(cfg.admin_auth.hs256_secret_file);
+        for (const mk of (cfg.secrets && cfg.secrets.master_keys) || []) files.add(mk.file);
         for (const p of Object.values(cfg.providers || {})) if (p.api_key_file) files.add(p.api_key_file);
         for (const f of files) {
             const v = readFileSync(f, 'utf8').trim();
