@@ -26,7 +26,7 @@
 static const tg_adm_route_t *const tables[] = {
     tg_adm_routes_breakers,      tg_adm_routes_events, tg_adm_routes_tenants, tg_adm_routes_keys,
     tg_adm_routes_provider_keys, tg_adm_routes_policy, tg_adm_routes_audit,
-    tg_adm_routes_openapi, /* openapi.c */
+    tg_adm_routes_openapi,
 };
 
 static bool method_is(const h2o_req_t *req, const char *m)

@@ -144,7 +144,7 @@ export function routes() {
     const router = readFileSync(join(ADMIN_DIR, 'router.c'), 'utf8');
     const listed = /tables\[\]\s*=\s*\{([^}]*)\}/.exec(router);
     assert.ok(listed, 'admin/router.c has its tables[]');
-    const names = listed[1].split(',').map((x) => x.trim()).filter(Boolean);
+    const names = listed[1].replace(/\/\*[\s\S]*?\*\//g, '').split(',').map((x) => x.trim()).filter(Boolean);
     const entry = /\{\s*"([A-Z]+)",\s*"([^"]+)",\s*([A-Z_| \n]+?),\s*\w+,\s*"([^"]+)"\s*\}/g;
     const parse = (text) => [...text.matchAll(entry)].map((m) => {
         const access = m[3].split('|').map((f) => FLAG[f.trim()]).filter(Boolean);
