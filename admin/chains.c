@@ -12,8 +12,8 @@
 #include "manage_db.h"
 
 /* The columns chain_of_row reads, of a tenant_chains row named c. */
-#define CHAIN_COLS                                                                                        \
-    "c.tenant_id, c.name, array_to_string(c.targets, E'\\n'), COALESCE(c.context_fallback, ''), "         \
+#define CHAIN_COLS                                                                                         \
+    "c.tenant_id, c.name, array_to_string(c.targets, E'\\n'), COALESCE(c.context_fallback, ''), "          \
     "COALESCE(c.request_first_byte_ms, 0), c.version, (extract(epoch FROM c.created_at) * 1000)::bigint, " \
     "(extract(epoch FROM c.updated_at) * 1000)::bigint"
 
@@ -136,19 +136,20 @@ int tg_chain_put(PGconn *db, const tg_config_t *catalog, int64_t tenant_id, cons
         snprintf(t, sizeof(t), "%" PRId64, id);
         snprintf(budget, sizeof(budget), "%" PRId64, in->request_first_byte_ms);
         snprintf(max, sizeof(max), "%d", TG_CHAINS_PER_TENANT);
-        const char *p[6] = {t,  in->name, lit, in->context_fallback, in->request_first_byte_ms > 0 ? budget : NULL,
-                            max};
+        const char *p[6] = {
+            t, in->name, lit, in->context_fallback, in->request_first_byte_ms > 0 ? budget : NULL, max};
         /* a new name past the bound inserts nothing (the tenant row is locked: no race) */
-        r = tg_mgmt_exec(db,
-                         "INSERT INTO tenant_chains AS c (tenant_id, name, targets, context_fallback, "
-                         "request_first_byte_ms) SELECT $1::bigint, $2, $3::text[], $4, $5::integer "
-                         "WHERE EXISTS (SELECT 1 FROM tenant_chains WHERE tenant_id = $1::bigint AND name = $2) "
-                         "OR (SELECT count(*) FROM tenant_chains WHERE tenant_id = $1::bigint) < $6::integer "
-                         "ON CONFLICT (tenant_id, name) DO UPDATE SET targets = EXCLUDED.targets, "
-                         "context_fallback = EXCLUDED.context_fallback, "
-                         "request_first_byte_ms = EXCLUDED.request_first_byte_ms, version = c.version + 1, "
-                         "updated_at = now() RETURNING " CHAIN_COLS ", xmax = 0",
-                         6, p, "store the chain", &rc, err);
+        r = tg_mgmt_exec(
+            db,
+            "INSERT INTO tenant_chains AS c (tenant_id, name, targets, context_fallback, "
+            "request_first_byte_ms) SELECT $1::bigint, $2, $3::text[], $4, $5::integer "
+            "WHERE EXISTS (SELECT 1 FROM tenant_chains WHERE tenant_id = $1::bigint AND name = $2) "
+            "OR (SELECT count(*) FROM tenant_chains WHERE tenant_id = $1::bigint) < $6::integer "
+            "ON CONFLICT (tenant_id, name) DO UPDATE SET targets = EXCLUDED.targets, "
+            "context_fallback = EXCLUDED.context_fallback, "
+            "request_first_byte_ms = EXCLUDED.request_first_byte_ms, version = c.version + 1, "
+            "updated_at = now() RETURNING " CHAIN_COLS ", xmax = 0",
+            6, p, "store the chain", &rc, err);
     }
     if (rc == 0 && PQntuples(r) != 1)
         rc = tg_mgmt_fail(err, TG_ECONFLICT, "the tenant has %d chains already, the most it may have",
@@ -165,7 +166,8 @@ int tg_chain_put(PGconn *db, const tg_config_t *catalog, int64_t tenant_id, cons
     return rc;
 }
 
-int tg_chain_get(PGconn *db, int64_t tenant_id, const char *name, bool lock, tg_chain_t *out, tg_mgmt_err_t *err)
+int tg_chain_get(PGconn *db, int64_t tenant_id, const char *name, bool lock, tg_chain_t *out,
+                 tg_mgmt_err_t *err)
 {
     if (!tg_chain_name_ok(name))
         return tg_mgmt_fail(err, TG_ENOT_FOUND, "no such chain");
@@ -173,12 +175,13 @@ int tg_chain_get(PGconn *db, int64_t tenant_id, const char *name, bool lock, tg_
     snprintf(t, sizeof(t), "%" PRId64, tenant_id);
     const char *p[2] = {t, name};
     int rc;
-    PGresult *r = tg_mgmt_exec(db,
-                               lock ? "SELECT " CHAIN_COLS " FROM tenant_chains c WHERE c.tenant_id = $1::bigint "
-                                      "AND c.name = $2 FOR UPDATE"
-                                    : "SELECT " CHAIN_COLS " FROM tenant_chains c WHERE c.tenant_id = $1::bigint "
-                                      "AND c.name = $2",
-                               2, p, "read the chain", &rc, err);
+    PGresult *r =
+        tg_mgmt_exec(db,
+                     lock ? "SELECT " CHAIN_COLS " FROM tenant_chains c WHERE c.tenant_id = $1::bigint "
+                            "AND c.name = $2 FOR UPDATE"
+                          : "SELECT " CHAIN_COLS " FROM tenant_chains c WHERE c.tenant_id = $1::bigint "
+                            "AND c.name = $2",
+                     2, p, "read the chain", &rc, err);
     if (r == NULL)
         return rc;
     if (PQntuples(r) != 1)
@@ -223,11 +226,12 @@ int tg_chain_list(PGconn *db, int64_t tenant_id, tg_chain_list_t *out, tg_mgmt_e
     const char *p[2] = {t, max};
     int rc;
     /* the tenant's row joined in, so that "no such tenant" differs from "no chains" in one statement */
-    PGresult *r = tg_mgmt_exec(db,
-                               "SELECT " CHAIN_COLS " FROM tenants x LEFT JOIN LATERAL (SELECT * FROM tenant_chains "
-                               "WHERE tenant_id = x.id ORDER BY name LIMIT $2::integer) c ON true "
-                               "WHERE x.id = $1::bigint ORDER BY c.name",
-                               2, p, "list the chains", &rc, err);
+    PGresult *r =
+        tg_mgmt_exec(db,
+                     "SELECT " CHAIN_COLS " FROM tenants x LEFT JOIN LATERAL (SELECT * FROM tenant_chains "
+                     "WHERE tenant_id = x.id ORDER BY name LIMIT $2::integer) c ON true "
+                     "WHERE x.id = $1::bigint ORDER BY c.name",
+                     2, p, "list the chains", &rc, err);
     if (r == NULL)
         return rc;
     int n = PQntuples(r);

@@ -23,11 +23,23 @@
 #define BREAKERS_PREFIX "/admin/v1/breakers/"
 #define RESET_SUFFIX    "/reset"
 
+/* one table a line, so that resources merge without touching each other's lines */
+/* clang-format off */
 static const tg_adm_route_t *const tables[] = {
-    tg_adm_routes_breakers,      tg_adm_routes_events, tg_adm_routes_tenants, tg_adm_routes_keys,
-    tg_adm_routes_provider_keys, tg_adm_routes_policy, tg_adm_routes_audit,
+    tg_adm_routes_breakers,
+    tg_adm_routes_events,
+    tg_adm_routes_tenants,
+    tg_adm_routes_keys,
+    tg_adm_routes_provider_keys,
+    tg_adm_routes_policy,
+    tg_adm_routes_audit,
+    tg_adm_routes_wallet,
+    tg_adm_routes_usage,
+    tg_adm_routes_catalog,
+    tg_adm_routes_chains,
     tg_adm_routes_openapi,
 };
+/* clang-format on */
 
 static bool method_is(const h2o_req_t *req, const char *m)
 {

@@ -7,14 +7,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TS(p) "(timestamptz 'epoch' + " p "::bigint * interval '1 microsecond')"
+#define TS(p)        "(timestamptz 'epoch' + " p "::bigint * interval '1 microsecond')"
 #define RFC3339(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 /* The columns of pricing.h, from a row `p` of prices. */
-#define PRICE_COLS                                                                                   \
-    "p.id, p.model, p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok, p.byok_fee, "      \
-    RFC3339("p.effective_from") ", " RFC3339("p.created_at") ", p.id = (SELECT q.id FROM prices q "  \
-    "WHERE q.model = p.model AND q.effective_from <= now() ORDER BY q.effective_from DESC LIMIT 1)"
+#define PRICE_COLS                                                                                          \
+    "p.id, p.model, p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok, p.byok_fee, " RFC3339(    \
+        "p.effective_from") ", " RFC3339("p.created_at") ", p.id = (SELECT q.id FROM prices q "             \
+                                                         "WHERE q.model = p.model AND q.effective_from <= " \
+                                                         "now() ORDER BY q.effective_from DESC LIMIT 1)"
 
 static int db_error(PGconn *db, const PGresult *res, const char *what, tg_error_t *err)
 {
@@ -45,8 +46,10 @@ int tg_price_check(const tg_config_t *catalog, const tg_price_change_t *in, tg_p
         bad(arg, "model", "model is not a model of the catalog (GET /admin/v1/models)");
         n++;
     }
-    static const char *const names[] = {"input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "byok_fee"};
-    const int64_t values[] = {in->input_per_mtok, in->output_per_mtok, in->cached_input_per_mtok, in->byok_fee};
+    static const char *const names[] = {"input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                                        "byok_fee"};
+    const int64_t values[] = {in->input_per_mtok, in->output_per_mtok, in->cached_input_per_mtok,
+                              in->byok_fee};
     for (size_t i = 0; i < 4; i++)
         if (!in_bounds(values[i])) {
             bad(arg, names[i], "must be an integer from 0 to 1000000000000 (micro-credits)");
@@ -74,16 +77,18 @@ int tg_price_create(PGconn *db, const tg_price_change_t *in, PGresult **res, tg_
     snprintf(v[4], sizeof(v[4]), "%" PRId64, in->effective_from_us);
     const char *params[6] = {in->model, v[0], v[1], v[2], v[3], in->effective_from_us > 0 ? v[4] : NULL};
     /* now() is the transaction's start: a change "from now" is in effect for the next request */
-    PGresult *r = PQexecParams(db,
-                               "WITH t AS (SELECT COALESCE(" TS("$6") ", now()) AS at), "
-                               "p AS (INSERT INTO prices (model, input_per_mtok, output_per_mtok, "
-                               "cached_input_per_mtok, byok_fee, effective_from) SELECT $1, $2::bigint, "
-                               "$3::bigint, $4::bigint, $5::bigint, t.at FROM t "
-                               "WHERE t.at >= now() - interval '60 seconds' RETURNING *) "
-                               "SELECT p.id, p.model, p.input_per_mtok, p.output_per_mtok, "
-                               "p.cached_input_per_mtok, p.byok_fee, " RFC3339("p.effective_from") ", " RFC3339(
-                                   "p.created_at") ", p.effective_from <= now() FROM p",
-                               6, NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(
+        db,
+        "WITH t AS (SELECT COALESCE(" TS(
+            "$6") ", now()) AS at), "
+                  "p AS (INSERT INTO prices (model, input_per_mtok, output_per_mtok, "
+                  "cached_input_per_mtok, byok_fee, effective_from) SELECT $1, $2::bigint, "
+                  "$3::bigint, $4::bigint, $5::bigint, t.at FROM t "
+                  "WHERE t.at >= now() - interval '60 seconds' RETURNING *) "
+                  "SELECT p.id, p.model, p.input_per_mtok, p.output_per_mtok, "
+                  "p.cached_input_per_mtok, p.byok_fee, " RFC3339("p.effective_from") ", " RFC3339(
+                      "p.created_at") ", p.effective_from <= now() FROM p",
+        6, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         int rc = db_error(db, r, "price create", err);
         PQclear(r);
@@ -98,7 +103,8 @@ int tg_price_create(PGconn *db, const tg_price_change_t *in, PGresult **res, tg_
     return 0;
 }
 
-int tg_price_list(PGconn *db, const char *model, int64_t after_id, size_t limit, PGresult **res, tg_error_t *err)
+int tg_price_list(PGconn *db, const char *model, int64_t after_id, size_t limit, PGresult **res,
+                  tg_error_t *err)
 {
     *res = NULL;
     if (limit == 0 || limit > TG_PRICE_PAGE_MAX || after_id < 0)

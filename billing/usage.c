@@ -20,26 +20,29 @@
 
 #define TS(p) "(timestamptz 'epoch' + " p "::bigint * interval '1 microsecond')"
 
-#define RECORDS_SQL                                                                                        \
+#define RECORDS_SQL                                                                                       \
     "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "                \
-    "(extract(epoch FROM created_at) * 1000000)::bigint, request_id, key_id, model, provider, byok, "      \
-    "status, COALESCE(error, ''), input_tokens, output_tokens, cached_tokens, estimated, cost, charged, "  \
-    "latency_ms, attempts FROM usage_records WHERE tenant_id = $1::bigint "                                \
-    "AND ($2::bigint IS NULL OR created_at >= " TS("$2") ") "                                              \
-    "AND ($3::bigint IS NULL OR created_at < " TS("$3") ") "                                               \
-    "AND ($4::bigint IS NULL OR key_id = $4::bigint) "                                                     \
-    "AND ($5::text IS NULL OR model = $5::text) "                                                          \
-    "AND ($6::text IS NULL OR provider = $6::text) "                                                       \
-    "AND ($7::smallint IS NULL OR status = $7::smallint) "                                                 \
-    "AND ($8::bigint IS NULL OR (created_at, request_id) > (" TS("$8") ", $9::text)) "                    \
-    "ORDER BY created_at, request_id LIMIT $10::int"
+    "(extract(epoch FROM created_at) * 1000000)::bigint, request_id, key_id, model, provider, byok, "     \
+    "status, COALESCE(error, ''), input_tokens, output_tokens, cached_tokens, estimated, cost, charged, " \
+    "latency_ms, attempts FROM usage_records WHERE tenant_id = $1::bigint "                               \
+    "AND ($2::bigint IS NULL OR created_at >= " TS(                                                       \
+        "$2") ") "                                                                                        \
+              "AND ($3::bigint IS NULL OR created_at < " TS(                                              \
+                  "$3") ") "                                                                              \
+                        "AND ($4::bigint IS NULL OR key_id = $4::bigint) "                                \
+                        "AND ($5::text IS NULL OR model = $5::text) "                                     \
+                        "AND ($6::text IS NULL OR provider = $6::text) "                                  \
+                        "AND ($7::smallint IS NULL OR status = $7::smallint) "                            \
+                        "AND ($8::bigint IS NULL OR (created_at, request_id) > (" TS(                     \
+                            "$8") ", $9::text)) "                                                         \
+                                  "ORDER BY created_at, request_id LIMIT $10::int"
 
-#define SUMMARY_SQL                                                                                   \
-    "SELECT day::text, model, requests, errors, input_tokens, output_tokens, cached_tokens, cost, "  \
-    "charged FROM usage_daily WHERE tenant_id = $1::bigint "                                          \
-    "AND ($2::date IS NULL OR day >= $2::date) AND ($3::date IS NULL OR day <= $3::date) "            \
-    "AND ($4::text IS NULL OR model = $4::text) "                                                     \
-    "AND ($5::date IS NULL OR (day, model) > ($5::date, $6::text)) "                                  \
+#define SUMMARY_SQL                                                                                 \
+    "SELECT day::text, model, requests, errors, input_tokens, output_tokens, cached_tokens, cost, " \
+    "charged FROM usage_daily WHERE tenant_id = $1::bigint "                                        \
+    "AND ($2::date IS NULL OR day >= $2::date) AND ($3::date IS NULL OR day <= $3::date) "          \
+    "AND ($4::text IS NULL OR model = $4::text) "                                                   \
+    "AND ($5::date IS NULL OR (day, model) > ($5::date, $6::text)) "                                \
     "ORDER BY day, model LIMIT $7::int"
 
 /* A failed statement: a lost connection is TG_EDB_UNAVAILABLE, anything else TG_EINTERNAL; the
@@ -106,7 +109,8 @@ int tg_usage_cursor_encode(const tg_usage_pos_t *pos, char *out, size_t cap)
     if (n <= 0 || (size_t)n >= sizeof(raw) ||
         sodium_base64_ENCODED_LEN((size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > cap)
         return -1;
-    sodium_bin2base64(out, cap, (const unsigned char *)raw, (size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_bin2base64(out, cap, (const unsigned char *)raw, (size_t)n,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     return 0;
 }
 
@@ -141,9 +145,9 @@ int tg_usage_cursor_decode(const char *s, tg_usage_pos_t *pos)
 }
 
 static const char *const CSV_COLUMNS[TG_USAGE_COLS] = {
-    "created_at", NULL,  "request_id", "key_id",        "model",         "provider",
-    "byok",       "status", "error",   "input_tokens",  "output_tokens", "cached_tokens",
-    "estimated",  "cost",   "charged", "latency_ms",    "attempts",
+    "created_at", NULL,     "request_id", "key_id",       "model",         "provider",
+    "byok",       "status", "error",      "input_tokens", "output_tokens", "cached_tokens",
+    "estimated",  "cost",   "charged",    "latency_ms",   "attempts",
 };
 
 int tg_usage_csv_header(tg_buf_t *b)

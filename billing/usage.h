@@ -24,7 +24,7 @@
 #define TG_USAGE_BATCH_MAX      5000 /* records per export batch */
 #define TG_USAGE_NAME_MAX       200  /* a model or provider filter (the schema's bound) */
 #define TG_USAGE_REQUEST_ID_MAX 64
-#define TG_USAGE_CURSOR_MAX     128 /* bytes of an encoded cursor, NUL included */
+#define TG_USAGE_CURSOR_MAX     128  /* bytes of an encoded cursor, NUL included */
 #define TG_USAGE_SUMMARY_MAX    1000 /* (day, model) rows per summary page */
 
 /** Which records: every bound is optional (0 or "" = none). Times are unix microseconds, `since`
@@ -47,22 +47,22 @@ typedef struct tg_usage_pos {
 
 /* Columns of a records result, in order (tg_usage_records). */
 enum {
-    TG_USAGE_COL_AT = 0,   /* RFC 3339 UTC with microseconds */
-    TG_USAGE_COL_AT_US,    /* unix microseconds (the cursor) */
-    TG_USAGE_COL_REQUEST,  /* request id */
-    TG_USAGE_COL_KEY,      /* key id, "" when none */
+    TG_USAGE_COL_AT = 0,  /* RFC 3339 UTC with microseconds */
+    TG_USAGE_COL_AT_US,   /* unix microseconds (the cursor) */
+    TG_USAGE_COL_REQUEST, /* request id */
+    TG_USAGE_COL_KEY,     /* key id, "" when none */
     TG_USAGE_COL_MODEL,
     TG_USAGE_COL_PROVIDER,
-    TG_USAGE_COL_BYOK,     /* t / f */
+    TG_USAGE_COL_BYOK, /* t / f */
     TG_USAGE_COL_STATUS,
-    TG_USAGE_COL_ERROR,    /* "" when none */
+    TG_USAGE_COL_ERROR, /* "" when none */
     TG_USAGE_COL_INPUT,
     TG_USAGE_COL_OUTPUT,
     TG_USAGE_COL_CACHED,
     TG_USAGE_COL_ESTIMATED, /* t / f */
     TG_USAGE_COL_COST,
     TG_USAGE_COL_CHARGED,
-    TG_USAGE_COL_LATENCY, /* "" when unknown */
+    TG_USAGE_COL_LATENCY,  /* "" when unknown */
     TG_USAGE_COL_ATTEMPTS, /* "" when unknown */
     TG_USAGE_COLS
 };

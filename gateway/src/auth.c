@@ -50,7 +50,7 @@
     "COALESCE(k.key_tpm, 0), COALESCE((SELECT string_agg(c.provider || E'\\n', '' ORDER BY c.provider) "     \
     "FROM provider_credentials c WHERE c.tenant_id = k.tenant_id), '') "                                     \
     ", " TG_TCHAINS_JSON_SQL("k.tenant_id") " "                                                              \
-    "FROM k JOIN tenants t ON t.id = k.tenant_id"
+                                            "FROM k JOIN tenants t ON t.id = k.tenant_id"
 #define TG_KEY_COLUMNS 16
 
 typedef struct entry {
@@ -220,7 +220,7 @@ bool tg_auth_cache_put_gen(const uint8_t hash[32], const tg_principal_t *p, uint
 
 void tg_auth_cache_clear(void)
 {
-    tg_credcache_clear(); /* the tenants' sealed BYOK keys go with their principals (credcache.h) */
+    tg_credcache_clear();     /* the tenants' sealed BYOK keys go with their principals (credcache.h) */
     tg_tchains_cache_clear(); /* and so do their chains (tchains.h) */
     for (size_t i = 0; i < SHARDS; i++) {
         pthread_mutex_lock(&g_shards[i].mu);

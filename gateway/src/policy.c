@@ -129,7 +129,9 @@ int tg_stage_policy(void *call)
     char param[128] = "";
     tg_error_t err = {0};
     /* a name that may be a chain of the tenant's own is checked in ROUTE, once the chains are read */
-    rc = tg_tchains_defer_policy(c) ? 0 : tg_policy_check_models(pol, c->cfg, c->body, param, sizeof(param), &err);
+    rc = tg_tchains_defer_policy(c)
+             ? 0
+             : tg_policy_check_models(pol, c->cfg, c->body, param, sizeof(param), &err);
     if (rc == 0)
         rc = tg_policy_check_max_tokens(pol, c->body, &c->policy_capped, param, sizeof(param), &err);
     if (rc != 0) {

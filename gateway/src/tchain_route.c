@@ -51,7 +51,8 @@ static void on_rows(void *arg, const PGresult *res, const char *errmsg)
     int rc = TG_EDB_UNAVAILABLE;
     if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 1) {
         tg_tchains_t *t = NULL;
-        rc = tg_tchains_parse(c->principal.tenant_id, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), &t);
+        rc = tg_tchains_parse(c->principal.tenant_id, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0),
+                              &t);
         if (rc == 0) {
             TG_IGNORE_RESULT(tg_tchains_cache_put(t, tg_now_ms() + c->cfg->key_cache_ttl_ms, f->gen));
             tg_tchains_unref(c->tchains);
@@ -88,7 +89,8 @@ static int fetch(tg_call_t *c)
     snprintf(tid, sizeof(tid), "%lld", (long long)c->principal.tenant_id);
     const char *params[1] = {tid};
     tg_call_ref(c); /* held by the query until on_rows */
-    if (tg_pgpool_query(c->worker->pg, "SELECT " TG_TCHAINS_JSON_SQL("$1::bigint"), 1, params, on_rows, f) != 0) {
+    if (tg_pgpool_query(c->worker->pg, "SELECT " TG_TCHAINS_JSON_SQL("$1::bigint"), 1, params, on_rows, f) !=
+        0) {
         tg_call_unref(c);
         free(f);
         return TG_EDB_UNAVAILABLE;
@@ -112,7 +114,8 @@ static const tg_model_cfg_t *model_of(tg_call_t *c, const char *chain, const cha
     const tg_model_cfg_t *m = tg_config_find_model(c->cfg, name);
     if (m == NULL)
         TG_LOG(TG_LOG_WARN, "tenant_chain_model_missing", TG_KV_STR("request_id", c->request_id),
-               TG_KV_INT("tenant_id", c->principal.tenant_id), TG_KV_STR("chain", chain), TG_KV_STR("model", name));
+               TG_KV_INT("tenant_id", c->principal.tenant_id), TG_KV_STR("chain", chain),
+               TG_KV_STR("model", name));
     return m;
 }
 
@@ -159,7 +162,8 @@ int tg_tchains_route(tg_call_t *c)
     }
     if (r->n_targets == 0) {
         char msg[300];
-        snprintf(msg, sizeof(msg), "chain \"%.*s\" names no model of the current catalog", NAME_SHOWN, ch->name);
+        snprintf(msg, sizeof(msg), "chain \"%.*s\" names no model of the current catalog", NAME_SHOWN,
+                 ch->name);
         tg_call_set_error(c, msg, "model");
         return TG_EMODEL_NOT_FOUND;
     }

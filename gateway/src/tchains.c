@@ -26,7 +26,8 @@ static bool entry_shape(const json_t *e)
     size_t i;
     const json_t *t;
     json_array_foreach(targets, i, t) if (!json_is_string(t)) return false;
-    return !json_is_integer(budget) || (json_integer_value(budget) > 0 && json_integer_value(budget) <= 86400000);
+    return !json_is_integer(budget) ||
+           (json_integer_value(budget) > 0 && json_integer_value(budget) <= 86400000);
 }
 
 static char *put_str(char **arena, const char *s)
@@ -84,7 +85,8 @@ int tg_tchains_parse(int64_t tenant_id, const char *json, size_t len, tg_tchains
     json_array_foreach(root, i, e)
     {
         tg_tchain_t *c = &s->chains[i];
-        const json_t *targets = json_array_get(e, 1), *fb = json_array_get(e, 2), *budget = json_array_get(e, 3);
+        const json_t *targets = json_array_get(e, 1), *fb = json_array_get(e, 2),
+                     *budget = json_array_get(e, 3);
         c->name = put_str(&arena, json_string_value(json_array_get(e, 0)));
         c->targets = ptr;
         c->n_targets = json_array_size(targets);

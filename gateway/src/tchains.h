@@ -29,16 +29,16 @@
 
 #include "err.h"
 
-#define TG_TCHAINS_SLOTS     1024
-#define TG_TCHAINS_BYTES     (16u << 20)
-#define TG_TCHAINS_JSON_MAX  (512u << 10) /* the chains column of one tenant, at most */
-#define TG_TCHAINS_PER_TENANT 100         /* admin/chains.h's bound */
+#define TG_TCHAINS_SLOTS      1024
+#define TG_TCHAINS_BYTES      (16u << 20)
+#define TG_TCHAINS_JSON_MAX   (512u << 10) /* the chains column of one tenant, at most */
+#define TG_TCHAINS_PER_TENANT 100          /* admin/chains.h's bound */
 
 typedef struct tg_tchain {
     const char *name;
     size_t n_targets;
-    const char **targets;          /* model names */
-    const char *context_fallback;  /* NULL: none */
+    const char **targets;           /* model names */
+    const char *context_fallback;   /* NULL: none */
     uint32_t request_first_byte_ms; /* 0: the config's top-level budget */
 } tg_tchain_t;
 
@@ -52,8 +52,8 @@ typedef struct tg_tchains {
 
 /* The SQL expression of the tenant's chains as one JSON text (NULL when it has none), given the
  * tenant id expression `t`: [[name, [targets...], context_fallback|null, budget|null], ...]. */
-#define TG_TCHAINS_JSON_SQL(t)                                                                         \
-    "(SELECT json_agg(json_build_array(tc.name, tc.targets, tc.context_fallback, "                     \
+#define TG_TCHAINS_JSON_SQL(t)                                                     \
+    "(SELECT json_agg(json_build_array(tc.name, tc.targets, tc.context_fallback, " \
     "tc.request_first_byte_ms) ORDER BY tc.name)::text FROM tenant_chains tc WHERE tc.tenant_id = " t ")"
 
 /** Builds a snapshot from the JSON text above ("" or NULL: no chains). *out has refcnt 1.

@@ -39,7 +39,7 @@ function makeConfig(pepperFile) {
             ...ctx,
             pepperFile: pepperFile || ctx.pepperFile,
             providers: { sim: { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile } },
-            models: Object.fromEntries(MODELS.map((m, i) => [m, { provider: 'sim', upstream: m, context_window: 8000 * (i + 1) }])),
+            models: Object.fromEntries(MODELS.map((m, i) => [m, { provider: 'sim', upstream: m, context_window: 8000 * (i + 1), max_output_tokens: 1000 + i }])),
             chains: { shared: { targets: ['mo-a'] } },
             // dumpable, so that the test may reset and read the peak RSS (/proc/PID/clear_refs)
             extra: { log_level: 'info', retention: { allow_core_dumps: true } },
@@ -180,7 +180,7 @@ async function seedUsage(t, n, { k1 = 0, k2 = 0, at = null, fat = false } = {}) 
         output_tokens, cached_tokens, price_input, price_output, price_cached, billed, cost, charged, latency_ms,
         attempts, status, error)
       SELECT ${t}, 'req_' || lpad(i::text, 9, '0') || ${fat ? "repeat('r', 44)" : "''"}, ${when},
-             CASE i % 3 WHEN 0 THEN ${k1 || 'NULL'} WHEN 1 THEN ${k2 || 'NULL'} ELSE NULL END,
+             CASE i % 3 WHEN 0 THEN ${k1 || 'NULL'} WHEN 1 THEN ${k2 || 'NULL'} ELSE NULL END::bigint,
              (ARRAY['mo-a','mo-b','mo-c'])[1 + (i / 7) % 3], CASE WHEN i % 5 = 0 THEN 'sim-2' ELSE 'sim' END,
              inp, outp, 0, 1000000, 2000000, 500000, true, tollgate_cost(inp, 0, outp, 1000000, 500000, 2000000, false, 0),
              0, 100 + i % 900, 1, (ARRAY[200, 200, 429, 500])[1 + i % 4],
@@ -333,6 +333,7 @@ test('models and prices: the catalog with the price in effect; a change with an 
         assert.ok(byId[name], name);
         assert.equal(byId[name].provider, 'sim');
         assert.equal(byId[name].context_window, 8000 * (i + 1));
+        assert.equal(byId[name].max_output_tokens, 1000 + i);
     }
     const model = 'mo-c';
     const now = await adm('POST', '/admin/v1/prices', { body: { model, input_per_mtok: 1500000, output_per_mtok: 6000000 } });
@@ -431,4 +432,43 @@ test('chains: validated against the catalog; the tenant chain first; a change us
         ['chains.create', 'integration-instance', 'f', 't'],
         ['chains.delete', 'integration-instance', 't', 'f'],
     ]);
+});
+
+// ------------------------------------------------------------------------------------------ roles
+
+test('roles: a tenant admin reads its own money and chains only, never tops up or prices; an auditor only reads', async () => {
+    const t = await newTenant('roles');
+    const u = await newTenant('roles-other');
+    const token = async (...args) => {
+        const r = await runCmd(stack().gatewayBin, ['token', '-c', A.configPath, '--ttl', '1h', ...args], { timeoutMs: 30000 });
+        assert.equal(r.code, 0, r.stderr);
+        return r.stdout.trim();
+    };
+    const mine = await token('--role', 'tenant_admin', '--tenant', String(t), '--sub', 'roles-admin');
+    const auditor = await token('--role', 'auditor', '--sub', 'roles-auditor');
+    const as = (tok, method, path, body, headers = {}) =>
+        req(A.adminUrl, method, path, { body, headers: { ...headers, authorization: `Bearer ${tok}` }, signal: AbortSignal.timeout(10000) });
+    const reads = ['wallet', 'wallet/ledger', 'usage', 'usage/summary', 'chains'];
+    for (const p of reads) {
+        assert.equal((await as(mine, 'GET', `/admin/v1/tenants/${t}/${p}`)).status, 200, `own ${p}`);
+        const other = await as(mine, 'GET', `/admin/v1/tenants/${u}/${p}`);
+        assert.equal(other.status, 404, `another tenant's ${p} is a 404: ${other.text}`);
+        assert.equal((await as(auditor, 'GET', `/admin/v1/tenants/${u}/${p}`)).status, 200, `auditor reads ${p}`);
+    }
+    const csv = await as(mine, 'GET', `/admin/v1/tenants/${u}/usage`, undefined, { accept: 'text/csv' });
+    assert.equal(csv.status, 404, 'nor its CSV');
+    // money and prices are the operator's
+    const top = await as(mine, 'POST', `/admin/v1/tenants/${t}/wallet/top-ups`, { amount: 1 }, { 'idempotency-key': 'roles' });
+    assert.equal(top.status, 403, top.text);
+    assert.equal((await as(mine, 'POST', '/admin/v1/prices', { model: 'mo-a', input_per_mtok: 1, output_per_mtok: 1 })).status, 403);
+    assert.equal((await as(mine, 'GET', '/admin/v1/prices')).status, 403);
+    assert.equal((await as(mine, 'GET', '/admin/v1/models')).status, 200);
+    // a tenant admin manages its own chains; an auditor writes nothing
+    assert.equal((await as(mine, 'PUT', `/admin/v1/tenants/${t}/chains/own`, { targets: ['mo-a'] })).status, 201);
+    assert.equal((await as(mine, 'PUT', `/admin/v1/tenants/${u}/chains/own`, { targets: ['mo-a'] })).status, 404);
+    assert.equal((await as(auditor, 'PUT', `/admin/v1/tenants/${t}/chains/own`, { targets: ['mo-b'] })).status, 403);
+    assert.equal((await as(auditor, 'POST', `/admin/v1/tenants/${t}/wallet/top-ups`, { amount: 1 }, { 'idempotency-key': 'roles' })).status, 403);
+    assert.equal((await as(auditor, 'GET', '/admin/v1/prices')).status, 200);
+    assert.deepEqual(await psql(`SELECT count(*) FROM tenant_chains WHERE tenant_id = ${u}`), [['0']]);
+    assert.deepEqual(await psql(`SELECT actor, role FROM admin_audit WHERE tenant_id = ${t} AND action = 'chains.create'`), [['roles-admin', 'tenant_admin']]);
 });

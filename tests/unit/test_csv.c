@@ -44,7 +44,8 @@ static void csv_escaping(void **state)
     assert_string_equal(field("-2"), "'-2");
     assert_string_equal(field("@SUM(A1)"), "'@SUM(A1)");
     assert_string_equal(field("\tx"), "'\tx");
-    assert_string_equal(field("=HYPERLINK(\"http://x\",\"y\")"), "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"");
+    assert_string_equal(field("=HYPERLINK(\"http://x\",\"y\")"),
+                        "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"");
     assert_string_equal(field("=a,b"), "\"'=a,b\"");
     assert_string_equal(field("a=b"), "a=b"); /* only a leading one */
     assert_true(tg_csv_formula_lead('='));
@@ -138,11 +139,11 @@ static void usage_cursor(void **state)
     assert_string_equal(q.request_id, p.request_id);
     /* refused: not base64url, no dot, no id, a negative time, a control character */
     assert_int_equal(tg_usage_cursor_decode("!!!", &q), -1);
-    assert_int_equal(tg_usage_cursor_decode("MTIz", &q), -1);     /* "123" */
-    assert_int_equal(tg_usage_cursor_decode("MTIzLg", &q), -1);   /* "123." */
-    assert_int_equal(tg_usage_cursor_decode("LTEuYQ", &q), -1);   /* "-1.a" */
-    assert_int_equal(tg_usage_cursor_decode("MS4KYQ", &q), -1);   /* "1.\na" */
-    assert_int_equal(tg_usage_cursor_decode("MS5h", &q), 0);      /* "1.a" */
+    assert_int_equal(tg_usage_cursor_decode("MTIz", &q), -1);   /* "123" */
+    assert_int_equal(tg_usage_cursor_decode("MTIzLg", &q), -1); /* "123." */
+    assert_int_equal(tg_usage_cursor_decode("LTEuYQ", &q), -1); /* "-1.a" */
+    assert_int_equal(tg_usage_cursor_decode("MS4KYQ", &q), -1); /* "1.\na" */
+    assert_int_equal(tg_usage_cursor_decode("MS5h", &q), 0);    /* "1.a" */
     assert_int_equal(q.at_us, 1);
 
     assert_true(tg_usage_valid_day("2024-02-29"));

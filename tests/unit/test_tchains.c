@@ -131,13 +131,13 @@ static void snapshot_parse(void **state)
     tg_tchains_unref(t);
 
     static const char *const bad[] = {
-        "{}",                                 /* not an array */
-        "[[\"a\", [], null, null]]",          /* no target */
-        "[[\"a\", [1], null, null]]",         /* a target not a string */
-        "[[\"a\", [\"x\"], 3, null]]",        /* fallback not a string */
-        "[[\"a\", [\"x\"], null, -1]]",       /* budget out of range */
-        "[[\"a\", [\"x\"], null]]",           /* short */
-        "[[\"a\", [\"x\"], null, null]",      /* not JSON */
+        "{}",                            /* not an array */
+        "[[\"a\", [], null, null]]",     /* no target */
+        "[[\"a\", [1], null, null]]",    /* a target not a string */
+        "[[\"a\", [\"x\"], 3, null]]",   /* fallback not a string */
+        "[[\"a\", [\"x\"], null, -1]]",  /* budget out of range */
+        "[[\"a\", [\"x\"], null]]",      /* short */
+        "[[\"a\", [\"x\"], null, null]", /* not JSON */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         t = NULL;
