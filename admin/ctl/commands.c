@@ -464,13 +464,14 @@ static int usage_list(const ctl_t *c, const ctl_cmd_t *self, int argc, char **ar
 
 static int usage_summary(const ctl_t *c, const ctl_cmd_t *self, int argc, char **argv)
 {
-    static const char *const opts[] = {"from", "to", NULL};
+    static const char *const opts[] = {"from", "to", "model", NULL};
     PARSE(opts, 1, 1);
     char path[PATH_CAP];
-    if (ctl_path(path, sizeof(path), "/admin/v1/tenants/%s/usage/summary", a.pos[0]) != 0 ||
-        ctl_query_add(path, sizeof(path), "from", ctl_arg(&a, "from")) != 0 ||
-        ctl_query_add(path, sizeof(path), "to", ctl_arg(&a, "to")) != 0)
+    if (ctl_path(path, sizeof(path), "/admin/v1/tenants/%s/usage/summary", a.pos[0]) != 0)
         return too_long();
+    for (int i = 0; opts[i]; i++)
+        if (ctl_query_add(path, sizeof(path), opts[i], ctl_arg(&a, opts[i])) != 0)
+            return too_long();
     return get_and_print(c, path, NULL);
 }
 
@@ -531,11 +532,13 @@ const ctl_cmd_t ctl_commands[] = {
     {"wallet", "ledger", "tollgatectl wallet ledger TENANT [--limit N] [--cursor C]",
      "Lists the wallet's ledger entries, a page at a time.", wallet_ledger},
     {"usage", "list",
-     "tollgatectl usage list TENANT [--from T] [--to T] [--key ID] [--model M] [--provider P]\n"
+     "tollgatectl usage list TENANT [--since T] [--until T] [--key ID] [--model M] [--provider P]\n"
      "                             [--status S] [--limit N] [--cursor C] [--csv]",
-     "Lists usage records. --csv streams the whole export (every page) as CSV to stdout.", usage_list},
-    {"usage", "summary", "tollgatectl usage summary TENANT [--from T] [--to T]",
-     "Per day and model: requests, tokens, cost.", usage_summary},
+     "Lists usage records (T: RFC 3339 or unix milliseconds; S: an HTTP status). --csv streams the whole\n"
+     "export (every matching record) as CSV to stdout.",
+     usage_list},
+    {"usage", "summary", "tollgatectl usage summary TENANT [--from DAY] [--to DAY] [--model M]",
+     "Per day and model: requests, errors, tokens, cost, charged (DAY: YYYY-MM-DD).", usage_summary},
     {"events", NULL, "tollgatectl events [--tenant ID] [--since T] [--limit N] [--cursor C]",
      "Lists failover events, oldest first (T: RFC 3339 or unix milliseconds).", events_list},
 };

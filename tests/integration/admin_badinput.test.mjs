@@ -10,6 +10,8 @@ import { Checker } from './lib/openapi.mjs';
 import { counts, fill, isWrite, makeTenant, op, routes, sampleBody, sampleHeaders } from './lib/adminapi.mjs';
 
 const LONG = 'a'.repeat(5000);
+/* odd segments for any parameter; the numeric ones only for ids ({id}, {key_id}): "abc" or "-1" is
+ * a valid chain or provider name */
 const SEGMENTS = {
     dotdot: '..',
     dot: '.',
@@ -78,7 +80,9 @@ function badBodies(sample, schema = {}) {
 
 const QUERIES = ['limit=-1', 'limit=0', 'limit=abc', 'limit=1001', 'limit=99999999999999999999', 'cursor=%ff%fe',
     'cursor=..', "cursor=1'%20OR%201=1", 'cursor=' + 'A'.repeat(5000), 'from=yesterday', 'to=%00', 'since=never',
-    'tenant=-1', 'tenant=abc'];
+    'tenant=-1', 'tenant=abc', 'since=yesterday', 'until=%00', 'since=2026-13-45T00:00:00Z', 'key=abc', 'key=-1',
+    'status=abc', 'status=999', 'model=' + 'm'.repeat(5000), 'from=2026-02-30', 'to=nope'];
+const ID_ONLY = new Set(['non_numeric', 'negative', 'zero', 'leading_zero', 'int64_overflow', 'huge', 'float']);
 
 function judge(failures, r, kase, res) {
     const where = `${r.method} ${r.pattern} [${kase}]`;
@@ -99,6 +103,7 @@ test('bad input on every route: a clear 4xx, never a 5xx, nothing written, nothi
         const params = [...r.pattern.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
         for (const p of params) {
             for (const [kase, seg] of Object.entries(SEGMENTS)) {
+                if (ID_ONLY.has(kase) && !p.endsWith('id')) continue;
                 const path = fill(r.pattern, t, { [p]: seg });
                 const res = await op(r.method, path, { body: sampleBody(r.method, r.pattern), headers: sampleHeaders(r.method, r.pattern) });
                 judge(failures, r, `{${p}} = ${kase}`, res);

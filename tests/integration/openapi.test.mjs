@@ -75,6 +75,25 @@ test("every admin route's answers match the document", async () => {
             check(r, csv, 'CSV export');
         }
     }
+    // the conditional errors: a taken name (409), a stale If-Match (412), a reused Idempotency-Key (422),
+    // a replayed top-up (201 again, replayed)
+    const byName = (m, p) => list.find((r) => r.method === m && r.pattern === p);
+    const t = await makeTenant('adm3-oa-cond');
+    const created = byName('POST', '/admin/v1/tenants');
+    check(created, await opCall('POST', '/admin/v1/tenants', { body: { name: t.name } }), 'a taken name');
+    const patch = byName('PATCH', '/admin/v1/tenants/{id}');
+    check(patch, await opCall('PATCH', `/admin/v1/tenants/${t.id}`, { body: { zero_retention: true }, headers: { 'if-match': '"0000"' } }), 'stale If-Match');
+    const topUp = byName('POST', '/admin/v1/tenants/{id}/wallet/top-ups');
+    if (topUp) {
+        const idem = { 'idempotency-key': `oa-${t.id}` };
+        const first = await opCall('POST', `/admin/v1/tenants/${t.id}/wallet/top-ups`, { body: { amount: 5 }, headers: idem });
+        const again = await opCall('POST', `/admin/v1/tenants/${t.id}/wallet/top-ups`, { body: { amount: 5 }, headers: idem });
+        check(topUp, again, 'replayed top-up');
+        assert.deepEqual({ ...again.json, replayed: false }, first.json, 'a replay answers the same entry');
+        assert.equal(again.json.replayed, true);
+        check(topUp, await opCall('POST', `/admin/v1/tenants/${t.id}/wallet/top-ups`, { body: { amount: 6 }, headers: idem }), 'reused key');
+        check(topUp, await opCall('POST', `/admin/v1/tenants/${t.id}/wallet/top-ups`, { body: { amount: 6 } }), 'no Idempotency-Key');
+    }
     assert.deepEqual(problems, [], `${problems.length} answers do not match admin/openapi.json:\n${problems.join('\n')}`);
     console.log(`# openapi: ${list.length} routes, statuses seen: ${Object.entries(seen).map(([k, v]) => `${k} ${[...v].join('/')}`).join('; ')}`);
 });

@@ -238,8 +238,8 @@ export function sampleBody(method, pattern) {
         'PUT /admin/v1/tenants/{id}/policy': () => ({ max_tokens: 4096 }),
         'PUT /admin/v1/tenants/{id}/chains/{name}': () => ({ targets: models }),
         'POST /admin/v1/tenants/{id}/chains': () => ({ name: uniq('chain'), targets: models }),
-        'POST /admin/v1/tenants/{id}/wallet/top-ups': () => ({ amount: 1000 }),
         'POST /admin/v1/prices': () => ({ model: models[0], input_per_mtok: 100, output_per_mtok: 200 }),
+        'POST /admin/v1/tenants/{id}/wallet/top-ups': () => ({ amount: 1000, note: 'contract test' }),
     };
     const f = B[`${method} ${pattern}`];
     return f ? f() : undefined;

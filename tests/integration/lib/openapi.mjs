@@ -106,7 +106,7 @@ export class Checker {
             if (media.schema) {
                 const v = this.validator(media.schema);
                 if (!v(body))
-                    problems.push(`${where}: body does not match the schema: ${this.ajv.errorsText(v.errors, { separator: '; ' })}` +
+                    problems.push(`${where}: body does not match the schema: ${this.ajv.errorsText(v.errors.slice(0, 5), { separator: "; " })}` +
                         `\n  body: ${JSON.stringify(body).slice(0, 400)}`);
             }
         }
