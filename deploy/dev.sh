@@ -4,10 +4,11 @@
 # up      installs missing Debian packages, builds build/, starts a private PostgreSQL cluster
 #         (unix socket only, no system service), writes .local/tollgate.json, applies migrations,
 #         starts tollgate-sim and `tollgate serve`, creates a demo tenant and key once, waits for
-#         readiness and writes .local/dev.env. Running it again starts only what is not running.
+#         readiness and writes .local/dev.env (with an operator token of the admin API as
+#         TOLLGATE_ADMIN_TOKEN, minted by `tollgate token`). Running it again starts only what is not running.
 # down    stops what `up` started (gateway, simulator, PostgreSQL) and nothing else; data is kept.
 # status  says what runs.
-# purge   down, then deletes .local (database, pepper, BYOK master key, demo key).
+# purge   down, then deletes .local (database, pepper, BYOK master key, admin secret, demo key).
 #
 # A provider kind whose key is in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY,
 # GEMINI_API_KEY) is served by the real provider; the config names the variable, never the value.
@@ -213,6 +214,8 @@ write_config() {
   "database": {"url": "$database_url", "pool_size": 2},
   "secrets": {"key_pepper_file": "$secrets/pepper",
               "master_keys": [{"id": "dev-1", "file": "$secrets/master-dev-1"}]},
+  "admin_auth": {"issuer": "tollgate-dev", "audience": "tollgate-admin",
+                 "hs256_secret_file": "$secrets/admin-hs256"},
   "shutdown_grace_ms": 10000,
   "providers": {
     $(provider_json openai),
@@ -273,6 +276,13 @@ up() {
             od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$secrets/master-dev-1"
         )
     fi
+    # the admin API's HS256 secret (`tollgate token` signs development tokens with it)
+    if [ ! -s "$secrets/admin-hs256" ]; then
+        (
+            umask 077
+            od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$secrets/admin-hs256"
+        )
+    fi
     pg_up
     write_config
     "$gw_bin" check -c "$config" || die "$config does not validate"
@@ -307,12 +317,17 @@ up() {
     fi
     wait_ready "http://127.0.0.1:$admin_port/readyz" gateway "$gw_bin"
 
+    # an operator token of the admin API, fresh at each `up` (it lasts 7 days)
+    local admin_token
+    admin_token=$("$gw_bin" token -c "$config" --role operator --ttl 7d --sub dev-operator) ||
+        die "tollgate token failed"
     (
         umask 077
         cat >"$envfile" <<EOT
 TOLLGATE_URL='http://127.0.0.1:$data_port'
 TOLLGATE_KEY='$(cat "$secrets/demo-key")'
 TOLLGATE_ADMIN_URL='http://127.0.0.1:$admin_port'
+TOLLGATE_ADMIN_TOKEN='$admin_token'
 TOLLGATE_SIM_URL='http://127.0.0.1:$sim_port'
 DATABASE_URL='$database_url'
 TOLLGATE_MODELS='$(demo_models)'
@@ -324,6 +339,7 @@ EOT
 (. '$envfile' && curl -sS "\$TOLLGATE_URL/v1/chat/completions" \\
   -H "Authorization: Bearer \$TOLLGATE_KEY" -H 'Content-Type: application/json' \\
   -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}')
+(. '$envfile' && curl -sS "\$TOLLGATE_ADMIN_URL/admin/v1/tenants" -H "Authorization: Bearer \$TOLLGATE_ADMIN_TOKEN")
 
 EOT
 }
