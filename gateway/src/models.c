@@ -12,10 +12,14 @@
 #include "call_internal.h"
 #include "err.h"
 #include "policy.h"
+#include "tchains.h"
 
 int tg_stage_models(void *call)
 {
     tg_call_t *c = call;
+    int trc = tg_tchains_read(c, TG_STAGE_RELAY); /* the tenant's own chains are listed too (tchains.h) */
+    if (trc != TG_STAGE_GO)
+        return trc;
     json_t *data = json_array();
     json_t *root = json_pack("{s:s,s:o}", "object", "list", "data", data);
     if (root == NULL)
@@ -29,10 +33,14 @@ int tg_stage_models(void *call)
                                         "created", 0, "owned_by", c->cfg->models[i].provider->name));
     }
     for (size_t i = 0; i < c->cfg->n_chains; i++) {
-        if (!tg_policy_allows_chain(pol, &c->cfg->chains[i]))
+        if (!tg_policy_allows_chain(pol, &c->cfg->chains[i]) || tg_tchains_shadows(c, c->cfg->chains[i].name))
             continue;
         json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", c->cfg->chains[i].name, "object",
                                               "model", "created", 0, "owned_by", "tollgate"));
+    }
+    if (tg_tchains_list(c, data) != 0) {
+        json_decref(root);
+        return TG_ENOMEM;
     }
     char *s = json_dumps(root, JSON_COMPACT);
     json_decref(root);

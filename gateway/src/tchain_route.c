@@ -22,6 +22,7 @@
 typedef struct fetch {
     tg_call_t *c; /* holds a reference until the answer */
     uint32_t gen;
+    tg_stage_t again; /* the stage that asked, run again with the chains read */
 } fetch_t;
 
 /* The name "model" gives when it may be a tenant chain; NULL otherwise. */
@@ -65,14 +66,16 @@ static void on_rows(void *arg, const PGresult *res, const char *errmsg)
                TG_KV_INT("tenant_id", c->principal.tenant_id), TG_KV_INT("code", rc));
         tg_call_resume(c, TG_STAGE_SETTLE, rc);
     } else {
-        tg_call_resume(c, TG_STAGE_ROUTE, 0); /* ROUTE again, with the chains read */
+        tg_call_resume(c, f->again, 0); /* the asking stage again, with the chains read */
     }
     tg_call_unref(c); /* the query's reference */
     free(f);
 }
 
-static int fetch(tg_call_t *c)
+int tg_tchains_read(tg_call_t *c, int again)
 {
+    if (c->tchains_read || !c->principal.has_chains)
+        return TG_STAGE_GO;
     tg_tchains_t *t = NULL;
     uint32_t gen = tg_tchains_generation(); /* before asking: a clear from now on wins */
     if (tg_tchains_cache_get(c->principal.tenant_id, tg_now_ms(), &t) == 1) {
@@ -85,6 +88,7 @@ static int fetch(tg_call_t *c)
         return TG_ENOMEM;
     f->c = c;
     f->gen = gen;
+    f->again = (tg_stage_t)again;
     char tid[24];
     snprintf(tid, sizeof(tid), "%lld", (long long)c->principal.tenant_id);
     const char *params[1] = {tid};
@@ -124,18 +128,16 @@ int tg_tchains_route(tg_call_t *c)
     const char *name = candidate(c);
     if (name == NULL)
         return TG_STAGE_GO;
-    if (!c->tchains_read) {
-        int rc = fetch(c);
-        if (rc != TG_STAGE_GO)
-            return rc;
-    }
+    int rc = tg_tchains_read(c, TG_STAGE_ROUTE);
+    if (rc != TG_STAGE_GO)
+        return rc;
     const tg_policy_t *pol = &c->principal.policy;
     const tg_tchain_t *ch = tg_tchains_find(c->tchains, name);
     if (ch == NULL) {
         /* not the tenant's: the config resolves it, after the model check POLICY left to us */
         char param[128] = "";
         tg_error_t err = {0};
-        int rc = tg_policy_check_models(pol, c->cfg, c->body, param, sizeof(param), &err);
+        rc = tg_policy_check_models(pol, c->cfg, c->body, param, sizeof(param), &err);
         if (rc != 0)
             tg_call_set_error(c, err.detail[0] != '\0' ? err.detail : NULL, param[0] != '\0' ? param : NULL);
         return rc;
@@ -182,4 +184,36 @@ void tg_tchains_call_free(tg_call_t *c)
 {
     tg_tchains_unref(c->tchains);
     c->tchains = NULL;
+}
+
+bool tg_tchains_shadows(const tg_call_t *c, const char *name)
+{
+    return tg_tchains_find(c->tchains, name) != NULL && tg_config_find_model(c->cfg, name) == NULL;
+}
+
+int tg_tchains_list(tg_call_t *c, json_t *data)
+{
+    const tg_tchains_t *t = c->tchains;
+    const tg_policy_t *pol = &c->principal.policy;
+    for (size_t i = 0; t != NULL && i < t->n; i++) {
+        const tg_tchain_t *ch = &t->chains[i];
+        if (tg_config_find_model(c->cfg, ch->name) != NULL)
+            continue; /* the model wins (see above) */
+        /* listed when a request could use it: some target in this config, every model allowed */
+        bool usable = false, allowed = true;
+        for (size_t k = 0; k < ch->n_targets; k++) {
+            const tg_model_cfg_t *m = tg_config_find_model(c->cfg, ch->targets[k]);
+            usable |= m != NULL;
+            allowed &= m == NULL || tg_policy_allows_model(pol, m->name);
+        }
+        const tg_model_cfg_t *fb =
+            ch->context_fallback != NULL ? tg_config_find_model(c->cfg, ch->context_fallback) : NULL;
+        allowed &= fb == NULL || tg_policy_allows_model(pol, fb->name);
+        if (!usable || !allowed)
+            continue;
+        if (json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", ch->name, "object", "model",
+                                                  "created", 0, "owned_by", c->principal.tenant_name)) != 0)
+            return TG_ENOMEM;
+    }
+    return 0;
 }

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "err.h"
 
 #define TG_TCHAINS_SLOTS      1024
@@ -89,6 +91,15 @@ bool tg_tchains_defer_policy(const struct tg_call *c);
  * the call's error message set.
  */
 int tg_tchains_route(struct tg_call *c);
+/** Reads the tenant's chains into the call (c->tchains) when its principal says it has some and
+ *  they are not read yet: TG_STAGE_GO (read, from the cache, or none), TG_STAGE_PENDING (one async
+ *  query; the stage `again` runs again once they are read), or a TG_E* error. */
+int tg_tchains_read(struct tg_call *c, int again);
+/** GET /v1/models: whether the config's chain `name` is shadowed by one of the tenant's. */
+bool tg_tchains_shadows(const struct tg_call *c, const char *name);
+/** GET /v1/models: appends the tenant's chains that the key may use (every model they reach allowed,
+ *  one of their targets in the config), owned by the tenant. */
+int tg_tchains_list(struct tg_call *c, json_t *data);
 /** The routed tenant chain's request first-byte budget, or 0 (the config's rules). */
 uint32_t tg_tchains_budget(const struct tg_call *c);
 /** Drops the call's reference (call.c, when the call is freed). */

@@ -313,7 +313,7 @@ test('tokens: expired, wrong audience or issuer, alg none, forged signature are 
 });
 
 test('routes: every route of the list exists (an operator never gets 404/405 for its shape)', async () => {
-    const params = { id: tenant.id, key_id: 1, provider: 'sim-openai', target: 'x/y' };
+    const params = { id: tenant.id, key_id: 1, provider: 'sim-openai', target: 'x/y', name: 'example' };
     for (const r of ROUTES) {
         // an invalid body on purpose: writes are refused (400) or not found, so nothing changes
         const res = await admin(r.method, fill(r, params), r.method === 'GET' ? {} : { body: { no_such_field: true } });

@@ -412,6 +412,14 @@ test('chains: validated against the catalog; the tenant chain first; a change us
     await waitFor(async () => (await servedBy(A, key, 'shared')) === 'mo-b' && (await servedBy(B, key, 'shared')) === 'mo-b', { ...WITHIN_1S, what: 'the shadowing chain' });
     assert.equal(await servedBy(A, otherKey, 'shared'), 'mo-a', "another tenant still gets the config's chain");
     assert.equal(await servedBy(A, key, 'mo-a'), 'mo-a', 'a model name is the model');
+    // GET /v1/models lists the tenant's chains (owned by the tenant), a shadowed config chain once
+    const listed = async (k) => (await req(A.url, 'GET', '/v1/models', { key: k, signal: AbortSignal.timeout(10000) })).json.data;
+    const mineList = await listed(key);
+    assert.ok(mineList.some((x) => x.id === 'mine' && x.owned_by === `money-chains-${suffix}`), JSON.stringify(mineList));
+    assert.deepEqual(mineList.filter((x) => x.id === 'shared').map((x) => x.owned_by), [`money-chains-${suffix}`]);
+    const otherList = await listed(otherKey);
+    assert.ok(!otherList.some((x) => x.id === 'mine'), "another tenant's listing has no trace of it");
+    assert.deepEqual(otherList.filter((x) => x.id === 'shared').map((x) => x.owned_by), ['tollgate']);
 
     const list = await adm('GET', `/admin/v1/tenants/${t}/chains`);
     assert.deepEqual(list.json.data.map((c) => c.name), ['mine', 'shared']);

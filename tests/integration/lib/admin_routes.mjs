@@ -26,9 +26,23 @@ export const ROUTES = [
     { name: 'policy.get', method: 'GET', path: '/admin/v1/tenants/{id}/policy', access: ['read', 'tenant'] },
     { name: 'policy.put', method: 'PUT', path: '/admin/v1/tenants/{id}/policy', access: ['write', 'tenant'], body: { max_tokens: 1024 } },
     { name: 'audit.list', method: 'GET', path: '/admin/v1/audit', access: ['read', 'operator'] },
+    // money and catalog (admin/wallet_api.c, usage_api.c, catalog_api.c, chains_api.c); {name} a chain name;
+    // `headers`: what a valid request also sends
+    { name: 'wallet.get', method: 'GET', path: '/admin/v1/tenants/{id}/wallet', access: ['read', 'tenant'] },
+    { name: 'wallet.top_up', method: 'POST', path: '/admin/v1/tenants/{id}/wallet/top-ups', access: ['write', 'operator', 'tenant'], body: { amount: 1000000, note: 'example' }, headers: { 'idempotency-key': 'example-top-up-1' } },
+    { name: 'wallet.ledger', method: 'GET', path: '/admin/v1/tenants/{id}/wallet/ledger', access: ['read', 'tenant'] },
+    { name: 'usage.list', method: 'GET', path: '/admin/v1/tenants/{id}/usage', access: ['read', 'tenant'] },
+    { name: 'usage.summary', method: 'GET', path: '/admin/v1/tenants/{id}/usage/summary', access: ['read', 'tenant'] },
+    { name: 'models.list', method: 'GET', path: '/admin/v1/models', access: ['read'] },
+    { name: 'prices.list', method: 'GET', path: '/admin/v1/prices', access: ['read', 'operator'] },
+    { name: 'prices.create', method: 'POST', path: '/admin/v1/prices', access: ['write', 'operator'], body: { model: 'openai-chat', input_per_mtok: 1000000, output_per_mtok: 2000000 } },
+    { name: 'chains.list', method: 'GET', path: '/admin/v1/tenants/{id}/chains', access: ['read', 'tenant'] },
+    { name: 'chains.get', method: 'GET', path: '/admin/v1/tenants/{id}/chains/{name}', access: ['read', 'tenant'] },
+    { name: 'chains.put', method: 'PUT', path: '/admin/v1/tenants/{id}/chains/{name}', access: ['write', 'tenant'], body: { targets: ['openai-chat'] } },
+    { name: 'chains.delete', method: 'DELETE', path: '/admin/v1/tenants/{id}/chains/{name}', access: ['write', 'tenant'] },
 ];
 
-/** The path of a route with its parameters filled in: params = {id, key_id, provider, target}. */
+/** The path of a route with its parameters filled in: params = {id, key_id, provider, target, name}. */
 export function fill(route, params) {
     return route.path.replace(/\{(\w+)\}/g, (_, k) => {
         if (params[k] === undefined) throw new Error(`route ${route.name} needs ${k}`);
