@@ -42,6 +42,15 @@ test('the document and the server list the same admin routes', async () => {
     assert.deepEqual(notServed, [], `operations of admin/openapi.json the server does not have: ${notServed.join(', ')}`);
 });
 
+test('the document and the data listener list the same /v1 routes', () => {
+    // the data plane's routes are the path_is("/v1/...") branches of gateway/src/server.c
+    const server = readFileSync(new URL('../../gateway/src/server.c', import.meta.url), 'utf8');
+    const served = new Set([...server.matchAll(/path_is\(req, "(\/v1\/[^"]+)"\)/g)].map((m) => m[1]));
+    const documented = new Set(Object.keys(doc.paths).filter((p) => p.startsWith('/v1/')));
+    assert.ok(served.size >= 2, `data routes found in server.c: ${[...served]}`);
+    assert.deepEqual([...documented].sort(), [...served].sort(), 'admin/openapi.json documents exactly the data routes of server.c');
+});
+
 test("every admin route's answers match the document", async () => {
     const list = await routes();
     await chat({ model: 'openai-chat', messages: [{ role: 'user', content: 'hi' }] }); // a breaker to reset
