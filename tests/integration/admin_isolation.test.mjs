@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { auditOf, brokenTokens, startDualKeyInstance, useAdmin, fill, isWrite, makeTenant, raw, routes, sampleBody, sampleHeaders, token, uniq } from './lib/adminapi.mjs';
 import { req } from './lib/instance.mjs';
+import { waitFor } from './lib/wait.mjs';
 import { stack } from './lib/stack.mjs';
 
 const MISSING_TENANT = 999999999999; // a valid id that no tenant has
@@ -144,4 +145,44 @@ test('every write appears in the audit log with its actor', async () => {
     }
     assert.deepEqual(missing, [], missing.join('\n'));
     console.log(`# audit: ${list.length} write routes, each write found with its actor`);
+});
+
+test("tenant-wide reads show a tenant admin nothing of another tenant", async () => {
+    const a = await makeTenant('adm3-scope-a');
+    const b = await makeTenant('adm3-scope-b');
+    const asB = token('tenant_admin', b.id);
+    const problems = [];
+    // A gets failover events of its own: a chain of A's whose first target is unreachable
+    const put = await raw('PUT', `/admin/v1/tenants/${a.id}/chains/scope-chain`, { token: token('operator'), body: { targets: ['openai-dead', 'openai-chat'] } });
+    assert.ok(put.status === 201 || put.status === 200, `A's chain: ${put.status} ${put.text}`);
+    const served = await waitFor(async () => {
+        const r = await req(inst.url, 'POST', '/v1/chat/completions', { key: a.key, body: { model: 'scope-chain', messages: [{ role: 'user', content: 'hi' }] } });
+        return r.status === 200 ? r : null;
+    }, { what: "A's request through its chain to be served (the tenant chain reaches the gateway within 1 s)" });
+    assert.equal(served.status, 200);
+    const own = await waitFor(async () => {
+        const r = await raw('GET', '/admin/v1/failover-events?limit=1000', { token: token('tenant_admin', a.id) });
+        return r.status === 200 && r.json.data.some((e) => e.tenant_id === a.id) ? r : null;
+    }, { what: "A's failover event to be stored and shown to A's admin" });
+    assert.ok(own.json.data.every((e) => e.tenant_id === a.id), "A's admin sees only A's events");
+    // the tenant list: only its own
+    const tl = await raw('GET', '/admin/v1/tenants?limit=1000', { token: asB });
+    if (tl.status !== 200) problems.push(`GET /admin/v1/tenants as B: ${tl.status}`);
+    else if (tl.json.data.some((t) => t.id !== b.id)) problems.push(`GET /admin/v1/tenants as B lists ${tl.json.data.map((t) => t.id)}`);
+    // reads filtered by ?tenant=: another tenant's id is a 404 or shows nothing of it
+    for (const r of routes().filter((x) => x.method === 'GET' && !x.access.includes('tenant') && !x.access.includes('operator') && !x.public)) {
+        const res = await raw('GET', `${r.pattern}?tenant=${a.id}`, { token: asB });
+        if (res.status === 404 || res.status === 403) continue;
+        if (res.status !== 200) {
+            problems.push(`GET ${r.pattern}?tenant=<A> as B: ${res.status} ${res.text.slice(0, 160)}`);
+            continue;
+        }
+        const rows = res.json.data || [];
+        const leaked = rows.filter((x) => x.tenant_id === a.id || (typeof x.target === 'string' && x.target.endsWith(`#byok:${a.id}`)));
+        if (leaked.length) problems.push(`GET ${r.pattern}?tenant=<A> as B shows A's rows: ${JSON.stringify(leaked).slice(0, 200)}`);
+        const plain = await raw('GET', r.pattern, { token: asB });
+        const others = (plain.json?.data || []).filter((x) => (x.tenant_id != null && x.tenant_id !== b.id) || (typeof x.target === 'string' && /#byok:/.test(x.target) && !x.target.endsWith(`#byok:${b.id}`)));
+        if (others.length) problems.push(`GET ${r.pattern} as B shows other tenants' rows: ${JSON.stringify(others).slice(0, 200)}`);
+    }
+    assert.deepEqual(problems, [], problems.join('\n'));
 });
