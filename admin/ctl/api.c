@@ -207,17 +207,25 @@ int ctl_call(const ctl_t *c, const ctl_req_t *rq, ctl_res_t *res)
     snprintf(auth, auth_len, "Authorization: Bearer %s", c->token);
     char accept[128], idem[256];
     snprintf(accept, sizeof(accept), "Accept: %s", rq->accept ? rq->accept : "application/json");
-    h = curl_slist_append(h, auth);
-    h = curl_slist_append(h, accept);
+    const char *hv[5];
+    size_t nh = 0;
+    hv[nh++] = auth;
+    hv[nh++] = accept;
     if (rq->body)
-        h = curl_slist_append(h, "Content-Type: application/json");
+        hv[nh++] = "Content-Type: application/json";
     if (rq->idempotency_key) {
         snprintf(idem, sizeof(idem), "Idempotency-Key: %s", rq->idempotency_key);
-        h = curl_slist_append(h, idem);
+        hv[nh++] = idem;
     }
-    h = curl_slist_append(h, "Expect:"); /* no 100-continue round trip */
-    if (h == NULL)
-        goto out;
+    hv[nh++] = "Expect:"; /* no 100-continue round trip */
+    for (size_t i = 0; i < nh; i++) {
+        struct curl_slist *next = curl_slist_append(h, hv[i]);
+        if (next == NULL) {
+            fprintf(stderr, "tollgatectl: out of memory\n");
+            goto out;
+        }
+        h = next;
+    }
 
     sink_t sink = {.body = &res->body, .stream_to = rq->stream_to, .curl = curl};
     curl_easy_setopt(curl, CURLOPT_URL, url);
