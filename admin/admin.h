@@ -26,6 +26,7 @@ extern const tg_adm_route_t tg_adm_routes_keys[];          /* keys_api.c */
 extern const tg_adm_route_t tg_adm_routes_provider_keys[]; /* provider_keys_api.c */
 extern const tg_adm_route_t tg_adm_routes_policy[];        /* policy_api.c */
 extern const tg_adm_route_t tg_adm_routes_audit[];         /* audit.c */
+extern const tg_adm_route_t tg_adm_routes_openapi[];       /* openapi.c */
 /* money and catalog (admin/README.md, "Money and catalog") */
 extern const tg_adm_route_t tg_adm_routes_wallet[];  /* wallet_api.c */
 extern const tg_adm_route_t tg_adm_routes_usage[];   /* usage_api.c */
@@ -34,7 +35,6 @@ extern const tg_adm_route_t tg_adm_routes_chains[];  /* chains_api.c */
 /** Keeps the first error of each field: a resource's own checks after tg_adm_check may name a
  *  field again (chains_api.c). */
 void tg_adm_dedupe_fields(tg_mgmt_err_t *err);
-extern const tg_adm_route_t tg_adm_routes_openapi[];       /* openapi.c: GET /admin/v1/openapi.json */
 
 /** POST /admin/v1/breakers/{target}/reset (operator); `target` is already URL-decoded (breakers.c). */
 void tg_admin_breaker_reset(h2o_req_t *req, const char *target);

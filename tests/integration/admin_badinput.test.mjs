@@ -4,10 +4,12 @@
 // (`..`, `%2f`, very long, non-numeric, negative, out of int64 range), bad query parameters. Each
 // gets a 4xx with an OpenAI-shaped error and a message, never a 5xx, and writes nothing: the row
 // count of every table the admin API writes (the audit log included) is the same after as before.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Checker } from './lib/openapi.mjs';
-import { counts, fill, isWrite, makeTenant, op, routes, sampleBody, sampleHeaders } from './lib/adminapi.mjs';
+import { cleanupProviderKeys, counts, fill, isWrite, makeTenant, op, routes, sampleBody, sampleHeaders } from './lib/adminapi.mjs';
+
+after(cleanupProviderKeys);
 
 const LONG = 'a'.repeat(5000);
 /* odd segments for any parameter; the numeric ones only for ids ({id}, {key_id}): "abc" or "-1" is

@@ -7,7 +7,7 @@
 // in the audit log with its actor.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { auditOf, brokenTokens, startDualKeyInstance, useAdmin, fill, isWrite, makeTenant, raw, routes, sampleBody, sampleHeaders, token, uniq } from './lib/adminapi.mjs';
+import { auditOf, brokenTokens, cleanupProviderKeys, startDualKeyInstance, useAdmin, fill, isWrite, makeTenant, raw, routes, sampleBody, sampleHeaders, token, uniq } from './lib/adminapi.mjs';
 import { req } from './lib/instance.mjs';
 import { waitFor } from './lib/wait.mjs';
 import { stack } from './lib/stack.mjs';
@@ -36,6 +36,7 @@ before(async () => {
 });
 after(async () => {
     useAdmin(null);
+    await cleanupProviderKeys();
     if (inst) await inst.stop();
 });
 

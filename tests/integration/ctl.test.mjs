@@ -3,7 +3,7 @@
 // from stdin and from a file, policy, top-up idempotency, wallet, usage and its CSV, failover
 // events), tables and --json, the API's errors shown with the documented exit codes, and the
 // token and secrets never printed.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
@@ -11,7 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stack } from './lib/stack.mjs';
 import { chat, gw } from './lib/http.mjs';
-import { someProvider, token, uniq } from './lib/adminapi.mjs';
+import { cleanupProviderKeys, someProvider, token, uniq } from './lib/adminapi.mjs';
+
+after(cleanupProviderKeys);
 
 const BIN = process.env.TG_CTL_BIN;
 
@@ -75,7 +77,7 @@ test('the environment: no URL or token exits 3 naming the variable; an unreachab
 });
 
 test('the common tasks end to end', async () => {
-    const name = uniq('ctl');
+    const name = uniq('adm3-ctl');
     // tenant, with initial credits
     const t = await json(['tenants', 'create', name, '--credits', '2000000']);
     assert.ok(t.id > 0);
@@ -160,13 +162,13 @@ test("the API's refusals: exit 1 with its status, code and message; every bad fi
     const missing = await ctl(['tenants', 'get', '999999999999']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^tollgatectl: 404 not_found: /m);
-    const auditor = await ctl(['tenants', 'create', uniq('ctl-aud')], { tok: token('auditor') });
+    const auditor = await ctl(['tenants', 'create', uniq('adm3-ctl-aud')], { tok: token('auditor') });
     assert.equal(auditor.code, 1);
     assert.match(auditor.stderr, /^tollgatectl: 403 /m);
     const expired = await ctl(['tenants', 'list'], { tok: token('operator', undefined, { exp: 1000, nbf: 1, iat: 1 }) });
     assert.equal(expired.code, 1);
     assert.match(expired.stderr, /^tollgatectl: 401 /m);
-    const t = await json(['tenants', 'create', uniq('ctl-pol')]);
+    const t = await json(['tenants', 'create', uniq('adm3-ctl-pol')]);
     const two = await ctl(['policy', 'set', String(t.id), '--max-tokens', '0', '--rpm', '-1']);
     assert.equal(two.code, 1);
     assert.match(two.stderr, /max_tokens/);

@@ -3,13 +3,15 @@
 // route table), and the running server's answers on every route (successes, the errors each route
 // can give, their headers) and on the data plane match it. So the document cannot drift: a route
 // added or changed on either side fails here.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Checker, DOC_PATH, loadDoc, operations, shape } from './lib/openapi.mjs';
-import { fill, isWrite, makeTenant, raw, routes, sampleBody, sampleHeaders, token, op as opCall } from './lib/adminapi.mjs';
+import { cleanupProviderKeys, fill, isWrite, makeTenant, raw, routes, sampleBody, sampleHeaders, token, op as opCall } from './lib/adminapi.mjs';
 import { chat, gw } from './lib/http.mjs';
+
+after(cleanupProviderKeys);
 
 const doc = loadDoc();
 const checker = new Checker(doc);

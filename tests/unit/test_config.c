@@ -237,8 +237,8 @@ static void test_every_error_at_once(void **state)
                    "}\n");
     assert_has_line(errs, "typo: unknown key");
     assert_has_line(errs, "listen.data: invalid address \"abc\" (want host:port)");
-    assert_has_line(errs,
-                    "listen.admin: must be a loopback address unless admin_auth is configured, got \"0.0.0.0\"");
+    assert_has_line(
+        errs, "listen.admin: must be a loopback address unless admin_auth is configured, got \"0.0.0.0\"");
     assert_has_line(errs, "workers: must be an integer between 0 and 1024, got -1");
     assert_has_line(errs, "log_level: must be one of error, warn, info, debug, got \"loud\"");
     assert_has_line(errs, "database.pool_size: must be an integer between 1 and 64, got 0");

@@ -308,3 +308,12 @@ export async function startDualKeyInstance() {
     useAdmin({ url: inst.adminUrl, auth: A });
     return inst;
 }
+
+/**
+ * Deletes the BYOK rows of this suite's tenants (names from uniq('adm3-...')). They are sealed
+ * under the stack's master key: left behind, they would be rows that another test's gateway (with
+ * master keys of its own, integration.byok's rotation) cannot open. Each file calls it in after().
+ */
+export async function cleanupProviderKeys() {
+    await psql(`DELETE FROM provider_credentials WHERE tenant_id IN (SELECT id FROM tenants WHERE name LIKE 'adm3-%')`);
+}
