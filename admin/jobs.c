@@ -31,6 +31,10 @@
 #include "reqguard.h"
 #include "worker.h"
 
+/* A statement cancelled by statement_timeout ends at the deadline as PostgreSQL measures it; ours
+ * may read a little earlier. An internal error this close to the deadline is taken as the timeout. */
+#define DEADLINE_SLACK_MS 50
+
 typedef struct adm_job {
     h2o_multithread_message_t msg; /* first: the receiver gets the link of this */
     h2o_multithread_receiver_t *rx;
@@ -169,10 +173,15 @@ static void run_one(adm_job_t *job, PGconn **db)
     /* a work function must end its transaction; one that did not is rolled back here */
     if (PQtransactionStatus(*db) != PQTRANS_IDLE)
         PQclear(PQexec(*db, "ROLLBACK"));
+    uint64_t end = tg_now_ms();
     if (job->res.err.code < 0 && PQstatus(*db) != CONNECTION_OK)
         job->res.err.code = TG_EDB_UNAVAILABLE;
-    else if (job->res.err.code == TG_EINTERNAL && tg_now_ms() >= job->deadline_ms)
+    else if (job->res.err.code == TG_EINTERNAL && end + DEADLINE_SLACK_MS >= job->deadline_ms)
         job->res.err.code = TG_EBUSY; /* cancelled by statement_timeout */
+    if (job->res.err.code < 0 && tg_err_http_status(job->res.err.code) >= 500)
+        TG_LOG(TG_LOG_WARN, "admin_job_failed", TG_KV_STR("route", job->call.route),
+               TG_KV_STR("code", tg_err_code(job->res.err.code)), TG_KV_STR("msg", job->res.err.msg),
+               TG_KV_INT("left_ms", (int64_t)job->deadline_ms - (int64_t)end));
 }
 
 static void *thread_main(void *arg)

@@ -36,6 +36,16 @@ static int key_row(PGconn *db, int64_t tenant, int64_t key_id, tg_key_row_t *out
     return rc;
 }
 
+/* A key's ETag leaves out last_used_at: the data plane moves it with every use (in batches,
+ * lastused.c), and a use is no change that should make an If-Match of the key fail. */
+static void key_etag(const json_t *repr, char out[TG_ADM_ETAG_LEN])
+{
+    json_t *c = json_copy((json_t *)repr);
+    json_object_del(c, "last_used_at");
+    tg_adm_etag(c, out);
+    json_decref(c);
+}
+
 /* The body of a new key: its listing plus the secret, built here and never audited. */
 static json_t *secret_body(const tg_key_row_t *row, const tg_key_secret_t *s)
 {
@@ -204,7 +214,7 @@ static void get_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *out
     if (key_row(db, param_id(call, "id"), param_id(call, "key_id"), &row, &out->err) != 0)
         return;
     out->body = tg_repr_key(&row);
-    tg_adm_etag(out->body, out->etag);
+    key_etag(out->body, out->etag);
     out->status = 200;
 }
 
@@ -236,7 +246,7 @@ static void write_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *o
         goto fail;
     jb = tg_repr_key(&before);
     char etag[TG_ADM_ETAG_LEN];
-    tg_adm_etag(jb, etag);
+    key_etag(jb, etag);
     if (!tg_adm_if_match(call->has_if_match ? call->if_match : NULL, etag)) {
         tg_mgmt_fail(err, TG_EPRECONDITION_FAILED, "the key has changed since it was read (If-Match)");
         goto fail;
@@ -251,7 +261,7 @@ static void write_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *o
             tg_adm_tx_commit(db, err) != 0)
             goto fail;
         json_decref(jb);
-        tg_adm_etag(ja, out->etag);
+        key_etag(ja, out->etag);
         out->status = 200;
         out->body = ja;
         return;

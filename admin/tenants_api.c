@@ -51,7 +51,9 @@ static void create_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *
     json_t *audited = json_deep_copy(repr);
     if (tg_wallet_read(db, t.id, &w, &werr) == 0)
         json_object_set_new(audited, "initial_balance", json_integer(w.balance));
-    if (tg_adm_audit(db, call, "tenants.create", "tenant", NULL, t.id, NULL, audited, err) != 0) {
+    char rid[24];
+    snprintf(rid, sizeof(rid), "%" PRId64, t.id);
+    if (tg_adm_audit(db, call, "tenants.create", "tenant", rid, t.id, NULL, audited, err) != 0) {
         json_decref(repr);
         json_decref(audited);
         goto fail;
@@ -84,6 +86,11 @@ static void tenants_create(tg_adm_ctx_t *c)
     tg_mgmt_err_t err;
     tg_mgmt_err_reset(&err);
     create_arg_t *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        json_decref(body);
+        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+        return;
+    }
     if (tg_adm_check(body, create_fields, 3, &err)) {
         const char *name = json_string_value(json_object_get(body, "name"));
         tg_mgmt_check_name(name, "name", &err);
@@ -239,6 +246,11 @@ static void tenants_patch(tg_adm_ctx_t *c)
     tg_mgmt_err_t err;
     tg_mgmt_err_reset(&err);
     write_arg_t *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        json_decref(body);
+        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+        return;
+    }
     a->op = OP_PATCH;
     if (tg_adm_check(body, patch_fields, 1, &err)) {
         json_t *zr = json_object_get(body, "zero_retention");
@@ -268,6 +280,10 @@ static void suspend_or_resume(tg_adm_ctx_t *c, tenant_op_t op)
         return;
     }
     write_arg_t *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+        return;
+    }
     a->op = op;
     tg_adm_run(c, write_work, a, free);
 }

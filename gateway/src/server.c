@@ -51,6 +51,7 @@
 #include "memtrim.h"
 #include "metrics.h"
 #include "retention.h"
+#include "stored.h"
 
 #define TG_EVENTS_QUEUE_CAP 65536
 #define TG_LOG_QUEUE_BYTES  (1u << 20) /* log lines waiting for a slow sink; beyond it they are dropped */
@@ -747,7 +748,7 @@ static int run(const char *config_path)
     const char *events_db = cfg->database_url;
     /* no core file, no ptrace: what a crash leaves must not carry prompts (retention.h) */
     tg_retention_protect_process(cfg->retention.allow_core_dumps);
-    if (tg_retention_start(events_db, cfg) != 0) /* stored_requests: its writer and partition job */
+    if (tg_stored_start(events_db, cfg) != 0) /* stored_requests: its writer and partition job */
         TG_LOG(TG_LOG_WARN, "stored_requests_writer_unavailable");
     tg_config_publish(cfg); /* takes over our reference */
     cfg = NULL;
@@ -802,7 +803,7 @@ static int run(const char *config_path)
     for (size_t i = 0; i < g_nworkers; i++)
         pthread_join(privs[i].tid, NULL);
     tg_events_stop();
-    tg_retention_stop();
+    tg_stored_stop();
     tg_keywatch_stop();
     tg_lastused_stop();
     pthread_barrier_destroy(&g_start_barrier);

@@ -9,9 +9,11 @@ import { randomBytes } from 'node:crypto';
 
 import { admin, gw } from './lib/http.mjs';
 import { ROUTES, fill } from './lib/admin_routes.mjs';
+import { badTokens, tokenFor } from './lib/admin_tokens.mjs';
 import { stack } from './lib/stack.mjs';
 import { psql } from './lib/control.mjs';
 import { runCmd } from './lib/instance.mjs';
+import { waitFor } from './lib/wait.mjs';
 
 const suffix = randomBytes(4).toString('hex');
 const name = (what) => `adm-${what}-${suffix}`;
@@ -199,6 +201,8 @@ test('keys: rotate gives a new key and keeps the old one for the grace period; r
     for (const k of [c.json.key, r.json.key]) assert.equal((await gw('GET', '/v1/models', { key: k })).status, 200);
     const g = await admin('GET', `/admin/v1/tenants/${tenant.id}/keys/${r.json.id}`);
     assert.equal(g.status, 200);
+    // the key was just used: its last_used_at lands in a batch later, and is no change for If-Match
+    await waitFor(async () => (await psql(`SELECT last_used_at IS NOT NULL FROM api_keys WHERE id = ${r.json.id}`))[0][0] === 't', { what: 'last_used_at of the new key' });
     const stale = await admin('DELETE', `/admin/v1/tenants/${tenant.id}/keys/${r.json.id}`, { headers: { 'if-match': '"00000000000000000000000000000000"' } });
     assert.equal(stale.status, 412);
     const d = await admin('DELETE', `/admin/v1/tenants/${tenant.id}/keys/${r.json.id}`, { headers: { 'if-match': g.headers.get('etag') } });
@@ -320,4 +324,16 @@ test('routes: every route of the list exists (an operator never gets 404/405 for
         assert.ok(res.status !== 405, `${r.name}: ${res.status}`);
         if (!r.path.includes('{')) assert.notEqual(res.status, 404, `${r.name}: ${res.status} ${res.text}`);
     }
+});
+
+test('tokens of lib/admin_tokens.mjs: every attack is 401, valid HS256 and ES256 tokens pass', async () => {
+    for (const [what, t] of Object.entries(badTokens())) {
+        const r = await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: t });
+        assert.equal(r.status, 401, `${what}: ${r.text}`);
+        assert.equal(r.json.error.code, 'unauthenticated');
+    }
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('auditor') })).status, 200);
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('auditor', { alg: 'ES256' }) })).status, 200);
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('tenant_admin', { tenant: tenant.id, alg: 'ES256' }) })).status, 200);
+    assert.equal((await admin('GET', `/admin/v1/tenants/${tenant.id}`, { token: tokenFor('tenant_admin', { tenant: other.id }) })).status, 404);
 });

@@ -5,6 +5,8 @@
 // queued job end with 503 server_busy at their deadline, none of them writes or audits anything,
 // and the pool serves again once the database lets go. The database is blocked by a row lock that
 // a psql session holds on the tenant's row (the work locks it FOR UPDATE first).
+// The instance's admin listener binds 0.0.0.0 (allowed with admin_auth): /metrics then needs an
+// operator or auditor token, /healthz and /readyz stay open.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -29,6 +31,7 @@ before(async () => {
             providers: { sim: { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile } },
             models: { 'j-a': { provider: 'sim', upstream: 'j-a' } },
             extra: {
+                listen: { data: `127.0.0.1:${ctx.dataPort}`, admin: `0.0.0.0:${ctx.adminPort}` },
                 admin_auth: { issuer: 'tollgate-test', audience: 'tollgate-admin', hs256_secret_file: secret, threads: 1, queue: 1, job_timeout_ms: 3000 },
             },
         });
@@ -64,6 +67,21 @@ async function audits(action) {
     return Number((await psql(`SELECT count(*) FROM admin_audit WHERE tenant_id = ${tenantId} AND action = '${action}'`))[0][0]);
 }
 
+test('beyond loopback: /metrics needs an operator or auditor token, probes stay open', async () => {
+    assert.equal((await req(inst.adminUrl, 'GET', '/healthz', { key: null })).status, 200);
+    assert.equal((await req(inst.adminUrl, 'GET', '/readyz', { key: null })).status, 200);
+    const anon = await req(inst.adminUrl, 'GET', '/metrics', { key: null });
+    assert.equal(anon.status, 401, anon.text);
+    const op = await req(inst.adminUrl, 'GET', '/metrics');
+    assert.equal(op.status, 200);
+    assert.match(op.text, /tollgate_requests_total/);
+    const S = stack();
+    const t = await runCmd(S.gatewayBin, ['token', '-c', inst.configPath, '--role', 'tenant_admin', '--tenant', String(tenantId)]);
+    assert.equal(t.code, 0, t.stderr);
+    const ta = await req(inst.adminUrl, 'GET', '/metrics', { key: t.stdout.trim() });
+    assert.equal(ta.status, 403);
+});
+
 test('a client that leaves while its job runs: nothing crashes, the write commits and is audited', async () => {
     const holder = holdLock(1);
     await lockHeld();
@@ -96,7 +114,9 @@ test('a blocked thread and a full queue: 503 server_busy at once, the others at 
     assert.equal(first.json.error.code, 'server_busy');
     assert.match(first.headers.get('retry-after') || '', /^[1-9]\d*$/);
     assert.equal(await adminWaitingOnLock(), 1, 'refused while the first job still waits: the queue was full');
-    for (const r of await Promise.all([running, b, c])) {
+    const all = await Promise.all([running, b, c]);
+    if (all.some((r) => r.status !== 503)) console.log(inst.gateway.output.slice(-4000));
+    for (const r of all) {
         assert.equal(r.status, 503, r.text);
         assert.equal(r.json.error.code, 'server_busy');
     }

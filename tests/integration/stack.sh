@@ -103,6 +103,7 @@ render() {
     text=${text//@PEPPER_FILE@/"$state/pepper"}
     text=${text//@ADMIN_SECRET_FILE@/"$state/admin-secret"}
     text=${text//@MASTER_KEY_FILE@/"$state/master-key"}
+    text=${text//@ADMIN_ES256_PUB@/"$state/admin-es256.pub"}
     printf '%s\n' "$text" >"$2"
 }
 
@@ -153,6 +154,14 @@ start() {
         od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/pepper"
         od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/admin-secret"
         od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/master-key"
+        # an ES256 issuer for the admin API's tests (lib/admin_tokens.mjs signs with its private key)
+        node -e '
+            const { generateKeyPairSync } = require("crypto");
+            const fs = require("fs");
+            const k = generateKeyPairSync("ec", { namedCurve: "P-256" });
+            fs.writeFileSync(process.argv[1], k.privateKey.export({ type: "pkcs8", format: "pem" }));
+            fs.writeFileSync(process.argv[2], k.publicKey.export({ type: "spki", format: "pem" }));
+        ' "$state/admin-es256.key" "$state/admin-es256.pub"
     )
     template=$src/tests/integration/config.template.json
     [ -f "$template" ] || template=$src/tests/integration/config.fallback.json
@@ -218,6 +227,7 @@ TG_ADMIN_URL=http://127.0.0.1:$admin_port
 TG_SIM_URL=$sim_url
 TG_KEY=$key
 TG_ADMIN_TOKEN=$admin_token
+TG_ADMIN_ES256_KEY=$state/admin-es256.key
 TG_DATABASE_URL=$db_url
 TG_CONFIG=$config
 TG_GATEWAY_PID=$gw_pid
