@@ -114,9 +114,12 @@ static void prices_list(tg_adm_ctx_t *c)
     }
     tg_adm_page_parse(c->req, &a->page, &err);
     int rc = tg_admin_query_param(c->req, "model", a->model, sizeof(a->model));
-    if (rc < 0 || (rc == 1 && a->model[0] == '\0'))
-        tg_mgmt_field(&err, "model", "must be a model name of 1 to 200 bytes");
-    if (rc != 1)
+    bool ok = rc == 0 || (rc == 1 && a->model[0] != '\0');
+    for (const char *p = a->model; ok && rc == 1 && *p != '\0'; p++)
+        ok = (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f; /* as the config's names are */
+    if (!ok)
+        tg_mgmt_field(&err, "model", "must be a model name of 1 to 200 printable ASCII characters");
+    if (rc != 1 || !ok)
         a->model[0] = '\0';
     if (err.code != 0) {
         free(a);

@@ -45,19 +45,18 @@ static int64_t int_param(h2o_req_t *req, const char *name, int64_t lo, int64_t h
     return n;
 }
 
+/* A model or provider name: printable ASCII without space, as the config's names are (so that no
+ * byte the database would refuse as text, such as invalid UTF-8, reaches it). */
 static void text_param(h2o_req_t *req, const char *name, char *dst, size_t cap, tg_mgmt_err_t *err)
 {
     int rc = tg_admin_query_param(req, name, dst, cap);
-    if (rc < 0 || (rc == 1 && dst[0] == '\0'))
-        tg_mgmt_field(err, name, "must be 1 to %zu bytes", cap - 1);
-    if (rc != 1)
+    bool ok = rc == 0 || (rc == 1 && dst[0] != '\0');
+    for (const char *p = dst; ok && rc == 1 && *p != '\0'; p++)
+        ok = (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f;
+    if (!ok)
+        tg_mgmt_field(err, name, "must be a name of 1 to %zu printable ASCII characters", cap - 1);
+    if (rc != 1 || !ok)
         dst[0] = '\0';
-    for (const char *p = dst; *p != '\0'; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-            tg_mgmt_field(err, name, "must not hold control characters");
-            dst[0] = '\0';
-            break;
-        }
 }
 
 /* A time parameter as unix µs (0 when absent). */
@@ -251,6 +250,9 @@ static int summary_cursor_decode(const char *s, summary_arg_t *a)
     if (!tg_usage_valid_day(a->after_day) || strlen(raw + 11) != n - 11 || n - 11 > TG_USAGE_NAME_MAX)
         return -1;
     memcpy(a->after_model, raw + 11, n - 11 + 1);
+    for (const char *p = a->after_model; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return -1; /* a model name (text the database takes), as the server wrote it */
     return 0;
 }
 
