@@ -36,7 +36,7 @@ export function auth() {
     if (!a) throw new Error('the stack config has no admin_auth block');
     const read = (f) => (f ? readFileSync(f) : null);
     const es256Public = read(a.es256_public_key_file);
-    const es256PrivFile = S.env.TG_ADMIN_ES256_PRIVATE_KEY || (a.es256_public_key_file || '').replace(/\.pub(\.pem)?$/, '.pem');
+    const es256PrivFile = S.env.TG_ADMIN_ES256_KEY || (a.es256_public_key_file || '').replace(/\.pub(\.pem)?$/, '.pem');
     let es256Private = null;
     try {
         es256Private = readFileSync(es256PrivFile);
