@@ -271,6 +271,28 @@ test('policy: PUT sets, null clears, absent keeps; validated against the catalog
     assert.equal(rows[1].actor, 'owner-b');
 });
 
+test('key policy: one key\'s override (allowed models, max_tokens, key_rpm, key_tpm), audited; tenant-wide fields refused', async () => {
+    const k = await admin('POST', `/admin/v1/tenants/${other.id}/keys`, { token: otherTok, body: { label: 'kp' } });
+    assert.equal(k.status, 201, k.text);
+    const g0 = await admin('GET', `/admin/v1/tenants/${other.id}/keys/${k.json.id}/policy`, { token: otherTok });
+    assert.equal(g0.status, 200, g0.text);
+    assert.equal(g0.json.key_id, k.json.id);
+    assert.equal(g0.json.max_tokens, null);
+    const p = await admin('PUT', `/admin/v1/tenants/${other.id}/keys/${k.json.id}/policy`, { token: otherTok, headers: { 'if-match': g0.headers.get('etag') }, body: { max_tokens: 64, key_rpm: 10 } });
+    assert.equal(p.status, 200, p.text);
+    assert.equal(p.json.max_tokens, 64);
+    assert.equal(p.json.key_rpm, 10);
+    const bad = await admin('PUT', `/admin/v1/tenants/${other.id}/keys/${k.json.id}/policy`, { body: { rpm: 5, zero_retention: true } });
+    assert.equal(bad.status, 400);
+    assert.deepEqual(bad.json.error.fields.map((f) => f.field).sort(), ['rpm', 'zero_retention']);
+    const foreign = await admin('GET', `/admin/v1/tenants/${tenant.id}/keys/${k.json.id}/policy`);
+    assert.equal(foreign.status, 404, 'a key of another tenant under this tenant is not found');
+    const rows = await auditRows(`tenant_id = ${other.id} AND action = 'key_policy.put'`);
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].resource_id, String(k.json.id));
+    assert.equal(rows[0].after.max_tokens, 64);
+});
+
 test('audit: operators and auditors page it, tenant admins may not; it is append-only', async () => {
     const a = await admin('GET', `/admin/v1/audit?tenant=${tenant.id}&limit=2`, { token: auditor });
     assert.equal(a.status, 200, a.text);

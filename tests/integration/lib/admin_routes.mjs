@@ -25,6 +25,8 @@ export const ROUTES = [
     { name: 'provider_keys.delete', method: 'DELETE', path: '/admin/v1/tenants/{id}/provider-keys/{provider}', access: ['write', 'tenant'] },
     { name: 'policy.get', method: 'GET', path: '/admin/v1/tenants/{id}/policy', access: ['read', 'tenant'] },
     { name: 'policy.put', method: 'PUT', path: '/admin/v1/tenants/{id}/policy', access: ['write', 'tenant'], body: { max_tokens: 1024 } },
+    { name: 'key_policy.get', method: 'GET', path: '/admin/v1/tenants/{id}/keys/{key_id}/policy', access: ['read', 'tenant'] },
+    { name: 'key_policy.put', method: 'PUT', path: '/admin/v1/tenants/{id}/keys/{key_id}/policy', access: ['write', 'tenant'], body: { max_tokens: 512 } },
     { name: 'audit.list', method: 'GET', path: '/admin/v1/audit', access: ['read', 'operator'] },
     // money and catalog (admin/wallet_api.c, usage_api.c, catalog_api.c, chains_api.c); {name} a chain name;
     // `headers`: what a valid request also sends
