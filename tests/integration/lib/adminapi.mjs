@@ -236,6 +236,7 @@ export function sampleBody(method, pattern) {
         'POST /admin/v1/tenants/{id}/keys/{key_id}/rotate': () => ({}),
         'PUT /admin/v1/tenants/{id}/provider-keys/{provider}': () => ({ api_key: `sk-test-${randomBytes(12).toString('hex')}` }),
         'PUT /admin/v1/tenants/{id}/policy': () => ({ max_tokens: 4096 }),
+        'PUT /admin/v1/tenants/{id}/keys/{key_id}/policy': () => ({ max_tokens: 2048 }),
         'PUT /admin/v1/tenants/{id}/chains/{name}': () => ({ targets: models }),
         'POST /admin/v1/tenants/{id}/chains': () => ({ name: uniq('chain'), targets: models }),
         'POST /admin/v1/prices': () => ({ model: models[0], input_per_mtok: 100, output_per_mtok: 200 }),
