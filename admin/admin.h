@@ -26,6 +26,7 @@ extern const tg_adm_route_t tg_adm_routes_keys[];          /* keys_api.c */
 extern const tg_adm_route_t tg_adm_routes_provider_keys[]; /* provider_keys_api.c */
 extern const tg_adm_route_t tg_adm_routes_policy[];        /* policy_api.c */
 extern const tg_adm_route_t tg_adm_routes_audit[];         /* audit.c */
+extern const tg_adm_route_t tg_adm_routes_openapi[];       /* openapi.c */
 /* money and catalog (admin/README.md, "Money and catalog") */
 extern const tg_adm_route_t tg_adm_routes_wallet[];  /* wallet_api.c */
 extern const tg_adm_route_t tg_adm_routes_usage[];   /* usage_api.c */

@@ -18,6 +18,7 @@
 #include "authn.h"
 #include "http.h"
 #include "log.h"
+#include "pathguard.h"
 #include "query.h"
 
 #define BREAKERS_PREFIX "/admin/v1/breakers/"
@@ -37,6 +38,7 @@ static const tg_adm_route_t *const tables[] = {
     tg_adm_routes_usage,
     tg_adm_routes_catalog,
     tg_adm_routes_chains,
+    tg_adm_routes_openapi,
 };
 /* clang-format on */
 
@@ -108,6 +110,8 @@ int tg_admin_route(h2o_req_t *req)
     size_t len = req->path_normalized.len;
     if (route_breaker_reset(req) == 0)
         return 0;
+    if (tg_adm_path_has_dot_segment(req->path.base, req->path.len))
+        len = 0; /* pathguard.h: a dot segment matches no route (404 after the token) */
 
     tg_adm_ctx_t c = {.req = req};
     const tg_adm_route_t *found = NULL;
