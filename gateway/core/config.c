@@ -576,14 +576,19 @@ static void parse_secrets(vctx_t *v, const json_t *root, tg_config_t *c)
 
 static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"max_body_bytes",      "max_upstream_body_bytes",
-                                       "max_sse_event_bytes", "stream_buffer_bytes",
-                                       "body_memory_factor",  NULL};
+    static const char *const keys[] = {"max_body_bytes",
+                                       "max_upstream_body_bytes",
+                                       "max_sse_event_bytes",
+                                       "stream_buffer_bytes",
+                                       "body_memory_factor",
+                                       "rate_window_ms",
+                                       NULL};
     c->max_body_bytes = 1048576;
     c->max_upstream_body_bytes = 8388608;
     c->max_sse_event_bytes = 262144;
     c->stream_buffer_bytes = 262144;
     c->body_memory_factor = 10; /* jsonmem.h: chat bodies cost 1-9x their size, tiny values 15-75x */
+    c->rate_window_ms = TG_RATE_WINDOW_MS_DEFAULT;
     json_t *l = get_obj(v, root, "", "limits");
     if (l == NULL)
         return;
@@ -594,6 +599,9 @@ static void parse_limits(vctx_t *v, const json_t *root, tg_config_t *c)
     get_size(v, l, "limits", "max_sse_event_bytes", lo, hi, &c->max_sse_event_bytes);
     get_size(v, l, "limits", "stream_buffer_bytes", lo, hi, &c->stream_buffer_bytes);
     get_u32(v, l, "limits", "body_memory_factor", 0, 1000, &c->body_memory_factor);
+    /* the limits are per minute; a shorter window is for tests (a whole window in a few seconds),
+     * a longer one for slow limits. Every instance on one database must use the same. */
+    get_u32(v, l, "limits", "rate_window_ms", 1000, 3600000u, &c->rate_window_ms);
 }
 
 static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
@@ -779,7 +787,7 @@ static void parse_provider(vctx_t *v, const char *name, const json_t *j, const t
 
 static void parse_model(vctx_t *v, const char *name, const json_t *j, tg_config_t *c, tg_model_cfg_t *m)
 {
-    static const char *const keys[] = {"provider", "upstream", "context_window", NULL};
+    static const char *const keys[] = {"provider", "upstream", "context_window", "max_output_tokens", NULL};
     char path[256];
     snprintf(path, sizeof(path), "models.%s", name);
     m->name = xstrdup(name);
@@ -810,6 +818,15 @@ static void parse_model(vctx_t *v, const char *name, const json_t *j, tg_config_
             m->upstream = xstrdup(up);
     }
     get_u32(v, j, path, "context_window", 0, UINT32_MAX, &m->context_window);
+    /* what the rate limits count for a request without max_tokens: the model's own cap; the
+     * default is a common one (a smaller context window lowers it) */
+    m->max_output_tokens = TG_MODEL_MAX_OUTPUT_DEFAULT;
+    if (m->context_window != 0 && m->context_window < m->max_output_tokens)
+        m->max_output_tokens = m->context_window;
+    get_u32(v, j, path, "max_output_tokens", 1, 10000000u, &m->max_output_tokens);
+    if (m->context_window != 0 && m->max_output_tokens > m->context_window)
+        verr(v, "%s.max_output_tokens: must not exceed context_window (%u), got %u", path, m->context_window,
+             m->max_output_tokens);
     if (m->provider != NULL && m->upstream != NULL) {
         size_t n = strlen(m->provider->name) + 1 + strlen(m->upstream) + 1;
         m->target_key = xcalloc(1, n);

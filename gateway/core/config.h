@@ -16,7 +16,7 @@
  *   secrets.key_pepper_env | secrets.key_pepper_file   (>= 32 bytes, hex or raw)
  *   secrets.master_keys          [{id, file}]: BYOK master keys, the first seals (keyring.h)
  *   limits.{max_body_bytes, max_upstream_body_bytes, max_sse_event_bytes, stream_buffer_bytes,
- *           body_memory_factor}
+ *           body_memory_factor, rate_window_ms}
  *   timeouts.{connect_ms, first_byte_ms, idle_ms, total_ms}        defaults for providers
  *   timeouts.request_first_byte_ms   the whole request's first-byte budget (top level only)
  *   shutdown_grace_ms, retry_wait_cap_ms, key_cache_ttl_ms
@@ -24,7 +24,7 @@
  *                     latency_threshold_ms, anthropic_version, zero_retention
  *   retention.{stored_requests, stored_requests_days, max_record_bytes, queue_bytes, job_interval_ms,
  *              allow_core_dumps}
- *   models.<name>: provider, upstream, context_window
+ *   models.<name>: provider, upstream, context_window, max_output_tokens
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
  *   billing.{trial_credits, lease_credits, lease_ttl_ms}   the credit ledger (billing/README.md)
  */
@@ -79,12 +79,18 @@ typedef struct tg_provider_cfg {
     size_t index; /* position in cfg->providers */
 } tg_provider_cfg_t;
 
+#define TG_MODEL_MAX_OUTPUT_DEFAULT 4096u
+#define TG_RATE_WINDOW_MS_DEFAULT   60000u
+
 typedef struct tg_model_cfg {
     char *name;     /* what clients send as "model" */
     char *upstream; /* the provider's model id */
     const tg_provider_cfg_t *provider;
     uint32_t context_window; /* tokens; 0 = unknown */
-    char *target_key;        /* "<provider>/<upstream>": names the breaker of this target */
+    /* the most output tokens one answer may have (max_output_tokens, TG_MODEL_MAX_OUTPUT_DEFAULT):
+     * a request's output when it names no max_tokens, and the cap of one that does (estimate.h) */
+    uint32_t max_output_tokens;
+    char *target_key; /* "<provider>/<upstream>": names the breaker of this target */
     size_t index;
 } tg_model_cfg_t;
 
@@ -120,6 +126,7 @@ typedef struct tg_config {
     size_t max_sse_event_bytes;
     size_t stream_buffer_bytes;  /* per stream: pause upstream above this */
     uint32_t body_memory_factor; /* a call's JSON may cost 1 MiB + this x its body (jsonmem.h); 0 off */
+    uint32_t rate_window_ms;     /* the rate limits' window (60000: "per minute"; shorter in tests) */
 
     uint32_t shutdown_grace_ms;
     uint32_t retry_wait_cap_ms;

@@ -436,6 +436,9 @@ static int stage_log(void *call)
            TG_KV_INT("cached_tokens", c->usage.cached_tokens),
            TG_KV_INT("usage_estimated", c->usage_estimated), TG_KV_INT("byok", c->served_byok),
            TG_KV_INT("byok_attempts", c->byok_attempts), TG_KV_INT("admission_ns", c->admission_ns),
+           /* LIMIT: the limit that refused, the tokens counted at admission, admitted offline */
+           TG_KV_STR("rate_limited", c->limit.refused != NULL ? c->limit.refused : "-"),
+           TG_KV_INT("rate_tokens", c->limit.tokens), TG_KV_INT("rate_local", c->limit.local),
            TG_KV_INT("duration_us", tg_now_us() - c->start_us));
     return TG_STAGE_GO;
 }

@@ -29,6 +29,7 @@
 #include "deadline.h"
 #include "failover.h"
 #include "http.h"
+#include "limit_hold.h"
 #include "pipeline.h"
 #include "providers/provider.h"
 #include "reqguard.h"
@@ -94,6 +95,8 @@ typedef struct tg_call {
     uint32_t rt_removed; /* targets the zero-retention rule took out of the route */
     tg_buf_t rt_request; /* the client's body, capped */
     tg_buf_t rt_answer;  /* what the client received, capped */
+    /* the rate limits this call was charged on (limit.c: LIMIT, and the correction in SETTLE) */
+    tg_limit_hold_t limit;
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;
@@ -174,6 +177,9 @@ int tg_stage_policy(void *call);
 int tg_stage_limit(void *call);
 int tg_stage_reserve(void *call);
 int tg_stage_settle(void *call);
+/** SETTLE's part of the rate limits: the call's token charge becomes its actual usage (all of it
+ *  back when nothing was served; the whole charge when no provider was tried). Once per call. */
+void tg_limit_settle(tg_call_t *c);
 
 /* ---- attempt.c ---- */
 int tg_stage_attempt(void *call);

@@ -45,6 +45,7 @@ int tg_stage_settle(void *call)
     if (c->kind != TG_CALL_CHAT)
         return TG_STAGE_GO;
     settle_usage(c);
+    tg_limit_settle(c); /* after settle_usage: the rate limits count what the tenant got */
     tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_NEUTRAL); /* no-op when a verdict was given */
     tg_attempt_plan_events(c);
     return TG_STAGE_GO;

@@ -8,111 +8,33 @@
 //   - after SIGCONT everything recovers: the key that was refused and a key created afterwards are
 //     authenticated, the queued events land in failover_events (or are counted as dropped), and
 //     many requests over fresh connections (so on every worker) each reach the database again.
-// The cluster, the simulator and the gateway are this file's own (tests/pg_tmp.sh, lib/instance.mjs):
+// The cluster, the simulator and the gateway are this file's own (lib/pgfreeze.mjs, lib/instance.mjs):
 // the shared cluster is used by other tests running at the same time and must never be frozen.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { stack } from './lib/stack.mjs';
 import { waitFor } from './lib/wait.mjs';
 import { startInstance, baseConfig, req, runCmd, metricValue, assertNoSanitizerReport } from './lib/instance.mjs';
+import { FreezableCluster } from './lib/pgfreeze.mjs';
 
 const run = promisify(execFile);
-const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const PG_TMP = join(SRC, 'tests/pg_tmp.sh');
 const FREEZE_MS = 4000; // "several seconds": the scenario itself, the one fixed wait of this file
 const JOB_TIMEOUT_MS = 1000;
 const CHAIN_REQUESTS = 20;
 
-const pgDir = mkdtempSync(join(tmpdir(), 'tg-dbfreeze-'));
-let frozen = []; // pids stopped with SIGSTOP, continued whatever happens
-
-function thaw() {
-    for (const pid of frozen) {
-        try {
-            process.kill(pid, 'SIGCONT');
-        } catch {
-            /* gone already */
-        }
-    }
-    frozen = [];
-}
-// A failed assertion, an exception or an exit of the runner must never leave the cluster stopped.
-process.on('exit', thaw);
+const pg = new FreezableCluster('55433', 'tg-dbfreeze-');
 
 after(async () => {
-    thaw();
-    await run('bash', [PG_TMP, 'stop', pgDir, '55433']).catch(() => {});
-    rmSync(pgDir, { recursive: true, force: true });
+    await pg.stop();
 });
 
-/** The postmaster's pid (first line of postmaster.pid in the cluster's data dir). */
-function postmasterPid() {
-    let cdir = pgDir;
-    try {
-        cdir = readFileSync(join(pgDir, 'location'), 'utf8').trim();
-    } catch {
-        /* the cluster lives in pgDir itself */
-    }
-    return Number(readFileSync(join(cdir, 'data/postmaster.pid'), 'utf8').split('\n')[0]);
-}
-
-/** Pids whose parent is ppid (the postmaster's server processes). */
-function childrenOf(ppid) {
-    const out = [];
-    for (const d of readdirSync('/proc')) {
-        if (!/^\d+$/.test(d)) continue;
-        try {
-            const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-            // "pid (comm) state ppid ...": comm may hold spaces, so parse after the last ')'
-            const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-            if (Number(fields[1]) === ppid) out.push(Number(d));
-        } catch {
-            /* exited meanwhile */
-        }
-    }
-    return out;
-}
-
-/** The one-letter state of a process ("T" once stopped, "Z" exited; "" when gone). */
-function procState(pid) {
-    try {
-        const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return st.charAt(st.lastIndexOf(')') + 2);
-    } catch {
-        return '';
-    }
-}
-
-/** Freezes the whole cluster: the postmaster first (so it forks nothing new), then its children. */
-async function freeze() {
-    const pm = postmasterPid();
-    process.kill(pm, 'SIGSTOP');
-    frozen.push(pm);
-    for (const pid of childrenOf(pm)) {
-        try {
-            process.kill(pid, 'SIGSTOP');
-            frozen.push(pid);
-        } catch {
-            /* exited meanwhile */
-        }
-    }
-    // A signal is delivered asynchronously: wait until /proc shows every one of them stopped. A
-    // backend that was exiting stays a zombie (its parent, stopped, cannot reap it) or is gone.
-    await waitFor(() => frozen.every((pid) => ['T', 'Z', ''].includes(procState(pid))), {
-        what: 'every server process to be stopped',
-    });
-    assert.equal(procState(frozen[0]), 'T', 'the postmaster is stopped');
-    return frozen.length;
-}
+const freeze = () => pg.freeze();
+const thaw = () => pg.thaw();
 
 /** A well-formed key that is in no database: authenticating it takes a lookup (then 401). */
 function unknownKey() {
@@ -158,10 +80,8 @@ async function psqlRows(conninfo, sql) {
 
 test('PostgreSQL frozen: cached keys served, uncached 503 db_unavailable with Retry-After, events kept or counted, full recovery', async (t) => {
     const S = stack();
-    // A cluster of this file's own (PORT only names the unix socket inside pgDir's cluster dir).
-    const started = await run('bash', [PG_TMP, 'start', pgDir, '55433']);
-    const conninfo = started.stdout.trim().split('\n').pop();
-    assert.match(conninfo, /^host=\/\S+ port=55433 user=postgres dbname=postgres$/);
+    // A cluster of this file's own (lib/pgfreeze.mjs).
+    const conninfo = await pg.start();
 
     const makeConfig = (ctx) =>
         baseConfig({
@@ -277,7 +197,7 @@ test('PostgreSQL frozen: cached keys served, uncached 503 db_unavailable with Re
 
 test('SIGTERM while PostgreSQL is frozen: the drain is bounded and the process exits 0', async () => {
     // the cluster of the test above, still running (after() stops it)
-    const conninfo = (await run('bash', [PG_TMP, 'start', pgDir, '55433'])).stdout.trim().split('\n').pop();
+    const conninfo = await pg.start();
     const inst = await startInstance(
         (ctx) =>
             baseConfig({

@@ -600,6 +600,39 @@ static void test_retention(void **state)
     free(errs);
 }
 
+/* The rate limits' settings: the model's output cap (what a request without max_tokens counts) and
+ * the window length. */
+static void test_rate_limit_settings(void **state)
+{
+    tg_config_t *c = parse_ok("{\"providers\": {\"p\": {\"kind\": \"openai\"}},\n"
+                              " \"models\": {\"big\": {\"provider\": \"p\", \"context_window\": 128000},\n"
+                              "            \"small\": {\"provider\": \"p\", \"context_window\": 2048},\n"
+                              "            \"capped\": {\"provider\": \"p\", \"context_window\": 200000,\n"
+                              "                       \"max_output_tokens\": 64000},\n"
+                              "            \"unknown\": {\"provider\": \"p\"}}}");
+    assert_int_equal(c->rate_window_ms, 60000); /* per minute unless told */
+    assert_int_equal(tg_config_find_model(c, "big")->max_output_tokens, TG_MODEL_MAX_OUTPUT_DEFAULT);
+    assert_int_equal(tg_config_find_model(c, "small")->max_output_tokens, 2048); /* bounded by the window */
+    assert_int_equal(tg_config_find_model(c, "capped")->max_output_tokens, 64000);
+    assert_int_equal(tg_config_find_model(c, "unknown")->max_output_tokens, TG_MODEL_MAX_OUTPUT_DEFAULT);
+    tg_config_unref(c);
+
+    c = parse_ok("{\"limits\": {\"rate_window_ms\": 2000}}");
+    assert_int_equal(c->rate_window_ms, 2000);
+    tg_config_unref(c);
+
+    char *errs = parse_fail("{\"limits\": {\"rate_window_ms\": 10},\n"
+                            " \"providers\": {\"p\": {\"kind\": \"openai\"}},\n"
+                            " \"models\": {\"a\": {\"provider\": \"p\", \"max_output_tokens\": 0},\n"
+                            "            \"b\": {\"provider\": \"p\", \"context_window\": 8000,\n"
+                            "                  \"max_output_tokens\": 9000}}}");
+    assert_has_line(errs, "limits.rate_window_ms: must be an integer between 1000 and 3600000, got 10");
+    assert_has_line(errs, "models.a.max_output_tokens: must be an integer between 1 and 10000000, got 0");
+    assert_has_line(errs, "models.b.max_output_tokens: must not exceed context_window (8000), got 9000");
+    assert_int_equal(count_lines(errs), 3);
+    free(errs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -616,6 +649,7 @@ int main(void)
         cmocka_unit_test(test_database_section),
         cmocka_unit_test(test_database_host_needs_no_lookup),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_rate_limit_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
