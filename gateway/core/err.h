@@ -62,7 +62,9 @@
     X(-32, INSUFFICIENT_CREDITS, "insufficient_credits", 402, "insufficient_quota",                       \
       "the wallet does not hold enough credits for this request")                                         \
     X(-33, IDEMPOTENCY_MISMATCH, "idempotency_key_reused", 422, "invalid_request_error",                  \
-      "the idempotency key was already used with a different request")
+      "the idempotency key was already used with a different request")                                   \
+    X(-34, MODEL_NOT_PRICED, "model_not_priced", 503, "service_unavailable",                              \
+      "this model has no price in effect and cannot be billed")
 /* clang-format on */
 
 typedef enum {

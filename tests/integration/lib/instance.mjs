@@ -43,7 +43,7 @@ export function runCmd(bin, args, { env = process.env, cwd = SRC, timeoutMs = 0 
 }
 
 /** A child process whose output is collected, whose exit can be awaited and whose lines can be waited for. */
-class Proc {
+export class Proc {
     constructor(bin, args, { env = process.env, cwd = SRC } = {}) {
         this.out = '';
         this.err = '';
@@ -136,6 +136,8 @@ export function baseConfig({ dataPort, adminPort, pepperFile, providers, models,
         providers,
         models,
         chains,
+        // billing off unless a test turns it on (its own journal then: one per process)
+        billing: { enabled: false },
         ...extra,
     };
 }
