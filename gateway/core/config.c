@@ -635,8 +635,8 @@ static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
 /* billing: the credit ledger's amounts (micro-credits; at most a billion credits) and lease life. */
 static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"enabled",      "trial_credits", "lease_credits", "lease_ttl_ms",
-                                       "journal_path", "journal_fsync", NULL};
+    static const char *const keys[] = {
+        "enabled", "trial_credits", "lease_credits", "lease_ttl_ms", "journal_path", "journal_fsync", NULL};
     const uint64_t max_credits = 1000000000000000ull;
     uint64_t trial = 0, lease = 10000000;
     c->billing.lease_ttl_ms = 60000;

@@ -301,7 +301,8 @@ static void drive(ledger_acct_t *ac, tg_worker_t *w, tg_ledger_call_t **wake, in
         snprintf(p[1], sizeof(p[1]), "%u", g.opts.ttl_ms);
         v[0] = p[0];
         v[1] = p[1];
-        if (tg_pgpool_query(w->pg, "SELECT tollgate_lease_extend($1::bigint, $2::int)", 2, v, on_extend, x) != 0) {
+        if (tg_pgpool_query(w->pg, "SELECT tollgate_lease_extend($1::bigint, $2::int)", 2, v, on_extend, x) !=
+            0) {
             free(x);
             tg_lease_extended(&ac->a, act.lease_id, 0);
         }
@@ -317,7 +318,8 @@ static void on_wake(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {
     (void)rx;
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&m->link);
         tg_ledger_call_t *l = H2O_STRUCT_FROM_MEMBER(tg_ledger_call_t, wake, m);
         tg_call_t *c = H2O_STRUCT_FROM_MEMBER(tg_call_t, led, l);
@@ -382,10 +384,11 @@ static int price_call(tg_call_t *c)
         l->price[i].id = p->id;
         l->price[i].unit = p->unit;
         uint64_t out = tg_estimate_output_tokens(c->body, m->max_output_tokens);
-        tg_tokens_t t = {.input = (int64_t)(l->prompt_est < (uint64_t)TG_COST_MAX_TOKENS ? l->prompt_est
-                                                                                       : TG_COST_MAX_TOKENS),
-                         .cached = 0,
-                         .output = (int64_t)(out < (uint64_t)TG_COST_MAX_TOKENS ? out : TG_COST_MAX_TOKENS)};
+        tg_tokens_t t = {
+            .input =
+                (int64_t)(l->prompt_est < (uint64_t)TG_COST_MAX_TOKENS ? l->prompt_est : TG_COST_MAX_TOKENS),
+            .cached = 0,
+            .output = (int64_t)(out < (uint64_t)TG_COST_MAX_TOKENS ? out : TG_COST_MAX_TOKENS)};
         /* the reservation prices every input token at the dearer of the two input rates */
         tg_unit_prices_t u = p->unit;
         if (u.cached_input > u.input)
@@ -512,10 +515,11 @@ int tg_ledger_reserve(tg_call_t *c)
     snprintf(key, sizeof(key), "x/%s", c->request_id);
     const char *v[6] = {tenant, g.instance, key, amount, ttl, c->request_id};
     tg_call_ref(c);
-    if (tg_pgpool_query(c->worker->pg,
-                        "SELECT lease_id, amount, expires_at, available FROM tollgate_lease_open($1::bigint, $2, "
-                        "$3, $4::bigint, $4::bigint, 100, $5::int, $6)",
-                        6, v, on_exact, c) != 0) {
+    if (tg_pgpool_query(
+            c->worker->pg,
+            "SELECT lease_id, amount, expires_at, available FROM tollgate_lease_open($1::bigint, $2, "
+            "$3, $4::bigint, $4::bigint, 100, $5::int, $6)",
+            6, v, on_exact, c) != 0) {
         tg_call_unref(c);
         return TG_EDB_UNAVAILABLE;
     }
@@ -587,25 +591,28 @@ static void iso_time(char *out, size_t cap, int64_t us)
 
 static char *record_json(tg_call_t *c, int slot, const usage_fig_t *f, int64_t charge)
 {
-    const tg_model_cfg_t *m = slot >= 0 ? slot_model(c, (size_t)slot) : c->route.n_targets > 0 ? c->route.targets[0] : NULL;
+    const tg_model_cfg_t *m = slot >= 0                ? slot_model(c, (size_t)slot)
+                              : c->route.n_targets > 0 ? c->route.targets[0]
+                                                       : NULL;
     const tg_ledger_price_t *p = &c->led.price[slot >= 0 ? slot : 0];
     char at[40];
     iso_time(at, sizeof(at), unix_now_us());
     int status = c->status != 0 ? c->status : 499;
-    const char *err = c->pipe.err != 0 ? tg_err_code(c->pipe.err) : c->mid_stream_failed ? "stream_broken" : NULL;
-    json_t *r = json_pack("{s:I,s:s,s:s,s:I,s:s,s:s,s:b,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:i,s:i}",
-                          "tenant_id", (json_int_t)c->principal.tenant_id, "request_id", c->request_id,
-                          "created_at", at, "key_id", (json_int_t)c->principal.key_id, "model",
-                          m != NULL ? m->name : "-", "provider", m != NULL ? m->provider->name : "-", "byok",
-                          slot >= 0 && c->served_byok, "input_tokens", (json_int_t)f->t.input, "output_tokens",
-                          (json_int_t)f->t.output, "cached_tokens", (json_int_t)f->t.cached, "estimated",
-                          f->estimated, "price_id", (json_int_t)p->id, "price_input", (json_int_t)p->unit.input,
-                          "price_output", (json_int_t)p->unit.output, "price_cached",
-                          (json_int_t)p->unit.cached_input, "platform_fee", (json_int_t)p->unit.byok_fee, "billed",
-                          f->billed, "cost", (json_int_t)f->cost, "charge", (json_int_t)charge, "lease_id",
-                          (json_int_t)c->led.hold.lease_id, "latency_ms",
-                          (json_int_t)((tg_now_us() - c->start_us) / 1000), "attempts",
-                          (int)tg_plan_attempt_count(&c->plan), "status", status);
+    const char *err = c->pipe.err != 0       ? tg_err_code(c->pipe.err)
+                      : c->mid_stream_failed ? "stream_broken"
+                                             : NULL;
+    json_t *r = json_pack(
+        "{s:I,s:s,s:s,s:I,s:s,s:s,s:b,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:i,s:i}",
+        "tenant_id", (json_int_t)c->principal.tenant_id, "request_id", c->request_id, "created_at", at,
+        "key_id", (json_int_t)c->principal.key_id, "model", m != NULL ? m->name : "-", "provider",
+        m != NULL ? m->provider->name : "-", "byok", slot >= 0 && c->served_byok, "input_tokens",
+        (json_int_t)f->t.input, "output_tokens", (json_int_t)f->t.output, "cached_tokens",
+        (json_int_t)f->t.cached, "estimated", f->estimated, "price_id", (json_int_t)p->id, "price_input",
+        (json_int_t)p->unit.input, "price_output", (json_int_t)p->unit.output, "price_cached",
+        (json_int_t)p->unit.cached_input, "platform_fee", (json_int_t)p->unit.byok_fee, "billed", f->billed,
+        "cost", (json_int_t)f->cost, "charge", (json_int_t)charge, "lease_id",
+        (json_int_t)c->led.hold.lease_id, "latency_ms", (json_int_t)((tg_now_us() - c->start_us) / 1000),
+        "attempts", (int)tg_plan_attempt_count(&c->plan), "status", status);
     if (r == NULL)
         return NULL;
     if (err != NULL)
@@ -733,7 +740,8 @@ int tg_ledger_splice_cost(tg_buf_t *chunk, int64_t cost)
         return 0; /* "usage":null */
     at++;
     size_t rest = at;
-    while (rest < chunk->len && (chunk->data[rest] == ' ' || chunk->data[rest] == '\t' || chunk->data[rest] == '\n'))
+    while (rest < chunk->len &&
+           (chunk->data[rest] == ' ' || chunk->data[rest] == '\t' || chunk->data[rest] == '\n'))
         rest++;
     char ins[40];
     int n = snprintf(ins, sizeof(ins), "\"cost\":%" PRId64 "%s", cost,
@@ -801,7 +809,8 @@ static bool exec_ok(PGconn *db, const char *sql)
     PGresult *r = PQexec(db, sql);
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        TG_LOG(TG_LOG_WARN, "ledger_job_failed", TG_KV_STR("sql", sql), TG_KV_STR("error", PQerrorMessage(db)));
+        TG_LOG(TG_LOG_WARN, "ledger_job_failed", TG_KV_STR("sql", sql),
+               TG_KV_STR("error", PQerrorMessage(db)));
     PQclear(r);
     return ok;
 }
@@ -844,11 +853,13 @@ static bool commit(PGconn *db, char **lines, size_t n, const int64_t *closes, si
     snprintf(key, sizeof(key), "%s/%" PRIu64, g.instance, atomic_fetch_add(&g_batch_seq, 1) + 1);
     if (ok) {
         const char *v[3] = {key, arr.data, cl.data};
-        PGresult *r = PQexecParams(db, "SELECT recorded, charged FROM tollgate_settle($1, $2::jsonb, $3::bigint[])",
-                                   3, NULL, v, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(db, "SELECT recorded, charged FROM tollgate_settle($1, $2::jsonb, $3::bigint[])", 3,
+                         NULL, v, NULL, NULL, 0);
         ok = PQresultStatus(r) == PGRES_TUPLES_OK;
         if (ok) {
-            tg_metrics_add("tollgate_ledger_records_total", "", (double)strtoll(PQgetvalue(r, 0, 0), NULL, 10));
+            tg_metrics_add("tollgate_ledger_records_total", "",
+                           (double)strtoll(PQgetvalue(r, 0, 0), NULL, 10));
             tg_metrics_add("tollgate_ledger_batches_total", "", 1);
         } else {
             TG_LOG(TG_LOG_WARN, "ledger_settle_failed", TG_KV_INT("records", n),
@@ -1060,7 +1071,8 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
     uint32_t rnd = 0;
     if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
         rnd = (uint32_t)tg_now_us();
-    snprintf(g.instance, sizeof(g.instance), "%.40s-%d-%" PRId64 "-%08x", host, (int)getpid(), tg_unix_now(), rnd);
+    snprintf(g.instance, sizeof(g.instance), "%.40s-%d-%" PRId64 "-%08x", host, (int)getpid(), tg_unix_now(),
+             rnd);
 
     tg_lease_opts_default(&g.opts, cfg->billing.lease_credits);
     g.opts.ttl_ms = cfg->billing.lease_ttl_ms;
@@ -1134,7 +1146,8 @@ void tg_ledger_stop(void)
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += LEDGER_STOP_MS / 1000;
     if (pthread_timedjoin_np(g.thread, NULL, &dl) != 0) {
-        TG_LOG(TG_LOG_WARN, "ledger_stop_timeout", TG_KV_STR("why", "the journal keeps what is not committed"));
+        TG_LOG(TG_LOG_WARN, "ledger_stop_timeout",
+               TG_KV_STR("why", "the journal keeps what is not committed"));
         return;
     }
     pthread_mutex_lock(&g.mu);

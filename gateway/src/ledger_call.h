@@ -29,24 +29,24 @@ typedef struct tg_ledger_price {
 } tg_ledger_price_t;
 
 typedef struct tg_ledger_call {
-    bool started;   /* RESERVE has priced the call */
-    bool reserved;  /* `hold` is a hold to settle (amount 0: the call reserves nothing) */
-    bool waiting;   /* queued on the account until its lease is answered (holds a reference) */
-    bool asking;    /* an exact reservation is in flight (holds a reference) */
-    bool settled;   /* SETTLE has run: a late answer only gives back what it got */
+    bool started;  /* RESERVE has priced the call */
+    bool reserved; /* `hold` is a hold to settle (amount 0: the call reserves nothing) */
+    bool waiting;  /* queued on the account until its lease is answered (holds a reference) */
+    bool asking;   /* an exact reservation is in flight (holds a reference) */
+    bool settled;  /* SETTLE has run: a late answer only gives back what it got */
     bool exact_refused;
     int wake_err; /* the lease open failed: RESERVE fails with it */
     struct tg_ledger_acct *acct;
     h2o_multithread_receiver_t *rx; /* the call's loop, for the wake */
     h2o_multithread_message_t wake;
     struct tg_ledger_call *next_waiter;
-    int64_t amount;        /* the estimated maximum cost */
-    uint64_t prompt_est;   /* prompt tokens estimated from the request */
+    int64_t amount;      /* the estimated maximum cost */
+    uint64_t prompt_est; /* prompt tokens estimated from the request */
     tg_hold_t hold;
     tg_ledger_price_t price[TG_LEDGER_PRICE_SLOTS];
-    int64_t cost;          /* computed once, for the headers and the record */
+    int64_t cost; /* computed once, for the headers and the record */
     bool cost_known;
-    bool cost_estimated;   /* tokens are an estimate (a cut stream without a report) */
+    bool cost_estimated; /* tokens are an estimate (a cut stream without a report) */
 } tg_ledger_call_t;
 
 #endif

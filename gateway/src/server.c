@@ -743,7 +743,8 @@ static int run(const char *config_path)
         TG_LOG(TG_LOG_WARN, "stored_requests_writer_unavailable");
     /* the credit ledger: journal replay, prices, its writer (billing off: nothing) */
     if (tg_ledger_start(events_db, cfg) != 0) {
-        TG_LOG(TG_LOG_ERROR, "ledger_unavailable", TG_KV_STR("why", "billing is on and the ledger cannot start"));
+        TG_LOG(TG_LOG_ERROR, "ledger_unavailable",
+               TG_KV_STR("why", "billing is on and the ledger cannot start"));
         tg_config_unref(cfg);
         return 1;
     }
