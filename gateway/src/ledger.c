@@ -73,8 +73,16 @@ static struct {
     /* writer */
     pthread_mutex_t mu;
     pthread_cond_t cv, cv_done;
-    item_t *ring;
+    item_t *ring; /* settled, waiting for the journal thread (g.mu) */
     size_t head, count;
+    /* journaled, waiting for the commit thread (jmu; fmu is held while the journal file is written
+     * or truncated, and taken before jmu) */
+    pthread_mutex_t jmu, fmu;
+    pthread_cond_t jcv;
+    item_t *jring;
+    size_t jhead, jcount;
+    bool jdone;
+    pthread_t jthread;
     uint64_t queued, done; /* items queued, items committed or given up */
     bool running, stopping;
     pthread_t thread;
@@ -778,8 +786,6 @@ static void journal_append(const char *const *lines, size_t n)
             }
         }
     }
-    if (g.fsync_each && fdatasync(g.journal_fd) != 0)
-        TG_LOG(TG_LOG_ERROR, "ledger_journal_fsync_failed", TG_KV_INT("errno", errno));
 }
 
 static void journal_clear(void)
@@ -872,14 +878,71 @@ static bool commit(PGconn *db, char **lines, size_t n, const int64_t *closes, si
     return ok;
 }
 
-static void timed_wait(int ms)
+static void timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
 {
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_nsec += (long)(ms % 1000) * 1000000L;
     dl.tv_sec += ms / 1000 + dl.tv_nsec / 1000000000L;
     dl.tv_nsec %= 1000000000L;
-    pthread_cond_timedwait(&g.cv, &g.mu, &dl);
+    pthread_cond_timedwait(cv, mu, &dl);
+}
+
+/*
+ * The journal thread: settlements go to the journal file as soon as they are queued (a write to
+ * the page cache, which a killed process does not lose; the commit thread fsyncs), then to the
+ * commit thread. A thread of its own so that a commit in progress never delays the journal.
+ */
+static void *journal_main(void *arg)
+{
+    (void)arg;
+    enum { TAKE = 4096 };
+    item_t *local = calloc(TAKE, sizeof(item_t));
+    const char **lines = calloc(TAKE, sizeof(char *));
+    pthread_mutex_lock(&g.mu);
+    for (;;) {
+        while (g.count == 0 && !g.stopping)
+            pthread_cond_wait(&g.cv, &g.mu);
+        if (g.count == 0 && g.stopping)
+            break;
+        size_t k = 0, n = 0;
+        while (g.count > 0 && k < TAKE) {
+            local[k] = g.ring[g.head];
+            g.head = (g.head + 1) % LEDGER_QUEUE_MAX;
+            g.count--;
+            if (local[k].json != NULL)
+                lines[n++] = local[k].json;
+            k++;
+        }
+        pthread_mutex_unlock(&g.mu);
+        pthread_mutex_lock(&g.fmu);
+        journal_append(lines, n);
+        pthread_mutex_lock(&g.jmu);
+        for (size_t i = 0; i < k;) {
+            if (g.jcount >= LEDGER_QUEUE_MAX) { /* the database is away for long: wait for room */
+                pthread_mutex_unlock(&g.fmu);
+                timed_wait(&g.jcv, &g.jmu, LEDGER_IDLE_WAIT_MS);
+                pthread_mutex_unlock(&g.jmu);
+                pthread_mutex_lock(&g.fmu);
+                pthread_mutex_lock(&g.jmu);
+                continue;
+            }
+            g.jring[(g.jhead + g.jcount) % LEDGER_QUEUE_MAX] = local[i++];
+            g.jcount++;
+        }
+        pthread_cond_broadcast(&g.jcv);
+        pthread_mutex_unlock(&g.jmu);
+        pthread_mutex_unlock(&g.fmu);
+        pthread_mutex_lock(&g.mu);
+    }
+    pthread_mutex_unlock(&g.mu);
+    pthread_mutex_lock(&g.jmu);
+    g.jdone = true;
+    pthread_cond_broadcast(&g.jcv);
+    pthread_mutex_unlock(&g.jmu);
+    free(local);
+    free(lines);
+    return NULL;
 }
 
 static void register_metrics(void)
@@ -914,30 +977,29 @@ static void *writer_main(void *arg)
     size_t n_replay = g.n_replay, replayed = 0;
     g.replay = NULL;
     bool dirty = n_replay > 0; /* the journal holds something */
-    pthread_mutex_lock(&g.mu);
+    pthread_mutex_lock(&g.jmu);
     for (;;) {
         if (n == 0 && n_closes == 0 && replayed >= n_replay) {
-            if (g.count == 0 && !g.stopping)
-                timed_wait(LEDGER_IDLE_WAIT_MS);
-            if (g.count == 0 && g.stopping)
+            if (g.jcount == 0 && !g.jdone)
+                timed_wait(&g.jcv, &g.jmu, LEDGER_IDLE_WAIT_MS);
+            if (g.jcount == 0 && g.jdone)
                 break;
         }
-        size_t first = n;
-        while (g.count > 0 && n < LEDGER_BATCH_MAX && n_closes < LEDGER_BATCH_MAX) {
-            item_t it = g.ring[g.head];
-            g.head = (g.head + 1) % LEDGER_QUEUE_MAX;
-            g.count--;
+        while (g.jcount > 0 && n < LEDGER_BATCH_MAX && n_closes < LEDGER_BATCH_MAX) {
+            item_t it = g.jring[g.jhead];
+            g.jhead = (g.jhead + 1) % LEDGER_QUEUE_MAX;
+            g.jcount--;
             taken++;
+            dirty = true;
             if (it.json != NULL)
                 lines[n++] = it.json;
             else
                 closes[n_closes++] = it.close_id;
         }
-        pthread_mutex_unlock(&g.mu);
-        if (n > first) {
-            journal_append((const char *const *)lines + first, n - first);
-            dirty = true;
-        }
+        pthread_cond_broadcast(&g.jcv); /* room for the journal thread */
+        pthread_mutex_unlock(&g.jmu);
+        if (n > 0 && g.fsync_each && g.journal_fd >= 0 && fdatasync(g.journal_fd) != 0)
+            TG_LOG(TG_LOG_ERROR, "ledger_journal_fsync_failed", TG_KV_INT("errno", errno));
         if (db == NULL || PQstatus(db) != CONNECTION_OK) {
             PQfinish(db);
             db = writer_connect();
@@ -983,22 +1045,36 @@ static void *writer_main(void *arg)
                     n = n_closes = 0;
                 }
             }
-            if (ok && dirty) {
-                journal_clear(); /* it held exactly what was just committed */
-                dirty = false;
+            if (ok && dirty && replayed >= n_replay) {
+                /* everything journaled is committed unless the journal thread has handed more
+                 * over meanwhile (it writes and hands over under fmu) */
+                pthread_mutex_lock(&g.fmu);
+                pthread_mutex_lock(&g.jmu);
+                bool more = g.jcount > 0;
+                pthread_mutex_unlock(&g.jmu);
+                if (!more) {
+                    journal_clear();
+                    dirty = false;
+                }
+                pthread_mutex_unlock(&g.fmu);
             }
         }
-        pthread_mutex_lock(&g.mu);
         if (ok) {
+            pthread_mutex_lock(&g.mu);
             g.done += taken;
             taken = 0;
             pthread_cond_broadcast(&g.cv_done);
-        } else {
-            if (g.stopping)
-                break; /* the journal keeps it for the next start */
-            timed_wait(LEDGER_RETRY_MS);
+            pthread_mutex_unlock(&g.mu);
+        }
+        pthread_mutex_lock(&g.jmu);
+        if (!ok) {
+            if (g.jdone)
+                break; /* stopping: the journal keeps it for the next start */
+            timed_wait(&g.jcv, &g.jmu, LEDGER_RETRY_MS);
         }
     }
+    pthread_mutex_unlock(&g.jmu);
+    pthread_mutex_lock(&g.mu);
     g.done += taken;
     pthread_cond_broadcast(&g.cv_done);
     pthread_mutex_unlock(&g.mu);
@@ -1058,11 +1134,14 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
     for (size_t i = 0; i < LEDGER_SHARDS; i++)
         pthread_mutex_init(&g.shards[i].mu, NULL);
     pthread_mutex_init(&g.mu, NULL);
+    pthread_mutex_init(&g.jmu, NULL);
+    pthread_mutex_init(&g.fmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&g.cv, &ca);
     pthread_cond_init(&g.cv_done, &ca);
+    pthread_cond_init(&g.jcv, &ca);
     pthread_condattr_destroy(&ca);
 
     /* instance id: host, pid, start time and random bits: never reused by another process */
@@ -1110,12 +1189,17 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
 
     g.conninfo = strdup(conninfo);
     g.ring = calloc(LEDGER_QUEUE_MAX, sizeof(item_t));
-    if (g.conninfo == NULL || g.ring == NULL)
+    g.jring = calloc(LEDGER_QUEUE_MAX, sizeof(item_t));
+    if (g.conninfo == NULL || g.ring == NULL || g.jring == NULL)
         return TG_ENOMEM;
     g.running = true;
-    if (pthread_create(&g.thread, NULL, writer_main, NULL) != 0) {
+    if (pthread_create(&g.jthread, NULL, journal_main, NULL) != 0) {
         g.running = false;
         return TG_ENOMEM;
+    }
+    if (pthread_create(&g.thread, NULL, writer_main, NULL) != 0) {
+        g.running = false;
+        return TG_ENOMEM; /* the process exits: the journal thread goes with it */
     }
     atomic_store(&g.on, true);
     TG_LOG(TG_LOG_INFO, "ledger_started", TG_KV_STR("instance", g.instance),
@@ -1145,7 +1229,7 @@ void tg_ledger_stop(void)
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += LEDGER_STOP_MS / 1000;
-    if (pthread_timedjoin_np(g.thread, NULL, &dl) != 0) {
+    if (pthread_timedjoin_np(g.jthread, NULL, &dl) != 0 || pthread_timedjoin_np(g.thread, NULL, &dl) != 0) {
         TG_LOG(TG_LOG_WARN, "ledger_stop_timeout",
                TG_KV_STR("why", "the journal keeps what is not committed"));
         return;

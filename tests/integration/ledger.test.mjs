@@ -217,7 +217,7 @@ test('200 concurrent requests against a wallet that covers exactly 50: two insta
     await fifty([{ url: a.url, key: a.key }, { url: b.url, key: a.key }], await tenantId(name));
 });
 
-test('kill -9 under load, restart on the same journal: the invariants hold, nothing is charged twice, the journal is replayed', async () => {
+test('kill -9 under load, restart on the same journal: the invariants hold, nothing is charged twice, the journal is replayed', async (t) => {
     const name = `led-kill-${RUN}`;
     const journal = join(journals, 'kill.journal');
     const inst = await start(name, { journal });
@@ -256,6 +256,8 @@ test('kill -9 under load, restart on the same journal: the invariants hold, noth
     assert.ok(after_.length >= before, 'the replay lost nothing');
     assert.ok(after_.length <= sent, 'no record for a request never sent');
     const missing = [...served].filter((id) => !ids.has(id));
+    const replayed = gw.logEvents().filter((e) => e.event === 'ledger_journal_replayed').reduce((a, e) => a + e.records, 0);
+    t.diagnostic(`served ${served.size}, recorded ${after_.length} (${before} before the restart, ${replayed} replayed from the journal), served without a record ${missing.length}`);
     // KNOWN GAP (billing/README.md, "The journal"): a whole answer reaches the client in RELAY,
     // before SETTLE hands its record to the writer, which journals it a moment later; a kill in
     // that moment loses the charge (the lease expires and returns the hold). At most the requests
