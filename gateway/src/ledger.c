@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,11 +39,12 @@
 
 #define LEDGER_SHARDS        256
 #define LEDGER_QUEUE_MAX     (1u << 20) /* records and closes waiting for the writer */
-#define LEDGER_BATCH_MAX     2000       /* records per tollgate_settle */
-#define LEDGER_EXPIRE_MS     5000       /* tollgate_leases_expire() period */
-#define LEDGER_PARTITIONS_MS 86400000   /* tollgate_usage_partitions() period */
-#define LEDGER_IDLE_WAIT_MS  100        /* the writer looks at notifications at least this often */
-#define LEDGER_RETRY_MS      500        /* after a failed commit */
+#define LEDGER_BATCH_MAX     20000      /* records per tollgate_settle */
+#define LEDGER_COMMIT_MS     50 /* a batch gathers this long (unless full): one charge per tenant per batch */
+#define LEDGER_EXPIRE_MS     5000     /* tollgate_leases_expire() period */
+#define LEDGER_PARTITIONS_MS 86400000 /* tollgate_usage_partitions() period */
+#define LEDGER_IDLE_WAIT_MS  100      /* the writer looks at notifications at least this often */
+#define LEDGER_RETRY_MS      500      /* after a failed commit */
 #define LEDGER_STOP_MS       5000
 #define LEDGER_LINE_MAX      4096 /* one journal line (a record is ~600 bytes) */
 
@@ -358,6 +360,23 @@ static int64_t unix_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* The price snapshot, without the global lock and reference count per request: each thread keeps
+ * a reference and swaps it when the writer has published a new one (g_price_gen). */
+static _Atomic uint64_t g_price_gen = 1;
+static __thread tg_prices_t *t_snap;
+static __thread uint64_t t_snap_gen;
+
+static tg_prices_t *prices_current(void)
+{
+    uint64_t gen = atomic_load_explicit(&g_price_gen, memory_order_acquire);
+    if (t_snap_gen != gen || t_snap == NULL) {
+        tg_prices_unref(t_snap);
+        t_snap = tg_prices_acquire();
+        t_snap_gen = gen;
+    }
+    return t_snap;
+}
+
 static const tg_model_cfg_t *slot_model(const tg_call_t *c, size_t i)
 {
     return i < c->route.n_targets ? c->route.targets[i] : c->route.context_fallback;
@@ -372,7 +391,7 @@ static bool slot_byok(const tg_call_t *c, size_t i)
 static int price_call(tg_call_t *c)
 {
     tg_ledger_call_t *l = &c->led;
-    tg_prices_t *snap = tg_prices_acquire();
+    tg_prices_t *snap = prices_current();
     int64_t at = unix_now_us();
     l->prompt_est = tg_estimate_prompt_tokens(c->body);
     int64_t most = 0;
@@ -407,7 +426,6 @@ static int price_call(tg_call_t *c)
         if (cost > most)
             most = cost;
     }
-    tg_prices_unref(snap);
     l->amount = most;
     return rc;
 }
@@ -597,39 +615,48 @@ static void iso_time(char *out, size_t cap, int64_t us)
     snprintf(out + n, cap - n, ".%06" PRId64 "Z", us % 1000000);
 }
 
+/* One usage record as tollgate_settle reads it (jsonb_to_recordset), formatted directly: jansson's
+ * tree and allocations showed per request. Names come from the config, escaped all the same. */
 static char *record_json(tg_call_t *c, int slot, const usage_fig_t *f, int64_t charge)
 {
     const tg_model_cfg_t *m = slot >= 0                ? slot_model(c, (size_t)slot)
                               : c->route.n_targets > 0 ? c->route.targets[0]
                                                        : NULL;
     const tg_ledger_price_t *p = &c->led.price[slot >= 0 ? slot : 0];
-    char at[40];
+    char at[40], model[420], provider[160], lease[24] = "null", err[80] = "null";
     iso_time(at, sizeof(at), unix_now_us());
-    int status = c->status != 0 ? c->status : 499;
-    const char *err = c->pipe.err != 0       ? tg_err_code(c->pipe.err)
-                      : c->mid_stream_failed ? "stream_broken"
-                                             : NULL;
-    json_t *r = json_pack(
-        "{s:I,s:s,s:s,s:I,s:s,s:s,s:b,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:i,s:i}",
-        "tenant_id", (json_int_t)c->principal.tenant_id, "request_id", c->request_id, "created_at", at,
-        "key_id", (json_int_t)c->principal.key_id, "model", m != NULL ? m->name : "-", "provider",
-        m != NULL ? m->provider->name : "-", "byok", slot >= 0 && c->served_byok, "input_tokens",
-        (json_int_t)f->t.input, "output_tokens", (json_int_t)f->t.output, "cached_tokens",
-        (json_int_t)f->t.cached, "estimated", f->estimated, "price_id", (json_int_t)p->id, "price_input",
-        (json_int_t)p->unit.input, "price_output", (json_int_t)p->unit.output, "price_cached",
-        (json_int_t)p->unit.cached_input, "platform_fee", (json_int_t)p->unit.byok_fee, "billed", f->billed,
-        "cost", (json_int_t)f->cost, "charge", (json_int_t)charge, "lease_id",
-        (json_int_t)c->led.hold.lease_id, "latency_ms", (json_int_t)((tg_now_us() - c->start_us) / 1000),
-        "attempts", (int)tg_plan_attempt_count(&c->plan), "status", status);
-    if (r == NULL)
+    if (tg_json_escape(model, sizeof(model), m != NULL ? m->name : "-") < 0 ||
+        tg_json_escape(provider, sizeof(provider), m != NULL ? m->provider->name : "-") < 0)
         return NULL;
-    if (err != NULL)
-        json_object_set_new(r, "error", json_string(err));
-    if (c->led.hold.lease_id == 0)
-        json_object_set_new(r, "lease_id", json_null());
-    char *s = json_dumps(r, JSON_COMPACT);
-    json_decref(r);
-    return s;
+    if (c->led.hold.lease_id != 0)
+        snprintf(lease, sizeof(lease), "%" PRId64, c->led.hold.lease_id);
+    const char *e = c->pipe.err != 0       ? tg_err_code(c->pipe.err)
+                    : c->mid_stream_failed ? "stream_broken"
+                                           : NULL;
+    if (e != NULL)
+        snprintf(err, sizeof(err), "\"%s\"", e); /* the table's codes: [a-z_] */
+    int status = c->status != 0 ? c->status : 499;
+    char *out = malloc(1400);
+    if (out == NULL)
+        return NULL;
+    int n = snprintf(
+        out, 1400,
+        "{\"tenant_id\":%" PRId64 ",\"request_id\":\"%s\",\"created_at\":\"%s\",\"key_id\":%" PRId64
+        ",\"model\":\"%s\",\"provider\":\"%s\",\"byok\":%s,\"input_tokens\":%" PRId64
+        ",\"output_tokens\":%" PRId64 ",\"cached_tokens\":%" PRId64 ",\"estimated\":%s,\"price_id\":%" PRId64
+        ",\"price_input\":%" PRId64 ",\"price_output\":%" PRId64 ",\"price_cached\":%" PRId64
+        ",\"platform_fee\":%" PRId64 ",\"billed\":%s,\"cost\":%" PRId64 ",\"charge\":%" PRId64
+        ",\"lease_id\":%s,\"latency_ms\":%" PRIu64 ",\"attempts\":%zu,\"status\":%d,\"error\":%s}",
+        c->principal.tenant_id, c->request_id, at, c->principal.key_id, model, provider,
+        slot >= 0 && c->served_byok ? "true" : "false", f->t.input, f->t.output, f->t.cached,
+        f->estimated ? "true" : "false", p->id, p->unit.input, p->unit.output, p->unit.cached_input,
+        p->unit.byok_fee, f->billed ? "true" : "false", f->cost, charge, lease,
+        (tg_now_us() - c->start_us) / 1000, tg_plan_attempt_count(&c->plan), status, err);
+    if (n < 0 || n >= 1400) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }
 
 void tg_ledger_settle(tg_call_t *c)
@@ -768,21 +795,35 @@ static void journal_append(const char *const *lines, size_t n)
 {
     if (g.journal_fd < 0 || n == 0)
         return;
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(lines[i]);
-        const char *parts[2] = {lines[i], "\n"};
-        size_t lens[2] = {len, 1};
-        for (int k = 0; k < 2; k++) {
-            size_t off = 0;
-            while (off < lens[k]) {
-                ssize_t w = write(g.journal_fd, parts[k] + off, lens[k] - off);
-                if (w < 0 && errno == EINTR)
-                    continue;
-                if (w < 0) {
-                    TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
-                    return;
-                }
-                off += (size_t)w;
+    enum { IOV = 512 }; /* lines per system call (IOV_MAX is 1024; each line takes two) */
+    struct iovec iov[2 * IOV];
+    for (size_t first = 0; first < n; first += IOV) {
+        size_t k = n - first < IOV ? n - first : IOV, cnt = 0, total = 0;
+        for (size_t i = 0; i < k; i++) {
+            iov[cnt++] = (struct iovec){(void *)lines[first + i], strlen(lines[first + i])};
+            iov[cnt++] = (struct iovec){(void *)"\n", 1};
+            total += iov[cnt - 2].iov_len + 1;
+        }
+        size_t done = 0;
+        struct iovec *v = iov;
+        while (done < total) {
+            ssize_t w = writev(g.journal_fd, v, (int)cnt);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
+                return;
+            }
+            done += (size_t)w;
+            /* a short write: skip what went out, go on with the rest */
+            while (cnt > 0 && (size_t)w >= v->iov_len) {
+                w -= (ssize_t)v->iov_len;
+                v++;
+                cnt--;
+            }
+            if (cnt > 0) {
+                v->iov_base = (char *)v->iov_base + w;
+                v->iov_len -= (size_t)w;
             }
         }
     }
@@ -827,6 +868,7 @@ static void reload_prices(PGconn *db)
     tg_error_t err = {0};
     if (tg_prices_load(db, &t, &err) == 0) {
         tg_prices_publish(t);
+        atomic_fetch_add_explicit(&g_price_gen, 1, memory_order_release);
         TG_LOG(TG_LOG_INFO, "prices_loaded", TG_KV_INT("rows", t->n));
     } else {
         TG_LOG(TG_LOG_WARN, "prices_load_failed", TG_KV_STR("error", err.detail));
@@ -836,6 +878,9 @@ static void reload_prices(PGconn *db)
 /* One batch: its records as a JSON array, its closes; a fresh batch key every try (a record that
  * landed already is skipped by its primary key, so a retry after a lost answer charges nothing
  * twice). true: committed. */
+enum { COMMIT_OK = 0, COMMIT_RETRY = 1, COMMIT_REFUSED = 2 };
+static int commit_rc;
+
 static bool commit(PGconn *db, char **lines, size_t n, const int64_t *closes, size_t n_closes)
 {
     tg_buf_t arr, cl;
@@ -863,6 +908,12 @@ static bool commit(PGconn *db, char **lines, size_t n, const int64_t *closes, si
             PQexecParams(db, "SELECT recorded, charged FROM tollgate_settle($1, $2::jsonb, $3::bigint[])", 3,
                          NULL, v, NULL, NULL, 0);
         ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        /* a data or integrity error (SQLSTATE classes 22, 23) will not pass on a retry */
+        const char *st = ok ? NULL : PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        commit_rc = ok ? COMMIT_OK
+                    : (st != NULL && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0))
+                        ? COMMIT_REFUSED
+                        : COMMIT_RETRY;
         if (ok) {
             tg_metrics_add("tollgate_ledger_records_total", "",
                            (double)strtoll(PQgetvalue(r, 0, 0), NULL, 10));
@@ -985,6 +1036,13 @@ static void *writer_main(void *arg)
             if (g.jcount == 0 && g.jdone)
                 break;
         }
+        if (n == 0 && n_closes == 0 && g.jcount > 0 && !g.jdone) {
+            /* gather: a tenant's requests of the next few ms share one charge entry, one lease
+             * update and one wallet update (the per-batch cost of a tenant dwarfs a record's) */
+            uint64_t until = tg_now_ms() + LEDGER_COMMIT_MS;
+            while (!g.jdone && g.jcount < LEDGER_BATCH_MAX && tg_now_ms() < until)
+                timed_wait(&g.jcv, &g.jmu, (int)(until - tg_now_ms()) + 1);
+        }
         while (g.jcount > 0 && n < LEDGER_BATCH_MAX && n_closes < LEDGER_BATCH_MAX) {
             item_t it = g.jring[g.jhead];
             g.jhead = (g.jhead + 1) % LEDGER_QUEUE_MAX;
@@ -1030,6 +1088,19 @@ static void *writer_main(void *arg)
             while (ok && replayed < n_replay) {
                 size_t k = n_replay - replayed < LEDGER_BATCH_MAX ? n_replay - replayed : LEDGER_BATCH_MAX;
                 ok = commit(db, replay + replayed, k, NULL, 0);
+                if (!ok && commit_rc == COMMIT_REFUSED) { /* one at a time; a refused one is dropped */
+                    ok = true;
+                    for (size_t i = 0; ok && i < k; i++) {
+                        if (commit(db, replay + replayed + i, 1, NULL, 0))
+                            continue;
+                        ok = commit_rc == COMMIT_REFUSED;
+                        if (ok) {
+                            TG_LOG(TG_LOG_ERROR, "ledger_record_refused",
+                                   TG_KV_STR("error", PQerrorMessage(db)));
+                            tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
+                        }
+                    }
+                }
                 if (ok) {
                     TG_LOG(TG_LOG_INFO, "ledger_journal_replayed", TG_KV_INT("records", k));
                     for (size_t i = 0; i < k; i++)
@@ -1039,6 +1110,26 @@ static void *writer_main(void *arg)
             }
             if (ok && (n > 0 || n_closes > 0)) {
                 ok = commit(db, lines, n, closes, n_closes);
+                if (!ok && commit_rc == COMMIT_REFUSED) {
+                    /* one bad record must not hold up the others: each alone; a record the
+                     * database refuses by itself is logged and dropped (its hold's lease expires) */
+                    size_t i = 0;
+                    for (; i < n; i++) {
+                        bool one = commit(db, lines + i, 1, NULL, 0);
+                        if (!one && commit_rc != COMMIT_REFUSED)
+                            break; /* the database went away: the rest waits for the retry */
+                        if (!one) {
+                            TG_LOG(TG_LOG_ERROR, "ledger_record_refused",
+                                   TG_KV_STR("error", PQerrorMessage(db)));
+                            tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
+                        }
+                        free(lines[i]);
+                    }
+                    memmove(lines, lines + i, (n - i) * sizeof(char *));
+                    n -= i;
+                    bool transient = n > 0;
+                    ok = !transient && commit(db, NULL, 0, closes, n_closes);
+                }
                 if (ok) {
                     for (size_t i = 0; i < n; i++)
                         free(lines[i]);
