@@ -148,6 +148,20 @@ EOF
     wait_http "http://127.0.0.1:$ngx_port/" "$ngx_pid" nginx && have_nginx=1
 fi
 
+# CPU time in clock ticks: a process (all its threads), and the cluster's server processes (the
+# postmaster's children: backends, writers), so the cost of billing shows apart from the machine's
+# other work (this machine runs the load generator, the simulator and PostgreSQL beside the gateway)
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+pg_ticks() {
+    local pm t=0 p
+    pm=$(head -n 1 "$(cat "$pg_dir/location" 2>/dev/null || echo "$pg_dir")/data/postmaster.pid")
+    for p in $pm $(ps -o pid= --ppid "$pm"); do
+        t=$((t + $(ticks "$p" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+hz=$(getconf CLK_TCK)
+
 metric() { curl -fsS "http://127.0.0.1:$on_admin/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 rows() { sql "SELECT tup_inserted + tup_updated FROM pg_stat_database WHERE datname = current_database()"; }
 warm() { # url key
@@ -160,7 +174,7 @@ warm() { # url key
 warm "http://127.0.0.1:$off_port" "$key_hot"
 warm "http://127.0.0.1:$on_port" "$key_hot"
 
-declare -A RPS P99 CALLS RECORDS BATCHES ROWS
+declare -A RPS P99 CALLS RECORDS BATCHES ROWS GWCPU PGCPU
 cases="off-hot on-hot off-many on-many"
 [ "$have_nginx" = 1 ] && cases="$cases nginx"
 for c in $cases; do
@@ -170,6 +184,8 @@ for c in $cases; do
     RECORDS[$c]=0
     BATCHES[$c]=0
     ROWS[$c]=0
+    GWCPU[$c]=0
+    PGCPU[$c]=0
 done
 for ((r = 1; r <= rounds; r++)); do
     for c in $cases; do
@@ -180,12 +196,18 @@ for ((r = 1; r <= rounds; r++)); do
         rec0=$(metric tollgate_ledger_records_total)
         bat0=$(metric tollgate_ledger_batches_total)
         rows0=$(rows)
+        gpid=$off_pid
+        case $c in on-*) gpid=$on_pid ;; nginx) gpid=$ngx_pid ;; esac
+        g0=$(ticks "$gpid")
+        p0=$(pg_ticks)
         say "round $r: $c, 64 connections, $duration"
         out=$(BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
             wrk -t2 -c64 -d"$duration" --latency -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" 2>&1) ||
             die "wrk failed: $out"
         # the writer commits a few ms behind: let it catch up before counting
         sleep 1
+        GWCPU[$c]=$((GWCPU[$c] + $(ticks "$gpid") - g0))
+        PGCPU[$c]=$((PGCPU[$c] + $(pg_ticks) - p0))
         line=$(grep '^RESULT ' <<<"$out" | tail -n 1)
         [ -n "$line" ] || die "no RESULT line from wrk"
         [ "$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")" = 0 ] || die "$c: non-2xx answers: $line"
@@ -208,8 +230,8 @@ report=$(
     echo
     echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
     echo
-    echo "| case | req/s (median) | p99 (µs, median) | on / off | usage records per request | settle batches per request | rows written per request |"
-    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    echo "| case | req/s (median) | p99 (µs, median) | on / off | gateway CPU µs per request | PostgreSQL CPU µs per request | usage records per request | settle batches per request | rows written per request |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for c in $cases; do
         # shellcheck disable=SC2086
         rps=$(median ${RPS[$c]})
@@ -227,8 +249,13 @@ report=$(
             ;;
         off-*) rw=$(per "${ROWS[$c]}" "${CALLS[$c]}") ;;
         esac
-        echo "| $c | $rps | $p99 | $ratio | $recs | $bats | $rw |"
+        gcpu=$(awk -v t="${GWCPU[$c]}" -v hz="$hz" -v n="${CALLS[$c]}" 'BEGIN { printf "%.1f", n ? t * 1e6 / hz / n : 0 }')
+        pcpu=$(awk -v t="${PGCPU[$c]}" -v hz="$hz" -v n="${CALLS[$c]}" 'BEGIN { printf "%.1f", n ? t * 1e6 / hz / n : 0 }')
+        [ "$c" = nginx ] && gcpu="" && pcpu=""
+        echo "| $c | $rps | $p99 | $ratio | $gcpu | $pcpu | $recs | $bats | $rw |"
     done
+    echo
+    echo "CPU per request: the gateway process (every thread: workers, the journal and commit threads) and the PostgreSQL cluster's server processes, over the case's rounds (the 1 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     echo
     echo "tollgate_ledger_check() after the run: $violations violation(s). Rows written: tup_inserted + tup_updated of the database over the rounds (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )

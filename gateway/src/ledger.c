@@ -31,6 +31,7 @@
 
 #include "call_internal.h"
 #include "clock.h"
+#include "deadline.h"
 #include "err.h"
 #include "estimate.h"
 #include "log.h"
@@ -55,6 +56,9 @@ typedef struct tg_ledger_acct {
     tg_lease_acct_t a;
     int64_t known_avail; /* the wallet's available credits as the database last said (-1: unknown) */
     tg_ledger_call_t *waiters;
+    uint32_t unflushed; /* its records still in a loop's end-of-turn buffer */
+    uint32_t n_closes;  /* closes waiting behind them */
+    int64_t closes[2 * TG_LEASE_SLOTS];
 } ledger_acct_t;
 
 typedef struct shard {
@@ -156,10 +160,109 @@ static void enqueue(char *json, int64_t close_id)
     item_t *it = &g.ring[(g.head + g.count) % LEDGER_QUEUE_MAX];
     it->json = json;
     it->close_id = close_id;
-    g.count++;
+    if (g.count++ == 0) /* the journal thread drains all it finds: it waits only on an empty queue */
+        pthread_cond_signal(&g.cv);
     g.queued++;
-    pthread_cond_signal(&g.cv);
     pthread_mutex_unlock(&g.mu);
+}
+
+/* A close, with the account's shard locked: behind the account's records still buffered on a loop
+ * (flush_turn sends it after them), else straight to the queue. */
+static void enqueue_close(ledger_acct_t *ac, int64_t lease_id)
+{
+    if (ac->unflushed > 0 && ac->n_closes < sizeof(ac->closes) / sizeof(ac->closes[0])) {
+        ac->closes[ac->n_closes++] = lease_id;
+        return;
+    }
+    if (ac->unflushed > 0) /* cannot happen: an account has at most 8 leases to close */
+        TG_LOG(TG_LOG_WARN, "ledger_close_early", TG_KV_INT("lease_id", lease_id));
+    enqueue(NULL, lease_id);
+}
+
+/*
+ * Records are handed to the writer once per loop turn, not once per request: a loop's settlements
+ * gather in its thread's buffer and one lock and at most one wake-up of the journal thread take them
+ * all (a wake-up per request cost more than the rest of the ledger). The turn ends within
+ * microseconds, so the journal is as close behind as before. A close waits for its account's
+ * buffered records (enqueue_close), so it never overtakes a charge.
+ */
+#define LEDGER_TURN_MAX 4096
+
+typedef struct turn_buf {
+    size_t n;
+    char *json[LEDGER_TURN_MAX];
+    ledger_acct_t *acct[LEDGER_TURN_MAX];
+    tg_deadline_t due;
+} turn_buf_t;
+
+static __thread turn_buf_t *t_turn;
+
+static void flush_turn(void)
+{
+    turn_buf_t *t = t_turn;
+    if (t == NULL || t->n == 0)
+        return;
+    tg_deadline_cancel(&t->due);
+    size_t n = t->n;
+    t->n = 0;
+    pthread_mutex_lock(&g.mu);
+    size_t pushed = 0;
+    for (; pushed < n && g.running && g.count < LEDGER_QUEUE_MAX; pushed++) {
+        item_t *it = &g.ring[(g.head + g.count) % LEDGER_QUEUE_MAX];
+        it->json = t->json[pushed];
+        it->close_id = 0;
+        g.count++;
+        g.queued++;
+    }
+    if (pushed > 0 && g.count == pushed)
+        pthread_cond_signal(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    if (pushed < n) {
+        tg_metrics_add("tollgate_ledger_dropped_total", "", (double)(n - pushed));
+        TG_LOG(TG_LOG_ERROR, "ledger_queue_full", TG_KV_INT("dropped", n - pushed));
+        for (size_t i = pushed; i < n; i++)
+            free(t->json[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        ledger_acct_t *ac = t->acct[i];
+        shard_t *s = shard_of(ac->a.tenant_id);
+        pthread_mutex_lock(&s->mu);
+        if (ac->unflushed > 0 && --ac->unflushed == 0) {
+            for (uint32_t k = 0; k < ac->n_closes; k++)
+                enqueue(NULL, ac->closes[k]);
+            ac->n_closes = 0;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static void on_turn_end(tg_deadline_t *d)
+{
+    (void)d;
+    flush_turn();
+}
+
+/* With the account's shard locked. */
+static void queue_record(tg_call_t *c, ledger_acct_t *ac, char *json)
+{
+    if (t_turn == NULL)
+        t_turn = calloc(1, sizeof(*t_turn));
+    if (t_turn == NULL || tg_server_draining()) { /* a drain may end the loop before the turn does */
+        enqueue(json, 0);
+        return;
+    }
+    turn_buf_t *t = t_turn;
+    if (t->n == LEDGER_TURN_MAX) { /* its records are behind the shard lock we hold: push them now */
+        pthread_mutex_unlock(&shard_of(ac->a.tenant_id)->mu);
+        flush_turn();
+        pthread_mutex_lock(&shard_of(ac->a.tenant_id)->mu);
+    }
+    t->json[t->n] = json;
+    t->acct[t->n] = ac;
+    t->n++;
+    ac->unflushed++;
+    if (!tg_deadline_armed(&t->due))
+        tg_deadline_arm(tg_call_flushes(c), &t->due, 0, on_turn_end);
 }
 
 /* ------------------------------------------------------------------------ lease I/O (loop) */
@@ -257,7 +360,7 @@ static void drive(ledger_acct_t *ac, tg_worker_t *w, tg_ledger_call_t **wake, in
             for (int i = 0; i < TG_LEASE_SLOTS; i++)
                 if (before[i].id == act.lease_id && ac->known_avail >= 0)
                     ac->known_avail += before[i].amount - before[i].charged;
-            enqueue(NULL, act.lease_id);
+            enqueue_close(ac, act.lease_id);
             continue;
         }
         char p[7][24];
@@ -682,7 +785,7 @@ void tg_ledger_settle(tg_call_t *c)
         charge = 0;
     char *json = record_json(c, slot, &f, charge);
     if (json != NULL)
-        enqueue(json, 0); /* before any close the engine asks next */
+        queue_record(c, ac, json); /* before any close the engine asks next */
     else
         TG_LOG(TG_LOG_ERROR, "ledger_record_nomem", TG_KV_STR("request_id", c->request_id));
     if (ac->known_avail >= 0 && l->hold.exact && l->hold.amount > charge)
@@ -833,10 +936,10 @@ static void journal_clear(void)
 {
     if (g.journal_fd < 0)
         return;
+    /* no fsync: a truncation lost in a machine crash only makes the next start replay records
+     * that are committed already, which it skips; and the journal thread must not wait on it */
     if (ftruncate(g.journal_fd, 0) != 0)
         TG_LOG(TG_LOG_ERROR, "ledger_journal_truncate_failed", TG_KV_INT("errno", errno));
-    else if (g.fsync_each)
-        (void)fdatasync(g.journal_fd);
 }
 
 static PGconn *writer_connect(void)
@@ -981,7 +1084,10 @@ static void *journal_main(void *arg)
             g.jring[(g.jhead + g.jcount) % LEDGER_QUEUE_MAX] = local[i++];
             g.jcount++;
         }
-        pthread_cond_broadcast(&g.jcv);
+        /* the commit thread waits for a first item, or gathers for LEDGER_COMMIT_MS: wake it for
+         * the first, or for a full batch, not for each */
+        if (g.jcount == k || g.jcount >= LEDGER_BATCH_MAX)
+            pthread_cond_broadcast(&g.jcv);
         pthread_mutex_unlock(&g.jmu);
         pthread_mutex_unlock(&g.fmu);
         pthread_mutex_lock(&g.mu);
@@ -1137,16 +1243,25 @@ static void *writer_main(void *arg)
                 }
             }
             if (ok && dirty && replayed >= n_replay) {
-                /* everything journaled is committed unless the journal thread has handed more
-                 * over meanwhile (it writes and hands over under fmu) */
+                /* everything journaled is committed but what the journal thread handed over
+                 * since (it writes and hands over under fmu): the journal starts again with those,
+                 * so it holds only what is not committed, whatever the load */
                 pthread_mutex_lock(&g.fmu);
                 pthread_mutex_lock(&g.jmu);
-                bool more = g.jcount > 0;
-                pthread_mutex_unlock(&g.jmu);
-                if (!more) {
-                    journal_clear();
-                    dirty = false;
+                journal_clear();
+                const char *again[256];
+                size_t k = 0;
+                for (size_t i = 0; i < g.jcount; i++) {
+                    const char *j = g.jring[(g.jhead + i) % LEDGER_QUEUE_MAX].json;
+                    if (j != NULL)
+                        again[k++] = j;
+                    if (k == 256 || (i + 1 == g.jcount && k > 0)) {
+                        journal_append(again, k);
+                        k = 0;
+                    }
                 }
+                pthread_mutex_unlock(&g.jmu);
+                dirty = false;
                 pthread_mutex_unlock(&g.fmu);
             }
         }
