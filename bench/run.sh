@@ -32,6 +32,8 @@
 # machine's speed hits both sides of a ratio alike. The table reports medians; a ratio is the
 # median of the per-round ratios, and the rows list each round's req/s.
 # BENCH_RECORD=0 prints the report without appending it to bench/RESULTS.md (trial runs).
+# BENCH_STORED_REQUESTS=0 turns the measured gateway's request storage off (the default stores
+# every request of a tenant without zero retention, as the product does).
 # BENCH_BUILD_TYPE (default Release): the CMake build type of both gateways.
 # Installs what it needs that is missing (deploy/packages.sh: TG_BENCH_DEB_PACKAGES).
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only, every wrk run is
@@ -233,6 +235,13 @@ write_config() {
 EOF
 }
 write_config "$work/tollgate.json" "$data_port" "$admin_port" "$db_url"
+# BENCH_STORED_REQUESTS=0: the measured gateway stores no requests (retention.stored_requests false),
+# to read the pipeline's cost apart from the storage's. The base gets the file as write_config
+# wrote it (an older binary may not know the key).
+if [ "${BENCH_STORED_REQUESTS:-1}" = 0 ]; then
+    node -e 'const f = process.argv[1]; const fs = require("fs"); const c = JSON.parse(fs.readFileSync(f, "utf8"));
+             c.retention = { stored_requests: false }; fs.writeFileSync(f, JSON.stringify(c, null, 2));' "$work/tollgate.json"
+fi
 
 "$gw_bin" check -c "$work/tollgate.json" >"$work/check.log" 2>&1 || {
     cat "$work/check.log" >&2

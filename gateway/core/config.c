@@ -632,6 +632,30 @@ static void parse_retention(vctx_t *v, const json_t *root, tg_config_t *c)
         verr(v, "retention.queue_bytes: must hold at least two records (2 x max_record_bytes)");
 }
 
+/* idempotency: the life of an Idempotency-Key and what its record may hold (idempotency.h). */
+static void parse_idempotency(vctx_t *v, const json_t *root, tg_config_t *c)
+{
+    static const char *const keys[] = {"ttl_ms", "running_lease_ms", "max_answer_bytes", "purge_interval_ms",
+                                       NULL};
+    c->idempotency.ttl_ms = 86400000u;
+    c->idempotency.running_lease_ms = 0; /* not given: 600000, or the ttl when that is shorter */
+    c->idempotency.max_answer_bytes = (size_t)1 << 20;
+    c->idempotency.purge_interval_ms = 60000u;
+    json_t *o = get_obj(v, root, "", "idempotency");
+    if (o != NULL) {
+        check_keys(v, o, "idempotency", keys);
+        get_u32(v, o, "idempotency", "ttl_ms", 1000, 7u * 86400000u, &c->idempotency.ttl_ms);
+        get_u32(v, o, "idempotency", "running_lease_ms", 1000, 86400000u, &c->idempotency.running_lease_ms);
+        get_size(v, o, "idempotency", "max_answer_bytes", 256, (size_t)16 << 20,
+                 &c->idempotency.max_answer_bytes);
+        get_u32(v, o, "idempotency", "purge_interval_ms", 100, 86400000u, &c->idempotency.purge_interval_ms);
+    }
+    if (c->idempotency.running_lease_ms == 0)
+        c->idempotency.running_lease_ms = c->idempotency.ttl_ms < 600000u ? c->idempotency.ttl_ms : 600000u;
+    else if (c->idempotency.running_lease_ms > c->idempotency.ttl_ms)
+        verr(v, "idempotency.running_lease_ms: must not exceed idempotency.ttl_ms");
+}
+
 /* billing: the credit ledger's amounts (micro-credits; at most a billion credits) and lease life. */
 static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
 {
@@ -921,6 +945,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
                                        "models",
                                        "chains",
                                        "billing",
+                                       "idempotency",
                                        NULL};
     tg_config_t *c = &cp->pub;
     check_keys(v, root, "", keys);
@@ -969,6 +994,7 @@ static void parse_root(vctx_t *v, const json_t *root, cfg_priv_t *cp)
     get_u32(v, root, "", "key_cache_ttl_ms", 0, 86400000u, &c->key_cache_ttl_ms);
     get_u32(v, root, "", "max_attempts_per_target", 1, 10, &c->max_attempts_per_target);
     parse_retention(v, root, c);
+    parse_idempotency(v, root, c);
 
     /* providers, then models (which name providers), then chains (which name models) */
     json_t *o;

@@ -28,6 +28,7 @@
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
  *   billing.{enabled, trial_credits, lease_credits, lease_ttl_ms, journal_path, journal_fsync}
  *                                the credit ledger (billing/README.md, gateway/src/ledger.h)
+ *   idempotency.{ttl_ms, running_lease_ms, max_answer_bytes, purge_interval_ms}   Idempotency-Key
  */
 #ifndef TG_CONFIG_H
 #define TG_CONFIG_H
@@ -157,6 +158,13 @@ typedef struct tg_config {
         int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
         uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */
     } billing;
+    /* Idempotency-Key of chat calls (gateway/src/idempotency.h) */
+    struct {
+        uint32_t ttl_ms;           /* a key's life from its claim (86400000: 24 h) */
+        uint32_t running_lease_ms; /* a running key whose gateway died is "interrupted" after this (600000) */
+        size_t max_answer_bytes;   /* a larger answer is not stored: a retry gets 409 (1 MiB) */
+        uint32_t purge_interval_ms; /* expired rows are deleted this often, in batches (60000) */
+    } idempotency;
 
     tg_provider_cfg_t *providers;
     size_t n_providers;

@@ -62,8 +62,12 @@
     X(-32, INSUFFICIENT_CREDITS, "insufficient_credits", 402, "insufficient_quota",                       \
       "the wallet does not hold enough credits for this request")                                         \
     X(-33, IDEMPOTENCY_MISMATCH, "idempotency_key_reused", 422, "invalid_request_error",                  \
-      "the idempotency key was already used with a different request")                                   \
-    X(-34, MODEL_NOT_PRICED, "model_not_priced", 503, "service_unavailable",                              \
+      "the idempotency key was already used with a different request")                                  \
+    X(-34, IDEMPOTENCY_IN_PROGRESS, "idempotency_key_in_progress", 409, "invalid_request_error",          \
+      "a request with this idempotency key is still being processed; retry later")                       \
+    X(-35, IDEMPOTENCY_NO_REPLAY, "idempotency_key_not_replayable", 409, "invalid_request_error",         \
+      "the request with this idempotency key has finished, but its answer was not stored")              \
+    X(-36, MODEL_NOT_PRICED, "model_not_priced", 503, "service_unavailable",                              \
       "this model has no price in effect and cannot be billed")
 /* clang-format on */
 

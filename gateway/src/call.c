@@ -29,6 +29,7 @@
 #include "clock.h"
 #include "credential.h"
 #include "err.h"
+#include "idempotency.h"
 #include "log.h"
 #include "retention.h"
 
@@ -51,7 +52,7 @@ static const tg_pipeline_ops_t chat_ops = {
             [TG_STAGE_POLICY] = timed_policy,
             [TG_STAGE_ROUTE] = tg_stage_route,
             [TG_STAGE_LIMIT] = timed_limit,
-            [TG_STAGE_RESERVE] = tg_stage_reserve,
+            [TG_STAGE_RESERVE] = tg_stage_idem_reserve, /* Idempotency-Key's claim, then RESERVE */
             [TG_STAGE_ATTEMPT] = tg_stage_attempt,
             [TG_STAGE_WAIT] = tg_stage_wait,
             [TG_STAGE_RELAY] = tg_stage_relay,
@@ -74,6 +75,36 @@ static const tg_pipeline_ops_t models_ops = {
         },
     .fail = tg_respond_fail,
 };
+
+/* GET /v1/wallet and GET /v1/usage (money.c): the tenant's own money, under its key's auth, status
+ * and policy like any call, and in the access log. */
+static const tg_pipeline_ops_t wallet_ops = {
+    .stage =
+        {
+            [TG_STAGE_ADMIT] = stage_admit,
+            [TG_STAGE_AUTH] = timed_auth,
+            [TG_STAGE_POLICY] = timed_policy,
+            [TG_STAGE_RELAY] = tg_stage_wallet,
+            [TG_STAGE_SETTLE] = tg_stage_settle,
+            [TG_STAGE_LOG] = stage_log,
+        },
+    .fail = tg_respond_fail,
+};
+
+static const tg_pipeline_ops_t usage_ops = {
+    .stage =
+        {
+            [TG_STAGE_ADMIT] = stage_admit,
+            [TG_STAGE_AUTH] = timed_auth,
+            [TG_STAGE_POLICY] = timed_policy,
+            [TG_STAGE_RELAY] = tg_stage_usage,
+            [TG_STAGE_SETTLE] = tg_stage_settle,
+            [TG_STAGE_LOG] = stage_log,
+        },
+    .fail = tg_respond_fail,
+};
+
+static const char *const kind_names[] = {"chat", "models", "wallet", "usage"};
 
 /* ------------------------------------------------------------------ per-thread state */
 
@@ -191,6 +222,7 @@ static void call_destroy(tg_call_t *c)
     tg_buf_dispose(&c->held);
     tg_buf_dispose(&c->rt_request); /* LOG freed them; a call that never reached it did not */
     tg_buf_dispose(&c->rt_answer);
+    tg_idem_free(c);
     json_decref(c->body);
     if (h2o_linklist_is_linked(&c->link))
         h2o_linklist_unlink(&c->link);
@@ -421,11 +453,13 @@ static int stage_log(void *call)
     if (c->status == 0)
         c->status = tg_err_http_status(TG_ECLIENT_CLOSED); /* the client left before any answer */
     bool stored = tg_retention_record(c); /* the stored_requests record, through the choke point */
+    tg_idem_finish(c);                    /* a stream's (or a gone client's) Idempotency-Key is done */
     TG_LOG(TG_LOG_INFO, "request", TG_KV_STR("request_id", c->request_id),
            TG_KV_INT("tenant_id", c->principal.tenant_id), TG_KV_INT("key_id", c->principal.key_id),
            TG_KV_INT("max_tokens_capped", c->policy_capped),
            TG_KV_INT("zero_retention", tg_retention_is_zero(c)), TG_KV_INT("zr_removed", c->rt_removed),
-           TG_KV_INT("stored", stored), TG_KV_STR("route", c->kind == TG_CALL_CHAT ? "chat" : "models"),
+           TG_KV_INT("stored", stored), TG_KV_STR("route", kind_names[c->kind]),
+           TG_KV_STR("idempotency", tg_idem_log_state(c)),
            TG_KV_STR("chain", c->route.name[0] != '\0' ? c->route.name : "-"),
            TG_KV_STR("model", m != NULL ? m->name : "-"),
            TG_KV_STR("provider", m != NULL ? m->provider->name : "-"), TG_KV_INT("status", c->status),
@@ -434,12 +468,12 @@ static int stage_log(void *call)
            TG_KV_INT("prompt_tokens", c->usage.prompt_tokens),
            TG_KV_INT("completion_tokens", c->usage.completion_tokens),
            TG_KV_INT("cached_tokens", c->usage.cached_tokens),
-           TG_KV_INT("usage_estimated", c->usage_estimated), TG_KV_INT("byok", c->served_byok),
-           TG_KV_INT("byok_attempts", c->byok_attempts), TG_KV_INT("admission_ns", c->admission_ns),
+           TG_KV_INT("usage_estimated", c->usage_estimated),
            /* LIMIT: the limit that refused, the tokens counted at admission, admitted offline */
            TG_KV_STR("rate_limited", c->limit.refused != NULL ? c->limit.refused : "-"),
            TG_KV_INT("rate_tokens", c->limit.tokens), TG_KV_INT("rate_local", c->limit.local),
-           TG_KV_INT("duration_us", tg_now_us() - c->start_us));
+           TG_KV_INT("byok", c->served_byok), TG_KV_INT("byok_attempts", c->byok_attempts),
+           TG_KV_INT("admission_ns", c->admission_ns), TG_KV_INT("duration_us", tg_now_us() - c->start_us));
     return TG_STAGE_GO;
 }
 
@@ -485,7 +519,8 @@ static int handle(h2o_req_t *req, tg_call_kind_t kind)
     tg_buf_init(&c->held, TG_CALL_HELD_MAX);
 
     tg_call_ref(c); /* the start's own, so a synchronous dispose cannot free the call mid-run */
-    tg_pipeline_start(&c->pipe, kind == TG_CALL_CHAT ? &chat_ops : &models_ops, c);
+    static const tg_pipeline_ops_t *const ops[] = {&chat_ops, &models_ops, &wallet_ops, &usage_ops};
+    tg_pipeline_start(&c->pipe, ops[kind], c);
     tg_call_unref(c);
     return 0;
 }
@@ -498,4 +533,14 @@ int tg_chat_handle(h2o_req_t *req)
 int tg_models_handle(h2o_req_t *req)
 {
     return handle(req, TG_CALL_MODELS);
+}
+
+int tg_wallet_handle(h2o_req_t *req)
+{
+    return handle(req, TG_CALL_WALLET);
+}
+
+int tg_usage_handle(h2o_req_t *req)
+{
+    return handle(req, TG_CALL_USAGE);
 }

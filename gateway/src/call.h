@@ -14,6 +14,9 @@
 
 int tg_chat_handle(h2o_req_t *req);
 int tg_models_handle(h2o_req_t *req);
+/* GET /v1/wallet, GET /v1/usage: the tenant's own money (money.c) */
+int tg_wallet_handle(h2o_req_t *req);
+int tg_usage_handle(h2o_req_t *req);
 
 /** Drain past its grace period: ends every live call of this worker with 503 shutting_down (an
  *  error event for a stream already under way), through SETTLE and LOG. Loop thread. */

@@ -1,7 +1,7 @@
 /*
  * call_internal.h - the call object shared by the files of the request path (not a public
- * header: only call.c, request.c, policy.c, limit.c, ledger.c, settle.c, attempt.c, relay.c, respond.c,
- * models.c and credential.c include it).
+ * header: only call.c, request.c, policy.c, limit.c, ledger.c, settle.c, attempt.c, relay.c,
+ * respond.c, models.c, credential.c, idempotency.c and money.c include it).
  *
  * One call per request (malloc'd, reference-counted, loop thread only). It moves through the
  * stages of pipeline.h; each file owns the stages named in its header. Lifetime:
@@ -48,7 +48,7 @@
 /* An error body is only read for classification: the first part is enough. */
 #define TG_CALL_ERROR_BODY_MAX 65536
 
-typedef enum { TG_CALL_CHAT, TG_CALL_MODELS } tg_call_kind_t;
+typedef enum { TG_CALL_CHAT, TG_CALL_MODELS, TG_CALL_WALLET, TG_CALL_USAGE } tg_call_kind_t;
 
 typedef struct tg_call {
     tg_pipeline_t pipe;
@@ -96,6 +96,9 @@ typedef struct tg_call {
     uint32_t rt_removed; /* targets the zero-retention rule took out of the route */
     tg_buf_t rt_request; /* the client's body, capped */
     tg_buf_t rt_answer;  /* what the client received, capped */
+    /* idempotency.c's own: the call's Idempotency-Key, its claim and a held answer (NULL: no key) */
+    struct tg_idem *idem;
+    uint32_t usage_limit; /* money.c: the page size GET /v1/usage asked for */
     /* the rate limits this call was charged on (limit.c: LIMIT, and the correction in SETTLE) */
     tg_limit_hold_t limit;
     /* the credit ledger's hold, prices and charge (ledger.c: RESERVE, SETTLE, the credit headers) */
@@ -223,5 +226,9 @@ void tg_respond_route_headers(tg_call_t *c);
 
 /* ---- models.c ---- */
 int tg_stage_models(void *call);
+
+/* ---- money.c: GET /v1/wallet and GET /v1/usage ---- */
+int tg_stage_wallet(void *call);
+int tg_stage_usage(void *call);
 
 #endif

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "copytext.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -106,88 +107,16 @@ static void deadline_in(struct timespec *ts, uint32_t ms)
 
 /* ---- COPY text formatting (writer thread only) ---- */
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0xC2)
-        return 0; /* continuation byte or overlong 2-byte lead */
-    if (c < 0xE0) {
-        n = 2;
-        cp = c & 0x1Fu;
-    } else if (c < 0xF0) {
-        n = 3;
-        cp = c & 0x0Fu;
-    } else if (c < 0xF5) {
-        n = 4;
-        cp = c & 0x07u;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0u) != 0x80u) /* also stops at the NUL */
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3Fu);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return n;
-}
-
-/*
- * Appends s as one COPY text field: backslash, tab, newline and carriage return escaped (they
- * would end the field or the row), and a byte that is not valid UTF-8 replaced by '?' (the server
- * would reject the whole batch for it). An empty string is the SQL NULL when empty_is_null, as
- * the columns were written before. Returns the new end; the caller sized `out` for the worst case.
- */
+/* Appends s as one COPY text field (copytext.h). An empty string is the SQL NULL when
+ * empty_is_null, as the columns were written before. Returns the new end; the caller sized `out`
+ * for the worst case. */
 static char *put_text(char *out, const char *s, bool empty_is_null)
 {
     if (empty_is_null && s[0] == '\0') {
         memcpy(out, "\\N", 2);
         return out + 2;
     }
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p != '\0') {
-        unsigned char c = *p;
-        if (c >= 0x80) {
-            size_t n = utf8_seq(p);
-            if (n == 0) {
-                *out++ = '?';
-                p++;
-            } else {
-                memcpy(out, p, n);
-                out += n;
-                p += n;
-            }
-            continue;
-        }
-        switch (c) {
-        case '\\':
-            *out++ = '\\';
-            *out++ = '\\';
-            break;
-        case '\t':
-            *out++ = '\\';
-            *out++ = 't';
-            break;
-        case '\n':
-            *out++ = '\\';
-            *out++ = 'n';
-            break;
-        case '\r':
-            *out++ = '\\';
-            *out++ = 'r';
-            break;
-        default:
-            *out++ = (char)c;
-            break;
-        }
-        p++;
-    }
-    return out;
+    return tg_copy_text_put(out, s, strlen(s));
 }
 
 static char *put_i64(char *out, int64_t v)

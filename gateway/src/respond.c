@@ -19,6 +19,7 @@
 #include "ledger.h"
 #include "clock.h"
 #include "err.h"
+#include "idempotency.h"
 #include "retention.h"
 
 /* 503s that clear by themselves tell the client when to come back. */
@@ -36,6 +37,8 @@ void tg_respond_raw(tg_call_t *c, int status, const char *body, size_t len)
     tg_ledger_headers(c, status, true); /* x-tollgate-cost, x-tollgate-credits-remaining */
     tg_retention_capture(c, body, len); /* what the client received, for a stored call */
     c->req = NULL;                      /* h2o may dispose the request inside the send */
+    if (tg_idem_hold(c, req, status, body, len))
+        return; /* recorded for its Idempotency-Key first, then sent (idempotency.h) */
     tg_call_ref(c);
     tg_http_send_raw_json(req, status, body, len);
     tg_call_unref(c);
@@ -49,6 +52,8 @@ void tg_respond_error(tg_call_t *c, int err, const char *message, const char *pa
     c->status = tg_err_http_status(err);
     tg_ledger_headers(c, c->status, true);
     c->req = NULL;
+    if (tg_idem_hold_error(c, req, err, message, param, retry_after_for(err)))
+        return; /* recorded for its Idempotency-Key first, then sent (idempotency.h) */
     tg_call_ref(c);
     tg_http_send_error(req, err, message, param, retry_after_for(err));
     tg_call_unref(c);

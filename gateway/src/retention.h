@@ -12,12 +12,9 @@
  *     zero_retention_unavailable naming what was removed and why (tg_retention_route);
  *   - the OpenAI kind is asked not to store it (`store: false`, providers/openai.c).
  * Calls of every other tenant are stored in `stored_requests` (migration 0005): the client's body
- * and what the client received, each capped at retention.max_record_bytes, queued at LOG and
- * written in batches by a writer thread with its own connection (COPY), which also runs the
- * partition job: one partition per UTC day, created ahead, dropped once older than
- * retention.stored_requests_days (under an advisory lock, so two instances on one database do not
- * collide). A full queue or an absent database drops records and counts them
- * (tollgate_stored_requests_dropped_total{reason}); nothing here ever blocks a worker loop.
+ * and what the client received, each capped at retention.max_record_bytes, handed at LOG to the
+ * batched writer of stored.h (which also runs the daily partition job); nothing here ever blocks a
+ * worker loop.
  *
  * Crash output: the server makes the process non-dumpable and sets RLIMIT_CORE to 0
  * (tg_retention_protect_process), so no core file can carry a prompt: RLIMIT_CORE alone does not
@@ -25,8 +22,7 @@
  * is not dumped at all. It also keeps other processes of the user from reading its memory through
  * ptrace or /proc/PID/mem; /proc/PID/maps and clear_refs become root's only (docs/CONVENTIONS.md).
  *
- * Threads: the call functions run on the call's loop thread; start/stop/flush on the main thread
- * (flush: tests, off-loop).
+ * Threads: the call functions run on the call's loop thread; protect_process on the main thread.
  */
 #ifndef TG_RETENTION_H
 #define TG_RETENTION_H
@@ -82,25 +78,6 @@ int tg_retention_route(struct tg_call *c);
 void tg_retention_capture(struct tg_call *c, const char *data, size_t len);
 /** LOG: queues the call's record (true when one was queued) and frees what was captured. */
 bool tg_retention_record(struct tg_call *c);
-
-/* ---- the writer and the partition job (main thread) ---- */
-
-/** Starts the writer thread (conninfo NULL, or retention.stored_requests false: nothing is stored).
- *  Returns 0, TG_ENOMEM, or TG_EINTERNAL when already running. */
-int tg_retention_start(const char *conninfo, const tg_config_t *cfg);
-/** Writes what is queued (giving up on a database that does not answer within a bound), joins. */
-void tg_retention_stop(void);
-/** Blocks (off-loop) until every record queued so far is written or given up on; tests. */
-void tg_retention_flush(void);
-/** Runs the partition job now (tests, off-loop). Returns partitions dropped, or -1. */
-int tg_retention_run_job(const char *conninfo, uint32_t days);
-
-typedef struct tg_retention_stats {
-    uint64_t queued;  /* accepted into the queue */
-    uint64_t written; /* stored */
-    uint64_t dropped; /* refused (queue full) or lost (database away or rejecting) */
-} tg_retention_stats_t;
-void tg_retention_stats(tg_retention_stats_t *out);
 
 /** No core file and no ptrace by other processes of the user: what a crash leaves must not carry
  *  a prompt. Called by the server before any request; allow_core_dumps

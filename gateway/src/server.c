@@ -48,10 +48,12 @@
 #include "listen.h"
 #include "health.h"
 #include "http.h"
+#include "idempotency.h"
 #include "log.h"
 #include "memtrim.h"
 #include "metrics.h"
 #include "retention.h"
+#include "stored.h"
 
 #define TG_EVENTS_QUEUE_CAP 65536
 #define TG_LOG_QUEUE_BYTES  (1u << 20) /* log lines waiting for a slow sink; beyond it they are dropped */
@@ -261,6 +263,12 @@ static int on_data_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
         rc = tg_models_handle(req);
+    } else if (path_is(req, "/v1/wallet") || path_is(req, "/v1/usage")) {
+        if (!method_is(req, "GET")) {
+            send_method_not_allowed(req, "GET");
+            return 0;
+        }
+        rc = path_is(req, "/v1/wallet") ? tg_wallet_handle(req) : tg_usage_handle(req);
     } else {
         tg_http_send_error(req, TG_ENOT_FOUND, NULL, NULL, 0);
         return 0;
@@ -308,7 +316,8 @@ typedef struct {
 
 static const char *route_label(const h2o_req_t *req, bool admin)
 {
-    static const char *const data_routes[] = {"/v1/chat/completions", "/v1/models", "/healthz", "/readyz"};
+    static const char *const data_routes[] = {
+        "/v1/chat/completions", "/v1/models", "/v1/wallet", "/v1/usage", "/healthz", "/readyz"};
     static const char *const admin_routes[] = {"/healthz", "/readyz", "/metrics"};
     const char *const *routes = admin ? admin_routes : data_routes;
     size_t n =
@@ -540,6 +549,8 @@ static void *worker_main(void *arg)
         if (priv->health != NULL)
             tg_health_apply(priv->health, cfg);
     }
+    if (w->idx == 0 && w->pg != NULL)
+        tg_idem_purge_start(loop, w->pg); /* expired Idempotency-Keys (idempotency.h) */
     tg_config_unref(cfg);
     tg_memtrim_start(loop, &w->inflight);
 
@@ -579,6 +590,8 @@ static void *worker_main(void *arg)
     }
     bool clean = worker_idle(w);
     pthread_barrier_wait(&g_stop_barrier);
+    if (w->idx == 0)
+        tg_idem_purge_stop();
     if (priv->health != NULL) {
         tg_health_stop(priv->health);
         priv->health = NULL;
@@ -739,7 +752,7 @@ static int run(const char *config_path)
     const char *events_db = cfg->database_url;
     /* no core file, no ptrace: what a crash leaves must not carry prompts (retention.h) */
     tg_retention_protect_process(cfg->retention.allow_core_dumps);
-    if (tg_retention_start(events_db, cfg) != 0) /* stored_requests: its writer and partition job */
+    if (tg_stored_start(events_db, cfg) != 0) /* stored_requests: its writer and partition job */
         TG_LOG(TG_LOG_WARN, "stored_requests_writer_unavailable");
     /* the credit ledger: journal replay, prices, its writer (billing off: nothing) */
     if (tg_ledger_start(events_db, cfg) != 0) {
@@ -802,7 +815,7 @@ static int run(const char *config_path)
         pthread_join(privs[i].tid, NULL);
     tg_events_stop();
     tg_ledger_stop(); /* after the workers: every call has settled */
-    tg_retention_stop();
+    tg_stored_stop();
     tg_keywatch_stop();
     tg_lastused_stop();
     pthread_barrier_destroy(&g_start_barrier);

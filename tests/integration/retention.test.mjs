@@ -348,7 +348,12 @@ test('zero retention: no canary in the database or any log, every stage in the a
             assert.equal(line.zero_retention, 1, `zero_retention in ${JSON.stringify(line)}`);
             assert.equal(line.stored, 0);
             assert.ok(line.tenant_id > 0 && line.key_id > 0, 'auth: tenant and key ids');
-            for (const f of ['route', 'chain', 'model', 'provider', 'status', 'attempts', 'stream', 'prompt_tokens', 'completion_tokens', 'duration_us', 'zr_removed'])
+            // each stage's own fields: AUTH (ids above), POLICY (zero_retention, max_tokens_capped),
+            // ROUTE (route, chain, zr_removed, byok), LIMIT (rate_*), the attempts and the answer,
+            // and the admission stages' own time
+            for (const f of ['route', 'chain', 'model', 'provider', 'status', 'attempts', 'stream', 'prompt_tokens',
+                             'completion_tokens', 'duration_us', 'zr_removed', 'max_tokens_capped', 'byok',
+                             'byok_attempts', 'rate_limited', 'rate_tokens', 'rate_local', 'admission_ns'])
                 assert.ok(f in line, `${f} in the request line ${JSON.stringify(line)}`);
             // no content in any field (the LIMIT and RESERVE fields too, once those stages write them)
             const text = JSON.stringify(line);

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "providers/provider.h"
 #include "retention.h"
+#include "stored.h"
 
 static void test_header(void **state)
 {
@@ -213,8 +214,8 @@ static void test_queue_bound_database_away(void **state)
     assert_int_equal(tg_config_parse(json, strlen(json), "t.json", &cfg, &errs), 0);
     tg_buf_dispose(&errs);
     /* a socket directory that does not exist: every connection attempt fails at once */
-    assert_int_equal(
-        tg_retention_start("host=/nonexistent-tollgate-dir port=1 dbname=x connect_timeout=1", cfg), 0);
+    assert_int_equal(tg_stored_start("host=/nonexistent-tollgate-dir port=1 dbname=x connect_timeout=1", cfg),
+                     0);
     double full0 = tg_metrics_get("tollgate_stored_requests_dropped_total", "reason=\"queue_full\"");
     double db0 = tg_metrics_get("tollgate_stored_requests_dropped_total", "reason=\"db\"");
     size_t queued = 0;
@@ -222,9 +223,9 @@ static void test_queue_bound_database_away(void **state)
         queued += record_one(cfg, 29000);
     /* the queue holds two such records, the writer at most two more (its batch, waiting for the database) */
     assert_true(queued >= 2 && queued <= 4);
-    tg_retention_stop();
-    tg_retention_stats_t st;
-    tg_retention_stats(&st);
+    tg_stored_stop();
+    tg_stored_stats_t st;
+    tg_stored_stats(&st);
     assert_int_equal(st.queued, queued);
     assert_int_equal(st.written, 0);
     assert_int_equal(st.dropped, 10);
