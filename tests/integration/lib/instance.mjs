@@ -136,9 +136,10 @@ export function baseConfig({ dataPort, adminPort, pepperFile, providers, models,
         providers,
         models,
         chains,
-        // billing off unless a test turns it on (its own journal then: one per process)
-        billing: { enabled: false },
         ...extra,
+        // billing off unless a test turns it on (extra.billing.enabled; its own journal then: one per
+        // process); a billing block without `enabled` (trial credits) keeps it off
+        billing: { enabled: false, ...(extra.billing || {}) },
     };
 }
 
