@@ -197,12 +197,52 @@ typedef struct turn_buf {
 
 static __thread turn_buf_t *t_turn;
 
+static void flush_items(turn_buf_t *t);
+
 static void flush_turn(void)
 {
     turn_buf_t *t = t_turn;
     if (t == NULL || t->n == 0)
         return;
     tg_deadline_cancel(&t->due);
+    flush_items(t);
+}
+
+/* What a loop thread keeps of the ledger goes with the thread: buffered records to the queue (a
+ * worker ends after its drain, when nothing should be left), its price snapshot, its receiver. */
+static pthread_key_t t_key;
+static pthread_once_t t_key_once = PTHREAD_ONCE_INIT;
+static __thread tg_prices_t *t_snap;
+static __thread h2o_multithread_receiver_t *t_rx;
+
+static void thread_drop(void *unused)
+{
+    (void)unused;
+    if (t_turn != NULL && t_turn->n > 0)
+        flush_items(t_turn); /* the deadline's list went with the loop: no cancel */
+    free(t_turn);
+    t_turn = NULL;
+    tg_prices_unref(t_snap);
+    t_snap = NULL;
+    free(t_rx); /* its queue went with the loop */
+    t_rx = NULL;
+}
+
+static void thread_key_init(void)
+{
+    if (pthread_key_create(&t_key, thread_drop) != 0)
+        t_key = (pthread_key_t)-1;
+}
+
+static void thread_attach(void)
+{
+    pthread_once(&t_key_once, thread_key_init);
+    if (t_key != (pthread_key_t)-1)
+        pthread_setspecific(t_key, (void *)1);
+}
+
+static void flush_items(turn_buf_t *t)
+{
     size_t n = t->n;
     t->n = 0;
     pthread_mutex_lock(&g.mu);
@@ -245,8 +285,10 @@ static void on_turn_end(tg_deadline_t *d)
 /* With the account's shard locked. */
 static void queue_record(tg_call_t *c, ledger_acct_t *ac, char *json)
 {
-    if (t_turn == NULL)
+    if (t_turn == NULL) {
         t_turn = calloc(1, sizeof(*t_turn));
+        thread_attach();
+    }
     if (t_turn == NULL || tg_server_draining()) { /* a drain may end the loop before the turn does */
         enqueue(json, 0);
         return;
@@ -424,8 +466,7 @@ static void drive(ledger_acct_t *ac, tg_worker_t *w, tg_ledger_call_t **wake, in
 
 /* ------------------------------------------------------------------------------ wake-ups */
 
-/* One receiver per worker loop, registered on its first wait. */
-static __thread h2o_multithread_receiver_t *t_rx;
+/* One receiver per worker loop, registered on its first wait (t_rx, above). */
 
 static void on_wake(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {
@@ -450,6 +491,7 @@ static h2o_multithread_receiver_t *thread_rx(tg_worker_t *w)
         if (t_rx == NULL)
             return NULL;
         h2o_multithread_register_receiver(w->ctx.queue, t_rx, on_wake);
+        thread_attach();
     }
     return t_rx;
 }
@@ -466,7 +508,6 @@ static int64_t unix_now_us(void)
 /* The price snapshot, without the global lock and reference count per request: each thread keeps
  * a reference and swaps it when the writer has published a new one (g_price_gen). */
 static _Atomic uint64_t g_price_gen = 1;
-static __thread tg_prices_t *t_snap;
 static __thread uint64_t t_snap_gen;
 
 static tg_prices_t *prices_current(void)
@@ -476,6 +517,7 @@ static tg_prices_t *prices_current(void)
         tg_prices_unref(t_snap);
         t_snap = tg_prices_acquire();
         t_snap_gen = gen;
+        thread_attach();
     }
     return t_snap;
 }
@@ -1443,4 +1485,5 @@ void tg_ledger_stop(void)
     pthread_mutex_lock(&g.mu);
     g.running = false;
     pthread_mutex_unlock(&g.mu);
+    tg_prices_publish(NULL); /* the process-wide snapshot's reference */
 }

@@ -28,6 +28,8 @@ const journals = mkdtempSync(join(tmpdir(), 'tg-ledger-'));
 
 after(async () => {
     for (const i of instances) await i.stop();
+    // LSan reports at exit: checked once every gateway is stopped
+    for (const i of instances) assertNoSanitizerReport(i.gateway, 'a gateway of integration.ledger');
     rmSync(journals, { recursive: true, force: true });
 });
 
