@@ -88,6 +88,7 @@ cat >"$work/tollgate.json" <<EOF
   "log_level": "info",
   "database": {"url": "$db_url", "pool_size": 2},
   "secrets": {"key_pepper_file": "$work/pepper"},
+  "billing": {"enabled": false},
   "providers": {
     "sim-openai": {"kind": "openai", "base_url": "http://127.0.0.1:$sim_port/openai/v1", "api_key_file": "$work/pepper"}
   },

@@ -6,6 +6,8 @@
 --                 shape: the x-api-key value)
 --   BENCH_SHAPE   "openai" (default: a chat completion) or "anthropic" (the Anthropic Messages
 --                 request the gateway's translation sends, posted to the simulator directly)
+--   BENCH_KEYS    a file of API keys, one a line: each request takes the next (many tenants);
+--                 overrides BENCH_AUTH
 -- wrk runs request()/response() in one Lua state per thread and done() in another, so the
 -- counts come from wrk's own summary, not from globals.
 local model = os.getenv("BENCH_MODEL") or error("BENCH_MODEL is not set")
@@ -36,6 +38,24 @@ if shape == "anthropic" then
     end
 elseif auth ~= "" then
     wrk.headers["Authorization"] = auth
+end
+
+local keys_file = os.getenv("BENCH_KEYS") or ""
+if keys_file ~= "" then
+    local keys = {}
+    for line in io.lines(keys_file) do
+        if line ~= "" then
+            keys[#keys + 1] = "Bearer " .. line
+        end
+    end
+    assert(#keys > 0, "BENCH_KEYS holds no key")
+    -- each thread starts at a different place, so threads do not walk the tenants in step
+    local i = math.random(#keys)
+    request = function()
+        i = i % #keys + 1
+        wrk.headers["Authorization"] = keys[i]
+        return wrk.format()
+    end
 end
 
 done = function(summary, latency, requests)

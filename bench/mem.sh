@@ -90,6 +90,7 @@ cat >"$work/tollgate.json" <<EOF
   "log_level": "warn",
   "database": {"url": "$db_url", "pool_size": 2},
   "secrets": {"key_pepper_file": "$work/pepper"},
+  "billing": {"enabled": false},
   "timeouts": {"connect_ms": 3000, "first_byte_ms": 60000, "idle_ms": 60000, "total_ms": 600000},
   "providers": {
     "sim-openai": {"kind": "openai", "base_url": "$sim_url/openai/v1", "api_key_file": "$work/pepper"}

@@ -210,6 +210,7 @@ write_config() {
   "log_level": "warn",
   "database": {"url": "$4", "pool_size": 2},
   "secrets": {"key_pepper_file": "$work/pepper"},
+  "billing": {"enabled": false},
   "providers": {
     "sim-openai": {"kind": "openai", "base_url": "$sim_url/openai/v1", "api_key_file": "$work/pepper"},
     "sim-anthropic": {"kind": "anthropic", "base_url": "$sim_url/anthropic", "api_key_file": "$work/pepper"},

@@ -711,17 +711,27 @@ static void parse_admin_auth(vctx_t *v, const json_t *root, tg_config_t *c)
 /* billing: the credit ledger's amounts (micro-credits; at most a billion credits) and lease life. */
 static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"trial_credits", "lease_credits", "lease_ttl_ms", NULL};
+    static const char *const keys[] = {
+        "enabled", "trial_credits", "lease_credits", "lease_ttl_ms", "journal_path", "journal_fsync", NULL};
     const uint64_t max_credits = 1000000000000000ull;
     uint64_t trial = 0, lease = 10000000;
     c->billing.lease_ttl_ms = 60000;
+    c->billing.enabled = true; /* a gateway that sells credits charges unless told otherwise */
+    c->billing.journal_fsync = true;
+    const char *journal = NULL;
     json_t *b = get_obj(v, root, "", "billing");
     if (b != NULL) {
         check_keys(v, b, "billing", keys);
+        get_bool(v, b, "billing", "enabled", &c->billing.enabled);
         get_u64(v, b, "billing", "trial_credits", 0, max_credits, &trial);
         get_u64(v, b, "billing", "lease_credits", 1, max_credits, &lease);
         get_u32(v, b, "billing", "lease_ttl_ms", 5000, 3600000u, &c->billing.lease_ttl_ms);
+        journal = get_str(v, b, "billing", "journal_path", false);
+        get_bool(v, b, "billing", "journal_fsync", &c->billing.journal_fsync);
     }
+    c->billing.journal_path = strdup(journal != NULL ? journal : "tollgate-ledger.journal");
+    if (c->billing.journal_path == NULL)
+        verr(v, "billing.journal_path: out of memory");
     c->billing.trial_credits = (int64_t)trial;
     c->billing.lease_credits = (int64_t)lease;
 }
@@ -1096,6 +1106,7 @@ static void config_free(tg_config_t *c)
     }
     free(c->chains);
     free(c->path);
+    free(c->billing.journal_path);
     free(c->data_host);
     free(c->admin_host);
     free_secret(c->database_url);

@@ -26,7 +26,8 @@
  *              allow_core_dumps}
  *   models.<name>: provider, upstream, context_window, max_output_tokens
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
- *   billing.{trial_credits, lease_credits, lease_ttl_ms}   the credit ledger (billing/README.md)
+ *   billing.{enabled, trial_credits, lease_credits, lease_ttl_ms, journal_path, journal_fsync}
+ *                                the credit ledger (billing/README.md, gateway/src/ledger.h)
  *   idempotency.{ttl_ms, running_lease_ms, max_answer_bytes, purge_interval_ms}   Idempotency-Key
  *   admin_auth.{issuer, audience, hs256_secret_file, es256_public_key_file, skew_s, threads,
  *               queue, job_timeout_ms}   JWT bearer tokens of the admin API (admin/README.md)
@@ -152,6 +153,9 @@ typedef struct tg_config {
     } retention;
     /* The credit ledger (billing/README.md), in micro-credits. */
     struct {
+        bool enabled;          /* RESERVE and SETTLE charge credits (true); false: nothing is billed */
+        char *journal_path;    /* the settlement journal (ledger.h): one per process, replayed at start */
+        bool journal_fsync;    /* fsync the journal after each batch is appended (true) */
         int64_t trial_credits; /* granted once when a tenant's wallet is opened (0: none) */
         int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
         uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */

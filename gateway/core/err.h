@@ -69,7 +69,9 @@
       "the request with this idempotency key has finished, but its answer was not stored")                \
     X(-36, PRECONDITION_FAILED, "precondition_failed", 412, "invalid_request_error",                      \
       "the resource has changed since it was read (If-Match)")                                            \
-    X(-37, BUSY, "server_busy", 503, "service_unavailable", "the admin API is busy; retry later")
+    X(-37, BUSY, "server_busy", 503, "service_unavailable", "the admin API is busy; retry later")         \
+    X(-38, MODEL_NOT_PRICED, "model_not_priced", 503, "service_unavailable",                              \
+      "this model has no price in effect and cannot be billed")
 /* clang-format on */
 
 typedef enum {

@@ -1,7 +1,7 @@
 /*
  * call_internal.h - the call object shared by the files of the request path (not a public
- * header: only call.c, request.c, policy.c, limit.c, settle.c, attempt.c, relay.c, respond.c,
- * models.c, credential.c, idempotency.c and money.c include it).
+ * header: only call.c, request.c, policy.c, limit.c, ledger.c, settle.c, attempt.c, relay.c,
+ * respond.c, models.c, credential.c, idempotency.c and money.c include it).
  *
  * One call per request (malloc'd, reference-counted, loop thread only). It moves through the
  * stages of pipeline.h; each file owns the stages named in its header. Lifetime:
@@ -29,6 +29,7 @@
 #include "deadline.h"
 #include "failover.h"
 #include "http.h"
+#include "ledger_call.h"
 #include "limit_hold.h"
 #include "pipeline.h"
 #include "providers/provider.h"
@@ -105,6 +106,8 @@ typedef struct tg_call {
     uint32_t usage_limit; /* money.c: the page size GET /v1/usage asked for */
     /* the rate limits this call was charged on (limit.c: LIMIT, and the correction in SETTLE) */
     tg_limit_hold_t limit;
+    /* the credit ledger's hold, prices and charge (ledger.c: RESERVE, SETTLE, the credit headers) */
+    tg_ledger_call_t led;
     tg_breaker_t *breakers[TG_PLAN_MAX_TARGETS];
     tg_breaker_t *ctx_breaker;
     tg_plan_t plan;

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "call_internal.h"
+#include "ledger.h"
 #include "clock.h"
 #include "err.h"
 #include "events.h"
@@ -119,6 +120,7 @@ static void commit_stream(tg_call_t *c)
                    H2O_STRLIT("text/event-stream"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
     tg_respond_route_headers(c);
+    tg_ledger_headers(c, 200, false); /* x-tollgate-credits-remaining as the stream starts */
     c->status = 200;
     c->gen.proceed = gen_proceed;
     c->gen.stop = gen_stop;
@@ -206,6 +208,20 @@ static int on_chunk(void *ud, json_t *chunk)
             return 0;
         }
     }
+    int64_t cost;
+    json_t *u = json_object_get(out, "usage");
+    if (c->client_usage && json_is_object(u) && tg_ledger_usage_cost(c, &cost)) {
+        /* the usage chunk says what the call costs (the chunk is borrowed: edit a copy) */
+        copy = json_copy(chunk);
+        json_t *uc = copy != NULL ? json_copy(u) : NULL;
+        if (uc == NULL || json_object_set_new(uc, "cost", json_integer(cost)) != 0 ||
+            json_object_set_new(copy, "usage", uc) != 0) {
+            json_decref(copy);
+            c->stream_rc = TG_ENOMEM;
+            return -1;
+        }
+        out = copy;
+    }
     char *s = json_dumps(out, JSON_COMPACT);
     json_decref(copy);
     if (s == NULL) {
@@ -244,6 +260,12 @@ static int on_sse_event(void *ud, const tg_sse_event_t *ev)
         if (prc == 0) {
             if (drop)
                 return 0;
+            int64_t cost;
+            if (c->client_usage && c->usage.present && tg_ledger_usage_cost(c, &cost) &&
+                tg_ledger_splice_cost(&c->scratch, cost) != 0) {
+                c->stream_rc = TG_ENOMEM;
+                return TG_ENOMEM;
+            }
             if (!c->committed && !info.substantive && hold(c, c->scratch.data, c->scratch.len))
                 return 0;
             if (!c->committed)

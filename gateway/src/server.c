@@ -44,6 +44,7 @@
 #include "framing.h"
 #include "keywatch.h"
 #include "lastused.h"
+#include "ledger.h"
 #include "listen.h"
 #include "health.h"
 #include "http.h"
@@ -762,6 +763,13 @@ static int run(const char *config_path)
     tg_retention_protect_process(cfg->retention.allow_core_dumps);
     if (tg_stored_start(events_db, cfg) != 0) /* stored_requests: its writer and partition job */
         TG_LOG(TG_LOG_WARN, "stored_requests_writer_unavailable");
+    /* the credit ledger: journal replay, prices, its writer (billing off: nothing) */
+    if (tg_ledger_start(events_db, cfg) != 0) {
+        TG_LOG(TG_LOG_ERROR, "ledger_unavailable",
+               TG_KV_STR("why", "billing is on and the ledger cannot start"));
+        tg_config_unref(cfg);
+        return 1;
+    }
     tg_config_publish(cfg); /* takes over our reference */
     cfg = NULL;
     if (tg_events_start(events_db, TG_EVENTS_QUEUE_CAP) != 0)
@@ -815,6 +823,7 @@ static int run(const char *config_path)
     for (size_t i = 0; i < g_nworkers; i++)
         pthread_join(privs[i].tid, NULL);
     tg_events_stop();
+    tg_ledger_stop(); /* after the workers: every call has settled */
     tg_stored_stop();
     tg_keywatch_stop();
     tg_lastused_stop();

@@ -3,22 +3,25 @@
  * closed exactly once, whatever path the call took (pipeline.h guarantees SETTLE runs once for
  * every call, served or not, the client here or gone).
  *
- * RESERVE lets every call through today; the credit ledger will reserve the call's estimated
- * maximum cost there. SETTLE closes what the failover engine opened: a started stream's breaker
- * verdict that no other path gave (a client that left says nothing of the provider, but must
- * free a half-open probe slot) and the plan's failover events (the failures before a hang-up
- * still happened). The ledger will charge the tokens actually delivered here (`usage`, counted
- * up to the last byte that reached the client) and release the rest of the reservation; an
- * answer served on the tenant's own key (`served_byok`, credential.h) is charged a platform fee
- * instead of token prices.
+ * RESERVE reserves the call's estimated maximum cost against the tenant's credits (ledger.h);
+ * with billing off it lets every call through. SETTLE closes what the failover engine opened: a
+ * started stream's breaker verdict that no other path gave (a client that left says nothing of
+ * the provider, but must free a half-open probe slot) and the plan's failover events (the
+ * failures before a hang-up still happened); then the ledger charges the tokens actually
+ * delivered (`usage`, counted up to the last byte that reached the client) and releases the rest
+ * of the reservation; an answer served on the tenant's own key (`served_byok`, credential.h) is
+ * charged a platform fee instead of token prices.
  */
 #include "call_internal.h"
 #include "clock.h"
+#include "ledger.h"
 
 int tg_stage_reserve(void *call)
 {
-    (void)call;
-    return TG_STAGE_GO;
+    tg_call_t *c = call;
+    if (c->kind != TG_CALL_CHAT || !tg_ledger_on())
+        return TG_STAGE_GO;
+    return tg_ledger_reserve(c);
 }
 
 /*
@@ -48,5 +51,7 @@ int tg_stage_settle(void *call)
     tg_limit_settle(c); /* after settle_usage: the rate limits count what the tenant got */
     tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_NEUTRAL); /* no-op when a verdict was given */
     tg_attempt_plan_events(c);
+    if (tg_ledger_on())
+        tg_ledger_settle(c); /* after settle_usage: charged for what the tenant got */
     return TG_STAGE_GO;
 }

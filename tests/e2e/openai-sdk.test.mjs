@@ -218,3 +218,59 @@ describe('typed errors', () => {
         for (const k of KINDS) assert.ok(ids.includes(`${k}-e2e`), `${k}-e2e listed`);
     });
 });
+
+// The credit ledger through the SDK (issue #11 item 7): a gateway of this file's own with billing
+// on; the SDK reads x-tollgate-credits-remaining from each answer, and the drop between two answers
+// is exactly the cost recorded for the second request.
+describe('credits through the SDK', () => {
+    let inst = null;
+    let tid = 0;
+    const model = `e2e-ledger-${process.pid}`;
+
+    before(async () => {
+        const { startInstance, baseConfig } = await import('../integration/lib/instance.mjs');
+        const { billingOn, setPrice, tenantId, topUp } = await import('../integration/lib/ledger.mjs');
+        await setPrice(model, { input: 1500000, output: 6000000, cached: 750000 });
+        inst = await startInstance(
+            (ctx) =>
+                baseConfig({
+                    ...ctx,
+                    providers: { 'sim-openai': { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile } },
+                    models: { [model]: { provider: 'sim-openai', upstream: 'openai-e2e', context_window: 128000 } },
+                    extra: { billing: billingOn(ctx.dir) },
+                }),
+            { tenant: `e2e-ledger-${process.pid}` }
+        );
+        tid = await tenantId(`e2e-ledger-${process.pid}`);
+        await topUp(tid, 20000000, `e2e-${process.pid}`);
+    });
+
+    test('x-tollgate-credits-remaining drops by exactly the recorded cost', async (t) => {
+        t.after(async () => inst && (await inst.stop()));
+        const { records, waitRecords, assertLedgerClean } = await import('../integration/lib/ledger.mjs');
+        const sdk = new OpenAI({ baseURL: `${inst.url}/v1`, apiKey: inst.key, maxRetries: 0, timeout: 30000 });
+        const first = await sdk.chat.completions.create({ model, messages: PROMPT }).withResponse();
+        const rem1 = Number(first.response.headers.get('x-tollgate-credits-remaining'));
+        assert.ok(rem1 > 0, 'the first answer carries the credits');
+        const second = await sdk.chat.completions
+            .create({ model, messages: [{ role: 'user', content: 'And in Lyon, with the forecast for the week?' }] })
+            .withResponse();
+        const rem2 = Number(second.response.headers.get('x-tollgate-credits-remaining'));
+        const rid = second.response.headers.get('x-tollgate-request-id');
+        await waitRecords(tid, 2);
+        const rec = (await records(tid)).find((r) => r.requestId === rid);
+        assert.ok(rec, 'the second request is recorded');
+        assert.ok(rec.cost > 0);
+        assert.equal(rem1 - rem2, rec.cost, 'the credits dropped by exactly the recorded cost');
+        assert.equal(Number(second.response.headers.get('x-tollgate-cost')), rec.cost);
+
+        // a stream: the SDK hands over the usage chunk's cost as the gateway wrote it
+        const stream = await sdk.chat.completions.create({ model, messages: PROMPT, stream: true, stream_options: { include_usage: true } });
+        const got = await collect(stream);
+        assertUsage(got.usage);
+        assert.ok(Number.isInteger(got.usage.cost) && got.usage.cost > 0, `the usage chunk has a cost: ${JSON.stringify(got.usage)}`);
+        await waitRecords(tid, 3);
+        assert.equal((await records(tid)).at(-1).cost, got.usage.cost);
+        await assertLedgerClean('after the SDK test');
+    });
+});

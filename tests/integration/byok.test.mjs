@@ -52,6 +52,7 @@ function config(ctx, masterKeys) {
         log_level: 'debug',
         database: { url: stack().databaseUrl, pool_size: 1 },
         secrets: { key_pepper_file: ctx.pepperFile, master_keys: masterKeys },
+        billing: { enabled: false }, // this file is about keys, not credits
         timeouts: { connect_ms: 1000, first_byte_ms: 10000, idle_ms: 10000, total_ms: 60000 },
         key_cache_ttl_ms: 60000,
         providers: {

@@ -43,7 +43,7 @@ export function runCmd(bin, args, { env = process.env, cwd = SRC, timeoutMs = 0 
 }
 
 /** A child process whose output is collected, whose exit can be awaited and whose lines can be waited for. */
-class Proc {
+export class Proc {
     constructor(bin, args, { env = process.env, cwd = SRC } = {}) {
         this.out = '';
         this.err = '';
@@ -149,6 +149,9 @@ export function baseConfig({ dataPort, adminPort, pepperFile, providers, models,
         models,
         chains,
         ...extra,
+        // billing off unless a test turns it on (extra.billing.enabled; its own journal then: one per
+        // process); a billing block without `enabled` (trial credits) keeps it off
+        billing: { enabled: false, ...(extra.billing || {}) },
     };
 }
 

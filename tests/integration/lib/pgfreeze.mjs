@@ -100,6 +100,21 @@ export class FreezableCluster {
         return this.frozen.length;
     }
 
+    /** Restarts the cluster (a fast shutdown: every session is cut), with the options it was started
+     *  with; resolves once it accepts connections again. */
+    async restart() {
+        let cdir = this.dir;
+        try {
+            cdir = readFileSync(join(this.dir, 'location'), 'utf8').trim();
+        } catch {
+            /* the cluster lives in dir itself */
+        }
+        const script = `. "${join(SRC, 'deploy/packages.sh')}"; pgbin=$(tg_pg_bindir) || exit 1
+            if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); else as=(); fi
+            "\${as[@]}" "$pgbin/pg_ctl" -D "$1/data" -m fast -w -t 60 restart >/dev/null`;
+        await run('bash', ['-c', script, 'restart', cdir]);
+    }
+
     thaw() {
         for (const pid of this.frozen) {
             try {

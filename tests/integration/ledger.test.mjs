@@ -1,0 +1,271 @@
+// The credit ledger on the request path (issue #11): RESERVE / SETTLE against real wallets, the
+// credit headers, the stream's usage cost, exact admission under concurrency on one and two
+// instances, a price change, and kill -9 with journal replay. Each scenario ends with
+// tollgate_ledger_check() clean. Gateways of this file's own run with billing on.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stack } from './lib/stack.mjs';
+import { startInstance, baseConfig, req, runCmd, Proc, assertNoSanitizerReport } from './lib/instance.mjs';
+import { assertLedgerClean, setPrice, tenantId, topUp, wallet, records, waitRecords, waitNothingReserved, billingOn } from './lib/ledger.mjs';
+import { waitFor } from './lib/wait.mjs';
+import { SseRecorder } from './lib/sse.mjs';
+
+async function readSse(res) {
+    const rec = new SseRecorder();
+    rec.feed(await res.text());
+    rec.end();
+    return rec.events;
+}
+
+const RUN = randomBytes(4).toString('hex');
+const M = { openai: `led-oa-${RUN}`, anthropic: `led-an-${RUN}`, gemini: `led-ge-${RUN}` };
+const instances = [];
+const journals = mkdtempSync(join(tmpdir(), 'tg-ledger-'));
+
+after(async () => {
+    for (const i of instances) await i.stop();
+    // LSan reports at exit: checked once every gateway is stopped
+    for (const i of instances) assertNoSanitizerReport(i.gateway, 'a gateway of integration.ledger');
+    rmSync(journals, { recursive: true, force: true });
+});
+
+function config(ctx, { journal, billing = {}, pepperFile } = {}) {
+    const providers = {
+        'sim-openai': { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile },
+        'sim-anthropic': { kind: 'anthropic', base_url: `${ctx.simUrl}/anthropic`, api_key_file: ctx.pepperFile },
+        'sim-gemini': { kind: 'gemini', base_url: `${ctx.simUrl}/gemini`, api_key_file: ctx.pepperFile },
+    };
+    const models = {
+        [M.openai]: { provider: 'sim-openai', upstream: 'openai-chat', context_window: 128000 },
+        [M.anthropic]: { provider: 'sim-anthropic', upstream: 'anthropic-chat', context_window: 128000 },
+        [M.gemini]: { provider: 'sim-gemini', upstream: 'gemini-chat', context_window: 128000 },
+    };
+    const cfg = baseConfig({ ...ctx, providers, models, extra: { billing: billingOn(ctx.dir, { lease_credits: 100000000, ...billing }) } });
+    if (journal) cfg.billing.journal_path = journal;
+    if (pepperFile) cfg.secrets = { key_pepper_file: pepperFile };
+    return cfg;
+}
+
+async function start(tenant, opts = {}) {
+    const inst = await startInstance((ctx) => config(ctx, opts), { tenant, createKey: opts.createKey !== false });
+    instances.push(inst);
+    return inst;
+}
+
+const chat = (model, extra = {}) => ({ model, messages: [{ role: 'user', content: 'say something about ledgers' }], ...extra });
+
+test('setup: prices for the models of this file', async () => {
+    await setPrice(M.openai, { input: 1000000, output: 2000000, cached: 250000 });
+    await setPrice(M.anthropic, { input: 3000000, output: 15000000, cached: 300000 });
+    await setPrice(M.gemini, { input: 500000, output: 1500000, cached: 125000 });
+});
+
+test('a whole answer: x-tollgate-cost is the recorded cost, credits-remaining drops by exactly it', async () => {
+    const name = `led-basic-${RUN}`;
+    const inst = await start(name);
+    const tid = await tenantId(name);
+    await topUp(tid, 50000000, `basic-${RUN}`);
+    const a = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(M.openai) });
+    assert.equal(a.status, 200, a.text);
+    const costA = Number(a.headers.get('x-tollgate-cost'));
+    const remA = Number(a.headers.get('x-tollgate-credits-remaining'));
+    assert.ok(costA > 0, `a cost header: ${a.headers.get('x-tollgate-cost')}`);
+    assert.ok(remA > 0 && remA < 50000000);
+    const b = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(M.openai, { messages: [{ role: 'user', content: 'a longer question about double-entry bookkeeping' }] }) });
+    assert.equal(b.status, 200, b.text);
+    const costB = Number(b.headers.get('x-tollgate-cost'));
+    assert.equal(remA - Number(b.headers.get('x-tollgate-credits-remaining')), costB, 'the header drops by exactly the cost');
+    const recs = await waitRecords(tid, 2);
+    assert.deepEqual(recs.map((r) => r.cost).sort(), [costA, costB].sort());
+    for (const r of recs) {
+        assert.equal(r.charged, r.cost);
+        assert.equal(r.cost, Math.ceil((r.input - r.cached) * 1 + r.cached * 0.25 + r.output * 2), 'tokens x prices');
+    }
+    // an error after AUTH carries the remaining credits and costs nothing
+    const bad = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: { model: M.openai } });
+    assert.equal(bad.status, 400);
+    assert.ok(bad.headers.get('x-tollgate-credits-remaining') !== null, 'an error carries the credits header');
+    await assertLedgerClean('after whole answers');
+});
+
+test('a model with no price in effect is refused, not served free', async () => {
+    const name = `led-unpriced-${RUN}`;
+    const inst = await startInstance((ctx) => {
+        const c = config(ctx);
+        c.models[`unpriced-${RUN}`] = { provider: 'sim-openai', upstream: 'openai-chat', context_window: 128000 };
+        return c;
+    }, { tenant: name });
+    instances.push(inst);
+    await topUp(await tenantId(name), 1000000, `unpriced-${RUN}`);
+    const r = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(`unpriced-${RUN}`) });
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.json.error.code, 'model_not_priced');
+});
+
+test('streams: the include_usage chunk carries the cost, equal to the record, cached tokens priced as cached, for each provider kind', async () => {
+    const name = `led-stream-${RUN}`;
+    const inst = await start(name);
+    const tid = await tenantId(name);
+    await topUp(tid, 500000000, `stream-${RUN}`);
+    const long = 'ledger '.repeat(1200); // long enough for the simulator to report cached tokens
+    let n = 0;
+    for (const model of Object.values(M)) {
+        const res = await fetch(`${inst.url}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${inst.key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ model, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: long }] }),
+        });
+        assert.equal(res.status, 200);
+        assert.ok(res.headers.get('x-tollgate-credits-remaining') !== null);
+        const events = await readSse(res);
+        const usage = events.map((e) => e.json).filter((j) => j && j.usage).map((j) => j.usage).pop();
+        assert.ok(usage, `${model}: a usage chunk`);
+        assert.equal(typeof usage.cost, 'number', `${model}: the usage chunk has a cost: ${JSON.stringify(usage)}`);
+        const cached = usage.prompt_tokens_details ? usage.prompt_tokens_details.cached_tokens : 0;
+        assert.ok(cached > 0, `${model}: the simulator reported cached tokens`);
+        n++;
+        const recs = await waitRecords(tid, n);
+        const r = recs[recs.length - 1];
+        assert.equal(r.cost, usage.cost, `${model}: the record's cost is the chunk's`);
+        assert.equal(r.input, usage.prompt_tokens);
+        assert.equal(r.output, usage.completion_tokens);
+        assert.equal(r.cached, cached);
+        assert.equal(r.estimated, false);
+    }
+    await assertLedgerClean('after streams');
+});
+
+test('a price change: each record keeps the price it was charged at', async () => {
+    const name = `led-price-${RUN}`;
+    const model = M.gemini;
+    const inst = await start(name);
+    const tid = await tenantId(name);
+    await topUp(tid, 100000000, `price-${RUN}`);
+    const a = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(model) });
+    assert.equal(a.status, 200);
+    await setPrice(model, { input: 500000, output: 3000000, cached: 125000 });
+    // the gateway reloads its snapshot on NOTIFY tollgate_prices
+    const b = await waitFor(async () => {
+        const r = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(model) });
+        return Number(r.headers.get('x-tollgate-cost')) > Number(a.headers.get('x-tollgate-cost')) ? r : null;
+    }, { what: 'the new price to apply' });
+    assert.equal(b.status, 200);
+    const recs = await waitFor(async () => {
+        const r = await records(tid);
+        return r.length >= 2 && r[r.length - 1].cost === Number(b.headers.get('x-tollgate-cost')) ? r : null;
+    }, { what: 'the records' });
+    assert.equal(recs[0].priceOutput, 1500000, 'the first record keeps the old price');
+    assert.equal(recs[recs.length - 1].priceOutput, 3000000);
+    await assertLedgerClean('after a price change');
+});
+
+/* 200 requests at once against a wallet that covers exactly 50 of them: each costs exactly what it
+ * reserves (output price only, max_tokens the simulator fills), the wallet is below the smallest
+ * lease, so every reservation is exact in PostgreSQL. */
+async function fifty(urlsAndKeys, tid) {
+    const perReq = 10; // 10 output tokens at 1 credit per million tokens: 10 micro-credits
+    await topUp(tid, 50 * perReq, `fifty-${RUN}-${tid}`);
+    const body = { model: `led-fifty-${RUN}`, max_tokens: 10, messages: [{ role: 'user', content: 'write a long essay about accounting' }] };
+    const results = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => {
+            const { url, key } = urlsAndKeys[i % urlsAndKeys.length];
+            return req(url, 'POST', '/v1/chat/completions', { key, body });
+        })
+    );
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 402);
+    assert.equal(ok.length + refused.length, 200, `every answer is 200 or 402: ${[...new Set(results.map((r) => r.status))]}`);
+    for (const r of refused) {
+        assert.equal(r.json.error.code, 'insufficient_credits');
+        assert.equal(r.json.error.type, 'insufficient_quota');
+    }
+    for (const r of ok) assert.equal(Number(r.headers.get('x-tollgate-cost')), perReq);
+    assert.equal(ok.length, 50, 'exactly the covered requests are served');
+    const recs = await waitRecords(tid, 50);
+    assert.equal(recs.filter((r) => r.charged > 0).length, 50);
+    await waitNothingReserved(tid);
+    const w = await wallet(tid);
+    assert.equal(w.balance, 0, 'the wallet is spent exactly, never below zero');
+    assert.equal(w.spent, 50 * perReq);
+    await assertLedgerClean('after 200 against 50');
+}
+
+test('200 concurrent requests against a wallet that covers exactly 50: one instance', async () => {
+    const name = `led-fifty1-${RUN}`;
+    await setPrice(`led-fifty-${RUN}`, { input: 0, output: 1000000, cached: 0 });
+    const inst = await startInstance((ctx) => {
+        const c = config(ctx);
+        c.models[`led-fifty-${RUN}`] = { provider: 'sim-openai', upstream: 'openai-chat', context_window: 128000 };
+        return c;
+    }, { tenant: name });
+    instances.push(inst);
+    await fifty([{ url: inst.url, key: inst.key }], await tenantId(name));
+});
+
+test('200 concurrent requests against a wallet that covers exactly 50: two instances on one database', async () => {
+    const name = `led-fifty2-${RUN}`;
+    const withModel = (c) => {
+        c.models[`led-fifty-${RUN}`] = { provider: 'sim-openai', upstream: 'openai-chat', context_window: 128000 };
+        return c;
+    };
+    const a = await startInstance((ctx) => withModel(config(ctx)), { tenant: name });
+    instances.push(a);
+    const b = await startInstance((ctx) => withModel(config(ctx, { pepperFile: a.pepperFile })), { tenant: name, createKey: false });
+    instances.push(b);
+    await fifty([{ url: a.url, key: a.key }, { url: b.url, key: a.key }], await tenantId(name));
+});
+
+test('kill -9 under load, restart on the same journal: the invariants hold, nothing is charged twice, the journal is replayed', async (t) => {
+    const name = `led-kill-${RUN}`;
+    const journal = join(journals, 'kill.journal');
+    const inst = await start(name, { journal });
+    const tid = await tenantId(name);
+    await topUp(tid, 1000000000, `kill-${RUN}`);
+    const served = new Set();
+    let sent = 0;
+    let stop = false;
+    const worker = async () => {
+        while (!stop) {
+            sent++;
+            try {
+                const r = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(M.openai) });
+                if (r.status === 200) served.add(r.headers.get('x-tollgate-request-id') || String(sent));
+            } catch {
+                /* the gateway died under this request */
+            }
+        }
+    };
+    const load = Array.from({ length: 16 }, worker);
+    await waitFor(async () => (await records(tid)).length >= 50 ? true : null, { tries: 600, every: 50, what: 'load to be under way' });
+    inst.gateway.kill('SIGKILL');
+    await inst.gateway.closed;
+    stop = true;
+    await Promise.all(load);
+    const before = (await records(tid)).length;
+    // restart on the same config (same journal): the journal is replayed
+    const S = stack();
+    const gw = new Proc(S.gatewayBin, ['serve', '-c', inst.configPath]);
+    inst.gateway = gw;
+    await gw.waitOutput(/"server_started"/, 'the restarted gateway');
+    await waitFor(async () => ((await records(tid)).length >= served.size ? true : null), { tries: 200, every: 50, what: 'every served request to be recorded' }).catch(() => null);
+    const after_ = await records(tid);
+    const ids = new Set(after_.map((r) => r.requestId));
+    assert.equal(ids.size, after_.length, 'no request recorded twice');
+    assert.ok(after_.length >= before, 'the replay lost nothing');
+    assert.ok(after_.length <= sent, 'no record for a request never sent');
+    const missing = [...served].filter((id) => !ids.has(id));
+    const replayed = gw.logEvents().filter((e) => e.event === 'ledger_journal_replayed').reduce((a, e) => a + e.records, 0);
+    t.diagnostic(`served ${served.size}, recorded ${after_.length} (${before} before the restart, ${replayed} replayed from the journal), served without a record ${missing.length}`);
+    // KNOWN GAP (billing/README.md, "The journal"): a whole answer reaches the client in RELAY,
+    // before SETTLE hands its record to the writer, which journals it a moment later; a kill in
+    // that moment loses the charge (the lease expires and returns the hold). At most the requests
+    // in flight (16 here) can be in that moment.
+    assert.ok(missing.length <= 16, `served requests without a record: ${missing.length} of ${served.size} (${after_.length} recorded)`);
+    await waitNothingReserved(tid);
+    await assertLedgerClean('after kill -9 and replay');
+    assertNoSanitizerReport(gw, 'the restarted gateway');
+});
