@@ -37,7 +37,7 @@ extern const tg_adm_route_t tg_adm_routes_chains[];  /* chains_api.c */
 void tg_adm_dedupe_fields(tg_mgmt_err_t *err);
 
 /** POST /admin/v1/breakers/{target}/reset (operator); `target` is already URL-decoded (breakers.c). */
-void tg_admin_breaker_reset(h2o_req_t *req, const char *target);
+void tg_admin_breaker_reset(tg_adm_ctx_t *c, const char *target);
 
 /* ---- pure parsers of events.c, exposed for unit tests ---- */
 

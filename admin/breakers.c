@@ -10,6 +10,7 @@
  */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "admin.h"
@@ -68,22 +69,51 @@ static void breakers_list(tg_adm_ctx_t *ctx)
     tg_buf_dispose(&b);
 }
 
-void tg_admin_breaker_reset(h2o_req_t *req, const char *target)
+/* The tenant a breaker belongs to: "<target>#byok:<id>" is that tenant's own key; 0 the platform's. */
+static int64_t breaker_tenant(const char *key)
 {
-    tg_breaker_t *br = tg_breaker_find(target);
-    if (br == NULL) {
-        tg_http_send_error(req, TG_ENOT_FOUND, "no breaker for this target", "target", 0);
+    const char *m = strstr(key, "#byok:");
+    return m != NULL ? strtoll(m + 6, NULL, 10) : 0;
+}
+
+/* On an admin thread. The audit row is committed first and the breaker reset after it: the
+ * breaker's state is the process's, which no transaction can hold, so a reset that could not be
+ * audited (the database away) is not made, and one that was audited cannot fail. */
+static void reset_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *out)
+{
+    tg_breaker_t *br = call->arg; /* registry breakers live as long as the process */
+    const char *before_state = tg_breaker_state_name(tg_breaker_state(br, tg_now_ms()));
+    json_t *before = json_pack("{s:s}", "state", before_state);
+    json_t *after = json_pack("{s:s}", "state", "closed");
+    int rc = before != NULL && after != NULL ? tg_adm_tx_begin(db, &out->err) : TG_ENOMEM;
+    if (rc == 0)
+        rc = tg_adm_audit(db, call, "breakers.reset", "breaker", tg_breaker_key(br),
+                          breaker_tenant(tg_breaker_key(br)), before, after, &out->err);
+    if (rc == 0)
+        rc = tg_adm_tx_commit(db, &out->err);
+    else
+        tg_adm_tx_rollback(db);
+    json_decref(before);
+    json_decref(after);
+    if (rc != 0) {
+        if (out->err.code == 0)
+            tg_adm_fail(out, rc, "the reset could not be audited");
         return;
     }
     tg_breaker_reset(br);
-    json_t *v = json_pack("{s:s,s:s}", "target", tg_breaker_key(br), "state",
+    out->status = 200;
+    out->body = json_pack("{s:s,s:s}", "target", tg_breaker_key(br), "state",
                           tg_breaker_state_name(tg_breaker_state(br, tg_now_ms())));
-    if (v == NULL) {
-        tg_http_send_error(req, TG_ENOMEM, NULL, NULL, 0);
+}
+
+void tg_admin_breaker_reset(tg_adm_ctx_t *c, const char *target)
+{
+    tg_breaker_t *br = tg_breaker_find(target);
+    if (br == NULL) {
+        tg_adm_reply_error(c->req, TG_ENOT_FOUND, "no breaker for this target", "target");
         return;
     }
-    tg_http_send_json(req, 200, v);
-    json_decref(v);
+    TG_IGNORE_RESULT(tg_adm_run(c, reset_work, br, NULL)); /* not queued: it has answered */
 }
 
 const tg_adm_route_t tg_adm_routes_breakers[] = {

@@ -100,7 +100,7 @@ static int route_breaker_reset(h2o_req_t *req)
                            "target");
         return 0;
     }
-    tg_admin_breaker_reset(req, target);
+    tg_admin_breaker_reset(&c, target);
     return 0;
 }
 

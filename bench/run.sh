@@ -210,7 +210,6 @@ write_config() {
   "log_level": "warn",
   "database": {"url": "$4", "pool_size": 2},
   "secrets": {"key_pepper_file": "$work/pepper"},
-  "billing": {"enabled": false},
   "providers": {
     "sim-openai": {"kind": "openai", "base_url": "$sim_url/openai/v1", "api_key_file": "$work/pepper"},
     "sim-anthropic": {"kind": "anthropic", "base_url": "$sim_url/anthropic", "api_key_file": "$work/pepper"},
@@ -235,13 +234,20 @@ write_config() {
 EOF
 }
 write_config "$work/tollgate.json" "$data_port" "$admin_port" "$db_url"
-# BENCH_STORED_REQUESTS=0: the measured gateway stores no requests (retention.stored_requests false),
-# to read the pipeline's cost apart from the storage's. The base gets the file as write_config
-# wrote it (an older binary may not know the key).
-if [ "${BENCH_STORED_REQUESTS:-1}" = 0 ]; then
-    node -e 'const f = process.argv[1]; const fs = require("fs"); const c = JSON.parse(fs.readFileSync(f, "utf8"));
-             c.retention = { stored_requests: false }; fs.writeFileSync(f, JSON.stringify(c, null, 2));' "$work/tollgate.json"
-fi
+# Settings of the measured gateway only (the base may be a revision that does not know them):
+# billing off (the bench has no prices, and bench/ledger.sh measures billing), the admin API's JWT
+# secret (failover (a) resets a breaker through it), and with BENCH_STORED_REQUESTS=0 no request
+# storage, to read the pipeline's cost apart from the storage's.
+(
+    umask 077
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$work/admin-hs256"
+)
+node -e 'const [f, secret, store] = process.argv.slice(1); const fs = require("fs");
+         const c = JSON.parse(fs.readFileSync(f, "utf8"));
+         c.billing = { enabled: false };
+         c.admin_auth = { issuer: "tollgate-bench", audience: "tollgate-admin", hs256_secret_file: secret };
+         if (store === "0") c.retention = { stored_requests: false };
+         fs.writeFileSync(f, JSON.stringify(c, null, 2));' "$work/tollgate.json" "$work/admin-hs256" "${BENCH_STORED_REQUESTS:-1}"
 
 "$gw_bin" check -c "$work/tollgate.json" >"$work/check.log" 2>&1 || {
     cat "$work/check.log" >&2
@@ -251,6 +257,8 @@ fi
     die "migrate failed (see $work/migrate.log)"
 key=$("$gw_bin" keys create -c "$work/tollgate.json" --tenant bench --name bench 2>"$work/keys.log" | tail -n 1)
 [ -n "$key" ] || die "keys create printed no key"
+admin_token=$("$gw_bin" token -c "$work/tollgate.json" --role operator --sub bench 2>>"$work/keys.log")
+[ -n "$admin_token" ] || die "tollgate token printed no token"
 
 # The base gateway has a database of its own, migrated and given a key by the base binary, so that
 # a schema change between the two revisions cannot hurt either.
@@ -373,7 +381,7 @@ for ((i = 0; i < 20; i++)); do
         [ "$st" = 200 ] || die "warm-up: $m answered $st"
     done
 done
-curl -fsS "$admin_url/admin/v1/breakers" | grep -q '"sim-open/bench-dead"[^}]*"open"' ||
+curl -fsS -H "authorization: Bearer $admin_token" "$admin_url/admin/v1/breakers" | grep -q '"sim-open/bench-dead"[^}]*"open"' ||
     say "warning: the breaker of sim-open/bench-dead does not report open"
 # The base gateway serves only bench-oa in the rounds. nginx opens its upstream connections.
 if [ "$want_nginx" = 1 ]; then
@@ -445,7 +453,7 @@ failover_a() {
     say "failover (a): 3 series x ${BENCH_A_REQUESTS:-3000} sequential requests"
     cat >"$work/failover_a.mjs" <<'EOJS'
 import http from 'node:http';
-const [gw, sim, admin, key, total] = process.argv.slice(2);
+const [gw, sim, admin, key, total, adminToken] = process.argv.slice(2);
 const body = (m) => JSON.stringify({ model: m, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }] });
 function post(agent, base, path, data, auth) {
     const u = new URL(base);
@@ -466,7 +474,10 @@ const series = {
     'primary-503-direct-1': { agent: new http.Agent({ keepAlive: true, maxSockets: 1 }), base: sim, model: 'bench-p503', auth: 'Bearer sim', want: 503, lat: [] },
     'gw-chain503-ns-1': { agent: new http.Agent({ keepAlive: true, maxSockets: 1 }), base: gw, model: 'bench-chain-503', auth: `Bearer ${key}`, want: 200, lat: [] },
 };
-const reset = () => post(undefined, admin, '/admin/v1/breakers/' + encodeURIComponent('sim-nobreak/bench-p503') + '/reset', '', null);
+const reset = async () => {
+    const r = await post(undefined, admin, '/admin/v1/breakers/' + encodeURIComponent('sim-nobreak/bench-p503') + '/reset', '', `Bearer ${adminToken}`);
+    if (r.status !== 200) { console.error(`breaker reset answered ${r.status}`); process.exit(1); }
+};
 const round = 250;
 for (let done = 0; done < Number(total); done += round) {
     for (const s of Object.values(series)) {
@@ -487,7 +498,7 @@ for (const [name, s] of Object.entries(series)) {
 process.exit(0);
 EOJS
     local out line name
-    out=$(node "$work/failover_a.mjs" "$gw_url" "$sim_url" "$admin_url" "$key" "${BENCH_A_REQUESTS:-3000}") ||
+    out=$(node "$work/failover_a.mjs" "$gw_url" "$sim_url" "$admin_url" "$key" "${BENCH_A_REQUESTS:-3000}" "$admin_token") ||
         die "failover (a) client failed: $out"
     echo "$out" >"$work/failover-a.txt"
     while read -r line; do
