@@ -216,6 +216,7 @@ write_config() {
               "master_keys": [{"id": "dev-1", "file": "$secrets/master-dev-1"}]},
   "admin_auth": {"issuer": "tollgate-dev", "audience": "tollgate-admin",
                  "hs256_secret_file": "$secrets/admin-hs256"},
+  "billing": {"trial_credits": 100000000},
   "shutdown_grace_ms": 10000,
   "providers": {
     $(provider_json openai),
@@ -233,6 +234,24 @@ EOT
         say "the config changed (a provider key appeared or went?): run deploy/dev.sh down && deploy/dev.sh up"
     fi
     mv "$config.new" "$config"
+}
+
+# Every demo model gets a price once (billing is on, as in production: a model without a price in
+# effect is refused, never served free). Micro-credits per million tokens, so with 1 credit = 1 USD
+# these read as cents: input 0.15, output 0.60, cached input 0.075 per million tokens. The demo
+# tenant's trial credits (billing.trial_credits above: 100 credits) pay for them. Change them with
+# POST /admin/v1/prices; rows are never updated, a change is a new row.
+seed_prices() {
+    local m values="" sep=""
+    for m in $(demo_models); do
+        values+="$sep('${m#*:}')"
+        sep=,
+    done
+    psql -X -q -v ON_ERROR_STOP=1 "$database_url" -c "
+        INSERT INTO prices (model, input_per_mtok, output_per_mtok, cached_input_per_mtok, effective_from)
+        SELECT m, 150000, 600000, 75000, now() FROM (VALUES $values) AS v(m)
+        WHERE NOT EXISTS (SELECT 1 FROM prices p WHERE p.model = v.m)" >/dev/null ||
+        die "cannot seed the demo prices"
 }
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -288,6 +307,8 @@ up() {
     "$gw_bin" check -c "$config" || die "$config does not validate"
     (cd "$root" && "$gw_bin" migrate -c "$config") >>"$local_dir/migrate.log" 2>&1 ||
         die "tollgate migrate failed; see $local_dir/migrate.log"
+
+    seed_prices
 
     if [ ! -s "$secrets/demo-key" ]; then
         (
