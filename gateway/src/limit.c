@@ -34,6 +34,7 @@
 #include "err.h"
 #include "estimate.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelease.h"
 
 /* After a failed lease, limits are kept locally this long before the database is tried again. */
@@ -50,6 +51,13 @@ static _Atomic uint64_t g_offline_until_ms, g_next_sweep_ms;
 static void rl_init(void)
 {
     g_rl = tg_rl_create(0);
+    /* refusals by the limit that refused: the access log has each one, the counter the rate */
+    tg_metrics_register("tollgate_rate_limited_total", "Calls refused by a rate limit (429), by the limit",
+                        TG_METRIC_COUNTER);
+    static const char *const labels[] = {"limit=\"key_requests\"", "limit=\"key_tokens\"",
+                                         "limit=\"tenant_requests\"", "limit=\"tenant_tokens\""};
+    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
+        tg_metrics_add("tollgate_rate_limited_total", labels[i], 0);
 }
 
 static tg_rl_t *rl_table(void)
@@ -158,6 +166,9 @@ static int refuse(tg_call_t *c, tg_rl_kind_t kind, const tg_rl_result_t *r)
         if (h->charges[s].slot_gen != 0)
             tg_rl_uncharge(rl_table(), &h->charges[s]);
     h->refused = limit_name(kind, r->refused_dim);
+    char label[48];
+    snprintf(label, sizeof(label), "limit=\"%s\"", h->refused);
+    tg_metrics_add("tollgate_rate_limited_total", label, 1);
     tg_rl_view_t v = h->view;
     tg_rl_view_merge(&v, &r->view);
     /* the refusing limit is the one the headers name */

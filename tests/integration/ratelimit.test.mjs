@@ -17,10 +17,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { stack } from './lib/stack.mjs';
-import { gw, chat, chatStream, chatBody, assertOpenAIError, gatewayLog } from './lib/http.mjs';
+import { gw, admin, chat, chatStream, chatBody, assertOpenAIError, gatewayLog } from './lib/http.mjs';
 import { psql, lit, resetSimStats, simModel, setFault, clearFaults } from './lib/control.mjs';
 import { waitFor } from './lib/wait.mjs';
-import { startInstance, baseConfig, req, runCmd, assertNoSanitizerReport } from './lib/instance.mjs';
+import { startInstance, baseConfig, req, runCmd, assertNoSanitizerReport, metricValue } from './lib/instance.mjs';
 import { FreezableCluster } from './lib/pgfreeze.mjs';
 
 const MINUTE = 60000;
@@ -102,14 +102,24 @@ async function chatSettled(b, opts) {
 
 const body = (extra = {}) => chatBody('openai-chat', { messages: [{ role: 'user', content: 'rate limit test' }], ...extra });
 
+/** tollgate_rate_limited_total{limit} of the stack's gateway (0 before its first limited call). */
+async function refusals(limit) {
+    const r = await admin('GET', '/metrics');
+    assert.equal(r.status, 200);
+    const v = metricValue(r.text, 'tollgate_rate_limited_total', { limit });
+    return Number.isFinite(v) ? v : 0;
+}
+
 /* ---------------------------------------------------------------------- one instance */
 
 test('a burst of 40 against key_rpm 10 admits exactly 10; the rest get 429 with Retry-After and the headers', async () => {
     const k = await newKey(`rl-burst-${RUN}`);
     await setPolicy(k.tenantId, k.keyId, { key_rpm: 10 });
     await roomInWindow(MINUTE, 10000);
+    const refusedBefore = await refusals('key_requests');
     const rs = await Promise.all(Array.from({ length: 40 }, () => chat(body(), { key: k.key })));
     assert.deepEqual(counts(rs), { 200: 10, 429: 30 });
+    assert.equal((await refusals('key_requests')) - refusedBefore, 30, 'tollgate_rate_limited_total counts each refusal');
     for (const r of rs) {
         const h = limitHeaders(r);
         assert.equal(h.limitReq, '10');
