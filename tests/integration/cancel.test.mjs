@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { test } from 'node:test';
-import { chatBody, gatewayLog } from './lib/http.mjs';
+import { chatBody, gatewayLines } from './lib/http.mjs';
 import { freshStart, metricSum, setFault } from './lib/control.mjs';
 import { stack } from './lib/stack.mjs';
 import { waitFor } from './lib/wait.mjs';
@@ -15,8 +15,7 @@ const ROUTE = '/v1/chat/completions';
 
 const counted = async (status) => (await metricSum('tollgate_requests_total', { route: ROUTE, status })) ?? 0;
 const logged499 = () =>
-    gatewayLog()
-        .split('\n')
+    gatewayLines()
         .filter((l) => l.includes('"event":"request"') && l.includes('"status":499')).length;
 
 test('an HTTP/2 stream cancelled before any answer is counted and logged as 499, never as 0', async () => {

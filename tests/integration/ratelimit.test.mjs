@@ -17,7 +17,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { stack } from './lib/stack.mjs';
-import { gw, admin, chat, chatStream, chatBody, assertOpenAIError, gatewayLog } from './lib/http.mjs';
+import { gw, admin, chat, chatStream, chatBody, assertOpenAIError, gatewayLines } from './lib/http.mjs';
 import { psql, lit, resetSimStats, simModel, setFault, clearFaults } from './lib/control.mjs';
 import { waitFor } from './lib/wait.mjs';
 import { startInstance, baseConfig, req, runCmd, assertNoSanitizerReport, metricValue } from './lib/instance.mjs';
@@ -89,7 +89,7 @@ async function logLine(r) {
     const rid = r.headers.get('x-tollgate-request-id');
     assert.ok(rid, 'the answer names its request id');
     const mark = `"event":"request","request_id":"${rid}"`;
-    const line = await waitFor(() => gatewayLog().split('\n').find((l) => l.includes(mark)), { what: `the access log line of ${rid}` });
+    const line = await waitFor(() => gatewayLines().find((l) => l.includes(mark)), { what: `the access log line of ${rid}` });
     return JSON.parse(line);
 }
 

@@ -6,7 +6,7 @@
 //     provider's words are logged (upstream_stream_error), the client gets the error table's.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { assertLogHasNoSecrets, chatBody, chatStream, gatewayLog } from './lib/http.mjs';
+import { assertLogHasNoSecrets, chatBody, chatStream, gatewayEvents } from './lib/http.mjs';
 import { clearFaults, freshStart, resetBreakers, setFault } from './lib/control.mjs';
 import { waitFor } from './lib/wait.mjs';
 
@@ -27,11 +27,7 @@ async function logged(pred, what) {
     let found = [];
     await waitFor(
         () => {
-            found = gatewayLog()
-                .split('\n')
-                .filter((l) => l.startsWith('{'))
-                .map((l) => JSON.parse(l))
-                .filter(pred);
+            found = gatewayEvents().filter(pred);
             return found.length > 0;
         },
         { what }

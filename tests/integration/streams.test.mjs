@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { before, describe, test } from 'node:test';
-import { assertLogHasNoSecrets, assertNoSecrets, chat, chatBody, chatStream, gatewayLog } from './lib/http.mjs';
+import { assertLogHasNoSecrets, assertNoSecrets, chat, chatBody, chatStream, gatewayLines } from './lib/http.mjs';
 import { breakerOf, freshStart, gatewayRss, metricSum, setFault } from './lib/control.mjs';
 import { SseRecorder } from './lib/sse.mjs';
 import { KINDS, stack, targetOf } from './lib/stack.mjs';
@@ -181,8 +181,7 @@ describe('client disconnects', () => {
         await freshStart([model]);
         await setFault(model, { hang: true });
         const timeouts = () =>
-            gatewayLog()
-                .split('\n')
+            gatewayLines()
                 .filter((l) => l.includes(`"${targetOf(model)}"`) && l.includes('timeout')).length;
         const timeoutsBefore = timeouts();
         for (let i = 0; i < 3; i++) {

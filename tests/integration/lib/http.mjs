@@ -143,6 +143,20 @@ export function gatewayLog() {
     return readFileSync(f, 'utf8');
 }
 
+/** The gateway's complete log lines: the writer may be mid-line at the end of the file, so only
+ *  what precedes the last newline counts. */
+export function gatewayLines() {
+    const log = gatewayLog();
+    return log.slice(0, log.lastIndexOf('\n') + 1).split('\n');
+}
+
+/** The gateway's JSON log events (one object a line), complete lines only. */
+export function gatewayEvents() {
+    return gatewayLines()
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l));
+}
+
 export function assertLogHasNoSecrets() {
     const log = gatewayLog();
     assertNoSecrets(log, `the gateway log ${stack().gatewayLog}`);
