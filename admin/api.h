@@ -134,6 +134,10 @@ typedef struct tg_adm_field {
  */
 json_t *tg_adm_body(tg_adm_ctx_t *c, bool empty_ok);
 
+/** For a write route that takes no fields: true when the body is empty or {}; else it has answered
+ *  (tg_adm_body's errors, or 400 naming each member as unknown) and nothing may be done. */
+bool tg_adm_body_none(tg_adm_ctx_t *c);
+
 /**
  * Checks `obj` against fields[0..n): every unknown member, every missing required one and every
  * value of the wrong type or out of bounds is one field error in err (all of them, not the first).

@@ -70,6 +70,20 @@ json_t *tg_adm_body(tg_adm_ctx_t *c, bool empty_ok)
     return v;
 }
 
+bool tg_adm_body_none(tg_adm_ctx_t *c)
+{
+    json_t *body = tg_adm_body(c, true);
+    if (body == NULL)
+        return false;
+    tg_mgmt_err_t err;
+    tg_mgmt_err_reset(&err);
+    bool ok = tg_adm_check(body, NULL, 0, &err);
+    json_decref(body);
+    if (!ok)
+        tg_adm_reply_mgmt_err(c->req, &err);
+    return ok;
+}
+
 /* Valid UTF-8 (jansson guarantees it for parsed strings) without control characters. */
 static bool printable(const char *s, size_t n)
 {

@@ -108,6 +108,8 @@ static void reset_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *o
 
 void tg_admin_breaker_reset(tg_adm_ctx_t *c, const char *target)
 {
+    if (!tg_adm_body_none(c)) /* a body with anything in it is refused before the reset's audit */
+        return;
     tg_breaker_t *br = tg_breaker_find(target);
     if (br == NULL) {
         tg_adm_reply_error(c->req, TG_ENOT_FOUND, "no breaker for this target", "target");

@@ -11,7 +11,7 @@
 # JSON answer (the floor of the machine) when nginx is installed.
 # Reports per case the median req/s and p99, the on/off ratio (the issue's bar: >= 85%), and for
 # billing on the database writes per request: usage records, tollgate_settle batches, and the
-# rows PostgreSQL wrote (tup_inserted + tup_updated of pg_stat_database over the round) per
+# rows PostgreSQL wrote (n_tup_ins + n_tup_upd of its tables over the round, temporary ones not) per
 # request. Prints a table and appends it to bench/RESULTS.md (BENCH_RECORD=0: print only).
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only and everything it
 # started is stopped on exit.
@@ -163,7 +163,8 @@ pg_ticks() {
 hz=$(getconf CLK_TCK)
 
 metric() { curl -fsS "http://127.0.0.1:$on_admin/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
-rows() { sql "SELECT tup_inserted + tup_updated FROM pg_stat_database WHERE datname = current_database()"; }
+# rows of the database's own tables (the settlement's temporary stage is not a write that stays)
+rows() { sql "SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0) FROM pg_stat_user_tables WHERE schemaname NOT LIKE 'pg\\_temp%'"; }
 warm() { # url key
     for ((i = 0; i < 20; i++)); do
         curl -fsS -o /dev/null -H "authorization: Bearer $2" -H 'content-type: application/json' \
@@ -257,7 +258,7 @@ report=$(
     echo
     echo "CPU per request: the gateway process (every thread: workers, the journal and commit threads) and the PostgreSQL cluster's server processes, over the case's rounds (the 1 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     echo
-    echo "tollgate_ledger_check() after the run: $violations violation(s). Rows written: tup_inserted + tup_updated of the database over the rounds (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
+    echo "tollgate_ledger_check() after the run: $violations violation(s). Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )
 echo "$report"
 if [ "$record" = 1 ]; then

@@ -711,13 +711,14 @@ static void parse_admin_auth(vctx_t *v, const json_t *root, tg_config_t *c)
 /* billing: the credit ledger's amounts (micro-credits; at most a billion credits) and lease life. */
 static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {
-        "enabled", "trial_credits", "lease_credits", "lease_ttl_ms", "journal_path", "journal_fsync", NULL};
+    static const char *const keys[] = {"enabled",      "trial_credits", "lease_credits", "lease_ttl_ms",
+                                       "journal_path", "journal_fsync", "commit_ms",     NULL};
     const uint64_t max_credits = 1000000000000000ull;
     uint64_t trial = 0, lease = 10000000;
     c->billing.lease_ttl_ms = 60000;
     c->billing.enabled = true; /* a gateway that sells credits charges unless told otherwise */
     c->billing.journal_fsync = true;
+    c->billing.commit_ms = 250;
     const char *journal = NULL;
     json_t *b = get_obj(v, root, "", "billing");
     if (b != NULL) {
@@ -728,6 +729,7 @@ static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
         get_u32(v, b, "billing", "lease_ttl_ms", 5000, 3600000u, &c->billing.lease_ttl_ms);
         journal = get_str(v, b, "billing", "journal_path", false);
         get_bool(v, b, "billing", "journal_fsync", &c->billing.journal_fsync);
+        get_u32(v, b, "billing", "commit_ms", 1, 5000, &c->billing.commit_ms);
     }
     c->billing.journal_path = strdup(journal != NULL ? journal : "tollgate-ledger.journal");
     if (c->billing.journal_path == NULL)

@@ -26,7 +26,7 @@
  *              allow_core_dumps}
  *   models.<name>: provider, upstream, context_window, max_output_tokens
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
- *   billing.{enabled, trial_credits, lease_credits, lease_ttl_ms, journal_path, journal_fsync}
+ *   billing.{enabled, trial_credits, lease_credits, lease_ttl_ms, journal_path, journal_fsync, commit_ms}
  *                                the credit ledger (billing/README.md, gateway/src/ledger.h)
  *   idempotency.{ttl_ms, running_lease_ms, max_answer_bytes, purge_interval_ms}   Idempotency-Key
  *   admin_auth.{issuer, audience, hs256_secret_file, es256_public_key_file, skew_s, threads,
@@ -159,6 +159,7 @@ typedef struct tg_config {
         int64_t trial_credits; /* granted once when a tenant's wallet is opened (0: none) */
         int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
         uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */
+        uint32_t commit_ms;    /* a settlement batch gathers this long under load (250) */
     } billing;
     /* Idempotency-Key of chat calls (gateway/src/idempotency.h) */
     struct {

@@ -188,6 +188,10 @@ int tg_stage_policy(void *call);
 int tg_stage_limit(void *call);
 int tg_stage_reserve(void *call);
 int tg_stage_settle(void *call);
+/** The ledger's part of SETTLE, run early: just before an answer's last byte is handed to h2o
+ *  (respond.c, relay.c), so the charge is journaled before the client can have the whole answer
+ *  (a gateway killed after that replays it). Once per call; the SETTLE stage skips it then. */
+void tg_settle_charge(tg_call_t *c);
 /** SETTLE's part of the rate limits: the call's token charge becomes its actual usage (all of it
  *  back when nothing was served; the whole charge when no provider was tried). Once per call. */
 void tg_limit_settle(tg_call_t *c);

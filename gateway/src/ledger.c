@@ -31,6 +31,7 @@
 
 #include "call_internal.h"
 #include "clock.h"
+#include "copytext.h"
 #include "deadline.h"
 #include "err.h"
 #include "estimate.h"
@@ -41,13 +42,12 @@
 #define LEDGER_SHARDS        256
 #define LEDGER_QUEUE_MAX     (1u << 20) /* records and closes waiting for the writer */
 #define LEDGER_BATCH_MAX     20000      /* records per tollgate_settle */
-#define LEDGER_COMMIT_MS     50 /* a batch gathers this long (unless full): one charge per tenant per batch */
-#define LEDGER_EXPIRE_MS     5000     /* tollgate_leases_expire() period */
-#define LEDGER_PARTITIONS_MS 86400000 /* tollgate_usage_partitions() period */
-#define LEDGER_IDLE_WAIT_MS  100      /* the writer looks at notifications at least this often */
-#define LEDGER_RETRY_MS      500      /* after a failed commit */
+#define LEDGER_EXPIRE_MS     5000       /* tollgate_leases_expire() period */
+#define LEDGER_PARTITIONS_MS 86400000   /* tollgate_usage_partitions() period */
+#define LEDGER_IDLE_WAIT_MS  100        /* the writer looks at notifications at least this often */
+#define LEDGER_RETRY_MS      500        /* after a failed commit */
 #define LEDGER_STOP_MS       5000
-#define LEDGER_LINE_MAX      4096 /* one journal line (a record is ~600 bytes) */
+#define LEDGER_LINE_MAX      2048 /* one journal line (a record is ~200 bytes, names at most 2 x 400) */
 
 /* ------------------------------------------------------------------------------ state */
 
@@ -56,9 +56,6 @@ typedef struct tg_ledger_acct {
     tg_lease_acct_t a;
     int64_t known_avail; /* the wallet's available credits as the database last said (-1: unknown) */
     tg_ledger_call_t *waiters;
-    uint32_t unflushed; /* its records still in a loop's end-of-turn buffer */
-    uint32_t n_closes;  /* closes waiting behind them */
-    int64_t closes[2 * TG_LEASE_SLOTS];
 } ledger_acct_t;
 
 typedef struct shard {
@@ -67,7 +64,7 @@ typedef struct shard {
 } shard_t;
 
 typedef struct item {
-    char *json;       /* a usage record, NULL for a close */
+    char *row;        /* a usage record (a stage row with its newline), NULL for a close */
     int64_t close_id; /* a lease to close behind the records before it */
 } item_t;
 
@@ -76,28 +73,29 @@ static struct {
     char instance[80];
     tg_lease_opts_t opts;
     shard_t shards[LEDGER_SHARDS];
-    /* writer */
+    /* The queue to the writer, FIFO (mu): a record is appended to the journal as it is queued,
+     * under the same lock, so the journal's order is the queue's. */
     pthread_mutex_t mu;
     pthread_cond_t cv, cv_done;
-    item_t *ring; /* settled, waiting for the journal thread (g.mu) */
+    item_t *ring;
     size_t head, count;
-    /* journaled, waiting for the commit thread (jmu; fmu is held while the journal file is written
-     * or truncated, and taken before jmu) */
-    pthread_mutex_t jmu, fmu;
-    pthread_cond_t jcv;
-    item_t *jring;
-    size_t jhead, jcount;
-    bool jdone;
-    pthread_t jthread;
-    uint64_t queued, done; /* items queued, items committed or given up */
+    uint64_t queued, done; /* items queued; items committed or given up, in queue order */
     bool running, stopping;
+    /* The journal's two sides (billing/README.md, "The journal"):
+     * records go to side `cur`; the other side holds nothing queued at or after position
+     * `sealed`, so once `done` reaches it (and the start's replay is committed) it is truncated,
+     * without stopping the writers of `cur`, and the sides swap. */
+    int jfd[2];
+    int cur;
+    uint64_t sealed;
+    bool dirty[2]; /* the side may hold something */
     pthread_t thread;
     char *conninfo;
-    int journal_fd;
     bool fsync_each;
-    char **replay; /* journal lines found at start */
+    uint32_t commit_ms; /* billing.commit_ms */
+    char **replay;      /* journal lines found at start */
     size_t n_replay;
-} g = {.journal_fd = -1};
+} g = {.jfd = {-1, -1}};
 
 static _Atomic uint64_t g_batch_seq;
 
@@ -144,72 +142,57 @@ static void acct_unlock(ledger_acct_t *a)
 
 /* ------------------------------------------------------------------------- the writer queue */
 
-/* Called with the account's shard locked when it is a record, so a close queued after it by the
- * same account is behind it. Never blocks on the database: the queue is bounded; full, the item is
- * dropped and counted (its lease expires and gives the credits back; the charge is lost). */
-static void enqueue(char *json, int64_t close_id)
+/* Appends a record (with its newline) to the journal side fd: one write, page cache (a killed
+ * process loses nothing written; the writer fsyncs before each commit). */
+static bool journal_write(int fd, const char *row)
+{
+    size_t len = strlen(row), done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, row + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return false;
+        done += (size_t)w;
+    }
+    return true;
+}
+
+/*
+ * Queues a record (journaled first) or a close. Called with the account's shard locked, so an
+ * account's close queued after its records is behind them (FIFO), and on the call's loop before
+ * the answer's last byte is handed to h2o: a served answer's charge is in the journal before the
+ * client can have it all (a kill -9 after that replays it at the next start). Never blocks on the
+ * database: the queue is bounded; full, the item is dropped and counted (its lease expires and
+ * gives the credits back; the charge is lost).
+ */
+static void enqueue(char *row, int64_t close_id)
 {
     pthread_mutex_lock(&g.mu);
     if (!g.running || g.count >= LEDGER_QUEUE_MAX) {
         pthread_mutex_unlock(&g.mu);
         tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
         TG_LOG(TG_LOG_ERROR, "ledger_queue_full", TG_KV_INT("close", close_id));
-        free(json);
+        free(row);
         return;
     }
+    if (row != NULL) {
+        g.dirty[g.cur] = true;
+        if (g.jfd[g.cur] >= 0 && !journal_write(g.jfd[g.cur], row))
+            TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
+    }
     item_t *it = &g.ring[(g.head + g.count) % LEDGER_QUEUE_MAX];
-    it->json = json;
+    it->row = row;
     it->close_id = close_id;
-    if (g.count++ == 0) /* the journal thread drains all it finds: it waits only on an empty queue */
+    /* the writer waits for a first item, or gathers for billing.commit_ms: wake it for the first,
+     * or for a full batch, not for each */
+    if (g.count++ == 0 || g.count == LEDGER_BATCH_MAX)
         pthread_cond_signal(&g.cv);
     g.queued++;
     pthread_mutex_unlock(&g.mu);
 }
 
-/* A close, with the account's shard locked: behind the account's records still buffered on a loop
- * (flush_turn sends it after them), else straight to the queue. */
-static void enqueue_close(ledger_acct_t *ac, int64_t lease_id)
-{
-    if (ac->unflushed > 0 && ac->n_closes < sizeof(ac->closes) / sizeof(ac->closes[0])) {
-        ac->closes[ac->n_closes++] = lease_id;
-        return;
-    }
-    if (ac->unflushed > 0) /* cannot happen: an account has at most 8 leases to close */
-        TG_LOG(TG_LOG_WARN, "ledger_close_early", TG_KV_INT("lease_id", lease_id));
-    enqueue(NULL, lease_id);
-}
-
-/*
- * Records are handed to the writer once per loop turn, not once per request: a loop's settlements
- * gather in its thread's buffer and one lock and at most one wake-up of the journal thread take them
- * all (a wake-up per request cost more than the rest of the ledger). The turn ends within
- * microseconds, so the journal is as close behind as before. A close waits for its account's
- * buffered records (enqueue_close), so it never overtakes a charge.
- */
-#define LEDGER_TURN_MAX 4096
-
-typedef struct turn_buf {
-    size_t n;
-    char *json[LEDGER_TURN_MAX];
-    ledger_acct_t *acct[LEDGER_TURN_MAX];
-    tg_deadline_t due;
-} turn_buf_t;
-
-static __thread turn_buf_t *t_turn;
-
-static void flush_items(turn_buf_t *t);
-
-static void flush_turn(void)
-{
-    turn_buf_t *t = t_turn;
-    if (t == NULL || t->n == 0)
-        return;
-    tg_deadline_cancel(&t->due);
-    flush_items(t);
-}
-
-/* What a loop thread keeps of the ledger goes with the thread: buffered records to the queue (a
- * worker ends after its drain, when nothing should be left), its price snapshot, its receiver. */
+/* What a loop thread keeps of the ledger goes with the thread: its price snapshot, its receiver. */
 static pthread_key_t t_key;
 static pthread_once_t t_key_once = PTHREAD_ONCE_INIT;
 static __thread tg_prices_t *t_snap;
@@ -218,10 +201,6 @@ static __thread h2o_multithread_receiver_t *t_rx;
 static void thread_drop(void *unused)
 {
     (void)unused;
-    if (t_turn != NULL && t_turn->n > 0)
-        flush_items(t_turn); /* the deadline's list went with the loop: no cancel */
-    free(t_turn);
-    t_turn = NULL;
     tg_prices_unref(t_snap);
     t_snap = NULL;
     free(t_rx); /* its queue went with the loop */
@@ -239,72 +218,6 @@ static void thread_attach(void)
     pthread_once(&t_key_once, thread_key_init);
     if (t_key != (pthread_key_t)-1)
         pthread_setspecific(t_key, (void *)1);
-}
-
-static void flush_items(turn_buf_t *t)
-{
-    size_t n = t->n;
-    t->n = 0;
-    pthread_mutex_lock(&g.mu);
-    size_t pushed = 0;
-    for (; pushed < n && g.running && g.count < LEDGER_QUEUE_MAX; pushed++) {
-        item_t *it = &g.ring[(g.head + g.count) % LEDGER_QUEUE_MAX];
-        it->json = t->json[pushed];
-        it->close_id = 0;
-        g.count++;
-        g.queued++;
-    }
-    if (pushed > 0 && g.count == pushed)
-        pthread_cond_signal(&g.cv);
-    pthread_mutex_unlock(&g.mu);
-    if (pushed < n) {
-        tg_metrics_add("tollgate_ledger_dropped_total", "", (double)(n - pushed));
-        TG_LOG(TG_LOG_ERROR, "ledger_queue_full", TG_KV_INT("dropped", n - pushed));
-        for (size_t i = pushed; i < n; i++)
-            free(t->json[i]);
-    }
-    for (size_t i = 0; i < n; i++) {
-        ledger_acct_t *ac = t->acct[i];
-        shard_t *s = shard_of(ac->a.tenant_id);
-        pthread_mutex_lock(&s->mu);
-        if (ac->unflushed > 0 && --ac->unflushed == 0) {
-            for (uint32_t k = 0; k < ac->n_closes; k++)
-                enqueue(NULL, ac->closes[k]);
-            ac->n_closes = 0;
-        }
-        pthread_mutex_unlock(&s->mu);
-    }
-}
-
-static void on_turn_end(tg_deadline_t *d)
-{
-    (void)d;
-    flush_turn();
-}
-
-/* With the account's shard locked. */
-static void queue_record(tg_call_t *c, ledger_acct_t *ac, char *json)
-{
-    if (t_turn == NULL) {
-        t_turn = calloc(1, sizeof(*t_turn));
-        thread_attach();
-    }
-    if (t_turn == NULL || tg_server_draining()) { /* a drain may end the loop before the turn does */
-        enqueue(json, 0);
-        return;
-    }
-    turn_buf_t *t = t_turn;
-    if (t->n == LEDGER_TURN_MAX) { /* its records are behind the shard lock we hold: push them now */
-        pthread_mutex_unlock(&shard_of(ac->a.tenant_id)->mu);
-        flush_turn();
-        pthread_mutex_lock(&shard_of(ac->a.tenant_id)->mu);
-    }
-    t->json[t->n] = json;
-    t->acct[t->n] = ac;
-    t->n++;
-    ac->unflushed++;
-    if (!tg_deadline_armed(&t->due))
-        tg_deadline_arm(tg_call_flushes(c), &t->due, 0, on_turn_end);
 }
 
 /* ------------------------------------------------------------------------ lease I/O (loop) */
@@ -402,7 +315,7 @@ static void drive(ledger_acct_t *ac, tg_worker_t *w, tg_ledger_call_t **wake, in
             for (int i = 0; i < TG_LEASE_SLOTS; i++)
                 if (before[i].id == act.lease_id && ac->known_avail >= 0)
                     ac->known_avail += before[i].amount - before[i].charged;
-            enqueue_close(ac, act.lease_id);
+            enqueue(NULL, act.lease_id);
             continue;
         }
         char p[7][24];
@@ -760,47 +673,55 @@ static void iso_time(char *out, size_t cap, int64_t us)
     snprintf(out + n, cap - n, ".%06" PRId64 "Z", us % 1000000);
 }
 
-/* One usage record as tollgate_settle reads it (jsonb_to_recordset), formatted directly: jansson's
- * tree and allocations showed per request. Names come from the config, escaped all the same. */
-static char *record_json(tg_call_t *c, int slot, const usage_fig_t *f, int64_t charge)
+/* Fields of a usage record, in the column order of the settlement's stage table (migration
+ * 0012, tollgate_settle_stage_open): the record is one COPY text row, which is also its journal
+ * line. A line that has all of them, newline included, was written whole. */
+#define LEDGER_ROW_FIELDS 24
+
+/* Appends a config name as a COPY text field (copytext.h: escaped, never a row break). */
+static char *put_name(char *o, const char *name)
+{
+    size_t n = strnlen(name, 200);
+    return tg_copy_text_put(o, name, n);
+}
+
+/* One usage record as a COPY text row of the stage (see LEDGER_ROW_FIELDS), formatted directly:
+ * no tree, one allocation. */
+static char *record_row(tg_call_t *c, int slot, const usage_fig_t *f, int64_t charge)
 {
     const tg_model_cfg_t *m = slot >= 0                ? slot_model(c, (size_t)slot)
                               : c->route.n_targets > 0 ? c->route.targets[0]
                                                        : NULL;
     const tg_ledger_price_t *p = &c->led.price[slot >= 0 ? slot : 0];
-    char at[40], model[420], provider[160], lease[24] = "null", err[80] = "null";
+    char at[40], names[2 * TG_COPY_TEXT_MAX(200) + 8], lease[24] = "\\N", err[80] = "\\N";
     iso_time(at, sizeof(at), unix_now_us());
-    if (tg_json_escape(model, sizeof(model), m != NULL ? m->name : "-") < 0 ||
-        tg_json_escape(provider, sizeof(provider), m != NULL ? m->provider->name : "-") < 0)
-        return NULL;
+    char *o = put_name(names, m != NULL ? m->name : "-");
+    *o++ = '\t';
+    o = put_name(o, m != NULL ? m->provider->name : "-");
+    *o = '\0';
     if (c->led.hold.lease_id != 0)
         snprintf(lease, sizeof(lease), "%" PRId64, c->led.hold.lease_id);
     const char *e = c->pipe.err != 0       ? tg_err_code(c->pipe.err)
                     : c->mid_stream_failed ? "stream_broken"
                                            : NULL;
     if (e != NULL)
-        snprintf(err, sizeof(err), "\"%s\"", e); /* the table's codes: [a-z_] */
+        snprintf(err, sizeof(err), "%s", e); /* the table's codes: [a-z_], nothing to escape */
     int status = c->status != 0 ? c->status : 499;
-    char *out = malloc(1400);
-    if (out == NULL)
+    char buf[LEDGER_LINE_MAX];
+    int n = snprintf(buf, sizeof(buf),
+                     "%" PRId64 "\t%s\t%s\t%" PRId64 "\t%s\t%c\t%" PRId64 "\t%" PRId64 "\t%" PRId64
+                     "\t%c\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%c\t%" PRId64
+                     "\t%" PRId64 "\t%s\t%" PRIu64 "\t%zu\t%d\t%s\n",
+                     c->principal.tenant_id, c->request_id, at, c->principal.key_id, names,
+                     slot >= 0 && c->served_byok ? 't' : 'f', f->t.input, f->t.output, f->t.cached,
+                     f->estimated ? 't' : 'f', p->id, p->unit.input, p->unit.output, p->unit.cached_input,
+                     p->unit.byok_fee, f->billed ? 't' : 'f', f->cost, charge, lease,
+                     (tg_now_us() - c->start_us) / 1000, tg_plan_attempt_count(&c->plan), status, err);
+    if (n < 0 || n >= LEDGER_LINE_MAX)
         return NULL;
-    int n = snprintf(
-        out, 1400,
-        "{\"tenant_id\":%" PRId64 ",\"request_id\":\"%s\",\"created_at\":\"%s\",\"key_id\":%" PRId64
-        ",\"model\":\"%s\",\"provider\":\"%s\",\"byok\":%s,\"input_tokens\":%" PRId64
-        ",\"output_tokens\":%" PRId64 ",\"cached_tokens\":%" PRId64 ",\"estimated\":%s,\"price_id\":%" PRId64
-        ",\"price_input\":%" PRId64 ",\"price_output\":%" PRId64 ",\"price_cached\":%" PRId64
-        ",\"platform_fee\":%" PRId64 ",\"billed\":%s,\"cost\":%" PRId64 ",\"charge\":%" PRId64
-        ",\"lease_id\":%s,\"latency_ms\":%" PRIu64 ",\"attempts\":%zu,\"status\":%d,\"error\":%s}",
-        c->principal.tenant_id, c->request_id, at, c->principal.key_id, model, provider,
-        slot >= 0 && c->served_byok ? "true" : "false", f->t.input, f->t.output, f->t.cached,
-        f->estimated ? "true" : "false", p->id, p->unit.input, p->unit.output, p->unit.cached_input,
-        p->unit.byok_fee, f->billed ? "true" : "false", f->cost, charge, lease,
-        (tg_now_us() - c->start_us) / 1000, tg_plan_attempt_count(&c->plan), status, err);
-    if (n < 0 || n >= 1400) {
-        free(out);
-        return NULL;
-    }
+    char *out = malloc((size_t)n + 1); /* the exact size: a queue of a million waits in memory */
+    if (out != NULL)
+        memcpy(out, buf, (size_t)n + 1);
     return out;
 }
 
@@ -825,9 +746,9 @@ void tg_ledger_settle(tg_call_t *c)
         charge = tg_lease_settle(&ac->a, &l->hold, f.billed ? f.cost : 0, (int64_t)tg_now_ms());
     else
         charge = 0;
-    char *json = record_json(c, slot, &f, charge);
-    if (json != NULL)
-        queue_record(c, ac, json); /* before any close the engine asks next */
+    char *row = record_row(c, slot, &f, charge);
+    if (row != NULL)
+        enqueue(row, 0); /* before any close the engine asks next */
     else
         TG_LOG(TG_LOG_ERROR, "ledger_record_nomem", TG_KV_STR("request_id", c->request_id));
     if (ac->known_avail >= 0 && l->hold.exact && l->hold.amount > charge)
@@ -936,54 +857,6 @@ int tg_ledger_splice_cost(tg_buf_t *chunk, int64_t cost)
 
 /* -------------------------------------------------------------------------------- writer */
 
-static void journal_append(const char *const *lines, size_t n)
-{
-    if (g.journal_fd < 0 || n == 0)
-        return;
-    enum { IOV = 512 }; /* lines per system call (IOV_MAX is 1024; each line takes two) */
-    struct iovec iov[2 * IOV];
-    for (size_t first = 0; first < n; first += IOV) {
-        size_t k = n - first < IOV ? n - first : IOV, cnt = 0, total = 0;
-        for (size_t i = 0; i < k; i++) {
-            iov[cnt++] = (struct iovec){(void *)lines[first + i], strlen(lines[first + i])};
-            iov[cnt++] = (struct iovec){(void *)"\n", 1};
-            total += iov[cnt - 2].iov_len + 1;
-        }
-        size_t done = 0;
-        struct iovec *v = iov;
-        while (done < total) {
-            ssize_t w = writev(g.journal_fd, v, (int)cnt);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
-                return;
-            }
-            done += (size_t)w;
-            /* a short write: skip what went out, go on with the rest */
-            while (cnt > 0 && (size_t)w >= v->iov_len) {
-                w -= (ssize_t)v->iov_len;
-                v++;
-                cnt--;
-            }
-            if (cnt > 0) {
-                v->iov_base = (char *)v->iov_base + w;
-                v->iov_len -= (size_t)w;
-            }
-        }
-    }
-}
-
-static void journal_clear(void)
-{
-    if (g.journal_fd < 0)
-        return;
-    /* no fsync: a truncation lost in a machine crash only makes the next start replay records
-     * that are committed already, which it skips; and the journal thread must not wait on it */
-    if (ftruncate(g.journal_fd, 0) != 0)
-        TG_LOG(TG_LOG_ERROR, "ledger_journal_truncate_failed", TG_KV_INT("errno", errno));
-}
-
 static PGconn *writer_connect(void)
 {
     PGconn *db = PQconnectdb(g.conninfo);
@@ -993,6 +866,15 @@ static PGconn *writer_connect(void)
     }
     PGresult *r = PQexec(db, "LISTEN tollgate_prices");
     PQclear(r);
+    r = PQexec(db, "SELECT tollgate_settle_stage_open()"); /* this session's stage (commit) */
+    bool staged = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!staged)
+        TG_LOG(TG_LOG_WARN, "ledger_stage_failed", TG_KV_STR("error", PQerrorMessage(db)));
+    PQclear(r);
+    if (!staged) {
+        PQfinish(db);
+        return NULL;
+    }
     return db;
 }
 
@@ -1020,55 +902,111 @@ static void reload_prices(PGconn *db)
     }
 }
 
-/* One batch: its records as a JSON array, its closes; a fresh batch key every try (a record that
- * landed already is skipped by its primary key, so a retry after a lost answer charges nothing
- * twice). true: committed. */
+/* One batch: its records, its closes; a fresh batch key every try (a record that landed already is
+ * skipped by its primary key, so a retry after a lost answer charges nothing twice). The records
+ * are stage rows (record_row), COPYed into the session's stage and settled by
+ * tollgate_settle_staged in one transaction; a journal written by an older gateway holds JSON
+ * records, which go through tollgate_settle's jsonb form (the caller never mixes the two in one
+ * batch). true: committed; commit_rc says how a failure should be taken. */
 enum { COMMIT_OK = 0, COMMIT_RETRY = 1, COMMIT_REFUSED = 2 };
 static int commit_rc;
+static char commit_err[512]; /* the last failure's words (a ROLLBACK clears the connection's) */
+
+/* A data or integrity error (SQLSTATE classes 22, 23) will not pass on a retry. */
+static int failure_rc(const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return st != NULL && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0) ? COMMIT_REFUSED
+                                                                                  : COMMIT_RETRY;
+}
+
+/* Runs sql; false (and commit_rc set) unless it ends with `want`. */
+static bool step(PGconn *db, PGresult **out, const char *sql, int n, const char *const *v,
+                 ExecStatusType want)
+{
+    PGresult *r = n > 0 ? PQexecParams(db, sql, n, NULL, v, NULL, NULL, 0) : PQexec(db, sql);
+    bool ok = PQresultStatus(r) == want;
+    if (!ok) {
+        commit_rc = failure_rc(r);
+        PQclear(r);
+        return false;
+    }
+    if (out != NULL)
+        *out = r;
+    else
+        PQclear(r);
+    return true;
+}
+
+/* The rows into the stage: COPY text, one row a line. */
+static bool copy_rows(PGconn *db, char **lines, size_t n)
+{
+    if (!step(db, NULL, "COPY pg_temp.tollgate_settle_stage FROM STDIN", 0, NULL, PGRES_COPY_IN))
+        return false;
+    bool sent = true;
+    for (size_t i = 0; sent && i < n; i++)
+        sent = PQputCopyData(db, lines[i], (int)strlen(lines[i])) == 1; /* with its newline */
+    bool ok = PQputCopyEnd(db, sent ? NULL : "tollgate: the batch could not be sent") == 1;
+    PGresult *r;
+    while ((r = PQgetResult(db)) != NULL) { /* the COPY's own result, then NULL */
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            ok = false;
+            commit_rc = failure_rc(r);
+        }
+        PQclear(r);
+    }
+    if (!sent && ok)
+        commit_rc = COMMIT_RETRY;
+    return ok && sent;
+}
 
 static bool commit(PGconn *db, char **lines, size_t n, const int64_t *closes, size_t n_closes)
 {
     tg_buf_t arr, cl;
     tg_buf_init(&arr, (size_t)64 << 20);
     tg_buf_init(&cl, (size_t)1 << 20);
-    bool ok = tg_buf_append(&arr, "[", 1) == 0;
-    for (size_t i = 0; ok && i < n; i++) {
-        if (i > 0)
-            ok = tg_buf_append(&arr, ",", 1) == 0;
-        ok = ok && tg_buf_append(&arr, lines[i], strlen(lines[i])) == 0;
-    }
-    ok = ok && tg_buf_append(&arr, "]", 2) == 0; /* with its NUL */
-    ok = ok && tg_buf_append(&cl, "{", 1) == 0;
+    bool legacy = n > 0 && lines[0][0] == '{';
+    commit_rc = COMMIT_RETRY;
+    bool ok = tg_buf_append(&cl, "{", 1) == 0;
     for (size_t i = 0; ok && i < n_closes; i++) {
         char s[24];
         int k = snprintf(s, sizeof(s), "%s%" PRId64, i > 0 ? "," : "", closes[i]);
         ok = tg_buf_append(&cl, s, (size_t)k) == 0;
     }
     ok = ok && tg_buf_append(&cl, "}", 2) == 0;
+    if (legacy) { /* the records as one JSON array */
+        ok = ok && tg_buf_append(&arr, "[", 1) == 0;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (i == 0 || tg_buf_append(&arr, ",", 1) == 0) &&
+                 tg_buf_append(&arr, lines[i], strlen(lines[i])) == 0;
+        ok = ok && tg_buf_append(&arr, "]", 2) == 0; /* with its NUL */
+    }
     char key[160];
     snprintf(key, sizeof(key), "%s/%" PRIu64, g.instance, atomic_fetch_add(&g_batch_seq, 1) + 1);
-    if (ok) {
+    PGresult *r = NULL;
+    if (ok && legacy) {
         const char *v[3] = {key, arr.data, cl.data};
-        PGresult *r =
-            PQexecParams(db, "SELECT recorded, charged FROM tollgate_settle($1, $2::jsonb, $3::bigint[])", 3,
-                         NULL, v, NULL, NULL, 0);
-        ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-        /* a data or integrity error (SQLSTATE classes 22, 23) will not pass on a retry */
-        const char *st = ok ? NULL : PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        commit_rc = ok ? COMMIT_OK
-                    : (st != NULL && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0))
-                        ? COMMIT_REFUSED
-                        : COMMIT_RETRY;
-        if (ok) {
-            tg_metrics_add("tollgate_ledger_records_total", "",
-                           (double)strtoll(PQgetvalue(r, 0, 0), NULL, 10));
-            tg_metrics_add("tollgate_ledger_batches_total", "", 1);
-        } else {
-            TG_LOG(TG_LOG_WARN, "ledger_settle_failed", TG_KV_INT("records", n),
-                   TG_KV_STR("error", PQerrorMessage(db)));
-        }
-        PQclear(r);
+        ok = step(db, &r, "SELECT recorded, charged FROM tollgate_settle($1, $2::jsonb, $3::bigint[])", 3, v,
+                  PGRES_TUPLES_OK);
+    } else if (ok) {
+        const char *v[2] = {key, cl.data};
+        ok = step(db, NULL, "BEGIN", 0, NULL, PGRES_COMMAND_OK);
+        ok = ok && (n == 0 || copy_rows(db, lines, n));
+        ok = ok && step(db, &r, "SELECT recorded, charged FROM tollgate_settle_staged($1, $2::bigint[])", 2,
+                        v, PGRES_TUPLES_OK);
+        ok = ok && step(db, NULL, "COMMIT", 0, NULL, PGRES_COMMAND_OK);
     }
+    if (ok) {
+        commit_rc = COMMIT_OK;
+        tg_metrics_add("tollgate_ledger_records_total", "", (double)strtoll(PQgetvalue(r, 0, 0), NULL, 10));
+        tg_metrics_add("tollgate_ledger_batches_total", "", 1);
+    } else {
+        tg_str_copy(commit_err, sizeof(commit_err), PQerrorMessage(db));
+        TG_LOG(TG_LOG_WARN, "ledger_settle_failed", TG_KV_INT("records", n), TG_KV_STR("error", commit_err));
+        if (PQstatus(db) == CONNECTION_OK && PQtransactionStatus(db) != PQTRANS_IDLE)
+            PQclear(PQexec(db, "ROLLBACK")); /* the failed batch's transaction, stage and all */
+    }
+    PQclear(r);
     tg_buf_dispose(&arr);
     tg_buf_dispose(&cl);
     return ok;
@@ -1084,66 +1022,6 @@ static void timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
     pthread_cond_timedwait(cv, mu, &dl);
 }
 
-/*
- * The journal thread: settlements go to the journal file as soon as they are queued (a write to
- * the page cache, which a killed process does not lose; the commit thread fsyncs), then to the
- * commit thread. A thread of its own so that a commit in progress never delays the journal.
- */
-static void *journal_main(void *arg)
-{
-    (void)arg;
-    enum { TAKE = 4096 };
-    item_t *local = calloc(TAKE, sizeof(item_t));
-    const char **lines = calloc(TAKE, sizeof(char *));
-    pthread_mutex_lock(&g.mu);
-    for (;;) {
-        while (g.count == 0 && !g.stopping)
-            pthread_cond_wait(&g.cv, &g.mu);
-        if (g.count == 0 && g.stopping)
-            break;
-        size_t k = 0, n = 0;
-        while (g.count > 0 && k < TAKE) {
-            local[k] = g.ring[g.head];
-            g.head = (g.head + 1) % LEDGER_QUEUE_MAX;
-            g.count--;
-            if (local[k].json != NULL)
-                lines[n++] = local[k].json;
-            k++;
-        }
-        pthread_mutex_unlock(&g.mu);
-        pthread_mutex_lock(&g.fmu);
-        journal_append(lines, n);
-        pthread_mutex_lock(&g.jmu);
-        for (size_t i = 0; i < k;) {
-            if (g.jcount >= LEDGER_QUEUE_MAX) { /* the database is away for long: wait for room */
-                pthread_mutex_unlock(&g.fmu);
-                timed_wait(&g.jcv, &g.jmu, LEDGER_IDLE_WAIT_MS);
-                pthread_mutex_unlock(&g.jmu);
-                pthread_mutex_lock(&g.fmu);
-                pthread_mutex_lock(&g.jmu);
-                continue;
-            }
-            g.jring[(g.jhead + g.jcount) % LEDGER_QUEUE_MAX] = local[i++];
-            g.jcount++;
-        }
-        /* the commit thread waits for a first item, or gathers for LEDGER_COMMIT_MS: wake it for
-         * the first, or for a full batch, not for each */
-        if (g.jcount == k || g.jcount >= LEDGER_BATCH_MAX)
-            pthread_cond_broadcast(&g.jcv);
-        pthread_mutex_unlock(&g.jmu);
-        pthread_mutex_unlock(&g.fmu);
-        pthread_mutex_lock(&g.mu);
-    }
-    pthread_mutex_unlock(&g.mu);
-    pthread_mutex_lock(&g.jmu);
-    g.jdone = true;
-    pthread_cond_broadcast(&g.jcv);
-    pthread_mutex_unlock(&g.jmu);
-    free(local);
-    free(lines);
-    return NULL;
-}
-
 static void register_metrics(void)
 {
     tg_metrics_register("tollgate_ledger_records_total", "usage records committed by tollgate_settle",
@@ -1157,11 +1035,117 @@ static void register_metrics(void)
 }
 
 /*
- * The writer. Each turn: take what queued (up to a batch), append it to the journal, then commit
- * the journal's replay (at start) and the batch, each with one tollgate_settle; once everything
- * the journal holds is committed, the journal is truncated. A failed commit keeps the batch (it
- * is journaled) and is tried again, while new settlements keep being taken and journaled. Between
- * batches it runs the periodic jobs and reloads prices on a notification.
+ * After a commit (with g.mu held): the journal side that is not being written is truncated once
+ * everything in it is committed (every item queued before the sides last swapped, and the start's
+ * replay), and then the sides swap if the other has something. The truncation runs without the
+ * lock (nobody writes that side) and is not fsync'd: a stale side after a machine crash replays
+ * records that are committed, which the settlement skips.
+ */
+static void journal_rotate(bool replay_done)
+{
+    int old = 1 - g.cur;
+    if (g.dirty[old] && replay_done && g.done >= g.sealed) {
+        pthread_mutex_unlock(&g.mu);
+        bool cut = g.jfd[old] < 0 || ftruncate(g.jfd[old], 0) == 0;
+        if (!cut)
+            TG_LOG(TG_LOG_ERROR, "ledger_journal_truncate_failed", TG_KV_INT("errno", errno));
+        pthread_mutex_lock(&g.mu);
+        if (cut)
+            g.dirty[old] = false;
+    }
+    if (!g.dirty[old] && g.dirty[g.cur]) {
+        g.cur = old;
+        g.sealed = g.queued;
+    }
+}
+
+/* The batch's records are in the journal's page cache; with billing.journal_fsync they reach the
+ * disk before the commit begins (a machine crash then loses nothing that a client was charged
+ * for in the database). Both sides: the batch may straddle a swap. */
+static void journal_sync(void)
+{
+    for (int i = 0; i < 2; i++)
+        if (g.jfd[i] >= 0 && fdatasync(g.jfd[i]) != 0)
+            TG_LOG(TG_LOG_ERROR, "ledger_journal_fsync_failed", TG_KV_INT("errno", errno));
+}
+
+/* The journal's replay (at start), in runs of one kind up to a batch; a batch the database refuses
+ * as data is tried one record at a time, and a record refused by itself is dropped (logged and
+ * counted). true: everything replayed. */
+static bool replay_journal(PGconn *db, char **replay, size_t n_replay, size_t *replayed)
+{
+    bool ok = true;
+    while (ok && *replayed < n_replay) {
+        char **run = replay + *replayed;
+        size_t k = 1;
+        while (k < LEDGER_BATCH_MAX && *replayed + k < n_replay && (run[k][0] == '{') == (run[0][0] == '{'))
+            k++;
+        ok = commit(db, run, k, NULL, 0);
+        if (!ok && commit_rc == COMMIT_REFUSED) {
+            ok = true;
+            for (size_t i = 0; ok && i < k; i++) {
+                if (commit(db, run + i, 1, NULL, 0))
+                    continue;
+                ok = commit_rc == COMMIT_REFUSED;
+                if (ok) {
+                    TG_LOG(TG_LOG_ERROR, "ledger_record_refused", TG_KV_STR("error", commit_err));
+                    tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
+                }
+            }
+        }
+        if (ok) {
+            TG_LOG(TG_LOG_INFO, "ledger_journal_replayed", TG_KV_INT("records", k));
+            for (size_t i = 0; i < k; i++)
+                free(run[i]);
+            *replayed += k;
+        }
+    }
+    return ok;
+}
+
+/* One batch; a batch the database refuses as data is committed record by record, and a record
+ * refused by itself is logged and dropped (its hold's lease expires), so one bad record does not
+ * hold up the others. The records committed or dropped leave lines[] (n shrinks); true: all of
+ * it, closes included, is done. */
+static bool commit_batch(PGconn *db, char **lines, size_t *n, const int64_t *closes, size_t n_closes)
+{
+    if (commit(db, lines, *n, closes, n_closes)) {
+        for (size_t i = 0; i < *n; i++)
+            free(lines[i]);
+        *n = 0;
+        return true;
+    }
+    if (commit_rc != COMMIT_REFUSED)
+        return false;
+    size_t i = 0;
+    for (; i < *n; i++) {
+        bool one = commit(db, lines + i, 1, NULL, 0);
+        if (!one && commit_rc != COMMIT_REFUSED)
+            break; /* the database went away: the rest waits for the retry */
+        if (!one) {
+            TG_LOG(TG_LOG_ERROR, "ledger_record_refused", TG_KV_STR("error", commit_err));
+            tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
+        }
+        free(lines[i]);
+    }
+    memmove(lines, lines + i, (*n - i) * sizeof(char *));
+    *n -= i;
+    if (*n > 0)
+        return false;
+    if (commit(db, NULL, 0, closes, n_closes))
+        return true;
+    if (commit_rc == COMMIT_REFUSED) /* a close the database refuses: its lease expires */
+        TG_LOG(TG_LOG_ERROR, "ledger_close_refused", TG_KV_STR("error", commit_err));
+    return commit_rc == COMMIT_REFUSED;
+}
+
+/*
+ * The writer. Each turn: take what queued (up to a batch; under load it gathers billing.commit_ms
+ * first, so that a tenant's requests share a charge entry), fsync the journal, commit the start's
+ * replay and the batch, each with one settlement; then truncate the journal side that holds
+ * nothing uncommitted. A failed commit keeps the batch (it is journaled) and is tried again, while
+ * the queue keeps filling. Between batches it runs the periodic jobs and reloads prices on a
+ * notification.
  */
 static void *writer_main(void *arg)
 {
@@ -1175,37 +1159,34 @@ static void *writer_main(void *arg)
     char **replay = g.replay; /* the journal found at start */
     size_t n_replay = g.n_replay, replayed = 0;
     g.replay = NULL;
-    bool dirty = n_replay > 0; /* the journal holds something */
-    pthread_mutex_lock(&g.jmu);
+    pthread_mutex_lock(&g.mu);
     for (;;) {
         if (n == 0 && n_closes == 0 && replayed >= n_replay) {
-            if (g.jcount == 0 && !g.jdone)
-                timed_wait(&g.jcv, &g.jmu, LEDGER_IDLE_WAIT_MS);
-            if (g.jcount == 0 && g.jdone)
+            if (g.count == 0 && !g.stopping)
+                timed_wait(&g.cv, &g.mu, LEDGER_IDLE_WAIT_MS);
+            if (g.count == 0 && g.stopping)
                 break;
         }
-        if (n == 0 && n_closes == 0 && g.jcount > 0 && !g.jdone) {
+        if (n == 0 && n_closes == 0 && g.count > 0 && !g.stopping) {
             /* gather: a tenant's requests of the next few ms share one charge entry, one lease
              * update and one wallet update (the per-batch cost of a tenant dwarfs a record's) */
-            uint64_t until = tg_now_ms() + LEDGER_COMMIT_MS;
-            while (!g.jdone && g.jcount < LEDGER_BATCH_MAX && tg_now_ms() < until)
-                timed_wait(&g.jcv, &g.jmu, (int)(until - tg_now_ms()) + 1);
+            uint64_t until = tg_now_ms() + g.commit_ms;
+            while (!g.stopping && g.count < LEDGER_BATCH_MAX && tg_now_ms() < until)
+                timed_wait(&g.cv, &g.mu, (int)(until - tg_now_ms()) + 1);
         }
-        while (g.jcount > 0 && n < LEDGER_BATCH_MAX && n_closes < LEDGER_BATCH_MAX) {
-            item_t it = g.jring[g.jhead];
-            g.jhead = (g.jhead + 1) % LEDGER_QUEUE_MAX;
-            g.jcount--;
+        while (g.count > 0 && n < LEDGER_BATCH_MAX && n_closes < LEDGER_BATCH_MAX) {
+            item_t it = g.ring[g.head];
+            g.head = (g.head + 1) % LEDGER_QUEUE_MAX;
+            g.count--;
             taken++;
-            dirty = true;
-            if (it.json != NULL)
-                lines[n++] = it.json;
+            if (it.row != NULL)
+                lines[n++] = it.row;
             else
                 closes[n_closes++] = it.close_id;
         }
-        pthread_cond_broadcast(&g.jcv); /* room for the journal thread */
-        pthread_mutex_unlock(&g.jmu);
-        if (n > 0 && g.fsync_each && g.journal_fd >= 0 && fdatasync(g.journal_fd) != 0)
-            TG_LOG(TG_LOG_ERROR, "ledger_journal_fsync_failed", TG_KV_INT("errno", errno));
+        pthread_mutex_unlock(&g.mu);
+        if (n > 0 && g.fsync_each)
+            journal_sync();
         if (db == NULL || PQstatus(db) != CONNECTION_OK) {
             PQfinish(db);
             db = writer_connect();
@@ -1233,96 +1214,25 @@ static void *writer_main(void *arg)
                 if (changed)
                     reload_prices(db);
             }
-            while (ok && replayed < n_replay) {
-                size_t k = n_replay - replayed < LEDGER_BATCH_MAX ? n_replay - replayed : LEDGER_BATCH_MAX;
-                ok = commit(db, replay + replayed, k, NULL, 0);
-                if (!ok && commit_rc == COMMIT_REFUSED) { /* one at a time; a refused one is dropped */
-                    ok = true;
-                    for (size_t i = 0; ok && i < k; i++) {
-                        if (commit(db, replay + replayed + i, 1, NULL, 0))
-                            continue;
-                        ok = commit_rc == COMMIT_REFUSED;
-                        if (ok) {
-                            TG_LOG(TG_LOG_ERROR, "ledger_record_refused",
-                                   TG_KV_STR("error", PQerrorMessage(db)));
-                            tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
-                        }
-                    }
-                }
-                if (ok) {
-                    TG_LOG(TG_LOG_INFO, "ledger_journal_replayed", TG_KV_INT("records", k));
-                    for (size_t i = 0; i < k; i++)
-                        free(replay[replayed + i]);
-                    replayed += k;
-                }
-            }
+            ok = replay_journal(db, replay, n_replay, &replayed);
             if (ok && (n > 0 || n_closes > 0)) {
-                ok = commit(db, lines, n, closes, n_closes);
-                if (!ok && commit_rc == COMMIT_REFUSED) {
-                    /* one bad record must not hold up the others: each alone; a record the
-                     * database refuses by itself is logged and dropped (its hold's lease expires) */
-                    size_t i = 0;
-                    for (; i < n; i++) {
-                        bool one = commit(db, lines + i, 1, NULL, 0);
-                        if (!one && commit_rc != COMMIT_REFUSED)
-                            break; /* the database went away: the rest waits for the retry */
-                        if (!one) {
-                            TG_LOG(TG_LOG_ERROR, "ledger_record_refused",
-                                   TG_KV_STR("error", PQerrorMessage(db)));
-                            tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
-                        }
-                        free(lines[i]);
-                    }
-                    memmove(lines, lines + i, (n - i) * sizeof(char *));
-                    n -= i;
-                    bool transient = n > 0;
-                    ok = !transient && commit(db, NULL, 0, closes, n_closes);
-                }
-                if (ok) {
-                    for (size_t i = 0; i < n; i++)
-                        free(lines[i]);
-                    n = n_closes = 0;
-                }
-            }
-            if (ok && dirty && replayed >= n_replay) {
-                /* everything journaled is committed but what the journal thread handed over
-                 * since (it writes and hands over under fmu): the journal starts again with those,
-                 * so it holds only what is not committed, whatever the load */
-                pthread_mutex_lock(&g.fmu);
-                pthread_mutex_lock(&g.jmu);
-                journal_clear();
-                const char *again[256];
-                size_t k = 0;
-                for (size_t i = 0; i < g.jcount; i++) {
-                    const char *j = g.jring[(g.jhead + i) % LEDGER_QUEUE_MAX].json;
-                    if (j != NULL)
-                        again[k++] = j;
-                    if (k == 256 || (i + 1 == g.jcount && k > 0)) {
-                        journal_append(again, k);
-                        k = 0;
-                    }
-                }
-                pthread_mutex_unlock(&g.jmu);
-                dirty = false;
-                pthread_mutex_unlock(&g.fmu);
+                ok = commit_batch(db, lines, &n, closes, n_closes);
+                if (ok)
+                    n_closes = 0;
             }
         }
+        pthread_mutex_lock(&g.mu);
         if (ok) {
-            pthread_mutex_lock(&g.mu);
             g.done += taken;
             taken = 0;
             pthread_cond_broadcast(&g.cv_done);
-            pthread_mutex_unlock(&g.mu);
-        }
-        pthread_mutex_lock(&g.jmu);
-        if (!ok) {
-            if (g.jdone)
+            journal_rotate(replayed >= n_replay);
+        } else {
+            if (g.stopping)
                 break; /* stopping: the journal keeps it for the next start */
-            timed_wait(&g.jcv, &g.jmu, LEDGER_RETRY_MS);
+            timed_wait(&g.cv, &g.mu, LEDGER_RETRY_MS);
         }
     }
-    pthread_mutex_unlock(&g.jmu);
-    pthread_mutex_lock(&g.mu);
     g.done += taken;
     pthread_cond_broadcast(&g.cv_done);
     pthread_mutex_unlock(&g.mu);
@@ -1339,39 +1249,77 @@ static void *writer_main(void *arg)
 
 /* -------------------------------------------------------------------------------- start */
 
-static int read_journal(void)
+/* A journal line written whole: a stage row with all its fields and its newline (a crash
+ * mid-write leaves the last line short of its newline; a machine crash may leave NUL bytes), or a
+ * JSON record of an older gateway. */
+static bool journal_line_whole(const char *line, size_t len)
 {
-    FILE *f = fdopen(dup(g.journal_fd), "r");
+    if (len < 2 || line[len - 1] != '\n' || strlen(line) != len)
+        return false;
+    if (line[0] == '{') {
+        json_t *j = json_loads(line, 0, NULL);
+        bool whole = json_is_object(j);
+        json_decref(j);
+        return whole;
+    }
+    size_t fields = 1;
+    for (size_t i = 0; i < len; i++)
+        fields += line[i] == '\t';
+    return fields == LEDGER_ROW_FIELDS;
+}
+
+/* The records of one journal side, kept with their newline, into g.replay. */
+static int read_journal(int fd)
+{
+    FILE *f = fdopen(dup(fd), "r");
     if (f == NULL)
         return TG_EINTERNAL;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    size_t room = 0;
+    size_t room = g.n_replay;
+    int rc = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = '\0';
-        if (len == 0)
-            continue;
-        json_t *j = json_loads(line, 0, NULL); /* a torn last line (a crash mid-write) is skipped */
-        if (!json_is_object(j)) {
-            json_decref(j);
-            TG_LOG(TG_LOG_WARN, "ledger_journal_line_skipped", TG_KV_INT("bytes", len));
+        if (!journal_line_whole(line, (size_t)len)) {
+            if (len > 1 || line[0] != '\n')
+                TG_LOG(TG_LOG_WARN, "ledger_journal_line_skipped", TG_KV_INT("bytes", len));
             continue;
         }
-        json_decref(j);
         if (g.n_replay == room) {
             room = room ? room * 2 : 256;
             char **r = realloc(g.replay, room * sizeof(char *));
-            if (r == NULL)
+            if (r == NULL) {
+                rc = TG_ENOMEM;
                 break;
+            }
             g.replay = r;
         }
-        g.replay[g.n_replay++] = strdup(line);
+        if ((g.replay[g.n_replay] = strdup(line)) == NULL) {
+            rc = TG_ENOMEM;
+            break;
+        }
+        g.n_replay++;
     }
     free(line);
     fclose(f);
-    return 0;
+    return rc;
+}
+
+/* Opens a journal side; the first is locked (one process per journal). */
+static int journal_open(const char *path, bool lock)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        TG_LOG(TG_LOG_ERROR, "ledger_journal_open_failed", TG_KV_STR("path", path),
+               TG_KV_INT("errno", errno));
+        return -1;
+    }
+    if (lock && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        TG_LOG(TG_LOG_ERROR, "ledger_journal_in_use", TG_KV_STR("path", path));
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
@@ -1382,14 +1330,11 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
     for (size_t i = 0; i < LEDGER_SHARDS; i++)
         pthread_mutex_init(&g.shards[i].mu, NULL);
     pthread_mutex_init(&g.mu, NULL);
-    pthread_mutex_init(&g.jmu, NULL);
-    pthread_mutex_init(&g.fmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&g.cv, &ca);
     pthread_cond_init(&g.cv_done, &ca);
-    pthread_cond_init(&g.jcv, &ca);
     pthread_condattr_destroy(&ca);
 
     /* instance id: host, pid, start time and random bits: never reused by another process */
@@ -1409,21 +1354,22 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
         g.opts.idle_ms = g.opts.ttl_ms / 3;
     }
     g.fsync_each = cfg->billing.journal_fsync;
+    g.commit_ms = cfg->billing.commit_ms;
 
-    g.journal_fd = open(cfg->billing.journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (g.journal_fd < 0) {
-        TG_LOG(TG_LOG_ERROR, "ledger_journal_open_failed", TG_KV_STR("path", cfg->billing.journal_path),
-               TG_KV_INT("errno", errno));
+    /* the journal's two sides: the configured path, and the same with ".alt" */
+    char alt[4096];
+    if (snprintf(alt, sizeof(alt), "%s.alt", cfg->billing.journal_path) >= (int)sizeof(alt))
         return TG_EINTERNAL;
+    if ((g.jfd[0] = journal_open(cfg->billing.journal_path, true)) < 0 ||
+        (g.jfd[1] = journal_open(alt, false)) < 0)
+        return TG_EINTERNAL;
+    for (int i = 0; i < 2; i++) {
+        size_t before = g.n_replay;
+        int rc = read_journal(g.jfd[i]);
+        if (rc != 0)
+            return rc;
+        g.dirty[i] = g.n_replay > before || lseek(g.jfd[i], 0, SEEK_END) > 0;
     }
-    if (flock(g.journal_fd, LOCK_EX | LOCK_NB) != 0) {
-        TG_LOG(TG_LOG_ERROR, "ledger_journal_in_use", TG_KV_STR("path", cfg->billing.journal_path));
-        close(g.journal_fd);
-        g.journal_fd = -1;
-        return TG_EINTERNAL;
-    }
-    if (read_journal() != 0)
-        return TG_EINTERNAL;
     if (g.n_replay > 0)
         TG_LOG(TG_LOG_INFO, "ledger_journal_found", TG_KV_INT("records", g.n_replay));
 
@@ -1437,17 +1383,12 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
 
     g.conninfo = strdup(conninfo);
     g.ring = calloc(LEDGER_QUEUE_MAX, sizeof(item_t));
-    g.jring = calloc(LEDGER_QUEUE_MAX, sizeof(item_t));
-    if (g.conninfo == NULL || g.ring == NULL || g.jring == NULL)
+    if (g.conninfo == NULL || g.ring == NULL)
         return TG_ENOMEM;
     g.running = true;
-    if (pthread_create(&g.jthread, NULL, journal_main, NULL) != 0) {
-        g.running = false;
-        return TG_ENOMEM;
-    }
     if (pthread_create(&g.thread, NULL, writer_main, NULL) != 0) {
         g.running = false;
-        return TG_ENOMEM; /* the process exits: the journal thread goes with it */
+        return TG_ENOMEM;
     }
     atomic_store(&g.on, true);
     TG_LOG(TG_LOG_INFO, "ledger_started", TG_KV_STR("instance", g.instance),
@@ -1477,7 +1418,7 @@ void tg_ledger_stop(void)
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += LEDGER_STOP_MS / 1000;
-    if (pthread_timedjoin_np(g.jthread, NULL, &dl) != 0 || pthread_timedjoin_np(g.thread, NULL, &dl) != 0) {
+    if (pthread_timedjoin_np(g.thread, NULL, &dl) != 0) {
         TG_LOG(TG_LOG_WARN, "ledger_stop_timeout",
                TG_KV_STR("why", "the journal keeps what is not committed"));
         return;

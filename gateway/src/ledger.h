@@ -16,14 +16,18 @@
  * SETTLE charges what the serving target reported (cached tokens at the cached price, an explicit
  * zero is zero; a cut stream without a report is charged the delivered-text estimate, marked
  * estimated; a call that ends in an error with no completion tokens, or was never served, costs
- * nothing), releases the rest of the hold, and queues the usage record. One writer thread with its
- * own connection appends the records to the local journal (fsync per batch with
- * billing.journal_fsync), then commits them with one tollgate_settle per batch (group commit:
- * whatever queued while the previous batch committed), then truncates the journal. The journal is
- * replayed at start with a fresh batch key: a record already committed is skipped (its primary
- * key), one that was not is charged. The writer also runs tollgate_leases_expire() every few
- * seconds, tollgate_usage_partitions(now(), 3) at start and daily, and reloads the price snapshot
- * when tollgate_prices is notified.
+ * nothing), releases the rest of the hold, and queues the usage record. It runs as the answer's
+ * last byte is handed to h2o (settle.c, tg_settle_charge), and the record (a COPY text row of the
+ * settlement's stage, migration 0012) is appended to the local journal as it is queued, on the
+ * call's thread: a kill -9 after the client has the whole answer finds its charge in the journal.
+ * One writer thread with its own connection fsyncs the journal (billing.journal_fsync) and commits
+ * the queue with one COPY and one tollgate_settle_staged per batch (group commit: what queued
+ * while the previous batch committed), then truncates the journal side that holds nothing
+ * uncommitted (two sides, so the calls never wait for a truncation). The journal is replayed at
+ * start with a fresh batch key: a record already committed is skipped (its primary key), one that
+ * was not is charged. The writer also runs tollgate_leases_expire() every few seconds,
+ * tollgate_usage_partitions(now(), 3) at start and daily, and reloads the price snapshot when
+ * tollgate_prices is notified.
  *
  * Headers (every /v1 answer after AUTH): x-tollgate-credits-remaining, the tenant's credits this
  * instance could still reserve: the wallet's available credits (balance - reserved) as the

@@ -33,10 +33,11 @@
 
 /* ----------------------------------------------------------------------------- output */
 
-/* Hands the last piece to h2o. h2o may dispose req->pool inside h2o_send (running the guard),
- * so the back-pointer is cleared first and a reference keeps the call alive until we return. */
+/* Hands the last piece to h2o, once the call is charged. h2o may dispose req->pool inside h2o_send (running
+ * the guard), so the back-pointer is cleared first and a reference keeps the call alive until we return. */
 static void send_final(tg_call_t *c, h2o_iovec_t *bufs, size_t n, h2o_send_state_t state)
 {
+    tg_settle_charge(c); /* journaled before the stream's last bytes leave */
     h2o_req_t *req = c->req;
     c->req = NULL;
     c->final_sent = true;

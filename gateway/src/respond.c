@@ -36,6 +36,7 @@ void tg_respond_raw(tg_call_t *c, int status, const char *body, size_t len)
     c->status = status;
     tg_ledger_headers(c, status, true); /* x-tollgate-cost, x-tollgate-credits-remaining */
     tg_retention_capture(c, body, len); /* what the client received, for a stored call */
+    tg_settle_charge(c);                /* journaled before the client has a byte of it */
     c->req = NULL;                      /* h2o may dispose the request inside the send */
     if (tg_idem_hold(c, req, status, body, len))
         return; /* recorded for its Idempotency-Key first, then sent (idempotency.h) */
@@ -51,6 +52,7 @@ void tg_respond_error(tg_call_t *c, int err, const char *message, const char *pa
     h2o_req_t *req = c->req;
     c->status = tg_err_http_status(err);
     tg_ledger_headers(c, c->status, true);
+    tg_settle_charge(c);
     c->req = NULL;
     if (tg_idem_hold_error(c, req, err, message, param, retry_after_for(err)))
         return; /* recorded for its Idempotency-Key first, then sent (idempotency.h) */

@@ -10,7 +10,8 @@
  * failures before a hang-up still happened); then the ledger charges the tokens actually
  * delivered (`usage`, counted up to the last byte that reached the client) and releases the rest
  * of the reservation; an answer served on the tenant's own key (`served_byok`, credential.h) is
- * charged a platform fee instead of token prices.
+ * charged a platform fee instead of token prices. The charge runs as the answer's last byte is
+ * handed over (tg_settle_charge), not after: a kill between the two must not lose it.
  */
 #include "call_internal.h"
 #include "clock.h"
@@ -42,6 +43,14 @@ static void settle_usage(tg_call_t *c)
     }
 }
 
+void tg_settle_charge(tg_call_t *c)
+{
+    if (c->kind != TG_CALL_CHAT || !tg_ledger_on())
+        return;
+    settle_usage(c);
+    tg_ledger_settle(c); /* after settle_usage: charged for what the tenant got */
+}
+
 int tg_stage_settle(void *call)
 {
     tg_call_t *c = call;
@@ -51,7 +60,6 @@ int tg_stage_settle(void *call)
     tg_limit_settle(c); /* after settle_usage: the rate limits count what the tenant got */
     tg_plan_settle(&c->plan, tg_now_ms(), TG_RESULT_NEUTRAL); /* no-op when a verdict was given */
     tg_attempt_plan_events(c);
-    if (tg_ledger_on())
-        tg_ledger_settle(c); /* after settle_usage: charged for what the tenant got */
+    tg_settle_charge(c); /* a no-op when the last byte's send ran it */
     return TG_STAGE_GO;
 }
