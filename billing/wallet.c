@@ -79,10 +79,12 @@ int tg_wallet_top_up(PGconn *db, int64_t tenant_id, int64_t amount, const char *
     snprintf(t, sizeof(t), "%" PRId64, tenant_id);
     snprintf(a, sizeof(a), "%" PRId64, amount);
     const char *params[4] = {t, a, key, note};
-    PGresult *res = PQexecParams(db,
-                                 "SELECT outcome, entry_id, amount, balance_after, created_at "
-                                 "FROM tollgate_top_up($1::bigint, $2::bigint, $3, $4)",
-                                 4, NULL, params, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(db,
+                     "SELECT outcome, entry_id, amount, balance_after, "
+                     "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+                     "FROM tollgate_top_up($1::bigint, $2::bigint, $3, $4)",
+                     4, NULL, params, NULL, NULL, 0);
     int rc;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = db_error(db, res, "top-up", err);

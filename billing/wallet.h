@@ -35,7 +35,7 @@ typedef struct tg_ledger_entry {
     int64_t id;
     int64_t amount;
     int64_t balance_after;
-    char created_at[40]; /* as PostgreSQL prints a timestamptz */
+    char created_at[40]; /* RFC 3339, UTC, with microseconds */
 } tg_ledger_entry_t;
 
 /**

@@ -61,23 +61,28 @@ BEGIN
 END;
 $$;
 
--- The settlement of the stage's records: what 0007's tollgate_settle did with its jsonb, unchanged
--- (the records, one charge entry per lease for the new records' charges, the late charges, the
--- closes). Call it in the transaction that filled the stage, once per batch.
+-- The settlement of the stage's records: what 0007's tollgate_settle did with its jsonb (the
+-- records, one charge entry per lease for the new records' charges, the late charges, the closes),
+-- with set statements where 0007 looped per tenant. Call it in the transaction that filled the
+-- stage, once per batch.
 CREATE FUNCTION tollgate_settle_staged(p_batch text, p_close bigint[] DEFAULT '{}')
     RETURNS TABLE (recorded integer, charged bigint)
     LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     open_ids bigint[];
-    g record;
+    g_tenant bigint[];
+    g_lease bigint[];
+    g_sum bigint[];
+    g_paying integer[];
+    g_first timestamptz[];
     r record;
     n integer := 0;
     total bigint := 0;
+    rows_done bigint;
     avail bigint;
     c bigint;
     k text;
-    eid bigint;
 BEGIN
     -- FOR UPDATE returns each row as it is once locked, so `state` is the committed one
     SELECT coalesce(array_agg(id ORDER BY id) FILTER (WHERE state = 'open'), '{}') INTO open_ids
@@ -86,56 +91,72 @@ BEGIN
                           UNION SELECT unnest(p_close))
              ORDER BY id FOR UPDATE) locked;
 
-    FOR g IN
-        WITH x AS (
-            SELECT * FROM pg_temp.tollgate_settle_stage x
-        ), ins AS (
-            INSERT INTO usage_records (tenant_id, request_id, created_at, key_id, model, provider, byok,
-                                       input_tokens, output_tokens, cached_tokens, estimated, price_id,
-                                       price_input, price_output, price_cached, platform_fee, billed, cost,
-                                       charged, charge_key, lease_id, latency_ms, attempts, status, error)
-            SELECT tenant_id, request_id, created_at, key_id, model, provider, coalesce(byok, false),
-                   input_tokens, output_tokens, coalesce(cached_tokens, 0), coalesce(estimated, false),
-                   price_id, price_input, price_output, price_cached, coalesce(platform_fee, 0),
-                   coalesce(billed, true), cost, coalesce(charge, 0),
-                   CASE WHEN coalesce(charge, 0) > 0
-                        THEN 'usage_charge/' || p_batch || '/' || lease_id END,
-                   lease_id, latency_ms, attempts, status, error
-              FROM x
-             WHERE coalesce(charge, 0) = 0 OR lease_id = ANY (open_ids)
-             ORDER BY tenant_id, request_id
-            ON CONFLICT DO NOTHING
-            RETURNING usage_records.tenant_id, usage_records.lease_id, usage_records.charged,
-                      usage_records.created_at
-        )
+    -- The records (a replayed one is skipped by the primary key), then per (tenant, lease) the sum
+    -- of the new records' charges. "IN (SELECT unnest(...))" rather than "= ANY (...)": a hash of
+    -- the open leases, not a walk of the array per record (1000 tenants make 1000 leases a batch).
+    WITH ins AS (
+        INSERT INTO usage_records (tenant_id, request_id, created_at, key_id, model, provider, byok,
+                                   input_tokens, output_tokens, cached_tokens, estimated, price_id,
+                                   price_input, price_output, price_cached, platform_fee, billed, cost,
+                                   charged, charge_key, lease_id, latency_ms, attempts, status, error)
+        SELECT tenant_id, request_id, created_at, key_id, model, provider, coalesce(byok, false),
+               input_tokens, output_tokens, coalesce(cached_tokens, 0), coalesce(estimated, false),
+               price_id, price_input, price_output, price_cached, coalesce(platform_fee, 0),
+               coalesce(billed, true), cost, coalesce(charge, 0),
+               CASE WHEN coalesce(charge, 0) > 0 THEN 'usage_charge/' || p_batch || '/' || lease_id END,
+               lease_id, latency_ms, attempts, status, error
+          FROM pg_temp.tollgate_settle_stage x
+         WHERE coalesce(charge, 0) = 0 OR lease_id IN (SELECT unnest(open_ids))
+         ORDER BY tenant_id, request_id
+        ON CONFLICT DO NOTHING
+        RETURNING usage_records.tenant_id, usage_records.lease_id, usage_records.charged,
+                  usage_records.created_at
+    ), grp AS (
         SELECT ins.tenant_id, ins.lease_id, sum(ins.charged)::bigint AS s, count(*)::integer AS cnt,
                (count(*) FILTER (WHERE ins.charged > 0))::integer AS paying,
                min(ins.created_at) FILTER (WHERE ins.charged > 0) AS first_at
-          FROM ins GROUP BY 1, 2 ORDER BY 1, 2
-    LOOP
-        n := n + g.cnt;
-        CONTINUE WHEN g.s = 0;
-        UPDATE leases SET charged = leases.charged + g.s WHERE id = g.lease_id AND tenant_id = g.tenant_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'settlement % names lease % for another tenant than %', p_batch, g.lease_id,
-                g.tenant_id USING ERRCODE = 'integrity_constraint_violation';
+          FROM ins GROUP BY 1, 2
+    )
+    SELECT coalesce(sum(cnt), 0),
+           coalesce(array_agg(tenant_id ORDER BY tenant_id, lease_id) FILTER (WHERE s > 0), '{}'),
+           coalesce(array_agg(lease_id ORDER BY tenant_id, lease_id) FILTER (WHERE s > 0), '{}'),
+           coalesce(array_agg(s ORDER BY tenant_id, lease_id) FILTER (WHERE s > 0), '{}'),
+           coalesce(array_agg(paying ORDER BY tenant_id, lease_id) FILTER (WHERE s > 0), '{}'),
+           coalesce(array_agg(first_at ORDER BY tenant_id, lease_id) FILTER (WHERE s > 0), '{}')
+      INTO n, g_tenant, g_lease, g_sum, g_paying, g_first
+      FROM grp;
+
+    -- One statement for every lease's charge and one for every charge entry: a statement per
+    -- tenant costs PostgreSQL an executor start-up each (the bulk of a batch of many tenants).
+    IF cardinality(g_lease) > 0 THEN
+        UPDATE leases l SET charged = l.charged + u.s
+          FROM unnest(g_lease, g_tenant, g_sum) AS u(lease_id, tenant_id, s)
+         WHERE l.id = u.lease_id AND l.tenant_id = u.tenant_id;
+        GET DIAGNOSTICS rows_done = ROW_COUNT;
+        IF rows_done <> cardinality(g_lease) THEN
+            RAISE EXCEPTION 'settlement % names a lease of another tenant than its records', p_batch
+                USING ERRCODE = 'integrity_constraint_violation';
         END IF;
+        -- in (tenant, lease) order, so the entries lock their wallets in tenant order
         INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests,
                                     records_from)
-        VALUES (g.tenant_id, 'usage_charge', -g.s, -g.s, 'usage_charge/' || p_batch || '/' || g.lease_id,
-                g.lease_id, g.paying, g.first_at)
-        RETURNING id INTO eid;
-        IF eid IS NULL THEN
+        SELECT u.tenant_id, 'usage_charge', -u.s, -u.s, 'usage_charge/' || p_batch || '/' || u.lease_id,
+               u.lease_id, u.paying, u.first_at
+          FROM unnest(g_tenant, g_lease, g_sum, g_paying, g_first) WITH ORDINALITY
+               AS u(tenant_id, lease_id, s, paying, first_at, ord)
+         ORDER BY u.ord;
+        GET DIAGNOSTICS rows_done = ROW_COUNT;
+        IF rows_done <> cardinality(g_lease) THEN -- the entry trigger skipped a key that exists
             RAISE EXCEPTION 'settlement batch key % was used before', p_batch
                 USING ERRCODE = 'unique_violation';
         END IF;
-        total := total + g.s;
-    END LOOP;
+        SELECT sum(v) INTO total FROM unnest(g_sum) v;
+    END IF;
 
     -- late charges: one entry per record, each clamped to what the wallet has available
     FOR r IN
         SELECT * FROM pg_temp.tollgate_settle_stage x
-         WHERE coalesce(charge, 0) > 0 AND (lease_id IS NULL OR NOT lease_id = ANY (open_ids))
+         WHERE coalesce(charge, 0) > 0 AND (lease_id IS NULL OR lease_id NOT IN (SELECT unnest(open_ids)))
          ORDER BY tenant_id, request_id
     LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM usage_records u WHERE u.tenant_id = r.tenant_id

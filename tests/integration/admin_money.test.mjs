@@ -120,6 +120,11 @@ test('wallet: top-ups are idempotent on Idempotency-Key, audited once, and refus
     assert.equal(again.status, 200, again.text);
     assert.equal(again.json.replayed, true);
     assert.equal(again.json.id, first.json.id, 'the replay answers the same entry');
+    // times are RFC 3339 in UTC, as on every other admin resource, and the same on the ledger page
+    assert.match(first.json.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/, 'created_at in RFC 3339');
+    assert.equal(again.json.created_at, first.json.created_at, 'the replay answers the same time');
+    const page = await adm('GET', `/admin/v1/tenants/${t}/wallet/ledger?limit=1000`);
+    assert.equal(page.json.data.find((e) => e.id === first.json.id)?.created_at, first.json.created_at, 'the ledger page says the same time');
     const other = await adm('POST', `/admin/v1/tenants/${t}/wallet/top-ups`, { body: { amount: 6000000 }, headers: { 'idempotency-key': key } });
     assert.equal(other.status, 422, other.text);
     assert.equal(other.json.error.code, 'idempotency_key_reused');

@@ -461,6 +461,19 @@ static void test_settlement(void **state)
     assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
     assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
     PQclear(r);
+    /* a record charging another tenant's lease is refused whole (its charge would land on the
+     * lease's tenant) */
+    b = json_array();
+    json_array_append_new(
+        b, record(tenant_b, "req_b_wrong", "2026-12-04T10:00:04Z", 10, 0, 10, pid, true, -1, lease));
+    text = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    const char *params3[2] = {"gw-1/3", text};
+    r = PQexecParams(db, "SELECT * FROM tollgate_settle($1, $2::jsonb)", 2, NULL, params3, NULL, NULL, 0);
+    free(text);
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23000");
+    PQclear(r);
     expect_clean();
 
     /* the lease closes behind its last batch: its unused part goes back */
