@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# bench/settle.sh: what a settlement batch costs PostgreSQL, per usage record, the way the gateway's
+# writer sends it (migration 0012): BEGIN; COPY of the records into the session's stage;
+# tollgate_settle_staged(batch, closes); COMMIT.
+#
+# Builds `tollgate` (Release, build-bench/), starts a throwaway PostgreSQL, migrates it, opens
+# 1000 tenants with a wallet and a lease each, then times psql running the batches of each case:
+#   hot        10 batches of 4000 records of one tenant (one lease, one charge entry a batch)
+#   many-4     10 batches of 4000 records over 1000 tenants (4 a tenant: a 250 ms batch at 16k req/s)
+#   many-17     3 batches of 17000 records over 1000 tenants (17 a tenant: a 1 s batch at 17k req/s)
+#   replay     the hot batches again under new batch keys: every record exists, nothing is charged
+# and the same hot records once more through tollgate_settle(batch, jsonb) (an older gateway's
+# journal). Wall time of psql per record (client included: an upper bound of the server's share).
+# tollgate_ledger_check() must be clean afterwards. Prints a table and appends it to
+# bench/RESULTS.md (BENCH_RECORD=0: print only). Not a test: tests/run.sh does not run it.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${BENCH_BUILD_DIR:-$root/build-bench}
+work=$build/settle-run
+pg_dir=$work/pg
+pg_port=55494
+record=${BENCH_RECORD:-1}
+results=$root/bench/RESULTS.md
+
+say() { echo "settle: $*" >&2; }
+die() {
+    say "$*"
+    exit 1
+}
+
+command -v psql >/dev/null || die "psql is missing (deploy/packages.sh installs it)"
+cleanup() { "$root/tests/pg_tmp.sh" stop "$pg_dir" "$pg_port" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+say "building $build (Release)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j "$(nproc)" --target tollgate >/dev/null
+
+rm -rf "$work"
+mkdir -p "$work"
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$root/bench/lib.sh"
+start_pg tollgate_settle db_url
+sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$db_url" -c "$1"; }
+
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/pepper"
+chmod 600 "$work/pepper"
+cat >"$work/tollgate.json" <<EOF
+{"database": {"url": "$db_url"}, "secrets": {"key_pepper_file": "$work/pepper"},
+ "providers": {"sim": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_file": "$work/pepper"}},
+ "models": {"bench-chat": {"provider": "sim", "upstream": "bench-chat", "context_window": 128000}}}
+EOF
+"$build/gateway/tollgate" migrate -c "$work/tollgate.json" >"$work/migrate.log" 2>&1 || die "migrate failed (see $work/migrate.log)"
+
+say "1000 tenants, a wallet and a lease each"
+sql "INSERT INTO tenants (name) SELECT 'settle-' || g FROM generate_series(1, 1000) g" >/dev/null
+sql "SELECT count(tollgate_wallet_open(id, 0)) FROM tenants" >/dev/null
+sql "SELECT count(*) FROM tenants, LATERAL tollgate_top_up(id, 1000000000000, 'settle-' || id, NULL)" >/dev/null
+price=$(sql "INSERT INTO prices (model, input_per_mtok, output_per_mtok, cached_input_per_mtok, effective_from)
+             VALUES ('bench-chat', 1000000, 2000000, 500000, now() - interval '1 day') RETURNING id")
+sql "SELECT id, (SELECT lease_id FROM tollgate_lease_open(id, 'settle', 'k', 100000000000, 1, 100, 3600000))
+       FROM tenants ORDER BY id" | tr '|' ' ' >"$work/leases"
+hot_lease=$(head -1 "$work/leases")
+
+# batches TAG BATCHES RECORDS TENANTS: a psql script of COPY batches (12 input, 20 output tokens at
+# the price above cost 52); created_at this second plus the record's number in microseconds
+at=$(date -u +%Y-%m-%dT%H:%M:%S)
+batches() {
+    awk -v tag="$1" -v nb="$2" -v nr="$3" -v nt="$4" -v price="$price" -v at="$at" -v hot="$hot_lease" '
+        NR == FNR { t[NR - 1] = $1; l[NR - 1] = $2; next }
+        END {
+            print "SELECT tollgate_settle_stage_open();"
+            k = 0
+            for (b = 0; b < nb; b++) {
+                print "BEGIN;"
+                print "COPY pg_temp.tollgate_settle_stage FROM STDIN;"
+                for (i = 0; i < nr; i++) {
+                    k++
+                    if (nt == 1) { split(hot, h, " "); tn = h[1]; ls = h[2] } else { tn = t[k % nt]; ls = l[k % nt] }
+                    printf "%s\treq_%s_%d\t%s.%06dZ\t\\N\tbench-chat\tsim\tf\t12\t20\t0\tf\t%s\t1000000\t2000000\t500000\t0\tt\t52\t52\t%s\t3\t1\t200\t\\N\n",
+                        tn, tag, k, at, k % 1000000, price, ls
+                }
+                print "\\."
+                printf "SELECT * FROM tollgate_settle_staged(%c%s-%d%c);\n", 39, tag, b, 39
+                print "COMMIT;"
+            }
+        }' "$work/leases" /dev/null >"$work/$1.sql"
+}
+
+# timed FILE RECORDS: ns per record of psql -f FILE
+timed() {
+    local s e
+    s=$(date +%s%N)
+    psql -X -q -v ON_ERROR_STOP=1 "$db_url" -f "$1" >/dev/null
+    e=$(date +%s%N)
+    echo $(((e - s) / $2))
+}
+
+batches hot 10 4000 1
+batches many4 10 4000 1000
+batches many17 3 17000 1000
+sed 's/tollgate_settle_staged(.hot-/tollgate_settle_staged(\x27replay-/' "$work/hot.sql" >"$work/replay.sql"
+# the jsonb form: the same records as one JSON array per batch, under new request ids
+sql "SELECT 'SELECT * FROM tollgate_settle(''json-' || b || ''', ''' || jsonb_agg(jsonb_build_object(
+        'tenant_id', $(echo "$hot_lease" | cut -d' ' -f1), 'request_id', 'req_json_' || (b * 4000 + i),
+        'created_at', '$at.' || lpad(((b * 4000 + i) % 1000000)::text, 6, '0') || 'Z', 'model', 'bench-chat',
+        'provider', 'sim', 'input_tokens', 12, 'output_tokens', 20, 'cached_tokens', 0, 'price_id', $price,
+        'price_input', 1000000, 'price_output', 2000000, 'price_cached', 500000, 'platform_fee', 0, 'cost', 52,
+        'charge', 52, 'lease_id', $(echo "$hot_lease" | cut -d' ' -f2), 'latency_ms', 3, 'attempts', 1,
+        'status', 200))::text || '''::jsonb);'
+       FROM generate_series(0, 9) b, generate_series(1, 4000) i GROUP BY b ORDER BY b" >"$work/json.sql"
+
+declare -A per
+for c in hot many4 many17 replay json; do
+    case $c in many17) n=51000 ;; *) n=40000 ;; esac
+    say "case $c"
+    per[$c]=$(timed "$work/$c.sql" "$n")
+done
+recorded=$(sql "SELECT count(*) FROM usage_records")
+violations=$(sql "SELECT count(*) FROM tollgate_ledger_check()")
+[ "$recorded" = 171000 ] || die "expected 171000 usage records, found $recorded"
+
+sha=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+    echo
+    echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — A settlement batch in PostgreSQL, per usage record, commit $sha"
+    echo
+    echo "\`bench/settle.sh\`: psql runs the writer's statements (BEGIN; COPY into the stage; tollgate_settle_staged; COMMIT) against a throwaway cluster (fsync off) on this machine ($(nproc) cores); wall time per record, client included."
+    echo
+    echo "| case | records a batch | tenants | µs per record |"
+    echo "| --- | --- | --- | --- |"
+    echo "| hot | 4000 | 1 | $(awk -v n="${per[hot]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
+    echo "| many-4 | 4000 | 1000 | $(awk -v n="${per[many4]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
+    echo "| many-17 | 17000 | 1000 | $(awk -v n="${per[many17]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
+    echo "| replay (all skipped) | 4000 | 1 | $(awk -v n="${per[replay]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
+    echo "| hot, jsonb form | 4000 | 1 | $(awk -v n="${per[json]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
+    echo
+    echo "tollgate_ledger_check() after the run: $violations violation(s); $recorded records."
+} | tee "$work/table.md"
+[ "$violations" = 0 ] || die "tollgate_ledger_check() found $violations violation(s)"
+if [ "$record" = 1 ]; then
+    cat "$work/table.md" >>"$results"
+    say "appended to bench/RESULTS.md"
+fi
