@@ -410,7 +410,10 @@ test('PostgreSQL frozen: limits fail open to each instance\'s own count (429 pas
             assert.equal(limitHeaders(r).remainingReq, '0');
         }
         await inst.gateway.waitOutput(/"event":"rate_limits_local"/, 'the log to say the limits went local');
-        const local = inst.gateway.logEvents().filter((e) => e.event === 'request' && e.rate_local === 1);
+        // the access log is written by its own thread: wait for the third line rather than read at once
+        const localLines = () => inst.gateway.logEvents().filter((e) => e.event === 'request' && e.rate_local === 1);
+        await waitFor(() => localLines().length >= 3, { what: 'the access log lines of the three admitted while frozen' }).catch(() => null);
+        const local = localLines();
         assert.equal(local.length, 3, 'three admitted without the database, and logged so');
         // back: what was admitted while frozen still counts in this window
         const later = await call();

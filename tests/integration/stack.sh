@@ -104,6 +104,7 @@ render() {
     text=${text//@ADMIN_SECRET_FILE@/"$state/admin-secret"}
     text=${text//@MASTER_KEY_FILE@/"$state/master-key"}
     text=${text//@ADMIN_ES256_PUB@/"$state/admin-es256.pub"}
+    text=${text//@LEDGER_JOURNAL@/"$state/ledger.journal"}
     printf '%s\n' "$text" >"$2"
 }
 
@@ -188,6 +189,18 @@ start() {
             (cd "$src" && "$gw_bin" migrate -c "$config") >"$state/migrate.log" 2>&1 || {
                 cat "$state/migrate.log" >&2
                 die "tollgate migrate failed"
+            }
+            # billing is on as in production: every model of the config gets a price (tenants get
+            # billing.trial_credits when created), so ledger_check.mjs checks a real ledger after
+            # every test
+            node -e '
+                const c = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+                for (const m of Object.keys(c.models))
+                    console.log(`INSERT INTO prices (model, input_per_mtok, output_per_mtok, cached_input_per_mtok, byok_fee, effective_from) VALUES (\x27${m.replace(/\x27/g, "\x27\x27")}\x27, 1000000, 2000000, 500000, 1000, now() - interval \x271 day\x27);`);
+            ' "$config" >"$state/prices.sql"
+            psql -X -q -v ON_ERROR_STOP=1 "$db_url" -f "$state/prices.sql" >"$state/prices.log" 2>&1 || {
+                cat "$state/prices.log" >&2
+                die "the stack's prices could not be set"
             }
             key=$("$gw_bin" keys create -c "$config" --tenant integration --name stack 2>"$state/keys.log" |
                 tail -n 1) || true

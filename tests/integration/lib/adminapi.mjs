@@ -308,6 +308,8 @@ export async function startDualKeyInstance() {
         const cfg = JSON.parse(JSON.stringify(stack().cfg));
         cfg.listen = { data: `127.0.0.1:${ctx.dataPort}`, admin: `127.0.0.1:${ctx.adminPort}` };
         cfg.admin_auth = { issuer: A.issuer, audience: A.audience, hs256_secret_file: hsFile, es256_public_key_file: esFile, skew_s: 30 };
+        // a journal of its own: the stack's gateway holds the stack's (one process per journal)
+        if (cfg.billing) cfg.billing = { ...cfg.billing, journal_path: join(ctx.dir, 'ledger.journal') };
         return cfg;
     }, { createKey: false });
     useAdmin({ url: inst.adminUrl, auth: A });

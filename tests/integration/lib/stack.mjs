@@ -1,6 +1,19 @@
 // The running stack under test: read once from the KEY=VALUE file named by TG_STACK_ENV
 // (written by tests/integration/stack.sh), plus the secrets the leak checks look for.
+//
+// The stack bills as production does (config.template.json), so every test file that runs on it
+// ends with the ledger's invariants checked over the stack's database (tollgate_ledger_check(),
+// lib/ledger.mjs): a hook registered here, when the file first imports the stack, after its tests.
 import { readFileSync } from 'node:fs';
+import { after } from 'node:test';
+
+if (process.env.TG_STACK_ENV)
+    after(async () => {
+        const { assertLedgerClean } = await import('./ledger.mjs');
+        const file = process.argv[process.argv.length - 1];
+        await assertLedgerClean(`the stack's database after ${file}`);
+        console.log(`the ledger's invariants hold on the stack's database after ${file.split('/').pop()}`);
+    });
 
 let cached = null;
 
