@@ -142,21 +142,33 @@ static int64_t usable_room(const tg_lease_acct_t *a, int64_t now, bool *active, 
     return sum;
 }
 
-tg_lease_action_kind_t tg_lease_next(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now,
-                                     tg_lease_action_t *out)
+int64_t tg_lease_take_closable(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now, int64_t *unspent)
 {
-    memset(out, 0, sizeof(*out));
     mark_draining(a, o, now);
     for (int i = 0; i < TG_LEASE_SLOTS; i++) {
         tg_lease_t *l = &a->lease[i];
         if (l->id == 0 || l->holds > 0)
             continue;
         if (l->draining || now - l->last_used_ms >= (int64_t)o->idle_ms) {
-            out->kind = TG_LEASE_CLOSE;
-            out->lease_id = l->id;
+            int64_t id = l->id;
+            if (unspent != NULL)
+                *unspent = l->amount - l->charged;
             memset(l, 0, sizeof(*l));
-            return out->kind;
+            return id;
         }
+    }
+    return 0;
+}
+
+tg_lease_action_kind_t tg_lease_next(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now,
+                                     tg_lease_action_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int64_t closable = tg_lease_take_closable(a, o, now, NULL);
+    if (closable != 0) {
+        out->kind = TG_LEASE_CLOSE;
+        out->lease_id = closable;
+        return out->kind;
     }
     for (int i = 0; i < TG_LEASE_SLOTS; i++) {
         tg_lease_t *l = &a->lease[i];

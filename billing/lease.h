@@ -125,6 +125,14 @@ typedef struct tg_lease_action {
  * account settled before it (the settlement writer queues it behind them). An OPEN is outstanding
  * until one of granted / refused / failed.
  */
+/**
+ * The CLOSE part of tg_lease_next alone, for a caller that looks at accounts no request drives (a
+ * quiet tenant's lease would otherwise stay until it expires): the first lease that no request
+ * holds and that drains or has idled for idle_ms leaves its slot; returns its id (0: none) and what
+ * it did not charge in *unspent (may be NULL). The caller closes it in the database.
+ */
+int64_t tg_lease_take_closable(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now, int64_t *unspent);
+
 tg_lease_action_kind_t tg_lease_next(tg_lease_acct_t *a, const tg_lease_opts_t *o, int64_t now,
                                      tg_lease_action_t *out);
 

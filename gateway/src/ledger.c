@@ -56,6 +56,8 @@ typedef struct tg_ledger_acct {
     tg_lease_acct_t a;
     int64_t known_avail; /* the wallet's available credits as the database last said (-1: unknown) */
     tg_ledger_call_t *waiters;
+    int64_t last_ms;  /* the last call that looked it up (monotonic ms): an idle account is freed */
+    uint32_t extends; /* extends in flight (their answers hold the account's address) */
 } ledger_acct_t;
 
 typedef struct shard {
@@ -98,6 +100,7 @@ static struct {
 } g = {.jfd = {-1, -1}};
 
 static _Atomic uint64_t g_batch_seq;
+static _Atomic uint64_t g_acct_made; /* accounts created by this process */
 
 bool tg_ledger_on(void)
 {
@@ -120,16 +123,24 @@ static ledger_acct_t *acct_lock(int64_t tenant)
 {
     shard_t *s = shard_of(tenant);
     pthread_mutex_lock(&s->mu);
+    int64_t now = (int64_t)tg_now_ms();
     for (ledger_acct_t *a = s->head; a != NULL; a = a->next)
-        if (a->a.tenant_id == tenant)
+        if (a->a.tenant_id == tenant) {
+            a->last_ms = now;
             return a;
+        }
     ledger_acct_t *a = calloc(1, sizeof(*a));
     if (a == NULL) {
         pthread_mutex_unlock(&s->mu);
         return NULL;
     }
     tg_lease_acct_init(&a->a, tenant);
+    /* the keys of its lease opens (lease/<instance>/<tenant>/<n>) start past those of any earlier
+     * account of this tenant in this process (accounts_sweep frees idle ones): a reused key would
+     * answer with that account's ended lease */
+    a->a.asks = (uint64_t)atomic_fetch_add(&g_acct_made, 1) << 32;
     a->known_avail = -1;
+    a->last_ms = now;
     a->next = s->head;
     s->head = a;
     return a;
@@ -290,6 +301,7 @@ static void on_extend(void *arg, const PGresult *res, const char *errmsg)
     shard_t *s = shard_of(x->acct->a.tenant_id);
     pthread_mutex_lock(&s->mu);
     tg_lease_extended(&x->acct->a, x->lease_id, ok ? x->asked_ms + (int64_t)g.opts.ttl_ms : 0);
+    x->acct->extends--;
     pthread_mutex_unlock(&s->mu);
     free(x);
 }
@@ -365,6 +377,7 @@ static void drive(ledger_acct_t *ac, tg_worker_t *w, tg_ledger_call_t **wake, in
         x->acct = ac;
         x->lease_id = act.lease_id;
         x->asked_ms = now;
+        ac->extends++;
         snprintf(p[0], sizeof(p[0]), "%" PRId64, act.lease_id);
         snprintf(p[1], sizeof(p[1]), "%u", g.opts.ttl_ms);
         v[0] = p[0];
@@ -372,6 +385,7 @@ static void drive(ledger_acct_t *ac, tg_worker_t *w, tg_ledger_call_t **wake, in
         if (tg_pgpool_query(w->pg, "SELECT tollgate_lease_extend($1::bigint, $2::int)", 2, v, on_extend, x) !=
             0) {
             free(x);
+            ac->extends--;
             tg_lease_extended(&ac->a, act.lease_id, 0);
         }
     }
@@ -560,7 +574,6 @@ int tg_ledger_reserve(tg_call_t *c)
     ledger_acct_t *ac = acct_lock(c->principal.tenant_id);
     if (ac == NULL)
         return TG_ENOMEM;
-    l->acct = ac;
     int64_t now = (int64_t)tg_now_ms();
     int r = tg_lease_reserve(&ac->a, &g.opts, l->amount, now, &l->hold);
     tg_ledger_call_t *wake = NULL;
@@ -1032,6 +1045,9 @@ static void register_metrics(void)
     tg_metrics_add("tollgate_ledger_records_total", "", 0);
     tg_metrics_add("tollgate_ledger_batches_total", "", 0);
     tg_metrics_add("tollgate_ledger_dropped_total", "", 0);
+    tg_metrics_register("tollgate_ledger_accounts",
+                        "tenants' lease accounts held in memory (idle ones are freed)", TG_METRIC_GAUGE);
+    tg_metrics_set("tollgate_ledger_accounts", "", 0);
 }
 
 /*
@@ -1057,6 +1073,44 @@ static void journal_rotate(bool replay_done)
         g.cur = old;
         g.sealed = g.queued;
     }
+}
+
+/*
+ * Closes the leases of tenants that went quiet (a lease idles out only when a call drives the
+ * engine: without this it would keep its credits until it expires) and frees their accounts (on
+ * the writer thread, every LEDGER_EXPIRE_MS): no lease (so no hold against one), no open or extend in flight
+ * (their answers hold the account's address), no waiter, nothing needed, and no lookup for two lease lives.
+ * Memory then follows the tenants that are active, not every tenant the process has seen. A later call makes
+ * a new account, which knows the wallet again from its first lease's answer. Exact holds live in
+ * their calls, not in the account. Returns the accounts left.
+ */
+static size_t accounts_sweep(int64_t now)
+{
+    int64_t quiet = 2 * (int64_t)g.opts.ttl_ms;
+    size_t left = 0;
+    for (size_t i = 0; i < LEDGER_SHARDS; i++) {
+        shard_t *s = &g.shards[i];
+        pthread_mutex_lock(&s->mu);
+        for (ledger_acct_t **p = &s->head; *p != NULL;) {
+            ledger_acct_t *a = *p;
+            int64_t id, unspent = 0;
+            while ((id = tg_lease_take_closable(&a->a, &g.opts, now, &unspent)) != 0) {
+                if (a->known_avail >= 0)
+                    a->known_avail += unspent;
+                enqueue(NULL, id); /* behind the account's records: every hold on it is settled */
+            }
+            if (!tg_lease_idle(&a->a) || a->extends > 0 || a->a.need != 0 || a->waiters != NULL ||
+                now - a->last_ms < quiet) {
+                p = &a->next;
+                left++;
+                continue;
+            }
+            *p = a->next;
+            free(a);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    return left;
 }
 
 /* The batch's records are in the journal's page cache; with billing.journal_fsync they reach the
@@ -1202,6 +1256,7 @@ static void *writer_main(void *arg)
                 next_parts = now + LEDGER_PARTITIONS_MS;
             if (now >= next_expire) {
                 exec_ok(db, "SELECT tollgate_leases_expire()");
+                tg_metrics_set("tollgate_ledger_accounts", "", (double)accounts_sweep((int64_t)now));
                 next_expire = now + LEDGER_EXPIRE_MS;
             }
             if (PQconsumeInput(db)) {

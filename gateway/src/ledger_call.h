@@ -35,8 +35,7 @@ typedef struct tg_ledger_call {
     bool asking;   /* an exact reservation is in flight (holds a reference) */
     bool settled;  /* SETTLE has run: a late answer only gives back what it got */
     bool exact_refused;
-    int wake_err; /* the lease open failed: RESERVE fails with it */
-    struct tg_ledger_acct *acct;
+    int wake_err;                   /* the lease open failed: RESERVE fails with it */
     h2o_multithread_receiver_t *rx; /* the call's loop, for the wake */
     h2o_multithread_message_t wake;
     struct tg_ledger_call *next_waiter;

@@ -305,3 +305,31 @@ test('a journal left by a gateway that stopped: its records are charged once at 
     await assertLedgerClean('after the journal\'s replay');
     assertNoSanitizerReport(gw, 'the restarted gateway');
 });
+
+test('a tenant gone quiet: its lease account is freed, and a later request opens a new lease under a fresh key', async (t) => {
+    const name = `led-quiet-${RUN}`;
+    const inst = await start(name); // lease_ttl_ms 5000: a lease idles out in ~1.7 s, an account after 10 s quiet
+    const tid = await tenantId(name);
+    await topUp(tid, 100000000, `quiet-${RUN}`);
+    const accounts = async () => {
+        const r = await req(inst.adminUrl, 'GET', '/metrics');
+        const m = /^tollgate_ledger_accounts (\S+)$/m.exec(r.text);
+        return m ? Number(m[1]) : null;
+    };
+    const first = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(M.openai) });
+    assert.equal(first.status, 200, first.text);
+    await waitFor(async () => ((await accounts()) === 1 ? true : null), { tries: 400, every: 50, what: 'the account to be counted' });
+    const t0 = Date.now();
+    await waitFor(async () => ((await accounts()) === 0 ? true : null), { tries: 800, every: 50, what: 'the quiet account to be freed' });
+    t.diagnostic(`account freed ${Date.now() - t0} ms after it was counted`);
+    const second = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(M.openai) });
+    assert.equal(second.status, 200, second.text);
+    assert.match(second.headers.get('x-tollgate-credits-remaining') || '', /^\d+$/, 'the new account knows the wallet from its lease');
+    await waitRecords(tid, 2);
+    // two slice leases, no per-request one: the second open was granted, not answered with the first
+    // account's ended lease (the same key would have been)
+    const [[slices, exact]] = await psql(`SELECT count(*) FILTER (WHERE request_id IS NULL), count(*) FILTER (WHERE request_id IS NOT NULL)
+                                           FROM leases WHERE tenant_id = ${tid}`);
+    assert.deepEqual([Number(slices), Number(exact)], [2, 0]);
+    await assertLedgerClean('after an account was freed and made again');
+});

@@ -186,6 +186,41 @@ static void test_drain_extend_close(void **state)
     expect_next(&a, &o, 200000, TG_LEASE_NONE);
 }
 
+/* A quiet tenant's lease, which no request drives: closable once nothing holds it and it idled,
+ * with what it did not charge; then the account is idle (may be dropped). */
+static void test_take_closable(void **state)
+{
+    (void)state;
+    tg_lease_opts_t o = opts();
+    tg_lease_acct_t a;
+    tg_lease_acct_init(&a, 7);
+    tg_hold_t h;
+    int64_t unspent = -1;
+    assert_int_equal(tg_lease_take_closable(&a, &o, 0, &unspent), 0); /* nothing to close */
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 0, &h), TG_LEASE_WAIT);
+    expect_next(&a, &o, 0, TG_LEASE_OPEN);
+    tg_lease_granted(&a, &o, 9, 1000, 60000, 0);
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 10, &h), TG_LEASE_HELD);
+    /* held by a request in flight: never, however long it idles */
+    assert_int_equal(tg_lease_take_closable(&a, &o, 30000, &unspent), 0);
+    assert_int_equal(tg_lease_settle(&a, &h, 70, 30001), 70);
+    /* settled and idle since its reservation at 10: closed, with what it did not charge */
+    assert_int_equal(tg_lease_take_closable(&a, &o, 30001, &unspent), 9);
+    assert_int_equal(unspent, 930);
+    assert_true(tg_lease_idle(&a));
+    /* the next lease, reserved against at 30003: closable idle_ms after that, not before */
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 30002, &h), TG_LEASE_WAIT);
+    expect_next(&a, &o, 30002, TG_LEASE_OPEN);
+    tg_lease_granted(&a, &o, 10, 1000, 90002, 30002);
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 30003, &h), TG_LEASE_HELD);
+    assert_int_equal(tg_lease_settle(&a, &h, 100, 30004), 100);
+    assert_int_equal(tg_lease_take_closable(&a, &o, 50002, &unspent), 0);
+    assert_false(tg_lease_idle(&a));
+    assert_int_equal(tg_lease_take_closable(&a, &o, 50003, &unspent), 10);
+    assert_int_equal(unspent, 900);
+    assert_int_equal(tg_lease_take_closable(&a, &o, 50004, &unspent), 0);
+}
+
 static void test_too_small_to_lease(void **state)
 {
     tg_lease_opts_t o = opts();
@@ -494,7 +529,7 @@ int main(void)
         cmocka_unit_test(test_reserve_settle),         cmocka_unit_test(test_over_the_hold),
         cmocka_unit_test(test_renewal_before_empty),   cmocka_unit_test(test_drain_extend_close),
         cmocka_unit_test(test_too_small_to_lease),     cmocka_unit_test(test_slots_full),
-        cmocka_unit_test(test_two_engines_one_wallet),
+        cmocka_unit_test(test_two_engines_one_wallet), cmocka_unit_test(test_take_closable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
