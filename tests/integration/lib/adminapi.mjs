@@ -255,15 +255,22 @@ export function sampleHeaders(method, pattern) {
 /* ---------------------------------------------------------------- database counts */
 
 /** Row counts of every table the admin API writes (to show that bad input wrote nothing). Not
- *  counted: the request path's own tables that the stack's gateway sweeps by itself while a test
- *  runs (expired rate windows and idempotency keys are deleted on a timer), events and stored
- *  requests. */
+ *  counted: what the stack's gateway writes by itself while a test runs, on its own timers: the
+ *  request path's tables (expired rate windows and idempotency keys are swept; the settlement
+ *  writer commits usage records, their rollup, lease charges and closes a moment after the calls),
+ *  events and stored requests; of the ledger's entries only the kinds the admin API writes count. */
 export async function counts() {
     const rows = await psql(`SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = current_schema() AND c.relkind IN ('r','p') AND NOT c.relispartition
           AND c.relname NOT IN ('failover_events','stored_requests','schema_migrations','rate_windows',
-                                'idempotency_keys') ORDER BY 1`);
-    const q = rows.map(([t]) => `SELECT '${t}', count(*) FROM ${t}`).join(' UNION ALL ');
+                                'idempotency_keys','usage_records','usage_daily','leases') ORDER BY 1`);
+    const q = rows
+        .map(([t]) =>
+            t === 'ledger_entries'
+                ? `SELECT '${t}', count(*) FROM ${t} WHERE kind NOT IN ('lease', 'lease_release', 'usage_charge')`
+                : `SELECT '${t}', count(*) FROM ${t}`
+        )
+        .join(' UNION ALL ');
     const out = {};
     for (const [t, n] of await psql(q)) out[t] = Number(n);
     return out;
