@@ -364,6 +364,22 @@ static json_t *record(int64_t tenant, const char *req, const char *at, int64_t i
     return rec;
 }
 
+/* tollgate_settle(batch, [one record]) must fail whole with SQLSTATE `state`. */
+static void settle_refused(const char *batch, json_t *rec, const char *state)
+{
+    json_t *b = json_array();
+    json_array_append_new(b, rec);
+    char *text = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    const char *params[2] = {batch, text};
+    PGresult *r =
+        PQexecParams(db, "SELECT * FROM tollgate_settle($1, $2::jsonb)", 2, NULL, params, NULL, NULL, 0);
+    free(text);
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), state);
+    PQclear(r);
+}
+
 /* tollgate_settle(batch, records, close): returns "recorded,charged". */
 static void settle(const char *batch, json_t *records, const char *close, char *out, size_t cap)
 {
@@ -437,43 +453,19 @@ static void test_settlement(void **state)
     settle("gw-1/replay-1", b, "{}", got, sizeof(got));
     assert_string_equal(got, "0,0");
     /* a batch key used twice for new charges is refused (its entry would hide them) */
-    b = json_array();
-    json_array_append_new(
-        b, record(tenant_a, "req_a4", "2026-12-04T10:00:03Z", 10, 0, 10, pid, true, -1, lease));
-    char *text = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    const char *params[2] = {"gw-1/1", text};
-    PGresult *r =
-        PQexecParams(db, "SELECT * FROM tollgate_settle($1, $2::jsonb)", 2, NULL, params, NULL, NULL, 0);
-    free(text);
-    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
-    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23505");
-    PQclear(r);
+    settle_refused("gw-1/1",
+                   record(tenant_a, "req_a4", "2026-12-04T10:00:03Z", 10, 0, 10, pid, true, -1, lease),
+                   "23505");
     /* a charge past the lease is refused whole (the engine never sends one) */
-    b = json_array();
-    json_array_append_new(b, record(tenant_a, "req_a5", "2026-12-04T10:00:04Z", 1000000000, 0, 1000000000,
-                                    pid, true, -1, lease));
-    text = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    const char *params2[2] = {"gw-1/2", text};
-    r = PQexecParams(db, "SELECT * FROM tollgate_settle($1, $2::jsonb)", 2, NULL, params2, NULL, NULL, 0);
-    free(text);
-    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
-    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
-    PQclear(r);
+    settle_refused(
+        "gw-1/2",
+        record(tenant_a, "req_a5", "2026-12-04T10:00:04Z", 1000000000, 0, 1000000000, pid, true, -1, lease),
+        "23514");
     /* a record charging another tenant's lease is refused whole (its charge would land on the
      * lease's tenant) */
-    b = json_array();
-    json_array_append_new(
-        b, record(tenant_b, "req_b_wrong", "2026-12-04T10:00:04Z", 10, 0, 10, pid, true, -1, lease));
-    text = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    const char *params3[2] = {"gw-1/3", text};
-    r = PQexecParams(db, "SELECT * FROM tollgate_settle($1, $2::jsonb)", 2, NULL, params3, NULL, NULL, 0);
-    free(text);
-    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
-    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23000");
-    PQclear(r);
+    settle_refused("gw-1/3",
+                   record(tenant_b, "req_b_wrong", "2026-12-04T10:00:04Z", 10, 0, 10, pid, true, -1, lease),
+                   "23000");
     expect_clean();
 
     /* the lease closes behind its last batch: its unused part goes back */
@@ -506,7 +498,7 @@ static void test_settlement(void **state)
              tenant_a);
     assert_int_equal(q_i64(sql), 0);
     snprintf(sql, sizeof(sql), "SELECT state FROM leases WHERE id = %" PRId64, dead);
-    r = q(sql);
+    PGresult *r = q(sql);
     assert_string_equal(PQgetvalue(r, 0, 0), "expired");
     PQclear(r);
     b = json_array();
