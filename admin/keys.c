@@ -305,14 +305,10 @@ int tg_key_list(PGconn *db, tg_tenant_ref_t t, bool include_revoked, int64_t aft
     tg_mgmt_err_reset(err);
     memset(out, 0, sizeof(*out));
     tg_mgmt_check_ref(t, err);
-    if (after_id < 0)
-        tg_mgmt_field(err, "after", "must be a key id (0 for the first page)");
-    if (limit > TG_MGMT_LIST_MAX)
-        tg_mgmt_field(err, "limit", "must be between 1 and %d", TG_MGMT_LIST_MAX);
+    tg_mgmt_page_t pg;
+    tg_mgmt_page_init(&pg, after_id, limit, "a key id", err);
     if (err->code != 0)
         return err->code;
-    if (limit == 0)
-        limit = TG_MGMT_LIST_DEFAULT;
     int rc = tg_mgmt_begin(db, err);
     if (rc != 0)
         return rc;
@@ -321,11 +317,9 @@ int tg_key_list(PGconn *db, tg_tenant_ref_t t, bool include_revoked, int64_t aft
         tg_mgmt_rollback(db);
         return rc;
     }
-    char tid[TG_MGMT_I64_STR], a[TG_MGMT_I64_STR], l[TG_MGMT_I64_STR];
+    char tid[TG_MGMT_I64_STR];
     snprintf(tid, sizeof(tid), "%lld", (long long)tenant_id);
-    snprintf(a, sizeof(a), "%lld", (long long)after_id);
-    snprintf(l, sizeof(l), "%zu", limit + 1);
-    const char *p[4] = {tid, a, l, include_revoked ? "true" : "false"};
+    const char *p[4] = {tid, pg.after, pg.fetch, include_revoked ? "true" : "false"};
     PGresult *r =
         tg_mgmt_exec(db,
                      "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1::bigint AND id > $2::bigint "
@@ -335,9 +329,9 @@ int tg_key_list(PGconn *db, tg_tenant_ref_t t, bool include_revoked, int64_t aft
         tg_mgmt_rollback(db);
         return rc;
     }
-    size_t n = (size_t)PQntuples(r);
-    size_t shown = n > limit ? limit : n;
-    out->rows = calloc(shown > 0 ? shown : 1, sizeof(*out->rows));
+    size_t shown;
+    bool more;
+    out->rows = tg_mgmt_page_rows(&pg, r, sizeof(*out->rows), &shown, &more);
     if (out->rows == NULL) {
         PQclear(r);
         tg_mgmt_rollback(db);
@@ -346,7 +340,7 @@ int tg_key_list(PGconn *db, tg_tenant_ref_t t, bool include_revoked, int64_t aft
     for (size_t i = 0; i < shown; i++)
         key_of_row(r, (int)i, &out->rows[i]);
     out->n = shown;
-    out->next_after = n > limit ? out->rows[shown - 1].id : 0;
+    out->next_after = more ? out->rows[shown - 1].id : 0;
     PQclear(r);
     rc = tg_mgmt_commit(db, err);
     if (rc != 0)

@@ -56,6 +56,26 @@ PGresult *tg_mgmt_exec(PGconn *db, const char *sql, int n, const char *const *pa
  */
 static __thread unsigned tx_nested_bits, tx_depth;
 
+void tg_mgmt_page_init(tg_mgmt_page_t *pg, int64_t after_id, size_t limit, const char *what,
+                       tg_mgmt_err_t *err)
+{
+    if (after_id < 0)
+        tg_mgmt_field(err, "after", "must be %s (0 for the first page)", what);
+    if (limit > TG_MGMT_LIST_MAX)
+        tg_mgmt_field(err, "limit", "must be between 1 and %d", TG_MGMT_LIST_MAX);
+    pg->limit = limit == 0 ? TG_MGMT_LIST_DEFAULT : limit;
+    snprintf(pg->after, sizeof(pg->after), "%lld", (long long)after_id);
+    snprintf(pg->fetch, sizeof(pg->fetch), "%zu", pg->limit + 1);
+}
+
+void *tg_mgmt_page_rows(const tg_mgmt_page_t *pg, const PGresult *r, size_t size, size_t *shown, bool *more)
+{
+    size_t n = (size_t)PQntuples(r);
+    *more = n > pg->limit;
+    *shown = *more ? pg->limit : n;
+    return calloc(*shown > 0 ? *shown : 1, size);
+}
+
 int tg_mgmt_begin(PGconn *db, tg_mgmt_err_t *err)
 {
     int rc;

@@ -40,4 +40,20 @@ void tg_mgmt_col_list(const PGresult *r, int row, int col, bool *has, char *dst,
 
 #define TG_MGMT_I64_STR 24 /* "-9223372036854775808" and a NUL */
 
+/* A keyset page (tenants, keys): rows with id > after, at most limit of them. */
+typedef struct tg_mgmt_page {
+    size_t limit;                /* the effective limit (0 asked: TG_MGMT_LIST_DEFAULT) */
+    char after[TG_MGMT_I64_STR]; /* the SQL parameters: after_id as text */
+    char fetch[TG_MGMT_I64_STR]; /* and limit + 1: one more row says whether a next page exists */
+} tg_mgmt_page_t;
+
+/** Checks after_id (>= 0; `what` says what it is, e.g. "a key id") and limit (<= TG_MGMT_LIST_MAX)
+ *  as field errors in err, and fills pg. */
+void tg_mgmt_page_init(tg_mgmt_page_t *pg, int64_t after_id, size_t limit, const char *what,
+                       tg_mgmt_err_t *err);
+/** The rows of a page's result: an array of *shown elements of `size` bytes (at least one
+ *  allocated), *shown at most pg->limit, *more when the result had one row past it. NULL: out of
+ *  memory. */
+void *tg_mgmt_page_rows(const tg_mgmt_page_t *pg, const PGresult *r, size_t size, size_t *shown, bool *more);
+
 #endif

@@ -130,18 +130,11 @@ int tg_tenant_list(PGconn *db, int64_t after_id, size_t limit, tg_tenant_page_t 
 {
     tg_mgmt_err_reset(err);
     memset(out, 0, sizeof(*out));
-    if (after_id < 0)
-        tg_mgmt_field(err, "after", "must be a tenant id (0 for the first page)");
-    if (limit > TG_MGMT_LIST_MAX)
-        tg_mgmt_field(err, "limit", "must be between 1 and %d", TG_MGMT_LIST_MAX);
+    tg_mgmt_page_t pg;
+    tg_mgmt_page_init(&pg, after_id, limit, "a tenant id", err);
     if (err->code != 0)
         return err->code;
-    if (limit == 0)
-        limit = TG_MGMT_LIST_DEFAULT;
-    char a[TG_MGMT_I64_STR], l[TG_MGMT_I64_STR];
-    snprintf(a, sizeof(a), "%lld", (long long)after_id);
-    snprintf(l, sizeof(l), "%zu", limit + 1); /* one more: is there a next page? */
-    const char *p[2] = {a, l};
+    const char *p[2] = {pg.after, pg.fetch};
     int rc = tg_mgmt_begin(db, err);
     if (rc != 0)
         return rc;
@@ -152,9 +145,9 @@ int tg_tenant_list(PGconn *db, int64_t after_id, size_t limit, tg_tenant_page_t 
         tg_mgmt_rollback(db);
         return rc;
     }
-    size_t n = (size_t)PQntuples(r);
-    size_t shown = n > limit ? limit : n;
-    out->rows = calloc(shown > 0 ? shown : 1, sizeof(*out->rows));
+    size_t shown;
+    bool more;
+    out->rows = tg_mgmt_page_rows(&pg, r, sizeof(*out->rows), &shown, &more);
     if (out->rows == NULL) {
         PQclear(r);
         tg_mgmt_rollback(db);
@@ -163,7 +156,7 @@ int tg_tenant_list(PGconn *db, int64_t after_id, size_t limit, tg_tenant_page_t 
     for (size_t i = 0; i < shown; i++)
         tenant_of_row(r, (int)i, &out->rows[i]);
     out->n = shown;
-    out->next_after = n > limit ? out->rows[shown - 1].id : 0;
+    out->next_after = more ? out->rows[shown - 1].id : 0;
     PQclear(r);
     rc = tg_mgmt_commit(db, err);
     if (rc != 0)
