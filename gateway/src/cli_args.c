@@ -272,3 +272,19 @@ const char *tg_cli_time(int64_t unix_ms, char buf[32])
     strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
 }
+
+int tg_cli_dispatch(const char *cmd, int argc, char **argv, const tg_cli_sub_t *subs, size_t n,
+                    const char *usage)
+{
+    const char *sub = argc > 2 ? argv[2] : "";
+    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(sub, subs[i].name) == 0)
+            return subs[i].run(argc, argv);
+    fprintf(stderr, "tollgate: %s: unknown subcommand \"%s\"\n", cmd, sub);
+    fputs(usage, stderr);
+    return 2;
+}

@@ -68,4 +68,15 @@ int tg_cli_report(const char *cmd, const tg_mgmt_err_t *err);
 /** Unix ms as RFC 3339 UTC ("-" for 0) into buf. */
 const char *tg_cli_time(int64_t unix_ms, char buf[32]);
 
+/** A subcommand of a command ("tollgate keys create"): its word and what runs it (argv whole). */
+typedef struct tg_cli_sub {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} tg_cli_sub_t;
+
+/** Runs the subcommand argv[2] names among subs[0..n): -h, --help or help print usage on stdout
+ *  (0); a missing or unknown one is 2, named, with usage on stderr. */
+int tg_cli_dispatch(const char *cmd, int argc, char **argv, const tg_cli_sub_t *subs, size_t n,
+                    const char *usage);
+
 #endif

@@ -267,22 +267,19 @@ static int cmd_list(int argc, char **argv)
     return 0;
 }
 
+static int cmd_revoke(int argc, char **argv)
+{
+    return cmd_revoke_rotate(argc, argv, false);
+}
+
+static int cmd_rotate(int argc, char **argv)
+{
+    return cmd_revoke_rotate(argc, argv, true);
+}
+
 int tg_cli_keys(int argc, char **argv)
 {
-    const char *sub = argc > 2 ? argv[2] : "";
-    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "help") == 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
-    if (strcmp(sub, "create") == 0)
-        return cmd_create(argc, argv);
-    if (strcmp(sub, "revoke") == 0)
-        return cmd_revoke_rotate(argc, argv, false);
-    if (strcmp(sub, "rotate") == 0)
-        return cmd_revoke_rotate(argc, argv, true);
-    if (strcmp(sub, "list") == 0)
-        return cmd_list(argc, argv);
-    fprintf(stderr, "tollgate: keys: unknown subcommand \"%s\"\n", sub);
-    fputs(usage_text, stderr);
-    return 2;
+    static const tg_cli_sub_t subs[] = {
+        {"create", cmd_create}, {"revoke", cmd_revoke}, {"rotate", cmd_rotate}, {"list", cmd_list}};
+    return tg_cli_dispatch("keys", argc, argv, subs, sizeof(subs) / sizeof(subs[0]), usage_text);
 }

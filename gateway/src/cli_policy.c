@@ -182,14 +182,6 @@ static int cmd_set(int argc, char **argv)
 
 int tg_cli_policy(int argc, char **argv)
 {
-    const char *sub = argc > 2 ? argv[2] : "";
-    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "help") == 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
-    if (strcmp(sub, "set") == 0)
-        return cmd_set(argc, argv);
-    fprintf(stderr, "tollgate: policy: unknown subcommand \"%s\"\n", sub);
-    fputs(usage_text, stderr);
-    return 2;
+    static const tg_cli_sub_t subs[] = {{"set", cmd_set}};
+    return tg_cli_dispatch("policy", argc, argv, subs, sizeof(subs) / sizeof(subs[0]), usage_text);
 }

@@ -145,22 +145,19 @@ static int cmd_list(int argc, char **argv)
     return 0;
 }
 
+static int cmd_suspend(int argc, char **argv)
+{
+    return cmd_status(argc, argv, true);
+}
+
+static int cmd_resume(int argc, char **argv)
+{
+    return cmd_status(argc, argv, false);
+}
+
 int tg_cli_tenants(int argc, char **argv)
 {
-    const char *sub = argc > 2 ? argv[2] : "";
-    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "help") == 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
-    if (strcmp(sub, "create") == 0)
-        return cmd_create(argc, argv);
-    if (strcmp(sub, "suspend") == 0)
-        return cmd_status(argc, argv, true);
-    if (strcmp(sub, "resume") == 0)
-        return cmd_status(argc, argv, false);
-    if (strcmp(sub, "list") == 0)
-        return cmd_list(argc, argv);
-    fprintf(stderr, "tollgate: tenants: unknown subcommand \"%s\"\n", sub);
-    fputs(usage_text, stderr);
-    return 2;
+    static const tg_cli_sub_t subs[] = {
+        {"create", cmd_create}, {"suspend", cmd_suspend}, {"resume", cmd_resume}, {"list", cmd_list}};
+    return tg_cli_dispatch("tenants", argc, argv, subs, sizeof(subs) / sizeof(subs[0]), usage_text);
 }
