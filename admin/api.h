@@ -134,6 +134,11 @@ typedef struct tg_adm_field {
  */
 json_t *tg_adm_body(tg_adm_ctx_t *c, bool empty_ok);
 
+/** The prelude of a write route that runs a job: its body parsed (tg_adm_body), a zeroed job
+ *  argument of `size` bytes, err reset. NULL when it has answered (the body's error, or 500 out of
+ *  memory), with nothing left to free; else the argument, and *body the caller's to decref. */
+void *tg_adm_job_arg(tg_adm_ctx_t *c, bool empty_ok, size_t size, json_t **body, tg_mgmt_err_t *err);
+
 /** For a write route that takes no fields: true when the body is empty or {}; else it has answered
  *  (tg_adm_body's errors, or 400 naming each member as unknown) and nothing may be done. */
 bool tg_adm_body_none(tg_adm_ctx_t *c);

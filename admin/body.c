@@ -3,6 +3,7 @@
  * field spec that reports every bad field at once (api.h, "bodies and validation").
  */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
@@ -68,6 +69,21 @@ json_t *tg_adm_body(tg_adm_ctx_t *c, bool empty_ok)
         return NULL;
     }
     return v;
+}
+
+void *tg_adm_job_arg(tg_adm_ctx_t *c, bool empty_ok, size_t size, json_t **body, tg_mgmt_err_t *err)
+{
+    tg_mgmt_err_reset(err);
+    *body = tg_adm_body(c, empty_ok);
+    if (*body == NULL)
+        return NULL;
+    void *arg = calloc(1, size);
+    if (arg == NULL) {
+        json_decref(*body);
+        *body = NULL;
+        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    }
+    return arg;
 }
 
 bool tg_adm_body_none(tg_adm_ctx_t *c)

@@ -185,17 +185,11 @@ static void field_err(void *arg, const char *field, const char *msg)
 
 static void prices_create(tg_adm_ctx_t *c)
 {
-    json_t *body = tg_adm_body(c, false);
-    if (body == NULL)
-        return;
     tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    create_arg_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        json_decref(body);
-        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    json_t *body;
+    create_arg_t *a = tg_adm_job_arg(c, false, sizeof(*a), &body, &err);
+    if (a == NULL)
         return;
-    }
     /* the shapes first, then the catalog and the time on every value of the right type */
     TG_IGNORE_RESULT(
         tg_adm_check(body, create_fields, sizeof(create_fields) / sizeof(create_fields[0]), &err));

@@ -212,17 +212,11 @@ static const tg_adm_field_t put_fields[] = {
 
 static void chains_put(tg_adm_ctx_t *c)
 {
-    json_t *body = tg_adm_body(c, false);
-    if (body == NULL)
-        return;
     tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    put_arg_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        json_decref(body);
-        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    json_t *body;
+    put_arg_t *a = tg_adm_job_arg(c, false, sizeof(*a), &body, &err);
+    if (a == NULL)
         return;
-    }
     /* the shapes first, then the catalog on every value of the right type: one 400 lists all */
     bool shaped = tg_adm_check(body, put_fields, sizeof(put_fields) / sizeof(put_fields[0]), &err);
     const json_t *t = json_object_get(body, "targets");

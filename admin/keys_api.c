@@ -123,17 +123,11 @@ static const tg_adm_field_t create_fields[] = {
 
 static void keys_create(tg_adm_ctx_t *c)
 {
-    json_t *body = tg_adm_body(c, true);
-    if (body == NULL)
-        return;
     tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    create_arg_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        json_decref(body);
-        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    json_t *body;
+    create_arg_t *a = tg_adm_job_arg(c, true, sizeof(*a), &body, &err);
+    if (a == NULL)
         return;
-    }
     bool ok = tg_adm_check(body, create_fields, 3, &err);
     /* its own checks run whatever the others found: one answer lists every bad field */
     const char *exp = json_string_value(json_object_get(body, "expires_at"));

@@ -198,17 +198,11 @@ static void bool_field(const json_t *body, const char *name, tg_bool_field_t *f)
 
 static void put_with(tg_adm_ctx_t *c, const tg_adm_field_t *fields, size_t n_fields)
 {
-    json_t *body = tg_adm_body(c, false);
-    if (body == NULL)
-        return;
     tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    put_arg_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        json_decref(body);
-        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    json_t *body;
+    put_arg_t *a = tg_adm_job_arg(c, false, sizeof(*a), &body, &err);
+    if (a == NULL)
         return;
-    }
     if (tg_adm_check(body, fields, n_fields, &err)) {
         if (json_object_size(body) == 0)
             tg_mgmt_field(&err, "policy", "the body names no field to set or clear");

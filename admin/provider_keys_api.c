@@ -194,17 +194,11 @@ static const tg_adm_field_t put_fields[] = {
 
 static void pk_put(tg_adm_ctx_t *c)
 {
-    json_t *body = tg_adm_body(c, false);
-    if (body == NULL)
-        return;
     tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    write_arg_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        json_decref(body);
-        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    json_t *body;
+    write_arg_t *a = tg_adm_job_arg(c, false, sizeof(*a), &body, &err);
+    if (a == NULL)
         return;
-    }
     if (!provider_configured(c))
         tg_mgmt_field(&err, "provider", "provider is not a provider of the configuration");
     if (tg_adm_check(body, put_fields, 1, &err)) {

@@ -80,17 +80,11 @@ static const tg_adm_field_t create_fields[] = {
 
 static void tenants_create(tg_adm_ctx_t *c)
 {
-    json_t *body = tg_adm_body(c, false);
-    if (body == NULL)
-        return;
     tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    create_arg_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        json_decref(body);
-        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    json_t *body;
+    create_arg_t *a = tg_adm_job_arg(c, false, sizeof(*a), &body, &err);
+    if (a == NULL)
         return;
-    }
     if (tg_adm_check(body, create_fields, 3, &err)) {
         const char *name = json_string_value(json_object_get(body, "name"));
         tg_mgmt_check_name(name, "name", &err);
@@ -240,17 +234,11 @@ static const tg_adm_field_t patch_fields[] = {
 
 static void tenants_patch(tg_adm_ctx_t *c)
 {
-    json_t *body = tg_adm_body(c, false);
-    if (body == NULL)
-        return;
     tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    write_arg_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        json_decref(body);
-        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+    json_t *body;
+    write_arg_t *a = tg_adm_job_arg(c, false, sizeof(*a), &body, &err);
+    if (a == NULL)
         return;
-    }
     a->op = OP_PATCH;
     if (tg_adm_check(body, patch_fields, 1, &err)) {
         json_t *zr = json_object_get(body, "zero_retention");
