@@ -6,7 +6,8 @@
 # Builds `tollgate` (Release, build-bench/), starts a throwaway PostgreSQL, migrates it, opens
 # 1000 tenants with a wallet and a lease each, then times psql running the batches of each case:
 #   hot        10 batches of 4000 records of one tenant (one lease, one charge entry a batch)
-#   many-4     10 batches of 4000 records over 1000 tenants (4 a tenant: a 250 ms batch at 16k req/s)
+#   many-4     10 batches of 4000 records over 1000 tenants (4 a tenant: a 250 ms batch at 16k req/s,
+#              the cost a shorter billing.commit_ms pays)
 #   many-17     3 batches of 17000 records over 1000 tenants (17 a tenant: a 1 s batch at 17k req/s)
 #   replay     the hot batches again under new batch keys: every record exists, nothing is charged
 # and the same hot records once more through tollgate_settle(batch, jsonb) (an older gateway's
