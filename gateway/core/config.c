@@ -711,14 +711,16 @@ static void parse_admin_auth(vctx_t *v, const json_t *root, tg_config_t *c)
 /* billing: the credit ledger's amounts (micro-credits; at most a billion credits) and lease life. */
 static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
 {
-    static const char *const keys[] = {"enabled",      "trial_credits", "lease_credits", "lease_ttl_ms",
-                                       "journal_path", "journal_fsync", "commit_ms",     NULL};
+    static const char *const keys[] = {"enabled",      "trial_credits", "lease_credits",
+                                       "lease_ttl_ms", "journal_path",  "journal_fsync",
+                                       "commit_ms",    "queue_max",     NULL};
     const uint64_t max_credits = 1000000000000000ull;
     uint64_t trial = 0, lease = 10000000;
     c->billing.lease_ttl_ms = 60000;
     c->billing.enabled = true; /* a gateway that sells credits charges unless told otherwise */
     c->billing.journal_fsync = true;
     c->billing.commit_ms = 1000;
+    c->billing.queue_max = 1u << 20;
     const char *journal = NULL;
     json_t *b = get_obj(v, root, "", "billing");
     if (b != NULL) {
@@ -730,6 +732,7 @@ static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
         journal = get_str(v, b, "billing", "journal_path", false);
         get_bool(v, b, "billing", "journal_fsync", &c->billing.journal_fsync);
         get_u32(v, b, "billing", "commit_ms", 1, 5000, &c->billing.commit_ms);
+        get_u32(v, b, "billing", "queue_max", 16, 1u << 24, &c->billing.queue_max);
     }
     c->billing.journal_path = strdup(journal != NULL ? journal : "tollgate-ledger.journal");
     if (c->billing.journal_path == NULL)

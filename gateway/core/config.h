@@ -26,7 +26,8 @@
  *              allow_core_dumps}
  *   models.<name>: provider, upstream, context_window, max_output_tokens
  *   chains.<name>: targets [model names], context_fallback (model name), request_first_byte_ms
- *   billing.{enabled, trial_credits, lease_credits, lease_ttl_ms, journal_path, journal_fsync, commit_ms}
+ *   billing.{enabled, trial_credits, lease_credits, lease_ttl_ms, journal_path, journal_fsync, commit_ms,
+ *            queue_max}
  *                                the credit ledger (billing/README.md, gateway/src/ledger.h)
  *   idempotency.{ttl_ms, running_lease_ms, max_answer_bytes, purge_interval_ms}   Idempotency-Key
  *   admin_auth.{issuer, audience, hs256_secret_file, es256_public_key_file, skew_s, threads,
@@ -160,6 +161,7 @@ typedef struct tg_config {
         int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
         uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */
         uint32_t commit_ms;    /* a settlement batch gathers this long (1000) */
+        uint32_t queue_max;    /* settlements held in memory for the writer (2^20); past it, journal only */
     } billing;
     /* Idempotency-Key of chat calls (gateway/src/idempotency.h) */
     struct {

@@ -40,12 +40,11 @@
 #include "prices.h"
 
 #define LEDGER_SHARDS        256
-#define LEDGER_QUEUE_MAX     (1u << 20) /* records and closes waiting for the writer */
-#define LEDGER_BATCH_MAX     20000      /* records per tollgate_settle */
-#define LEDGER_EXPIRE_MS     5000       /* tollgate_leases_expire() period */
-#define LEDGER_PARTITIONS_MS 86400000   /* tollgate_usage_partitions() period */
-#define LEDGER_IDLE_WAIT_MS  100        /* the writer looks at notifications at least this often */
-#define LEDGER_RETRY_MS      500        /* after a failed commit */
+#define LEDGER_BATCH_MAX     20000    /* records per tollgate_settle */
+#define LEDGER_EXPIRE_MS     5000     /* tollgate_leases_expire() period */
+#define LEDGER_PARTITIONS_MS 86400000 /* tollgate_usage_partitions() period */
+#define LEDGER_IDLE_WAIT_MS  100      /* the writer looks at notifications at least this often */
+#define LEDGER_RETRY_MS      500      /* after a failed commit */
 #define LEDGER_STOP_MS       5000
 #define LEDGER_LINE_MAX      2048 /* one journal line (a record is ~200 bytes, names at most 2 x 400) */
 
@@ -82,12 +81,15 @@ static struct {
     item_t *ring;
     size_t head, count;
     uint64_t queued, done; /* items queued; items committed or given up, in queue order */
+    size_t queue_max;      /* billing.queue_max */
+    bool overflow;         /* a record went to the journal only (the queue was full): see enqueue */
     bool running, stopping;
     /* The journal's two sides (billing/README.md, "The journal"):
      * records go to side `cur`; the other side holds nothing queued at or after position
      * `sealed`, so once `done` reaches it (and the start's replay is committed) it is truncated,
      * without stopping the writers of `cur`, and the sides swap. */
     int jfd[2];
+    char jpath[2][4096];
     int cur;
     uint64_t sealed;
     bool dirty[2]; /* the side may hold something */
@@ -174,13 +176,30 @@ static bool journal_write(int fd, const char *row)
  * account's close queued after its records is behind them (FIFO), and on the call's loop before
  * the answer's last byte is handed to h2o: a served answer's charge is in the journal before the
  * client can have it all (a kill -9 after that replays it at the next start). Never blocks on the
- * database: the queue is bounded; full, the item is dropped and counted (its lease expires and
- * gives the credits back; the charge is lost).
+ * database. The queue is bounded (billing.queue_max): when it is full (the database away for long
+ * under load) a record goes to the journal only, and the journal is then kept whole until the
+ * writer has drained the queue and committed the journal itself (`overflow`): memory stays
+ * bounded, the charge waits on disk. A close that finds the queue full is dropped (its lease
+ * expires and gives back what it did not charge).
  */
 static void enqueue(char *row, int64_t close_id)
 {
     pthread_mutex_lock(&g.mu);
-    if (!g.running || g.count >= LEDGER_QUEUE_MAX) {
+    if (g.running && g.count >= g.queue_max && row != NULL && g.jfd[g.cur] >= 0) {
+        g.dirty[g.cur] = true;
+        g.overflow = true;
+        bool written = journal_write(g.jfd[g.cur], row);
+        pthread_mutex_unlock(&g.mu);
+        if (written) {
+            tg_metrics_add("tollgate_ledger_overflow_total", "", 1);
+        } else {
+            tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
+            TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
+        }
+        free(row);
+        return;
+    }
+    if (!g.running || g.count >= g.queue_max) {
         pthread_mutex_unlock(&g.mu);
         tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
         TG_LOG(TG_LOG_ERROR, "ledger_queue_full", TG_KV_INT("close", close_id));
@@ -192,7 +211,7 @@ static void enqueue(char *row, int64_t close_id)
         if (g.jfd[g.cur] >= 0 && !journal_write(g.jfd[g.cur], row))
             TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
     }
-    item_t *it = &g.ring[(g.head + g.count) % LEDGER_QUEUE_MAX];
+    item_t *it = &g.ring[(g.head + g.count) % g.queue_max];
     it->row = row;
     it->close_id = close_id;
     /* the writer waits for a first item, or gathers for billing.commit_ms: wake it for the first,
@@ -1040,11 +1059,18 @@ static void register_metrics(void)
     tg_metrics_register("tollgate_ledger_records_total", "usage records committed by tollgate_settle",
                         TG_METRIC_COUNTER);
     tg_metrics_register("tollgate_ledger_batches_total", "settlement batches committed", TG_METRIC_COUNTER);
-    tg_metrics_register("tollgate_ledger_dropped_total", "settlements dropped (writer queue full)",
+    tg_metrics_register("tollgate_ledger_dropped_total",
+                        "settlements dropped (a close past a full writer queue, a record the database "
+                        "refuses, a failed journal write)",
                         TG_METRIC_COUNTER);
     tg_metrics_add("tollgate_ledger_records_total", "", 0);
     tg_metrics_add("tollgate_ledger_batches_total", "", 0);
     tg_metrics_add("tollgate_ledger_dropped_total", "", 0);
+    tg_metrics_register(
+        "tollgate_ledger_overflow_total",
+        "settlements written to the journal only (the writer queue full), committed from it later",
+        TG_METRIC_COUNTER);
+    tg_metrics_add("tollgate_ledger_overflow_total", "", 0);
     tg_metrics_register("tollgate_ledger_accounts",
                         "tenants' lease accounts held in memory (idle ones are freed)", TG_METRIC_GAUGE);
     tg_metrics_set("tollgate_ledger_accounts", "", 0);
@@ -1059,6 +1085,8 @@ static void register_metrics(void)
  */
 static void journal_rotate(bool replay_done)
 {
+    if (g.overflow) /* records are in the journal only: it stays whole until they are committed */
+        return;
     int old = 1 - g.cur;
     if (g.dirty[old] && replay_done && g.done >= g.sealed) {
         pthread_mutex_unlock(&g.mu);
@@ -1111,6 +1139,20 @@ static size_t accounts_sweep(int64_t now)
         pthread_mutex_unlock(&s->mu);
     }
     return left;
+}
+
+static int read_journal(const char *path);
+
+/* The writer's: true (and the overflow cleared) once records went to the journal only and the
+ * queue has drained. A record that overflows after this is in the files read next or queued. */
+static bool overflow_drained(void)
+{
+    pthread_mutex_lock(&g.mu);
+    bool drained = g.overflow && g.count == 0;
+    if (drained)
+        g.overflow = false;
+    pthread_mutex_unlock(&g.mu);
+    return drained;
 }
 
 /* The batch's records are in the journal's page cache; with billing.journal_fsync they reach the
@@ -1230,7 +1272,7 @@ static void *writer_main(void *arg)
         }
         while (g.count > 0 && n < LEDGER_BATCH_MAX && n_closes < LEDGER_BATCH_MAX) {
             item_t it = g.ring[g.head];
-            g.head = (g.head + 1) % LEDGER_QUEUE_MAX;
+            g.head = (g.head + 1) % g.queue_max;
             g.count--;
             taken++;
             if (it.row != NULL)
@@ -1274,6 +1316,22 @@ static void *writer_main(void *arg)
                 ok = commit_batch(db, lines, &n, closes, n_closes);
                 if (ok)
                     n_closes = 0;
+            }
+            if (ok && replayed >= n_replay && overflow_drained()) {
+                /* records went to the journal only while the queue was full: now that it is
+                 * drained, the journal itself is committed (what is in the database already is
+                 * skipped), as at a start; then the sides may be truncated again */
+                free(replay);
+                replay = NULL;
+                n_replay = replayed = 0;
+                for (int i = 0; i < 2; i++)
+                    if (read_journal(g.jpath[i]) != 0)
+                        TG_LOG(TG_LOG_ERROR, "ledger_journal_read_failed", TG_KV_STR("path", g.jpath[i]));
+                replay = g.replay;
+                n_replay = g.n_replay;
+                g.replay = NULL;
+                g.n_replay = 0;
+                TG_LOG(TG_LOG_INFO, "ledger_overflow_replay", TG_KV_INT("records", n_replay));
             }
         }
         pthread_mutex_lock(&g.mu);
@@ -1323,12 +1381,17 @@ static bool journal_line_whole(const char *line, size_t len)
     return fields == LEDGER_ROW_FIELDS;
 }
 
-/* The records of one journal side, kept with their newline, into g.replay. */
-static int read_journal(int fd)
+/* The records of one journal side, kept with their newline, into g.replay. The file is opened
+ * anew: a reader of its own (the side's descriptor shares its offset with the appends). */
+static int read_journal(const char *path)
 {
-    FILE *f = fdopen(dup(fd), "r");
-    if (f == NULL)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
         return TG_EINTERNAL;
+    }
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -1412,15 +1475,17 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
     g.commit_ms = cfg->billing.commit_ms;
 
     /* the journal's two sides: the configured path, and the same with ".alt" */
-    char alt[4096];
-    if (snprintf(alt, sizeof(alt), "%s.alt", cfg->billing.journal_path) >= (int)sizeof(alt))
+    g.queue_max = cfg->billing.queue_max;
+    if (snprintf(g.jpath[0], sizeof(g.jpath[0]), "%s", cfg->billing.journal_path) >=
+            (int)sizeof(g.jpath[0]) ||
+        snprintf(g.jpath[1], sizeof(g.jpath[1]), "%s.alt", cfg->billing.journal_path) >=
+            (int)sizeof(g.jpath[1]))
         return TG_EINTERNAL;
-    if ((g.jfd[0] = journal_open(cfg->billing.journal_path, true)) < 0 ||
-        (g.jfd[1] = journal_open(alt, false)) < 0)
+    if ((g.jfd[0] = journal_open(g.jpath[0], true)) < 0 || (g.jfd[1] = journal_open(g.jpath[1], false)) < 0)
         return TG_EINTERNAL;
     for (int i = 0; i < 2; i++) {
         size_t before = g.n_replay;
-        int rc = read_journal(g.jfd[i]);
+        int rc = read_journal(g.jpath[i]);
         if (rc != 0)
             return rc;
         g.dirty[i] = g.n_replay > before || lseek(g.jfd[i], 0, SEEK_END) > 0;
@@ -1437,7 +1502,7 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
     PQfinish(db);
 
     g.conninfo = strdup(conninfo);
-    g.ring = calloc(LEDGER_QUEUE_MAX, sizeof(item_t));
+    g.ring = calloc(g.queue_max, sizeof(item_t));
     if (g.conninfo == NULL || g.ring == NULL)
         return TG_ENOMEM;
     g.running = true;

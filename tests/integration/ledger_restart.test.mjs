@@ -12,24 +12,32 @@ import { waitFor } from './lib/wait.mjs';
 
 const cluster = new FreezableCluster(55471, 'tg-pg-ledger-');
 let inst = null;
+let inst2 = null;
+let conninfo = null;
 
 after(async () => {
+    cluster.thaw();
     if (inst) await inst.stop();
+    if (inst2) await inst2.stop();
     await cluster.stop();
 });
 
-test('PostgreSQL restarted under load: every served request charged once, invariants clean', async (t) => {
-    const conninfo = await cluster.start();
-    inst = await startInstance(
+/** A gateway with billing on, on this file's cluster; `billing` extends its billing block. */
+const gateway = (tenant, billing = {}) =>
+    startInstance(
         (ctx) =>
             baseConfig({
                 ...ctx,
                 providers: { 'sim-openai': { kind: 'openai', base_url: `${ctx.simUrl}/openai/v1`, api_key_file: ctx.pepperFile } },
                 models: { 'restart-chat': { provider: 'sim-openai', upstream: 'openai-chat', context_window: 128000 } },
-                extra: { database: { url: conninfo, pool_size: 1, job_timeout_ms: 1000 }, billing: billingOn(ctx.dir, { lease_credits: 1000000 }) },
+                extra: { database: { url: conninfo, pool_size: 1, job_timeout_ms: 1000 }, billing: billingOn(ctx.dir, billing) },
             }),
-        { tenant: 'restart-tenant', migrate: true }
+        { tenant, migrate: true }
     );
+
+test('PostgreSQL restarted under load: every served request charged once, invariants clean', async (t) => {
+    conninfo = await cluster.start();
+    inst = await gateway('restart-tenant', { lease_credits: 1000000 });
     await cluster.sql(`INSERT INTO prices (model, input_per_mtok, output_per_mtok, cached_input_per_mtok, effective_from)
                        VALUES ('restart-chat', 1000000, 4000000, 500000, now() - interval '1 minute')`);
     const tid = await cluster.sql(`SELECT id FROM tenants WHERE name = 'restart-tenant'`);
@@ -65,6 +73,45 @@ test('PostgreSQL restarted under load: every served request charged once, invari
     assert.equal(rows.length, served.size, 'one record per served request');
     assert.deepEqual([...served].filter((id) => !rows.includes(id)), [], 'every served request is recorded');
     assert.equal(new Set(rows).size, rows.length, 'no request recorded twice');
+    const check = await cluster.sql('SELECT invariant, tenant_id, detail FROM tollgate_ledger_check()');
+    assert.equal(check, '', `tollgate_ledger_check(): ${check}`);
+    const charged = Number(await cluster.sql(`SELECT coalesce(sum(charged), 0) FROM usage_records WHERE tenant_id = ${tid}`));
+    const spent = Number(await cluster.sql(`SELECT spent FROM wallets WHERE tenant_id = ${tid}`));
+    assert.equal(spent, charged, 'the wallet spent exactly what the records charged');
+});
+
+test('PostgreSQL frozen under load with a writer queue of 16: the records past it wait in the journal, and each is charged once when the database is back', async (t) => {
+    inst2 = await gateway('overflow-tenant', { lease_credits: 100000000, lease_ttl_ms: 60000, queue_max: 16 });
+    const tid = await cluster.sql(`SELECT id FROM tenants WHERE name = 'overflow-tenant'`);
+    await cluster.sql(`SELECT tollgate_top_up(${tid}, 100000000000, 'overflow', 'test')`);
+    const body = { model: 'restart-chat', messages: [{ role: 'user', content: 'count the credits' }] };
+    const call = () => req(inst2.url, 'POST', '/v1/chat/completions', { key: inst2.key, body });
+    const overflowed = async () => {
+        const r = await req(inst2.adminUrl, 'GET', '/metrics');
+        return Number((/^tollgate_ledger_overflow_total (\S+)$/m.exec(r.text) || [])[1] ?? NaN);
+    };
+    // a lease first, so that the calls while frozen reserve in memory
+    assert.equal((await call()).status, 200);
+    const served = [];
+    await cluster.freeze();
+    try {
+        for (let i = 0; i < 60; i++) {
+            const r = await call();
+            assert.equal(r.status, 200, `while frozen: ${r.text}`);
+            served.push(r.headers.get('x-tollgate-request-id'));
+        }
+        const o = await overflowed();
+        t.diagnostic(`60 served while frozen; ${o} records went to the journal only`);
+        assert.ok(o >= 60 - 2 * 16, `the queue of 16 overflowed into the journal (${o})`);
+    } finally {
+        cluster.thaw();
+    }
+    const count = async () => Number(await cluster.sql(`SELECT count(*) FROM usage_records WHERE tenant_id = ${tid}`));
+    await waitFor(async () => ((await count()) >= 61 ? true : null), { tries: 600, every: 50, what: 'all 61 records committed' });
+    const ids = (await cluster.sql(`SELECT request_id FROM usage_records WHERE tenant_id = ${tid}`)).split('\n');
+    assert.equal(ids.length, 61, 'one record per request');
+    assert.deepEqual(served.filter((id) => !ids.includes(id)), [], 'every request served while frozen is recorded');
+    assert.ok(inst2.gateway.logEvents().some((e) => e.event === 'ledger_overflow_replay'), 'the journal was committed after the queue drained');
     const check = await cluster.sql('SELECT invariant, tenant_id, detail FROM tollgate_ledger_check()');
     assert.equal(check, '', `tollgate_ledger_check(): ${check}`);
     const charged = Number(await cluster.sql(`SELECT coalesce(sum(charged), 0) FROM usage_records WHERE tenant_id = ${tid}`));
