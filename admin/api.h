@@ -234,6 +234,10 @@ typedef void (*tg_adm_work_fn)(PGconn *db, const tg_adm_call_t *call, tg_adm_res
  */
 int tg_adm_run(tg_adm_ctx_t *c, tg_adm_work_fn work, void *arg, void (*free_arg)(void *));
 
+/** A list route: its `limit` and `cursor` (tg_adm_page_parse) into a tg_adm_page_t that becomes
+ *  the job's argument of work; a bad one is answered 400 naming it, no memory 500. */
+void tg_adm_run_page(tg_adm_ctx_t *c, tg_adm_work_fn work);
+
 /** Stops the admin threads after the jobs in flight (the server calls it once its workers stopped). */
 void tg_adm_jobs_stop(void);
 

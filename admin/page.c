@@ -117,3 +117,20 @@ bool tg_adm_if_match(const char *if_match, const char *etag)
     }
     return false;
 }
+
+void tg_adm_run_page(tg_adm_ctx_t *c, tg_adm_work_fn work)
+{
+    tg_mgmt_err_t err;
+    tg_mgmt_err_reset(&err);
+    tg_adm_page_t *pg = calloc(1, sizeof(*pg));
+    if (pg == NULL) {
+        tg_adm_reply_error(c->req, TG_ENOMEM, NULL, NULL);
+        return;
+    }
+    if (!tg_adm_page_parse(c->req, pg, &err)) {
+        free(pg);
+        tg_adm_reply_mgmt_err(c->req, &err);
+        return;
+    }
+    TG_IGNORE_RESULT(tg_adm_run(c, work, pg, free)); /* not queued: it has answered */
+}

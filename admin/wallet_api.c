@@ -222,15 +222,7 @@ static void ledger_work(PGconn *db, const tg_adm_call_t *call, tg_adm_result_t *
 
 static void ledger_get(tg_adm_ctx_t *c)
 {
-    tg_mgmt_err_t err;
-    tg_mgmt_err_reset(&err);
-    tg_adm_page_t *pg = calloc(1, sizeof(*pg));
-    if (pg == NULL || !tg_adm_page_parse(c->req, pg, &err)) {
-        free(pg);
-        tg_adm_reply_mgmt_err(c->req, &err);
-        return;
-    }
-    tg_adm_run(c, ledger_work, pg, free);
+    tg_adm_run_page(c, ledger_work);
 }
 
 const tg_adm_route_t tg_adm_routes_wallet[] = {

@@ -46,31 +46,12 @@ sim_pid=
 off_pid=
 on_pid=
 ngx_pid=
-cleanup() {
-    trap '' INT TERM HUP
-    local pid
-    for pid in "$on_pid" "$off_pid" "$sim_pid" "$ngx_pid"; do
-        [ -n "$pid" ] || continue
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    "$root/tests/pg_tmp.sh" stop "$pg_dir" "$pg_port" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-say "building $build (Release)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)" --target tollgate tollgate-sim >/dev/null
-gw_bin=$build/gateway/tollgate
-sim_bin=$build/gateway/tollgate-sim
-
-rm -rf "$work"
-mkdir -p "$work"
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$root/bench/lib.sh"
+bench_traps on_pid off_pid sim_pid ngx_pid
+bench_build tollgate tollgate-sim
+rm -rf "$work"
+mkdir -p "$work"
 start_pg tollgate_ledger db_url
 sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$db_url" -c "$1"; }
 

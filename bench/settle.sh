@@ -31,17 +31,12 @@ die() {
 }
 
 command -v psql >/dev/null || die "psql is missing (deploy/packages.sh installs it)"
-cleanup() { "$root/tests/pg_tmp.sh" stop "$pg_dir" "$pg_port" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-
-say "building $build (Release)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)" --target tollgate >/dev/null
-
-rm -rf "$work"
-mkdir -p "$work"
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$root/bench/lib.sh"
+bench_traps # the cluster only
+bench_build tollgate
+rm -rf "$work"
+mkdir -p "$work"
 start_pg tollgate_settle db_url
 sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$db_url" -c "$1"; }
 
