@@ -202,6 +202,7 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 violations=$(sql "SELECT count(*) FROM tollgate_ledger_check()")
+fallbacks=$(metric tollgate_ledger_direct_fallbacks_total)
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b ? a / b : 0 }'; }
@@ -239,7 +240,7 @@ report=$(
     echo
     echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the 1 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     echo
-    echo "tollgate_ledger_check() after the run: $violations violation(s). Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
+    echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )
 echo "$report"
 if [ "$record" = 1 ]; then

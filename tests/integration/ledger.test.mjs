@@ -23,7 +23,7 @@ async function readSse(res) {
 }
 
 const RUN = randomBytes(4).toString('hex');
-const M = { openai: `led-oa-${RUN}`, anthropic: `led-an-${RUN}`, gemini: `led-ge-${RUN}` };
+const M = { openai: `led-oa-${RUN}`, anthropic: `led-an-${RUN}`, gemini: `led-ge-${RUN}`, slow: `led-slow-${RUN}` };
 const instances = [];
 const journals = mkdtempSync(join(tmpdir(), 'tg-ledger-'));
 
@@ -44,6 +44,7 @@ function config(ctx, { journal, billing = {}, pepperFile } = {}) {
         [M.openai]: { provider: 'sim-openai', upstream: 'openai-chat', context_window: 128000 },
         [M.anthropic]: { provider: 'sim-anthropic', upstream: 'anthropic-chat', context_window: 128000 },
         [M.gemini]: { provider: 'sim-gemini', upstream: 'gemini-chat', context_window: 128000 },
+        [M.slow]: { provider: 'sim-openai', upstream: M.slow, context_window: 128000 },
     };
     const cfg = baseConfig({ ...ctx, providers, models, extra: { billing: billingOn(ctx.dir, { lease_credits: 100000000, ...billing }) } });
     if (journal) cfg.billing.journal_path = journal;
@@ -63,6 +64,7 @@ test('setup: prices for the models of this file', async () => {
     await setPrice(M.openai, { input: 1000000, output: 2000000, cached: 250000 });
     await setPrice(M.anthropic, { input: 3000000, output: 15000000, cached: 300000 });
     await setPrice(M.gemini, { input: 500000, output: 1500000, cached: 125000 });
+    await setPrice(M.slow, { input: 1000000, output: 2000000, cached: 250000 });
 });
 
 test('a whole answer: x-tollgate-cost is the recorded cost, credits-remaining drops by exactly it', async () => {
@@ -332,4 +334,42 @@ test('a tenant gone quiet: its lease account is freed, and a later request opens
                                            FROM leases WHERE tenant_id = ${tid}`);
     assert.deepEqual([Number(slices), Number(exact)], [2, 0]);
     await assertLedgerClean('after an account was freed and made again');
+});
+
+test('a lease ended behind the gateway\'s back: the batch goes through the stage instead, charged once, late', async (t) => {
+    const name = `led-ended-${RUN}`;
+    const inst = await start(name);
+    const tid = await tenantId(name);
+    await topUp(tid, 100000000, `ended-${RUN}`);
+    const metric = async (m) => {
+        const r = await req(inst.adminUrl, 'GET', '/metrics');
+        const v = new RegExp(`^${m} (\\S+)$`, 'm').exec(r.text);
+        return v ? Number(v[1]) : 0;
+    };
+    // a first answer settles the way fresh batches go: straight into usage_records
+    const first = await req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(M.openai) });
+    assert.equal(first.status, 200, first.text);
+    await waitRecords(tid, 1);
+    assert.equal(await metric('tollgate_ledger_direct_fallbacks_total'), 0, 'a fresh batch with an open lease needs no stage');
+    // a slow answer, and meanwhile its lease ends in the database (as when a gateway stalls past the TTL)
+    const f = await req(inst.simUrl, 'POST', '/_sim/faults', { body: { model: M.slow, latency_ms: 1500 } });
+    assert.ok(f.status >= 200 && f.status < 300, `fault: ${f.status} ${f.text}`);
+    const pending = req(inst.url, 'POST', '/v1/chat/completions', { key: inst.key, body: chat(M.slow) });
+    await waitFor(async () => ((await psql(`SELECT count(*) FROM leases WHERE tenant_id = ${tid} AND state = 'open'`))[0][0] === '1' ? true : null), { what: 'the open lease' });
+    const [[ended]] = await psql(`SELECT count(tollgate_lease_end(id, 'expired')) FROM leases WHERE tenant_id = ${tid} AND state = 'open'`);
+    assert.equal(ended, '1');
+    const slow = await pending;
+    assert.equal(slow.status, 200, slow.text);
+    const cost = Number(slow.headers.get('x-tollgate-cost'));
+    assert.ok(cost > 0);
+    const recs = await waitRecords(tid, 2);
+    await waitFor(async () => ((await metric('tollgate_ledger_direct_fallbacks_total')) >= 1 ? true : null), { what: 'the fallback to be counted' });
+    const late = recs.find((r) => r.requestId === slow.headers.get('x-request-id')) || recs[1];
+    assert.deepEqual([late.cost, late.charged], [cost, cost], 'charged its cost once, from what the wallet had available');
+    const [[key]] = await psql(`SELECT charge_key FROM usage_records WHERE tenant_id = ${tid} AND request_id = ${lit(late.requestId)}`);
+    assert.match(key, /^usage_charge\/late\//, 'a late charge entry of its own');
+    assert.equal((await wallet(tid)).spent, recs.reduce((a, r) => a + r.charged, 0));
+    t.diagnostic(`fallbacks: ${await metric('tollgate_ledger_direct_fallbacks_total')}`);
+    await req(inst.simUrl, 'DELETE', '/_sim/faults');
+    await assertLedgerClean('after a late charge through the stage');
 });

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "cli.h"
 #include "cost.h"
 #include "lease.h"
@@ -604,6 +605,165 @@ static void async_result(PGconn *c, char *out, size_t cap)
     PQclear(first);
 }
 
+/* A stage row (gateway/src/ledger.c's record_row) at the price `pid` (test_prices' first
+ * gpt-4o-mini price: 0.15 / 0.6 / 0.075 per token, BYOK fee 2000); lease 0 is \N. */
+static char *stage_row(int64_t tenant, const char *req, const char *at, int64_t in, int64_t out, int64_t pid,
+                       int64_t charge, int64_t lease)
+{
+    tg_unit_prices_t p = {.input = 150000, .output = 600000, .cached_input = 75000, .byok_fee = 2000};
+    tg_tokens_t t = {.input = in, .cached = 0, .output = out};
+    int64_t cost = 0;
+    assert_int_equal(tg_cost_compute(&p, &t, false, &cost), 0);
+    char buf[512], l[24] = "\\N";
+    if (lease != 0)
+        snprintf(l, sizeof(l), "%" PRId64, lease);
+    snprintf(buf, sizeof(buf),
+             "%" PRId64 "\t%s\t%s\t1\tgpt-4o-mini\tsim-openai\tf\t%" PRId64 "\t%" PRId64 "\t0\tf\t%" PRId64
+             "\t150000\t600000\t75000\t2000\tt\t%" PRId64 "\t%" PRId64 "\t%s\t120\t1\t200\t\\N\n",
+             tenant, req, at, in, out, pid, cost, charge < 0 ? cost : charge, l);
+    return strdup(buf);
+}
+
+/* A fresh batch the gateway's way (migration 0013): BEGIN, the rows COPYed straight into
+ * usage_records with their charge keys, tollgate_settle_direct with the sums billing/batch.c took
+ * from them, COMMIT. Returns "recorded,charged", or "error <SQLSTATE>" (rolled back). */
+static void direct(const char *batch, char **rows, size_t n, const char *close, char *out, size_t cap)
+{
+    tg_batch_lease_t *l = NULL;
+    size_t nl = 0;
+    assert_int_equal(tg_batch_leases(rows, n, &l, &nl), 0);
+    tg_buf_t a[5], copy;
+    const char *which[5] = {"tenant", "lease", "sum", "paying", "first_at"};
+    for (int i = 0; i < 5; i++) {
+        tg_buf_init(&a[i], 1 << 20);
+        assert_int_equal(tg_batch_array(&a[i], l, nl, which[i]), 0);
+    }
+    free(l);
+    tg_buf_init(&copy, 1 << 20);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(tg_batch_copy_row(&copy, rows[i], batch), 0);
+    exec_ok("BEGIN");
+    PGresult *r = PQexec(db, TG_BATCH_COPY_SQL);
+    assert_int_equal(PQresultStatus(r), PGRES_COPY_IN);
+    PQclear(r);
+    assert_int_equal(PQputCopyData(db, copy.data, (int)copy.len), 1);
+    assert_int_equal(PQputCopyEnd(db, NULL), 1);
+    char copy_state[6] = "";
+    while ((r = PQgetResult(db)) != NULL) { /* the COPY's result, then NULL */
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && copy_state[0] == '\0')
+            snprintf(copy_state, sizeof(copy_state), "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        PQclear(r);
+    }
+    char records[24];
+    snprintf(records, sizeof(records), "%zu", n);
+    const char *v[8] = {batch, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, records, close};
+    r = copy_state[0] == '\0' ? PQexecParams(db, TG_BATCH_SETTLE_SQL, 8, NULL, v, NULL, NULL, 0) : NULL;
+    if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        snprintf(out, cap, "%s,%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+        exec_ok("COMMIT");
+    } else {
+        snprintf(out, cap, "error %s", r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : copy_state);
+        exec_ok("ROLLBACK");
+    }
+    PQclear(r);
+    for (int i = 0; i < 5; i++)
+        tg_buf_dispose(&a[i]);
+    tg_buf_dispose(&copy);
+}
+
+/* The settlement of a fresh batch without the stage: what it records and charges equals what the
+ * stage's way would; whatever it cannot settle (a record already there, a lease that ended, arrays
+ * that do not match) it refuses whole, so the gateway can send the batch through the stage. */
+static void test_settle_direct(void **state)
+{
+    schema();
+    if (q_i64("SELECT count(*) FROM prices") == 0)
+        test_prices(state);
+    int64_t pid = price_id();
+    char sql[300], got[64];
+    tg_error_t err;
+    tg_wallet_t w;
+    int64_t t = new_tenant("ledger-direct");
+    assert_int_equal(tg_wallet_open(db, t, 0, NULL, &err), 0);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM tollgate_top_up(%" PRId64 ", 100000000, 'd-1', NULL)",
+             t);
+    assert_int_equal(q_i64(sql), 1);
+    snprintf(sql, sizeof(sql),
+             "SELECT lease_id FROM tollgate_lease_open(%" PRId64 ", 'gw-d', '0', 1000000, 1000, 100, 60000)",
+             t);
+    int64_t lease = q_i64(sql);
+
+    /* two paying records and a free one: one charge entry of 1500 on the lease */
+    char *rows[3] = {stage_row(t, "d1", "2026-12-04T11:00:01.000000Z", 1000, 1000, pid, -1, lease),
+                     stage_row(t, "d2", "2026-12-04T11:00:00.000000Z", 1000, 1000, pid, -1, lease),
+                     stage_row(t, "d3", "2026-12-04T11:00:02.000000Z", 1000, 0, pid, 0, lease)};
+    direct("gw-d/1", rows, 3, "{}", got, sizeof(got));
+    assert_string_equal(got, "3,1500");
+    assert_int_equal(tg_wallet_read(db, t, &w, &err), 0);
+    assert_int_equal(w.spent, 1500);
+    assert_int_equal(w.reserved, 1000000 - 1500);
+    snprintf(sql, sizeof(sql),
+             "SELECT amount * 1000 + requests FROM ledger_entries WHERE idempotency_key = "
+             "'usage_charge/gw-d/1/%" PRId64 "' AND records_from = '2026-12-04T11:00:00Z'",
+             lease);
+    assert_int_equal(q_i64(sql), -1500 * 1000 + 2);
+    snprintf(sql, sizeof(sql), "SELECT requests FROM usage_daily WHERE tenant_id = %" PRId64, t);
+    assert_int_equal(q_i64(sql), 3); /* the rollup's trigger ran on the COPY */
+    expect_clean();
+
+    /* the same records again (a batch whose commit was lost): refused whole, nothing charged */
+    direct("gw-d/2", rows, 3, "{}", got, sizeof(got));
+    assert_string_equal(got, "error 23505");
+    assert_int_equal(tg_wallet_read(db, t, &w, &err), 0);
+    assert_int_equal(w.spent, 1500);
+    free(rows[0]);
+    free(rows[1]);
+    free(rows[2]);
+
+    /* a lease that ended meanwhile: its charge is a late one, the stage's to settle */
+    snprintf(sql, sizeof(sql), "SELECT tollgate_lease_end(%" PRId64 ", 'closed')", lease);
+    exec_ok(sql);
+    rows[0] = stage_row(t, "d4", "2026-12-04T11:00:03.000000Z", 1000, 1000, pid, -1, lease);
+    direct("gw-d/3", rows, 1, "{}", got, sizeof(got));
+    assert_string_equal(got, "error TG001");
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM usage_records WHERE tenant_id = %" PRId64, t);
+    assert_int_equal(q_i64(sql), 3);
+    free(rows[0]);
+    expect_clean();
+
+    /* a per-request (exact) lease is closed behind its record; a close asked is done */
+    snprintf(sql, sizeof(sql),
+             "SELECT lease_id FROM tollgate_lease_open(%" PRId64
+             ", 'gw-d', 'x/d5', 5000, 5000, 100, 60000, 'd5')",
+             t);
+    int64_t exact = q_i64(sql);
+    snprintf(sql, sizeof(sql),
+             "SELECT lease_id FROM tollgate_lease_open(%" PRId64 ", 'gw-d', '1', 10000, 1000, 100, 60000)",
+             t);
+    int64_t other = q_i64(sql);
+    rows[0] = stage_row(t, "d5", "2026-12-04T11:00:04.000000Z", 1000, 1000, pid, -1, exact);
+    char close[40];
+    snprintf(close, sizeof(close), "{%" PRId64 "}", other);
+    direct("gw-d/4", rows, 1, close, got, sizeof(got));
+    assert_string_equal(got, "1,750");
+    free(rows[0]);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM leases WHERE id IN (%" PRId64 ", %" PRId64 ") AND state = 'closed'", exact,
+             other);
+    assert_int_equal(q_i64(sql), 2);
+    assert_int_equal(tg_wallet_read(db, t, &w, &err), 0);
+    assert_int_equal(w.spent, 2250);
+    assert_int_equal(w.reserved, 0);
+
+    /* arrays of different lengths are a caller's bug, refused */
+    char st[6];
+    assert_string_equal(exec_fails("SELECT * FROM tollgate_settle_direct('gw-d/5', '{1}', '{}', '{}', '{}', "
+                                   "'{}', 0)",
+                                   st),
+                        "22023");
+    expect_clean();
+}
+
 /* Whether `c`'s backend is waiting on a lock (seen from db). */
 static bool blocked(PGconn *c)
 {
@@ -795,6 +955,7 @@ int main(void)
         cmocka_unit_test(test_wallets),          cmocka_unit_test(test_prices),
         cmocka_unit_test(test_cost_matches_sql), cmocka_unit_test(test_settlement),
         cmocka_unit_test(test_concurrent),       cmocka_unit_test(test_check_finds_corruption),
+        cmocka_unit_test(test_settle_direct),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
