@@ -49,6 +49,14 @@ typedef struct tg_batch_lease {
 TG_MUST_CHECK int tg_batch_leases(char *const *rows, size_t n, tg_batch_lease_t **out, size_t *n_out);
 
 /*
+ * Orders the rows by tenant, then created_at, in place: a batch of many tenants then inserts each
+ * tenant's records into usage_records' indexes one after the other, on the same leaf pages, not
+ * scattered across them (rows that are not stage rows go last, in their order). 0 or TG_ENOMEM
+ * (the rows as they were).
+ */
+TG_MUST_CHECK int tg_batch_sort(char **rows, size_t n);
+
+/*
  * Appends one row as a COPY text row of usage_records' 25 columns (the stage's 24, then
  * charge_key): `usage_charge/<batch>/<lease>` when the row has a charge, \N when not. 0, or
  * TG_ETOO_LARGE / TG_EINVALID_REQUEST (not a stage row) with `out` as it was.

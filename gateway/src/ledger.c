@@ -37,8 +37,10 @@
 #include "batch.h"
 #include "log.h"
 #include "metrics.h"
+#include "maplog.h"
 #include "prices.h"
 #include "row.h"
+#include "rowarena.h"
 
 #define LEDGER_SHARDS        256
 #define LEDGER_BATCH_MAX     20000    /* records per tollgate_settle */
@@ -47,6 +49,7 @@
 #define LEDGER_IDLE_WAIT_MS  100      /* the writer looks at notifications at least this often */
 #define LEDGER_RETRY_MS      500      /* after a failed commit */
 #define LEDGER_STOP_MS       5000
+#define LEDGER_ROW_BLOCK     ((size_t)1 << 20) /* the queued records' arena blocks (~4000 records) */
 
 /* ------------------------------------------------------------------------------ state */
 
@@ -88,7 +91,7 @@ static struct {
      * records go to side `cur`; the other side holds nothing queued at or after position
      * `sealed`, so once `done` reaches it (and the start's replay is committed) it is truncated,
      * without stopping the writers of `cur`, and the sides swap. */
-    int jfd[2];
+    tg_maplog_t jl[2]; /* the sides, appended through their mappings (gateway/core/maplog.h) */
     char jpath[2][4096];
     int cur;
     uint64_t sealed;
@@ -97,9 +100,10 @@ static struct {
     char *conninfo;
     bool fsync_each;
     uint32_t commit_ms; /* billing.commit_ms */
-    char **replay;      /* journal lines found at start */
+    char **replay;      /* journal lines found at start (malloc'd each) */
+    tg_rowarena_t rows; /* the queued records (mu): item_t.row points into it */
     size_t n_replay;
-} g = {.jfd = {-1, -1}};
+} g = {.jl = {{.fd = -1}, {.fd = -1}}};
 
 static _Atomic uint64_t g_batch_seq;
 static _Atomic uint64_t g_acct_made; /* accounts created by this process */
@@ -155,71 +159,60 @@ static void acct_unlock(ledger_acct_t *a)
 
 /* ------------------------------------------------------------------------- the writer queue */
 
-/* Appends a record (with its newline) to the journal side fd: one write, page cache (a killed
- * process loses nothing written; the writer fsyncs before each commit). The sides are opened with
- * O_APPEND, so two calls' writes never overlap. */
-static bool journal_write(int fd, const char *row, size_t len)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, row + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return false;
-        done += (size_t)w;
-    }
-    return true;
-}
-
 /*
  * Queues a record or a close. Called with the account's shard locked, so an account's close
  * queued after its records is behind them (FIFO), and on the call's loop before the answer's last
  * byte is handed to h2o: a served answer's charge is in the journal before the client can have it
  * all (a kill -9 after that replays it at the next start). Never blocks on the database.
  *
- * `row` (the queue's, freed by the writer) is a copy of `line` (len bytes, the caller's): the
- * journal is written from `line` after the queue's lock is released, so the calls of two threads
- * do not wait for each other's write. Its side is the one current when the record was queued; if
- * that side is truncated before the write lands, the record was committed already (a side is
- * truncated once everything queued while it was current is done), and a line left behind that way
- * is skipped at a replay like any committed record.
+ * The record is appended to the journal's current side (a copy into its mapped page cache: no
+ * system call, gateway/core/maplog.h) and its queue copy goes into the row arena
+ * (gateway/core/rowarena.h: no allocation per record, and none freed across threads; the writer
+ * releases it once committed), both under the queue's lock, which keeps the journal's order the
+ * queue's and a side from being truncated while it is written.
  *
  * The queue is bounded (billing.queue_max): when it is full (the database away for long under
- * load) a record goes to the journal only, written under the lock (the writer reads the journal
- * back once the queue has drained, and must find every such line), and the journal is then kept
+ * load) a record goes to the journal only (the writer reads the journal back once the queue has
+ * drained), and the journal is then kept
  * whole until the writer has committed it (`overflow`): memory stays bounded, the charge waits on
  * disk. A close that finds the queue full is dropped (its lease expires and gives back what it did
  * not charge).
  */
-static void enqueue(char *row, const char *line, size_t len, int64_t close_id)
+static void enqueue(const char *line, size_t len, int64_t close_id)
 {
     pthread_mutex_lock(&g.mu);
-    if (g.running && g.count >= g.queue_max && row != NULL && g.jfd[g.cur] >= 0) {
+    if (g.running && g.count >= g.queue_max && line != NULL && g.jl[g.cur].fd >= 0) {
         g.dirty[g.cur] = true;
         g.overflow = true;
-        bool written = journal_write(g.jfd[g.cur], line, len);
+        int e = tg_maplog_append(&g.jl[g.cur], line, len);
         pthread_mutex_unlock(&g.mu);
-        if (written) {
+        if (e == 0) {
             tg_metrics_add("tollgate_ledger_overflow_total", "", 1);
         } else {
             tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
-            TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
+            TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", -e));
         }
-        free(row);
+        return;
+    }
+    char *row = NULL;
+    if (g.running && g.count < g.queue_max && line != NULL &&
+        (row = tg_rowarena_put(&g.rows, line, len)) == NULL) {
+        pthread_mutex_unlock(&g.mu);
+        tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
+        TG_LOG(TG_LOG_ERROR, "ledger_record_nomem", TG_KV_INT("bytes", len));
         return;
     }
     if (!g.running || g.count >= g.queue_max) {
         pthread_mutex_unlock(&g.mu);
         tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
         TG_LOG(TG_LOG_ERROR, "ledger_queue_full", TG_KV_INT("close", close_id));
-        free(row);
         return;
     }
-    int fd = -1;
+    int jerr = 0;
     if (row != NULL) {
         g.dirty[g.cur] = true;
-        fd = g.jfd[g.cur];
+        if (g.jl[g.cur].fd >= 0)
+            jerr = tg_maplog_append(&g.jl[g.cur], line, len);
     }
     item_t *it = &g.ring[(g.head + g.count) % g.queue_max];
     it->row = row;
@@ -230,8 +223,8 @@ static void enqueue(char *row, const char *line, size_t len, int64_t close_id)
         pthread_cond_signal(&g.cv);
     g.queued++;
     pthread_mutex_unlock(&g.mu);
-    if (fd >= 0 && !journal_write(fd, line, len))
-        TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", errno));
+    if (jerr != 0)
+        TG_LOG(TG_LOG_ERROR, "ledger_journal_write_failed", TG_KV_INT("errno", -jerr));
 }
 
 /* What a loop thread keeps of the ledger goes with the thread: its price snapshot, its receiver. */
@@ -358,7 +351,7 @@ static void drive(ledger_acct_t *ac, tg_worker_t *w, tg_ledger_call_t **wake, in
             for (int i = 0; i < TG_LEASE_SLOTS; i++)
                 if (before[i].id == act.lease_id && ac->known_avail >= 0)
                     ac->known_avail += before[i].amount - before[i].charged;
-            enqueue(NULL, NULL, 0, act.lease_id);
+            enqueue(NULL, 0, act.lease_id);
             continue;
         }
         char p[7][24];
@@ -554,7 +547,7 @@ static void on_exact(void *arg, const PGresult *res, const char *errmsg)
     if (id > 0 && amount > 0) {
         tg_lease_hold_exact(&l->hold, id, amount);
         if (l->settled) /* the call ended meanwhile: the per-request lease goes back */
-            enqueue(NULL, NULL, 0, id);
+            enqueue(NULL, 0, id);
         else
             l->reserved = true;
     } else if (answered) {
@@ -769,13 +762,10 @@ void tg_ledger_settle(tg_call_t *c)
         charge = 0;
     char line[TG_ROW_MAX];
     size_t len = record_row(c, slot, &f, charge, line);
-    char *row = len > 0 ? malloc(len + 1) : NULL; /* its exact size: a queue of a million waits */
-    if (row != NULL) {
-        memcpy(row, line, len + 1);
-        enqueue(row, line, len, 0); /* before any close the engine asks next */
-    } else {
-        TG_LOG(TG_LOG_ERROR, "ledger_record_nomem", TG_KV_STR("request_id", c->request_id));
-    }
+    if (len > 0)
+        enqueue(line, len, 0); /* before any close the engine asks next */
+    else
+        TG_LOG(TG_LOG_ERROR, "ledger_record_too_long", TG_KV_STR("request_id", c->request_id));
     if (ac->known_avail >= 0 && l->hold.exact && l->hold.amount > charge)
         ac->known_avail += l->hold.amount - charge; /* the per-request lease closes with the batch */
     tg_ledger_call_t *wake = NULL;
@@ -1016,6 +1006,8 @@ static bool commit_direct(PGconn *db, PGresult **r, char **lines, size_t n, cons
     size_t nl = 0;
     if (tg_batch_leases(lines, n, &l, &nl) != 0)
         return false;
+    if (tg_batch_sort(lines, n) != 0) /* each tenant's records side by side in the indexes */
+        TG_LOG(TG_LOG_WARN, "ledger_batch_unsorted", TG_KV_INT("records", n));
     tg_buf_t a[5];
     static const char *const which[5] = {"tenant", "lease", "sum", "paying", "first_at"};
     bool ok = true;
@@ -1158,9 +1150,10 @@ static void journal_rotate(bool replay_done)
     int old = 1 - g.cur;
     if (g.dirty[old] && replay_done && g.done >= g.sealed) {
         pthread_mutex_unlock(&g.mu);
-        bool cut = g.jfd[old] < 0 || ftruncate(g.jfd[old], 0) == 0;
+        int e = g.jl[old].fd < 0 ? 0 : tg_maplog_truncate(&g.jl[old]);
+        bool cut = e == 0;
         if (!cut)
-            TG_LOG(TG_LOG_ERROR, "ledger_journal_truncate_failed", TG_KV_INT("errno", errno));
+            TG_LOG(TG_LOG_ERROR, "ledger_journal_truncate_failed", TG_KV_INT("errno", -e));
         pthread_mutex_lock(&g.mu);
         if (cut)
             g.dirty[old] = false;
@@ -1193,7 +1186,7 @@ static size_t accounts_sweep(int64_t now)
             while ((id = tg_lease_take_closable(&a->a, &g.opts, now, &unspent)) != 0) {
                 if (a->known_avail >= 0)
                     a->known_avail += unspent;
-                enqueue(NULL, NULL, 0, id); /* behind the account's records: every hold on it is settled */
+                enqueue(NULL, 0, id); /* behind the account's records: every hold on it is settled */
             }
             if (!tg_lease_idle(&a->a) || a->extends > 0 || a->a.need != 0 || a->waiters != NULL ||
                 now - a->last_ms < quiet) {
@@ -1229,7 +1222,7 @@ static bool overflow_drained(void)
 static void journal_sync(void)
 {
     for (int i = 0; i < 2; i++)
-        if (g.jfd[i] >= 0 && fdatasync(g.jfd[i]) != 0)
+        if (g.jl[i].fd >= 0 && tg_maplog_sync(&g.jl[i]) != 0)
             TG_LOG(TG_LOG_ERROR, "ledger_journal_fsync_failed", TG_KV_INT("errno", errno));
 }
 
@@ -1276,7 +1269,7 @@ static bool commit_batch(PGconn *db, char **lines, size_t *n, const int64_t *clo
 {
     if (commit(db, lines, *n, closes, n_closes, fresh)) {
         for (size_t i = 0; i < *n; i++)
-            free(lines[i]);
+            tg_rowarena_release(lines[i]);
         *n = 0;
         return true;
     }
@@ -1291,7 +1284,7 @@ static bool commit_batch(PGconn *db, char **lines, size_t *n, const int64_t *clo
             TG_LOG(TG_LOG_ERROR, "ledger_record_refused", TG_KV_STR("error", commit_err));
             tg_metrics_add("tollgate_ledger_dropped_total", "", 1);
         }
-        free(lines[i]);
+        tg_rowarena_release(lines[i]);
     }
     memmove(lines, lines + i, (*n - i) * sizeof(char *));
     *n -= i;
@@ -1418,10 +1411,15 @@ static void *writer_main(void *arg)
         }
     }
     g.done += taken;
+    while (g.count > 0) { /* stopped with the database away: the journal keeps them */
+        tg_rowarena_release(g.ring[g.head].row);
+        g.head = (g.head + 1) % g.queue_max;
+        g.count--;
+    }
     pthread_cond_broadcast(&g.cv_done);
     pthread_mutex_unlock(&g.mu);
     for (size_t i = 0; i < n; i++)
-        free(lines[i]);
+        tg_rowarena_release(lines[i]);
     for (size_t i = replayed; i < n_replay; i++)
         free(replay[i]);
     free(replay);
@@ -1469,6 +1467,8 @@ static int read_journal(const char *path)
     size_t room = g.n_replay;
     int rc = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
+        if (line[0] == '\0')
+            break; /* the zeros that follow a side's data up to its allocated size (maplog.h) */
         if (!journal_line_whole(line, (size_t)len)) {
             if (len > 1 || line[0] != '\n')
                 TG_LOG(TG_LOG_WARN, "ledger_journal_line_skipped", TG_KV_INT("bytes", len));
@@ -1492,23 +1492,6 @@ static int read_journal(const char *path)
     free(line);
     fclose(f);
     return rc;
-}
-
-/* Opens a journal side; the first is locked (one process per journal). */
-static int journal_open(const char *path, bool lock)
-{
-    int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        TG_LOG(TG_LOG_ERROR, "ledger_journal_open_failed", TG_KV_STR("path", path),
-               TG_KV_INT("errno", errno));
-        return -1;
-    }
-    if (lock && flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        TG_LOG(TG_LOG_ERROR, "ledger_journal_in_use", TG_KV_STR("path", path));
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
@@ -1552,14 +1535,21 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
         snprintf(g.jpath[1], sizeof(g.jpath[1]), "%s.alt", cfg->billing.journal_path) >=
             (int)sizeof(g.jpath[1]))
         return TG_EINTERNAL;
-    if ((g.jfd[0] = journal_open(g.jpath[0], true)) < 0 || (g.jfd[1] = journal_open(g.jpath[1], false)) < 0)
-        return TG_EINTERNAL;
-    for (int i = 0; i < 2; i++) {
+    /* the first side is locked before anything is read: one process per journal */
+    int e = tg_maplog_open(&g.jl[0], g.jpath[0], true);
+    e = e == 0 ? tg_maplog_open(&g.jl[1], g.jpath[1], false) : e;
+    for (int i = 0; i < 2 && e == 0; i++) {
         size_t before = g.n_replay;
         int rc = read_journal(g.jpath[i]);
         if (rc != 0)
             return rc;
-        g.dirty[i] = g.n_replay > before || lseek(g.jfd[i], 0, SEEK_END) > 0;
+        e = tg_maplog_cut(&g.jl[i]); /* after the read, which reports a torn last line */
+        g.dirty[i] = g.n_replay > before || g.jl[i].len > 0;
+    }
+    if (e != 0) {
+        TG_LOG(TG_LOG_ERROR, "ledger_journal_open_failed", TG_KV_STR("path", g.jpath[0]),
+               TG_KV_INT("errno", -e));
+        return TG_EINTERNAL;
     }
     if (g.n_replay > 0)
         TG_LOG(TG_LOG_INFO, "ledger_journal_found", TG_KV_INT("records", g.n_replay));
@@ -1574,6 +1564,7 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
 
     g.conninfo = strdup(conninfo);
     g.ring = calloc(g.queue_max, sizeof(item_t));
+    tg_rowarena_init(&g.rows, LEDGER_ROW_BLOCK);
     if (g.conninfo == NULL || g.ring == NULL)
         return TG_ENOMEM;
     g.running = true;
@@ -1616,6 +1607,7 @@ void tg_ledger_stop(void)
     }
     pthread_mutex_lock(&g.mu);
     g.running = false;
+    tg_rowarena_dispose(&g.rows); /* the writer released every queued record */
     pthread_mutex_unlock(&g.mu);
     tg_prices_publish(NULL); /* the process-wide snapshot's reference */
 }

@@ -160,12 +160,37 @@ static void test_refused(void **state)
     tg_buf_dispose(&b);
 }
 
+/* Rows ordered by tenant, then time, whatever order they came in; a row that is not a stage row
+ * goes last; equal keys keep their order. */
+static void test_sort(void **state)
+{
+    (void)state;
+    char *r[6] = {
+        row(9, "a2", "2026-12-05T10:00:02.000000Z", "5", "40"),
+        row(2, "b2", "2026-12-05T10:00:03.000000Z", "0", "\\N"),
+        strdup("not a row\n"),
+        row(9, "a1", "2026-12-05T10:00:01.000000Z", "5", "40"),
+        row(2, "b1", "2026-12-05T10:00:00.000000Z", "7", "41"),
+        row(9, "a3", "2026-12-05T10:00:02.000000Z", "1", "40"), /* same time as a2: after it */
+    };
+    char *orig[6];
+    memcpy(orig, r, sizeof(r));
+    assert_int_equal(tg_batch_sort(r, 6), 0);
+    char *want[6] = {orig[4], orig[1], orig[3], orig[0], orig[5], orig[2]};
+    for (int i = 0; i < 6; i++)
+        assert_ptr_equal(r[i], want[i]);
+    assert_int_equal(tg_batch_sort(r, 1), 0);
+    assert_int_equal(tg_batch_sort(NULL, 0), 0);
+    free_rows(r, 6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sums),
         cmocka_unit_test(test_copy_row),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_sort),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
