@@ -6,9 +6,10 @@
 # journal fsync'd per batch, as in production). Keys: one hot tenant, and BENCH_TENANTS tenants
 # (default 1000) with a key each; every wallet is topped up far beyond what a run spends, and the
 # bench model has a price. wrk (bench/chat.lua, 64 connections, non-stream, BENCH_DURATION each,
-# default 10s) runs, in BENCH_ROUNDS interleaved rounds (default 3), each of: off/hot, on/hot,
-# off/1000 tenants, on/1000 tenants (the key file walked round-robin), and nginx serving a fixed
-# JSON answer (the floor of the machine) when nginx is installed.
+# default 10s) runs, in BENCH_ROUNDS interleaved rounds (default 5), each of: off/hot, on/hot,
+# off/1000 tenants, on/1000 tenants (the key file walked round-robin; every other round runs "on"
+# before "off"), and nginx serving a fixed JSON answer (the floor of the machine) when nginx is
+# installed.
 # Reports per case the median req/s and p99, the on/off ratio (the issue's bar: >= 85%), and for
 # billing on the database writes per request: usage records, tollgate_settle batches, and the
 # rows PostgreSQL wrote (n_tup_ins + n_tup_upd of its tables over the round, temporary ones not) per
@@ -20,7 +21,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BENCH_BUILD_DIR:-$root/build-bench}
 duration=${BENCH_DURATION:-10s}
-rounds=${BENCH_ROUNDS:-3}
+rounds=${BENCH_ROUNDS:-5}
 tenants=${BENCH_TENANTS:-1000}
 workers=${BENCH_WORKERS:-$(nproc)}
 results=$root/bench/RESULTS.md
@@ -170,7 +171,10 @@ for c in $cases; do
     PGCPU[$c]=0
 done
 for ((r = 1; r <= rounds; r++)); do
-    for c in $cases; do
+    order=$cases
+    # every other round runs billing on first: neither side always follows the other
+    [ $((r % 2)) = 0 ] && order=$(sed -E 's/off-hot on-hot/on-hot off-hot/; s/off-many on-many/on-many off-many/' <<<"$cases")
+    for c in $order; do
         port=$off_port
         case $c in on-*) port=$on_port ;; nginx) port=$ngx_port ;; esac
         keys=""
@@ -211,7 +215,7 @@ sha=$(git -C "$root" rev-parse --short HEAD)
 report=$(
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — The credit ledger: billing on against billing off, commit $sha"
     echo
-    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
+    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration (on and off in alternating order), 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
     echo
     echo "| case | req/s (median) | p99 (µs, median) | on / off | gateway CPU µs per request | PostgreSQL CPU µs per request | usage records per request | settle batches per request | rows written per request |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/settle.sh: what a settlement batch costs PostgreSQL, per usage record, the way the gateway's
-# writer sends it (migration 0012): BEGIN; COPY of the records into the session's stage;
-# tollgate_settle_staged(batch, closes); COMMIT.
+# bench/settle.sh: what a settlement batch costs PostgreSQL, per usage record, the ways the gateway's
+# writer sends it: a fresh batch (migration 0013) BEGIN; COPY of the records straight into
+# usage_records; tollgate_settle_direct(batch, per-lease sums, records, closes); COMMIT; a replay or
+# a retry (migration 0012) BEGIN; COPY into the session's stage; tollgate_settle_staged(batch,
+# closes); COMMIT.
 #
 # Builds `tollgate` (Release, build-bench/), starts a throwaway PostgreSQL, migrates it, opens
 # 1000 tenants with a wallet and a lease each, then times psql running the batches of each case:
@@ -11,7 +13,7 @@
 #   many-17     3 batches of 17000 records over 1000 tenants (17 a tenant: a 1 s batch at 17k req/s)
 #   replay     the hot batches again under new batch keys: every record exists, nothing is charged
 # and the same hot records once more through tollgate_settle(batch, jsonb) (an older gateway's
-# journal). Wall time of psql per record (client included: an upper bound of the server's share).
+# journal); then "hot" and "many-17" again as fresh batches the direct way (dhot, dmany17). Wall time of psql per record (client included: an upper bound of the server's share).
 # tollgate_ledger_check() must be clean afterwards. Prints a table and appends it to
 # bench/RESULTS.md (BENCH_RECORD=0: print only). Not a test: tests/run.sh does not run it.
 set -euo pipefail
@@ -59,26 +61,51 @@ sql "SELECT id, (SELECT lease_id FROM tollgate_lease_open(id, 'settle', 'k', 100
        FROM tenants ORDER BY id" | tr '|' ' ' >"$work/leases"
 hot_lease=$(head -1 "$work/leases")
 
-# batches TAG BATCHES RECORDS TENANTS: a psql script of COPY batches (12 input, 20 output tokens at
-# the price above cost 52); created_at this second plus the record's number in microseconds
+# batches TAG BATCHES RECORDS TENANTS [direct]: a psql script of COPY batches (12 input, 20 output
+# tokens at the price above cost 52); created_at this second plus the record's number in
+# microseconds. With "direct", each batch is the writer's way for fresh records (migration 0013):
+# COPY straight into usage_records with each row's charge key, then tollgate_settle_direct with the
+# per-lease sums (what billing/batch.c computes); without, the stage's way (COPY into the stage,
+# tollgate_settle_staged), which replays and retries take.
 at=$(date -u +%Y-%m-%dT%H:%M:%S)
 batches() {
-    awk -v tag="$1" -v nb="$2" -v nr="$3" -v nt="$4" -v price="$price" -v at="$at" -v hot="$hot_lease" '
+    awk -v tag="$1" -v nb="$2" -v nr="$3" -v nt="$4" -v direct="${5:-}" -v price="$price" -v at="$at" -v hot="$hot_lease" '
         NR == FNR { t[NR - 1] = $1; l[NR - 1] = $2; next }
         END {
             print "SELECT tollgate_settle_stage_open();"
             k = 0
             for (b = 0; b < nb; b++) {
+                key = tag "-" b
                 print "BEGIN;"
-                print "COPY pg_temp.tollgate_settle_stage FROM STDIN;"
+                if (direct) print "COPY usage_records (tenant_id, request_id, created_at, key_id, model, provider, byok, input_tokens, output_tokens, cached_tokens, estimated, price_id, price_input, price_output, price_cached, platform_fee, billed, cost, charged, lease_id, latency_ms, attempts, status, error, charge_key) FROM STDIN;"
+                else print "COPY pg_temp.tollgate_settle_stage FROM STDIN;"
+                delete sum; delete cnt; delete ten; delete first; nl = 0
                 for (i = 0; i < nr; i++) {
                     k++
                     if (nt == 1) { split(hot, h, " "); tn = h[1]; ls = h[2] } else { tn = t[k % nt]; ls = l[k % nt] }
-                    printf "%s\treq_%s_%d\t%s.%06dZ\t\\N\tbench-chat\tsim\tf\t12\t20\t0\tf\t%s\t1000000\t2000000\t500000\t0\tt\t52\t52\t%s\t3\t1\t200\t\\N\n",
-                        tn, tag, k, at, k % 1000000, price, ls
+                    ts = sprintf("%s.%06dZ", at, k % 1000000)
+                    printf "%s\treq_%s_%d\t%s\t\\N\tbench-chat\tsim\tf\t12\t20\t0\tf\t%s\t1000000\t2000000\t500000\t0\tt\t52\t52\t%s\t3\t1\t200\t\\N",
+                        tn, tag, k, ts, price, ls
+                    if (direct) {
+                        printf "\tusage_charge/%s/%s", key, ls
+                        if (!(ls in sum)) { order[nl++] = ls; first[ls] = ts }
+                        sum[ls] += 52; cnt[ls]++; ten[ls] = tn
+                        if (ts < first[ls]) first[ls] = ts
+                    }
+                    printf "\n"
                 }
                 print "\\."
-                printf "SELECT * FROM tollgate_settle_staged(%c%s-%d%c);\n", 39, tag, b, 39
+                if (direct) {
+                    ta = "{"; la = "{"; sa = "{"; pa = "{"; fa = "{"
+                    for (j = 0; j < nl; j++) {
+                        x = order[j]; sep = j ? "," : ""
+                        ta = ta sep ten[x]; la = la sep x; sa = sa sep sum[x]; pa = pa sep cnt[x]; fa = fa sep "\"" first[x] "\""
+                    }
+                    printf "SELECT * FROM tollgate_settle_direct(%c%s%c, %c%s}%c, %c%s}%c, %c%s}%c, %c%s}%c, %c%s}%c, %d);\n",
+                        39, key, 39, 39, ta, 39, 39, la, 39, 39, sa, 39, 39, pa, 39, 39, fa, 39, nr
+                } else {
+                    printf "SELECT * FROM tollgate_settle_staged(%c%s%c);\n", 39, key, 39
+                }
                 print "COMMIT;"
             }
         }' "$work/leases" /dev/null >"$work/$1.sql"
@@ -96,6 +123,8 @@ timed() {
 batches hot 10 4000 1
 batches many4 10 4000 1000
 batches many17 3 17000 1000
+batches dhot 10 4000 1 direct
+batches dmany17 3 17000 1000 direct
 sed 's/tollgate_settle_staged(.hot-/tollgate_settle_staged(\x27replay-/' "$work/hot.sql" >"$work/replay.sql"
 # the jsonb form: the same records as one JSON array per batch, under new request ids
 sql "SELECT 'SELECT * FROM tollgate_settle(''json-' || b || ''', ''' || jsonb_agg(jsonb_build_object(
@@ -108,21 +137,21 @@ sql "SELECT 'SELECT * FROM tollgate_settle(''json-' || b || ''', ''' || jsonb_ag
        FROM generate_series(0, 9) b, generate_series(1, 4000) i GROUP BY b ORDER BY b" >"$work/json.sql"
 
 declare -A per
-for c in hot many4 many17 replay json; do
-    case $c in many17) n=51000 ;; *) n=40000 ;; esac
+for c in hot many4 many17 replay json dhot dmany17; do
+    case $c in *many17) n=51000 ;; *) n=40000 ;; esac
     say "case $c"
     per[$c]=$(timed "$work/$c.sql" "$n")
 done
 recorded=$(sql "SELECT count(*) FROM usage_records")
 violations=$(sql "SELECT count(*) FROM tollgate_ledger_check()")
-[ "$recorded" = 171000 ] || die "expected 171000 usage records, found $recorded"
+[ "$recorded" = 262000 ] || die "expected 262000 usage records, found $recorded"
 
 sha=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 {
     echo
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — A settlement batch in PostgreSQL, per usage record, commit $sha"
     echo
-    echo "\`bench/settle.sh\`: psql runs the writer's statements (BEGIN; COPY into the stage; tollgate_settle_staged; COMMIT) against a throwaway cluster (fsync off) on this machine ($(nproc) cores); wall time per record, client included."
+    echo "\`bench/settle.sh\`: psql runs the writer's statements (BEGIN; COPY into the stage; tollgate_settle_staged; COMMIT, or for a fresh batch BEGIN; COPY into usage_records; tollgate_settle_direct; COMMIT) against a throwaway cluster (fsync off) on this machine ($(nproc) cores); wall time per record, client included."
     echo
     echo "| case | records a batch | tenants | µs per record |"
     echo "| --- | --- | --- | --- |"
@@ -131,6 +160,8 @@ sha=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo "| many-17 | 17000 | 1000 | $(awk -v n="${per[many17]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
     echo "| replay (all skipped) | 4000 | 1 | $(awk -v n="${per[replay]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
     echo "| hot, jsonb form | 4000 | 1 | $(awk -v n="${per[json]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
+    echo "| hot, direct (fresh batch) | 4000 | 1 | $(awk -v n="${per[dhot]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
+    echo "| many-17, direct (fresh batch) | 17000 | 1000 | $(awk -v n="${per[dmany17]}" 'BEGIN { printf "%.1f", n / 1000 }') |"
     echo
     echo "tollgate_ledger_check() after the run: $violations violation(s); $recorded records."
 } | tee "$work/table.md"
