@@ -190,8 +190,8 @@ for ((r = 1; r <= rounds; r++)); do
         out=$(BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
             wrk -t2 -c64 -d"$duration" --latency -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" 2>&1) ||
             die "wrk failed: $out"
-        # the writer commits a few ms behind: let it catch up before counting
-        sleep 1
+        # the writer commits a batch every billing.commit_ms (2 s): let it catch up before counting
+        sleep 3
         GWCPU[$c]=$((GWCPU[$c] + $(ticks "$gpid") - g0))
         PGCPU[$c]=$((PGCPU[$c] + $(pg_ticks) - p0))
         line=$(grep '^RESULT ' <<<"$out" | tail -n 1)
@@ -242,7 +242,7 @@ report=$(
         echo "| $c | $rps | $p99 | $ratio | $gcpu | $pcpu | $recs | $bats | $rw |"
     done
     echo
-    echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the 1 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
+    echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the 3 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     echo
     echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )

@@ -719,7 +719,7 @@ static void parse_billing(vctx_t *v, const json_t *root, tg_config_t *c)
     c->billing.lease_ttl_ms = 60000;
     c->billing.enabled = true; /* a gateway that sells credits charges unless told otherwise */
     c->billing.journal_fsync = true;
-    c->billing.commit_ms = 1000;
+    c->billing.commit_ms = 2000;
     c->billing.queue_max = 1u << 20;
     const char *journal = NULL;
     json_t *b = get_obj(v, root, "", "billing");

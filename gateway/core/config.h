@@ -160,7 +160,7 @@ typedef struct tg_config {
         int64_t trial_credits; /* granted once when a tenant's wallet is opened (0: none) */
         int64_t lease_credits; /* the slice of a wallet one gateway leases at a time (lease.h) */
         uint32_t lease_ttl_ms; /* a lease's life; an unrenewed lease of a lost gateway ends then */
-        uint32_t commit_ms;    /* a settlement batch gathers this long (1000) */
+        uint32_t commit_ms;    /* a settlement batch gathers this long (2000) */
         uint32_t queue_max;    /* settlements held in memory for the writer (2^20); past it, journal only */
     } billing;
     /* Idempotency-Key of chat calls (gateway/src/idempotency.h) */
