@@ -185,6 +185,7 @@ for ((r = 1; r <= rounds; r++)); do
         BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
             wrk -t2 -c64 -d1s -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null 2>&1 ||
             die "$c: the warm-up run failed"
+        sleep 3 # its records committed before the counting starts
         rec0=$(metric tollgate_ledger_records_total)
         bat0=$(metric tollgate_ledger_batches_total)
         rows0=$(rows)
