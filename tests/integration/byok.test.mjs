@@ -279,8 +279,12 @@ test('a blob moved to another tenant does not open: a clear error naming no key'
     for (const k of PROVIDER_KEYS) assert.ok(!e.text.includes(k), 'the error names no key');
     const s1 = await simKeys();
     assert.equal(s1.key[2].chat, s0.key[2].chat, "c's key was never used for e");
-    const warn = inst.gateway.logEvents().filter((l) => l.event === 'byok_key_unusable' && l.tenant_id === tenants.e.id);
-    assert.ok(warn.length > 0);
+    // the gateway logs before it answers, but its log reaches this process on a pipe of its own:
+    // wait for the line rather than race the answer
+    const warn = await waitFor(() => {
+        const w = inst.gateway.logEvents().filter((l) => l.event === 'byok_key_unusable' && l.tenant_id === tenants.e.id);
+        return w.length > 0 ? w : null;
+    }, { what: 'the byok_key_unusable warning in the log' });
     assert.equal(warn[0].master_key_id, mk1.id);
     // c now has no key of its own: the platform's serves it
     const c = await chat(tenants.c.key);
