@@ -207,22 +207,29 @@ int tg_batch_copy_row(tg_buf_t *out, const char *row, const char *batch)
     return rc;
 }
 
-int tg_batch_array(tg_buf_t *out, const tg_batch_lease_t *l, size_t n, const char *which)
+int tg_batch_array(tg_buf_t *out, const tg_batch_lease_t *l, size_t n, tg_batch_col_t col)
 {
     size_t mark = out->len;
     int rc = tg_buf_append(out, "{", 1);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *sep = i > 0 ? "," : "";
-        if (strcmp(which, "tenant") == 0)
+        switch (col) {
+        case TG_BATCH_TENANT:
             rc = tg_buf_appendf(out, "%s%" PRId64, sep, l[i].tenant_id);
-        else if (strcmp(which, "lease") == 0)
+            break;
+        case TG_BATCH_LEASE:
             rc = tg_buf_appendf(out, "%s%" PRId64, sep, l[i].lease_id);
-        else if (strcmp(which, "sum") == 0)
+            break;
+        case TG_BATCH_SUM:
             rc = tg_buf_appendf(out, "%s%" PRId64, sep, l[i].sum);
-        else if (strcmp(which, "paying") == 0)
+            break;
+        case TG_BATCH_PAYING:
             rc = tg_buf_appendf(out, "%s%" PRId32, sep, l[i].paying);
-        else /* first_at: quoted (the gateway's form has no quote or backslash to escape) */
+            break;
+        default: /* first_at: quoted (at_ok let through no quote or backslash to escape) */
             rc = tg_buf_appendf(out, "%s\"%s\"", sep, l[i].first_at);
+            break;
+        }
     }
     if (rc == 0)
         rc = tg_buf_append(out, "}", 1);

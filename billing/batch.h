@@ -63,8 +63,17 @@ TG_MUST_CHECK int tg_batch_sort(char **rows, size_t n);
  */
 TG_MUST_CHECK int tg_batch_copy_row(tg_buf_t *out, const char *row, const char *batch);
 
-/* The array literals of tollgate_settle_direct's parameters, appended to `out`: which is one of
- * "tenant", "lease", "sum", "paying", "first_at". 0 or TG_ETOO_LARGE. */
-TG_MUST_CHECK int tg_batch_array(tg_buf_t *out, const tg_batch_lease_t *l, size_t n, const char *which);
+/* tollgate_settle_direct's array parameters, in their order ($2 to $6). */
+typedef enum tg_batch_col {
+    TG_BATCH_TENANT,
+    TG_BATCH_LEASE,
+    TG_BATCH_SUM,
+    TG_BATCH_PAYING,
+    TG_BATCH_FIRST_AT,
+    TG_BATCH_COLS
+} tg_batch_col_t;
+
+/* The array literal of one of them, appended to `out`. 0 or TG_ETOO_LARGE (out as it was). */
+TG_MUST_CHECK int tg_batch_array(tg_buf_t *out, const tg_batch_lease_t *l, size_t n, tg_batch_col_t col);
 
 #endif

@@ -173,10 +173,9 @@ static void acct_unlock(ledger_acct_t *a)
  *
  * The queue is bounded (billing.queue_max): when it is full (the database away for long under
  * load) a record goes to the journal only (the writer reads the journal back once the queue has
- * drained), and the journal is then kept
- * whole until the writer has committed it (`overflow`): memory stays bounded, the charge waits on
- * disk. A close that finds the queue full is dropped (its lease expires and gives back what it did
- * not charge).
+ * drained), and the journal is then kept whole until the writer has committed it (`overflow`):
+ * memory stays bounded, the charge waits on disk. A close that finds the queue full is dropped (its lease
+ * expires and gives back what it did not charge).
  */
 static void enqueue(const char *line, size_t len, int64_t close_id)
 {
@@ -1008,12 +1007,11 @@ static bool commit_direct(PGconn *db, PGresult **r, char **lines, size_t n, cons
         return false;
     if (tg_batch_sort(lines, n) != 0) /* each tenant's records side by side in the indexes */
         TG_LOG(TG_LOG_WARN, "ledger_batch_unsorted", TG_KV_INT("records", n));
-    tg_buf_t a[5];
-    static const char *const which[5] = {"tenant", "lease", "sum", "paying", "first_at"};
+    tg_buf_t a[TG_BATCH_COLS];
     bool ok = true;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < TG_BATCH_COLS; i++) {
         tg_buf_init(&a[i], (size_t)16 << 20);
-        ok = ok && tg_batch_array(&a[i], l, nl, which[i]) == 0;
+        ok = ok && tg_batch_array(&a[i], l, nl, (tg_batch_col_t)i) == 0;
     }
     free(l);
     char records[24];
@@ -1023,7 +1021,7 @@ static bool commit_direct(PGconn *db, PGresult **r, char **lines, size_t n, cons
     ok = ok && copy_rows(db, TG_BATCH_COPY_SQL, lines, n, key);
     ok = ok && step(db, r, TG_BATCH_SETTLE_SQL, 8, v, PGRES_TUPLES_OK);
     ok = ok && step(db, NULL, "COMMIT", 0, NULL, PGRES_COMMAND_OK);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < TG_BATCH_COLS; i++)
         tg_buf_dispose(&a[i]);
     if (!ok) {
         PQclear(*r);

@@ -68,16 +68,16 @@ static void test_sums(void **state)
 
     tg_buf_t b;
     tg_buf_init(&b, 4096);
-    assert_int_equal(tg_batch_array(&b, l, n, "tenant"), 0);
-    assert_int_equal(tg_batch_array(&b, l, n, "lease"), 0);
-    assert_int_equal(tg_batch_array(&b, l, n, "sum"), 0);
-    assert_int_equal(tg_batch_array(&b, l, n, "paying"), 0);
-    assert_int_equal(tg_batch_array(&b, l, n, "first_at"), 0);
+    assert_int_equal(tg_batch_array(&b, l, n, TG_BATCH_TENANT), 0);
+    assert_int_equal(tg_batch_array(&b, l, n, TG_BATCH_LEASE), 0);
+    assert_int_equal(tg_batch_array(&b, l, n, TG_BATCH_SUM), 0);
+    assert_int_equal(tg_batch_array(&b, l, n, TG_BATCH_PAYING), 0);
+    assert_int_equal(tg_batch_array(&b, l, n, TG_BATCH_FIRST_AT), 0);
     assert_string_equal(b.data, "{2,9,9}{41,39,40}{8,3,11}{2,1,2}"
                                 "{\"2026-12-05T10:00:03.000000Z\",\"2026-12-05T10:00:00.500000Z\","
                                 "\"2026-12-05T10:00:01.000000Z\"}");
     tg_buf_reset(&b);
-    assert_int_equal(tg_batch_array(&b, NULL, 0, "sum"), 0);
+    assert_int_equal(tg_batch_array(&b, NULL, 0, TG_BATCH_SUM), 0);
     assert_string_equal(b.data, "{}");
     tg_buf_dispose(&b);
     free(l);

@@ -632,11 +632,10 @@ static void direct(const char *batch, char **rows, size_t n, const char *close, 
     tg_batch_lease_t *l = NULL;
     size_t nl = 0;
     assert_int_equal(tg_batch_leases(rows, n, &l, &nl), 0);
-    tg_buf_t a[5], copy;
-    const char *which[5] = {"tenant", "lease", "sum", "paying", "first_at"};
-    for (int i = 0; i < 5; i++) {
+    tg_buf_t a[TG_BATCH_COLS], copy;
+    for (int i = 0; i < TG_BATCH_COLS; i++) {
         tg_buf_init(&a[i], 1 << 20);
-        assert_int_equal(tg_batch_array(&a[i], l, nl, which[i]), 0);
+        assert_int_equal(tg_batch_array(&a[i], l, nl, (tg_batch_col_t)i), 0);
     }
     free(l);
     tg_buf_init(&copy, 1 << 20);
@@ -666,7 +665,7 @@ static void direct(const char *batch, char **rows, size_t n, const char *close, 
         exec_ok("ROLLBACK");
     }
     PQclear(r);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < TG_BATCH_COLS; i++)
         tg_buf_dispose(&a[i]);
     tg_buf_dispose(&copy);
 }

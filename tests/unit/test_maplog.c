@@ -21,14 +21,14 @@
 
 #include "maplog.h"
 
-static char dir[64], path[128];
+static char dir[4096], path[4200];
 
 static int setup(void **state)
 {
     (void)state;
     const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof(dir), "%s/tg_maplog_XXXXXX", tmp != NULL && strlen(tmp) < 30 ? tmp : "/tmp");
-    if (mkdtemp(dir) == NULL)
+    int n = snprintf(dir, sizeof(dir), "%s/tg_maplog_XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    if (n < 0 || (size_t)n >= sizeof(dir) || mkdtemp(dir) == NULL)
         return -1;
     snprintf(path, sizeof(path), "%s/journal", dir);
     return 0;
