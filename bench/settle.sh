@@ -63,9 +63,10 @@ hot_lease=$(head -1 "$work/leases")
 
 # batches TAG BATCHES RECORDS TENANTS [direct]: a psql script of COPY batches (12 input, 20 output
 # tokens at the price above cost 52); created_at this second plus the record's number in
-# microseconds. With "direct", each batch is the writer's way for fresh records (migration 0013):
-# COPY straight into usage_records with each row's charge key, then tollgate_settle_direct with the
-# per-lease sums (what billing/batch.c computes); without, the stage's way (COPY into the stage,
+# microseconds. With "direct", each batch is the writer's way for fresh records (migrations 0013,
+# 0014): saying it keeps the rollup, COPY straight into usage_records with each row's charge key,
+# the rollup rows into the rollup stage, then tollgate_settle_direct with the per-lease sums (what
+# billing/batch.c computes); without, the stage's way (COPY into the stage,
 # tollgate_settle_staged), which replays and retries take.
 at=$(date -u +%Y-%m-%dT%H:%M:%S)
 batches() {
@@ -76,7 +77,8 @@ batches() {
             k = 0
             for (b = 0; b < nb; b++) {
                 key = tag "-" b
-                print "BEGIN;"
+                if (direct) printf "BEGIN; SET LOCAL tollgate.usage_rollup = %ccaller%c;\n", 39, 39
+                else print "BEGIN;"
                 if (direct) print "COPY usage_records (tenant_id, request_id, created_at, key_id, model, provider, byok, input_tokens, output_tokens, cached_tokens, estimated, price_id, price_input, price_output, price_cached, platform_fee, billed, cost, charged, lease_id, latency_ms, attempts, status, error, charge_key) FROM STDIN;"
                 else print "COPY pg_temp.tollgate_settle_stage FROM STDIN;"
                 delete sum; delete cnt; delete ten; delete first; nl = 0
@@ -95,7 +97,13 @@ batches() {
                     printf "\n"
                 }
                 print "\\."
-                if (direct) {
+                if (direct) { # the rollup rows (one lease, model and day a tenant), then the sums
+                    print "COPY pg_temp.tollgate_rollup_stage FROM STDIN;"
+                    for (j = 0; j < nl; j++) {
+                        x = order[j]
+                        printf "%s\t%s\tbench-chat\t%d\t0\t%d\t%d\t0\t%d\t%d\n", ten[x], substr(at, 1, 10), cnt[x], 12 * cnt[x], 20 * cnt[x], sum[x], sum[x]
+                    }
+                    print "\\."
                     ta = "{"; la = "{"; sa = "{"; pa = "{"; fa = "{"
                     for (j = 0; j < nl; j++) {
                         x = order[j]; sep = j ? "," : ""

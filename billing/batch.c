@@ -90,92 +90,6 @@ static int at_cmp(const char *a, size_t n, const char *b)
     return r != 0 ? r : n < m ? -1 : n > m ? 1 : 0;
 }
 
-typedef struct charge {
-    int64_t tenant, lease, amount;
-    const char *at;
-    size_t at_len;
-} charge_t;
-
-static int charge_cmp(const void *a, const void *b)
-{
-    const charge_t *x = a, *y = b;
-    if (x->tenant != y->tenant)
-        return x->tenant < y->tenant ? -1 : 1;
-    if (x->lease != y->lease)
-        return x->lease < y->lease ? -1 : 1;
-    return 0;
-}
-
-int tg_batch_leases(char *const *rows, size_t n, tg_batch_lease_t **out, size_t *n_out)
-{
-    *out = NULL;
-    *n_out = 0;
-    charge_t *c = n > 0 ? malloc(n * sizeof(*c)) : NULL;
-    if (n > 0 && c == NULL)
-        return TG_ENOMEM;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        int64_t tenant, amount, lease;
-        bool tnull, anull, lnull;
-        fields_t f;
-        if (!split(rows[i], &f) || !field_i64(&f, F_TENANT, &tenant, &tnull) ||
-            !field_i64(&f, F_CHARGE, &amount, &anull) || !field_i64(&f, F_LEASE, &lease, &lnull) || tnull ||
-            !at_ok(f.at[F_AT], field_len(&f, F_AT))) {
-            free(c);
-            return TG_EINVALID_REQUEST;
-        }
-        if (anull || amount == 0)
-            continue;
-        if (lnull) { /* a charge is always against a lease (a per-request one included) */
-            free(c);
-            return TG_EINVALID_REQUEST;
-        }
-        c[k++] = (charge_t){.tenant = tenant,
-                            .lease = lease,
-                            .amount = amount,
-                            .at = f.at[F_AT],
-                            .at_len = field_len(&f, F_AT)};
-    }
-    if (k == 0) {
-        free(c);
-        return 0;
-    }
-    qsort(c, k, sizeof(*c), charge_cmp);
-    size_t groups = 1;
-    for (size_t i = 1; i < k; i++)
-        groups += charge_cmp(&c[i - 1], &c[i]) != 0;
-    tg_batch_lease_t *l = calloc(groups, sizeof(*l));
-    if (l == NULL) {
-        free(c);
-        return TG_ENOMEM;
-    }
-    size_t g = 0;
-    for (size_t i = 0; i < k; i++) {
-        if (i > 0 && charge_cmp(&c[i - 1], &c[i]) != 0)
-            g++;
-        tg_batch_lease_t *e = &l[g];
-        /* the same fixed-width UTC form in every row: the text order is the time order */
-        bool earlier = e->paying == 0 || at_cmp(c[i].at, c[i].at_len, e->first_at) < 0;
-        e->tenant_id = c[i].tenant;
-        e->lease_id = c[i].lease;
-        if (e->sum > INT64_MAX - c[i].amount) {
-            free(c);
-            free(l);
-            return TG_EINVALID_REQUEST;
-        }
-        e->sum += c[i].amount;
-        e->paying++;
-        if (earlier) {
-            memcpy(e->first_at, c[i].at, c[i].at_len);
-            e->first_at[c[i].at_len] = '\0';
-        }
-    }
-    free(c);
-    *out = l;
-    *n_out = groups;
-    return 0;
-}
-
 int tg_batch_copy_row(tg_buf_t *out, const char *row, const char *batch)
 {
     int64_t amount, lease;
@@ -240,48 +154,237 @@ int tg_batch_array(tg_buf_t *out, const tg_batch_lease_t *l, size_t n, tg_batch_
     return rc;
 }
 
-typedef struct sort_key {
-    int64_t tenant; /* INT64_MAX: not a stage row */
-    const char *at;
-    size_t at_len, pos;
-    char *row;
-} sort_key_t;
+/* ------------------------------------------------------------------------- tg_batch_prepare */
 
-static int sort_cmp(const void *a, const void *b)
+/* What one row gives the batch: read once. */
+typedef struct rec {
+    char *row;
+    int64_t tenant, lease, charge, cost, input, output, cached, status;
+    const char *at, *model;
+    size_t at_len, model_len;
+    uint32_t tenant_no; /* its tenant's group number */
+} rec_t;
+
+/* created_at in the writer's UTC form, YYYY-MM-DD[T ]HH:MM:SS...Z: its first ten characters are
+ * then the UTC day that usage_daily keys on. */
+static bool utc_at(const char *at, size_t n)
 {
-    const sort_key_t *x = a, *y = b;
-    if (x->tenant != y->tenant)
-        return x->tenant < y->tenant ? -1 : 1;
-    size_t m = x->at_len < y->at_len ? x->at_len : y->at_len;
-    int r = x->at != NULL && y->at != NULL ? memcmp(x->at, y->at, m) : 0;
-    if (r != 0)
-        return r;
-    if (x->at_len != y->at_len)
-        return x->at_len < y->at_len ? -1 : 1;
-    return x->pos < y->pos ? -1 : x->pos > y->pos; /* stable */
+    if (!at_ok(at, n) || n < 20 || at[n - 1] != 'Z' || at[4] != '-' || at[7] != '-' ||
+        (at[10] != 'T' && at[10] != ' '))
+        return false;
+    for (int i = 0; i < 10; i++)
+        if (i != 4 && i != 7 && (at[i] < '0' || at[i] > '9'))
+            return false;
+    return true;
 }
 
-int tg_batch_sort(char **rows, size_t n)
+static bool read_rec(char *row, rec_t *r)
 {
-    if (n < 2)
-        return 0;
-    sort_key_t *k = malloc(n * sizeof(*k));
-    if (k == NULL)
-        return TG_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        fields_t f;
-        int64_t tenant;
-        bool null;
-        k[i] = (sort_key_t){.tenant = INT64_MAX, .pos = i, .row = rows[i]};
-        if (split(rows[i], &f) && field_i64(&f, F_TENANT, &tenant, &null) && !null) {
-            k[i].tenant = tenant;
-            k[i].at = f.at[F_AT];
-            k[i].at_len = field_len(&f, F_AT);
-        }
+    fields_t f;
+    bool null, cnull, lnull;
+    if (!split(row, &f))
+        return false;
+    *r = (rec_t){.row = row,
+                 .at = f.at[F_AT],
+                 .at_len = field_len(&f, F_AT),
+                 .model = f.at[TG_ROW_MODEL],
+                 .model_len = field_len(&f, TG_ROW_MODEL)};
+    /* every field the rollup sums is NOT NULL in usage_records: \N there fails the COPY anyway */
+    if (!field_i64(&f, F_TENANT, &r->tenant, &null) || null || !field_i64(&f, F_CHARGE, &r->charge, &cnull) ||
+        !field_i64(&f, F_LEASE, &r->lease, &lnull) || !field_i64(&f, TG_ROW_COST, &r->cost, &null) || null ||
+        !field_i64(&f, TG_ROW_INPUT, &r->input, &null) || null ||
+        !field_i64(&f, TG_ROW_OUTPUT, &r->output, &null) || null ||
+        !field_i64(&f, TG_ROW_CACHED, &r->cached, &null) || null ||
+        !field_i64(&f, TG_ROW_STATUS, &r->status, &null) || null || !utc_at(r->at, r->at_len) ||
+        r->model_len == 0 || (r->model_len == 2 && memcmp(r->model, "\\N", 2) == 0))
+        return false;
+    if (cnull)
+        r->charge = 0;
+    if (r->charge > 0 && lnull) /* a charge is always against a lease (a per-request one included) */
+        return false;
+    if (lnull || r->charge == 0)
+        r->lease = 0;
+    return true;
+}
+
+/* An open-addressing table of group numbers (+1: 0 is an empty slot), at most half full. */
+typedef struct table {
+    uint32_t *slot;
+    size_t mask;
+} table_t;
+
+static bool table_init(table_t *t, size_t groups)
+{
+    size_t cap = 16;
+    while (cap < 2 * groups)
+        cap <<= 1;
+    t->slot = calloc(cap, sizeof(*t->slot));
+    t->mask = cap - 1;
+    return t->slot != NULL;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+static uint64_t mix_bytes(uint64_t h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) /* FNV-1a */
+        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static bool add_i64(int64_t *sum, int64_t v)
+{
+    return !__builtin_add_overflow(*sum, v, sum);
+}
+
+static int lease_cmp(const void *a, const void *b)
+{
+    const tg_batch_lease_t *x = a, *y = b;
+    if (x->tenant_id != y->tenant_id)
+        return x->tenant_id < y->tenant_id ? -1 : 1;
+    return x->lease_id < y->lease_id ? -1 : x->lease_id > y->lease_id;
+}
+
+/* The lease's group (made on first sight), with this record's charge added. */
+static bool add_lease(table_t *t, tg_batch_t *b, const rec_t *r)
+{
+    size_t i = mix((uint64_t)r->tenant * 0x9E3779B97F4A7C15ull ^ (uint64_t)r->lease) & t->mask;
+    tg_batch_lease_t *e = NULL;
+    for (; t->slot[i] != 0; i = (i + 1) & t->mask) {
+        e = &b->leases[t->slot[i] - 1];
+        if (e->tenant_id == r->tenant && e->lease_id == r->lease)
+            break;
+        e = NULL;
     }
-    qsort(k, n, sizeof(*k), sort_cmp);
+    if (e == NULL) {
+        e = &b->leases[b->n_leases++];
+        t->slot[i] = (uint32_t)b->n_leases;
+        *e = (tg_batch_lease_t){.tenant_id = r->tenant, .lease_id = r->lease};
+    }
+    /* the same fixed-width UTC form in every row: the text order is the time order */
+    if (e->paying == 0 || at_cmp(r->at, r->at_len, e->first_at) < 0) {
+        memcpy(e->first_at, r->at, r->at_len);
+        e->first_at[r->at_len] = '\0';
+    }
+    e->paying++;
+    return add_i64(&e->sum, r->charge);
+}
+
+/* The (tenant, day, model) group (made on first sight), with this record added. */
+static bool add_day(table_t *t, tg_batch_t *b, const rec_t *r)
+{
+    uint64_t h = mix_bytes(mix((uint64_t)r->tenant) ^ 0xcbf29ce484222325ull, r->at, 10);
+    size_t i = mix_bytes(h, r->model, r->model_len) & t->mask;
+    tg_batch_day_t *d = NULL;
+    for (; t->slot[i] != 0; i = (i + 1) & t->mask) {
+        d = &b->days[t->slot[i] - 1];
+        if (d->tenant_id == r->tenant && memcmp(d->day, r->at, 10) == 0 && d->model_len == r->model_len &&
+            memcmp(d->model, r->model, r->model_len) == 0)
+            break;
+        d = NULL;
+    }
+    if (d == NULL) {
+        d = &b->days[b->n_days++];
+        t->slot[i] = (uint32_t)b->n_days;
+        *d = (tg_batch_day_t){.tenant_id = r->tenant, .model = r->model, .model_len = r->model_len};
+        memcpy(d->day, r->at, 10);
+        d->day[10] = '\0';
+    }
+    d->requests++;
+    d->errors += r->status >= 400;
+    return add_i64(&d->input, r->input) && add_i64(&d->output, r->output) && add_i64(&d->cached, r->cached) &&
+           add_i64(&d->cost, r->cost) && add_i64(&d->charged, r->charge);
+}
+
+/* The tenant's group number (made on first sight). */
+static uint32_t tenant_no(table_t *t, int64_t *tenants, uint32_t *count, size_t *n_tenants, int64_t tenant)
+{
+    size_t i = mix((uint64_t)tenant) & t->mask;
+    for (; t->slot[i] != 0; i = (i + 1) & t->mask)
+        if (tenants[t->slot[i] - 1] == tenant)
+            return t->slot[i] - 1;
+    tenants[*n_tenants] = tenant;
+    count[*n_tenants] = 0;
+    t->slot[i] = (uint32_t)++ * n_tenants;
+    return t->slot[i] - 1;
+}
+
+void tg_batch_dispose(tg_batch_t *b)
+{
+    free(b->leases);
+    free(b->days);
+    *b = (tg_batch_t){0};
+}
+
+int tg_batch_prepare(tg_batch_t *b, char **rows, size_t n)
+{
+    *b = (tg_batch_t){0};
+    if (n == 0)
+        return 0;
+    if (n >= UINT32_MAX / 2)
+        return TG_EINVALID_REQUEST;
+    rec_t *r = malloc(n * sizeof(*r));
+    int64_t *tenants = malloc(n * sizeof(*tenants));
+    uint32_t *count = malloc(n * sizeof(*count));
+    table_t tt = {0}, lt = {0}, dt = {0};
+    b->leases = malloc(n * sizeof(*b->leases));
+    b->days = malloc(n * sizeof(*b->days));
+    int rc = TG_ENOMEM;
+    if (r == NULL || tenants == NULL || count == NULL || b->leases == NULL || b->days == NULL ||
+        !table_init(&tt, n) || !table_init(&lt, n) || !table_init(&dt, n))
+        goto out;
+    rc = TG_EINVALID_REQUEST;
+    size_t n_tenants = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!read_rec(rows[i], &r[i]) || !add_day(&dt, b, &r[i]) ||
+            (r[i].charge > 0 && !add_lease(&lt, b, &r[i])))
+            goto out;
+        r[i].tenant_no = tenant_no(&tt, tenants, count, &n_tenants, r[i].tenant);
+        count[r[i].tenant_no]++;
+    }
+    /* each tenant's rows side by side: a counting sort by tenant group, stable */
+    size_t at = 0;
+    for (size_t t = 0; t < n_tenants; t++) {
+        size_t c = count[t];
+        count[t] = (uint32_t)at;
+        at += c;
+    }
     for (size_t i = 0; i < n; i++)
-        rows[i] = k[i].row;
-    free(k);
-    return 0;
+        rows[count[r[i].tenant_no]++] = r[i].row;
+    qsort(b->leases, b->n_leases, sizeof(*b->leases), lease_cmp);
+    rc = 0;
+out:
+    free(r);
+    free(tenants);
+    free(count);
+    free(tt.slot);
+    free(lt.slot);
+    free(dt.slot);
+    if (rc != 0)
+        tg_batch_dispose(b);
+    return rc;
+}
+
+int tg_batch_day_row(tg_buf_t *out, const tg_batch_day_t *d)
+{
+    size_t mark = out->len;
+    int rc = tg_buf_appendf(out, "%" PRId64 "\t%s\t", d->tenant_id, d->day);
+    rc = rc == 0 ? tg_buf_append(out, d->model, d->model_len) : rc;
+    rc = rc == 0 ? tg_buf_appendf(out,
+                                  "\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%" PRId64
+                                  "\t%" PRId64 "\t%" PRId64 "\n",
+                                  d->requests, d->errors, d->input, d->output, d->cached, d->cost, d->charged)
+                 : rc;
+    if (rc != 0 && out->data != NULL) { /* as it was */
+        out->len = mark;
+        out->data[mark] = '\0';
+    }
+    return rc;
 }

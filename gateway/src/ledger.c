@@ -954,9 +954,12 @@ static bool step(PGconn *db, PGresult **out, const char *sql, int n, const char 
 
 #define LEDGER_COPY_CHUNK ((size_t)256 << 10) /* bytes handed to libpq at a time */
 
-/* The rows, COPY text one a line, by the COPY statement `sql`: as they are (the stage), or with
- * their charge keys under `batch` (usage_records directly). */
-static bool copy_rows(PGconn *db, const char *sql, char **lines, size_t n, const char *batch)
+/* Row i of a COPY, appended to `out` (0, or an error: the COPY is then abandoned). */
+typedef int (*copy_row_fn)(tg_buf_t *out, size_t i, const void *ctx);
+
+/* n rows by the COPY statement `sql`, handed to libpq in chunks; false: the COPY took nothing
+ * (commit_rc says why). */
+static bool copy_rows(PGconn *db, const char *sql, size_t n, copy_row_fn row, const void *ctx)
 {
     if (!step(db, NULL, sql, 0, NULL, PGRES_COPY_IN))
         return false;
@@ -964,9 +967,7 @@ static bool copy_rows(PGconn *db, const char *sql, char **lines, size_t n, const
     tg_buf_init(&chunk, 2 * LEDGER_COPY_CHUNK);
     bool sent = true;
     for (size_t i = 0; sent && i < n; i++) {
-        int rc = batch != NULL ? tg_batch_copy_row(&chunk, lines[i], batch)
-                               : tg_buf_append(&chunk, lines[i], strlen(lines[i])); /* with its newline */
-        sent = rc == 0;
+        sent = row(&chunk, i, ctx) == 0;
         if (sent && (chunk.len >= LEDGER_COPY_CHUNK || i + 1 == n)) {
             sent = PQputCopyData(db, chunk.data, (int)chunk.len) == 1;
             tg_buf_reset(&chunk);
@@ -990,44 +991,69 @@ static bool copy_rows(PGconn *db, const char *sql, char **lines, size_t n, const
     return ok && sent;
 }
 
+/* The stage's rows: the lines as they are (each with its newline). */
+static int stage_row(tg_buf_t *out, size_t i, const void *ctx)
+{
+    char *const *lines = ctx;
+    return tg_buf_append(out, lines[i], strlen(lines[i]));
+}
+
+typedef struct direct_rows {
+    char *const *lines;
+    const char *key;
+    const tg_batch_t *batch;
+} direct_rows_t;
+
+/* usage_records' rows: the lines with their charge keys under the batch's key */
+static int record_copy_row(tg_buf_t *out, size_t i, const void *ctx)
+{
+    const direct_rows_t *d = ctx;
+    return tg_batch_copy_row(out, d->lines[i], d->key);
+}
+
+/* the rollup stage's rows */
+static int day_copy_row(tg_buf_t *out, size_t i, const void *ctx)
+{
+    const direct_rows_t *d = ctx;
+    return tg_batch_day_row(out, &d->batch->days[i]);
+}
+
 /*
  * A batch of fresh records (queued by this process and not tried before: none of it can be in
- * the database) settled without the stage: COPY straight into usage_records, then
- * tollgate_settle_direct with the per-lease sums taken from the same rows (migration 0013). About
- * half the database's time per record of the stage's way. false: nothing of it is committed, and
- * the caller sends it through the stage, which settles whatever this refused (a late charge, a
- * record already there); *r holds the function's answer on success.
+ * the database) settled without the stage: COPY straight into usage_records, the rollup rows into
+ * the rollup stage, then tollgate_settle_direct with the per-lease sums; the sums and the rollup
+ * are taken from the same rows in one pass (billing/batch.h; migrations 0013 and 0014). About half
+ * the database's time per record of the stage's way. false: nothing of it is committed, and the
+ * caller sends it through the stage, which settles whatever this refused (a late charge, a record
+ * already there); *r holds the function's answer on success.
  */
 static bool commit_direct(PGconn *db, PGresult **r, char **lines, size_t n, const char *key,
                           const char *closes)
 {
-    tg_batch_lease_t *l = NULL;
-    size_t nl = 0;
-    if (tg_batch_leases(lines, n, &l, &nl) != 0)
+    tg_batch_t b;
+    if (tg_batch_prepare(&b, lines, n) != 0)
         return false;
-    if (tg_batch_sort(lines, n) != 0) /* each tenant's records side by side in the indexes */
-        TG_LOG(TG_LOG_WARN, "ledger_batch_unsorted", TG_KV_INT("records", n));
     tg_buf_t a[TG_BATCH_COLS];
     bool ok = true;
     for (int i = 0; i < TG_BATCH_COLS; i++) {
         tg_buf_init(&a[i], (size_t)16 << 20);
-        ok = ok && tg_batch_array(&a[i], l, nl, (tg_batch_col_t)i) == 0;
+        ok = ok && tg_batch_array(&a[i], b.leases, b.n_leases, (tg_batch_col_t)i) == 0;
     }
-    free(l);
     char records[24];
     snprintf(records, sizeof(records), "%zu", n);
     const char *v[8] = {key, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, records, closes};
-    ok = ok && step(db, NULL, "BEGIN", 0, NULL, PGRES_COMMAND_OK);
-    ok = ok && copy_rows(db, TG_BATCH_COPY_SQL, lines, n, key);
+    direct_rows_t d = {.lines = lines, .key = key, .batch = &b};
+    ok = ok && step(db, NULL, TG_BATCH_BEGIN_SQL, 0, NULL, PGRES_COMMAND_OK);
+    ok = ok && copy_rows(db, TG_BATCH_COPY_SQL, n, record_copy_row, &d);
+    ok = ok && copy_rows(db, TG_BATCH_ROLLUP_COPY_SQL, b.n_days, day_copy_row, &d);
     ok = ok && step(db, r, TG_BATCH_SETTLE_SQL, 8, v, PGRES_TUPLES_OK);
     ok = ok && step(db, NULL, "COMMIT", 0, NULL, PGRES_COMMAND_OK);
     for (int i = 0; i < TG_BATCH_COLS; i++)
         tg_buf_dispose(&a[i]);
+    tg_batch_dispose(&b);
     if (!ok) {
         PQclear(*r);
         *r = NULL;
-    }
-    if (!ok) {
         tg_str_copy(commit_err, sizeof(commit_err), PQerrorMessage(db));
         TG_LOG(TG_LOG_INFO, "ledger_direct_fallback", TG_KV_INT("records", n),
                TG_KV_STR("error", commit_err));
@@ -1078,7 +1104,8 @@ static bool commit(PGconn *db, char **lines, size_t n, const int64_t *closes, si
     } else if (ok) {
         const char *v[2] = {key, cl.data};
         ok = step(db, NULL, "BEGIN", 0, NULL, PGRES_COMMAND_OK);
-        ok = ok && (n == 0 || copy_rows(db, "COPY pg_temp.tollgate_settle_stage FROM STDIN", lines, n, NULL));
+        ok = ok &&
+             (n == 0 || copy_rows(db, "COPY pg_temp.tollgate_settle_stage FROM STDIN", n, stage_row, lines));
         ok = ok && step(db, &r, "SELECT recorded, charged FROM tollgate_settle_staged($1, $2::bigint[])", 2,
                         v, PGRES_TUPLES_OK);
         ok = ok && step(db, NULL, "COMMIT", 0, NULL, PGRES_COMMAND_OK);

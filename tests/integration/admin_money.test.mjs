@@ -23,7 +23,7 @@ import http from 'node:http';
 
 import { startInstance, baseConfig, runCmd, req, assertNoSanitizerReport } from './lib/instance.mjs';
 import { stack } from './lib/stack.mjs';
-import { psql, lit } from './lib/control.mjs';
+import { psql, lit, insertUsage } from './lib/control.mjs';
 import { waitFor, waitStable } from './lib/wait.mjs';
 
 const MODELS = ['mo-a', 'mo-b', 'mo-c'];
@@ -181,7 +181,7 @@ test('ledger: keyset pages walk every entry once, in seq order, equal to the tab
  *  200/429/500, every 10 minutes from two days back (UTC), unless `at` names the time expression. */
 async function seedUsage(t, n, { k1 = 0, k2 = 0, at = null, fat = false } = {}) {
     const when = at || `(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '2 days' + i * interval '10 minutes'`;
-    await psql(`INSERT INTO usage_records (tenant_id, request_id, created_at, key_id, model, provider, input_tokens,
+    await insertUsage([t], `INSERT INTO usage_records (tenant_id, request_id, created_at, key_id, model, provider, input_tokens,
         output_tokens, cached_tokens, price_input, price_output, price_cached, billed, cost, charged, latency_ms,
         attempts, status, error)
       SELECT ${t}, 'req_' || lpad(i::text, 9, '0') || ${fat ? "repeat('r', 44)" : "''"}, ${when},

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { startInstance, baseConfig, req, runCmd, assertNoSanitizerReport } from './lib/instance.mjs';
 import { stack } from './lib/stack.mjs';
 import { waitFor } from './lib/wait.mjs';
+import { insertUsage } from './lib/control.mjs';
 
 const run = promisify(execFile);
 const suffix = randomBytes(4).toString('hex');
@@ -71,8 +72,8 @@ before(async () => {
     otherKey = o.stdout.trim().split('\n').pop();
     tenantId = await psql(`SELECT id FROM tenants WHERE name = ${lit(TENANT)}`);
     otherId = await psql(`SELECT id FROM tenants WHERE name = ${lit(OTHER)}`);
-    await psql(seedSql(tenantId, `req_money_${suffix}_`, N));
-    await psql(seedSql(otherId, `req_other_${suffix}_`, 5));
+    await insertUsage([tenantId], seedSql(tenantId, `req_money_${suffix}_`, N));
+    await insertUsage([otherId], seedSql(otherId, `req_other_${suffix}_`, 5));
 });
 
 after(async () => {

@@ -624,50 +624,71 @@ static char *stage_row(int64_t tenant, const char *req, const char *at, int64_t 
     return strdup(buf);
 }
 
-/* A fresh batch the gateway's way (migration 0013): BEGIN, the rows COPYed straight into
- * usage_records with their charge keys, tollgate_settle_direct with the sums billing/batch.c took
- * from them, COMMIT. Returns "recorded,charged", or "error <SQLSTATE>" (rolled back). */
-static void direct(const char *batch, char **rows, size_t n, const char *close, char *out, size_t cap)
+/* COPY `text` by the COPY statement `sql`; "" or the SQLSTATE of its failure in state[6]. */
+static void copy_in(const char *sql, const tg_buf_t *text, char *state)
 {
-    tg_batch_lease_t *l = NULL;
-    size_t nl = 0;
-    assert_int_equal(tg_batch_leases(rows, n, &l, &nl), 0);
-    tg_buf_t a[TG_BATCH_COLS], copy;
-    for (int i = 0; i < TG_BATCH_COLS; i++) {
-        tg_buf_init(&a[i], 1 << 20);
-        assert_int_equal(tg_batch_array(&a[i], l, nl, (tg_batch_col_t)i), 0);
-    }
-    free(l);
-    tg_buf_init(&copy, 1 << 20);
-    for (size_t i = 0; i < n; i++)
-        assert_int_equal(tg_batch_copy_row(&copy, rows[i], batch), 0);
-    exec_ok("BEGIN");
-    PGresult *r = PQexec(db, TG_BATCH_COPY_SQL);
+    state[0] = '\0';
+    PGresult *r = PQexec(db, sql);
     assert_int_equal(PQresultStatus(r), PGRES_COPY_IN);
     PQclear(r);
-    assert_int_equal(PQputCopyData(db, copy.data, (int)copy.len), 1);
+    assert_int_equal(text->len == 0 || PQputCopyData(db, text->data, (int)text->len) == 1, 1);
     assert_int_equal(PQputCopyEnd(db, NULL), 1);
-    char copy_state[6] = "";
     while ((r = PQgetResult(db)) != NULL) { /* the COPY's result, then NULL */
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && copy_state[0] == '\0')
-            snprintf(copy_state, sizeof(copy_state), "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && state[0] == '\0')
+            snprintf(state, 6, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
         PQclear(r);
     }
+}
+
+/* A fresh batch the gateway's way (migrations 0013, 0014): BEGIN saying the batch keeps the
+ * rollup, the rows COPYed straight into usage_records with their charge keys, the rollup rows into
+ * the rollup stage, tollgate_settle_direct with the sums billing/batch.c took from them, COMMIT.
+ * `days_drop` rollup rows are left out (a writer whose rollup does not add up). Returns
+ * "recorded,charged", or "error <SQLSTATE>" (rolled back). */
+static void direct_days(const char *batch, char **rows, size_t n, const char *close, size_t days_drop,
+                        char *out, size_t cap)
+{
+    tg_batch_t bt;
+    assert_int_equal(tg_batch_prepare(&bt, rows, n), 0);
+    tg_buf_t a[TG_BATCH_COLS], copy, days;
+    for (int i = 0; i < TG_BATCH_COLS; i++) {
+        tg_buf_init(&a[i], 1 << 20);
+        assert_int_equal(tg_batch_array(&a[i], bt.leases, bt.n_leases, (tg_batch_col_t)i), 0);
+    }
+    tg_buf_init(&copy, 1 << 20);
+    tg_buf_init(&days, 1 << 20);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(tg_batch_copy_row(&copy, rows[i], batch), 0);
+    for (size_t i = days_drop; i < bt.n_days; i++)
+        assert_int_equal(tg_batch_day_row(&days, &bt.days[i]), 0);
+    exec_ok("SELECT tollgate_settle_stage_open()");
+    exec_ok(TG_BATCH_BEGIN_SQL);
+    char st[6];
+    copy_in(TG_BATCH_COPY_SQL, &copy, st);
+    if (st[0] == '\0')
+        copy_in(TG_BATCH_ROLLUP_COPY_SQL, &days, st);
     char records[24];
     snprintf(records, sizeof(records), "%zu", n);
     const char *v[8] = {batch, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, records, close};
-    r = copy_state[0] == '\0' ? PQexecParams(db, TG_BATCH_SETTLE_SQL, 8, NULL, v, NULL, NULL, 0) : NULL;
+    PGresult *r = st[0] == '\0' ? PQexecParams(db, TG_BATCH_SETTLE_SQL, 8, NULL, v, NULL, NULL, 0) : NULL;
     if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK) {
         snprintf(out, cap, "%s,%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
         exec_ok("COMMIT");
     } else {
-        snprintf(out, cap, "error %s", r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : copy_state);
+        snprintf(out, cap, "error %s", r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : st);
         exec_ok("ROLLBACK");
     }
     PQclear(r);
     for (int i = 0; i < TG_BATCH_COLS; i++)
         tg_buf_dispose(&a[i]);
     tg_buf_dispose(&copy);
+    tg_buf_dispose(&days);
+    tg_batch_dispose(&bt);
+}
+
+static void direct(const char *batch, char **rows, size_t n, const char *close, char *out, size_t cap)
+{
+    direct_days(batch, rows, n, close, 0, out, cap);
 }
 
 /* The settlement of a fresh batch without the stage: what it records and charges equals what the
@@ -707,7 +728,23 @@ static void test_settle_direct(void **state)
              lease);
     assert_int_equal(q_i64(sql), -1500 * 1000 + 2);
     snprintf(sql, sizeof(sql), "SELECT requests FROM usage_daily WHERE tenant_id = %" PRId64, t);
-    assert_int_equal(q_i64(sql), 3); /* the rollup's trigger ran on the COPY */
+    assert_int_equal(q_i64(sql), 3); /* the batch's rollup rows, folded */
+    expect_clean();
+
+    /* rollup rows that do not add up to the batch's records: refused whole (the stage then takes
+     * the rollup from the records themselves) */
+    char *more[2] = {stage_row(t, "d6", "2026-12-04T11:00:05.000000Z", 1000, 1000, pid, -1, lease),
+                     stage_row(t, "d7", "2026-12-05T00:00:00.000000Z", 1000, 1000, pid, -1, lease)};
+    direct_days("gw-d/0", more, 2, "{}", 1, got, sizeof(got)); /* a day's row left out */
+    assert_string_equal(got, "error 22023");
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM usage_records WHERE tenant_id = %" PRId64, t);
+    assert_int_equal(q_i64(sql), 3);
+    free(more[0]);
+    free(more[1]);
+    /* and records inserted by a transaction that has not said it keeps the rollup are refused */
+    char st0[6];
+    assert_string_equal(exec_fails("INSERT INTO usage_records SELECT * FROM usage_records WHERE false", st0),
+                        "55000");
     expect_clean();
 
     /* the same records again (a batch whose commit was lost): refused whole, nothing charged */
@@ -883,14 +920,16 @@ static void test_check_finds_corruption(void **state)
     assert_int_equal(violations("overspend"), 1);
     exec_ok("ROLLBACK");
 
-    /* a request recorded twice (another time, so the primary key lets it in) and charged twice */
-    exec_ok("BEGIN");
+    /* a request recorded twice (another time, so the primary key lets it in) and charged twice,
+     * by a writer that says it keeps the rollup and does not */
+    exec_ok("BEGIN; SET LOCAL tollgate.usage_rollup = 'caller'");
     exec_ok(
         "INSERT INTO usage_records SELECT tenant_id, request_id, created_at + interval '1 s', "
         "key_id, model, provider, byok, input_tokens, output_tokens, cached_tokens, estimated, price_id, "
         "price_input, price_output, price_cached, platform_fee, billed, cost, charged, charge_key, lease_id, "
         "latency_ms, attempts, status, error FROM usage_records WHERE request_id = 'req_a1'");
     assert_int_equal(violations("charged_twice"), 2); /* the request twice; its entry's records sum */
+    assert_int_equal(violations("rollup"), 1);        /* and its day's rollup is short of it */
     exec_ok("ROLLBACK");
 
     /* a cost that is not its tokens at its prices */

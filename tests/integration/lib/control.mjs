@@ -139,6 +139,14 @@ export async function psql(sql) {
         .map((l) => l.split('\t'));
 }
 
+/** Runs `insertSql`, an INSERT of test usage records, the way migration 0014 asks of a writer other
+ *  than the settlement: in a transaction that says it keeps the rollup, then rebuilds the rollup of
+ *  each tenant in `tenantIds` from its records (tollgate_ledger_check compares the two). */
+export async function insertUsage(tenantIds, insertSql) {
+    const rebuild = tenantIds.map((t) => `SELECT tollgate_usage_daily_rebuild(${Number(t)});`).join(' ');
+    return psql(`BEGIN; SET LOCAL tollgate.usage_rollup = 'caller'; ${insertSql}; ${rebuild} COMMIT;`);
+}
+
 /** SQL string literal (psql -c has no parameters; test-controlled values only). */
 export function lit(s) {
     return `'${String(s).replace(/'/g, "''")}'`;
