@@ -157,7 +157,7 @@ warm() { # url key
 warm "http://127.0.0.1:$off_port" "$key_hot"
 warm "http://127.0.0.1:$on_port" "$key_hot"
 
-declare -A RPS P99 CALLS RECORDS BATCHES ROWS GWCPU PGCPU
+declare -A RPS P99 CALLS RECORDS BATCHES ROWS GWCPU PGCPU WAITS
 cases="off-hot on-hot off-many on-many"
 [ "$have_nginx" = 1 ] && cases="$cases nginx"
 for c in $cases; do
@@ -165,6 +165,7 @@ for c in $cases; do
     P99[$c]=""
     CALLS[$c]=0
     RECORDS[$c]=0
+    WAITS[$c]=0
     BATCHES[$c]=0
     ROWS[$c]=0
     GWCPU[$c]=0
@@ -188,6 +189,7 @@ for ((r = 1; r <= rounds; r++)); do
         sleep 3 # its records committed before the counting starts
         rec0=$(metric tollgate_ledger_records_total)
         bat0=$(metric tollgate_ledger_batches_total)
+        wait0=$(metric tollgate_ledger_lease_waits_total)
         rows0=$(rows)
         gpid=$off_pid
         case $c in on-*) gpid=$on_pid ;; nginx) gpid=$ngx_pid ;; esac
@@ -208,6 +210,7 @@ for ((r = 1; r <= rounds; r++)); do
         P99[$c]+="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line") "
         CALLS[$c]=$((CALLS[$c] + $(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")))
         RECORDS[$c]=$((RECORDS[$c] + $(metric tollgate_ledger_records_total | cut -d. -f1) - ${rec0%.*}))
+        WAITS[$c]=$((WAITS[$c] + $(metric tollgate_ledger_lease_waits_total | cut -d. -f1) - ${wait0%.*}))
         BATCHES[$c]=$((BATCHES[$c] + $(metric tollgate_ledger_batches_total | cut -d. -f1) - ${bat0%.*}))
         ROWS[$c]=$((ROWS[$c] + $(rows) - rows0))
     done
@@ -251,7 +254,7 @@ report=$(
     echo
     echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the 3 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     echo
-    echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
+    echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}; reservations that waited for a lease over the measured rounds (tollgate_ledger_lease_waits_total): ${WAITS[on-hot]} with one hot tenant, ${WAITS[on-many]} with $tenants tenants. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )
 echo "$report"
 if [ "$record" = 1 ]; then

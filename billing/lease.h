@@ -35,6 +35,7 @@ typedef struct tg_lease_opts {
     uint32_t ttl_ms;           /* a lease's life as the database grants it */
     uint32_t renew_pct;        /* ask for the next lease when the free room is below this % of slice */
     uint32_t drain_before_ms;  /* stop reserving against a lease this long before it expires */
+    uint32_t renew_before_ms;  /* ask for a busy lease's successor this long before it drains */
     uint32_t extend_before_ms; /* extend a lease still holding requests this long before it expires */
     uint32_t idle_ms;          /* a lease nobody reserved against for this long is closed */
     uint32_t exact_ms;         /* after a refused or short grant: reserve exactly for this long */

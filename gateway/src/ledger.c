@@ -609,6 +609,7 @@ int tg_ledger_reserve(tg_call_t *c)
         return TG_STAGE_GO;
     }
     if (r == TG_LEASE_WAIT) {
+        tg_metrics_add("tollgate_ledger_lease_waits_total", "", 1);
         h2o_multithread_receiver_t *rx = thread_rx(c->worker);
         if (rx == NULL) {
             acct_unlock(ac);
@@ -1156,6 +1157,11 @@ static void register_metrics(void)
         "settlements written to the journal only (the writer queue full), committed from it later",
         TG_METRIC_COUNTER);
     tg_metrics_add("tollgate_ledger_overflow_total", "", 0);
+    tg_metrics_register("tollgate_ledger_lease_waits_total",
+                        "reservations that waited for a lease to be granted (a tenant's first, one past "
+                        "its leases' room, or a renewal that came late)",
+                        TG_METRIC_COUNTER);
+    tg_metrics_add("tollgate_ledger_lease_waits_total", "", 0);
     tg_metrics_register("tollgate_ledger_accounts",
                         "tenants' lease accounts held in memory (idle ones are freed)", TG_METRIC_GAUGE);
     tg_metrics_set("tollgate_ledger_accounts", "", 0);
@@ -1547,6 +1553,7 @@ int tg_ledger_start(const char *conninfo, const tg_config_t *cfg)
     g.opts.ttl_ms = cfg->billing.lease_ttl_ms;
     if (g.opts.drain_before_ms >= g.opts.ttl_ms / 2) {
         g.opts.drain_before_ms = g.opts.ttl_ms / 4;
+        g.opts.renew_before_ms = g.opts.ttl_ms / 12;
         g.opts.extend_before_ms = g.opts.ttl_ms / 6;
         g.opts.idle_ms = g.opts.ttl_ms / 3;
     }

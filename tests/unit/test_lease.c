@@ -23,6 +23,7 @@ static tg_lease_opts_t opts(void)
     o.min_slice = 100;
     o.ttl_ms = 60000;
     o.drain_before_ms = 15000;
+    o.renew_before_ms = 5000;
     o.extend_before_ms = 10000;
     o.idle_ms = 20000;
     o.exact_ms = 2000;
@@ -141,6 +142,51 @@ static void test_renewal_before_empty(void **state)
     assert_int_equal(tg_lease_reserve(&a, &o, 5000, 4, &h3), TG_LEASE_WAIT);
     act = expect_next(&a, &o, 4, TG_LEASE_OPEN);
     assert_int_equal(act.amount, 5000);
+}
+
+/* A busy lease's successor is asked renew_before_ms before the lease drains, so the switch costs
+ * no request a wait; a quiet account's lease is not renewed. */
+static void test_renewal_before_drain(void **state)
+{
+    (void)state;
+    tg_lease_opts_t o = opts();
+    tg_lease_acct_t a;
+    tg_lease_acct_init(&a, 7);
+    tg_hold_t h;
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 0, &h), TG_LEASE_WAIT);
+    expect_next(&a, &o, 0, TG_LEASE_OPEN);
+    tg_lease_granted(&a, &o, 1, 1000, 60000, 0);
+    /* drains at 45000; its successor is asked from 40000 on, while it still takes reservations */
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 39999, &h), TG_LEASE_HELD);
+    expect_next(&a, &o, 39999, TG_LEASE_NONE);
+    assert_int_equal(tg_lease_settle(&a, &h, 10, 40000), 10);
+    tg_lease_action_t act = expect_next(&a, &o, 40000, TG_LEASE_OPEN);
+    assert_int_equal(act.amount, 1000);
+    expect_next(&a, &o, 40001, TG_LEASE_NONE); /* one open at a time */
+    tg_lease_granted(&a, &o, 2, 1000, 100050, 40050);
+    expect_next(&a, &o, 40100, TG_LEASE_NONE); /* the successor's room counts: no third lease */
+    /* until it drains the old lease is used (it expires first), then the new one, with no wait */
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 44999, &h), TG_LEASE_HELD);
+    assert_int_equal(h.lease_id, 1);
+    assert_int_equal(tg_lease_settle(&a, &h, 10, 44999), 10);
+    assert_int_equal(tg_lease_reserve(&a, &o, 100, 45000, &h), TG_LEASE_HELD);
+    assert_int_equal(h.lease_id, 2);
+    /* the drained lease, holding nothing, is closed */
+    act = expect_next(&a, &o, 45000, TG_LEASE_CLOSE);
+    assert_int_equal(act.lease_id, 1);
+    assert_int_equal(tg_lease_settle(&a, &h, 10, 45001), 10);
+
+    /* a lease nobody has used for idle_ms is not renewed as its drain nears: it is closed */
+    tg_lease_acct_t q;
+    tg_lease_acct_init(&q, 8);
+    assert_int_equal(tg_lease_reserve(&q, &o, 100, 0, &h), TG_LEASE_WAIT);
+    expect_next(&q, &o, 0, TG_LEASE_OPEN);
+    tg_lease_granted(&q, &o, 3, 1000, 60000, 0);
+    assert_int_equal(tg_lease_reserve(&q, &o, 100, 1, &h), TG_LEASE_HELD);
+    assert_int_equal(tg_lease_settle(&q, &h, 10, 2), 10);
+    act = expect_next(&q, &o, 40000, TG_LEASE_CLOSE); /* idle since 1 */
+    assert_int_equal(act.lease_id, 3);
+    expect_next(&q, &o, 40000, TG_LEASE_NONE);
 }
 
 static void test_drain_extend_close(void **state)
@@ -526,10 +572,11 @@ static void test_two_engines_one_wallet(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reserve_settle),         cmocka_unit_test(test_over_the_hold),
-        cmocka_unit_test(test_renewal_before_empty),   cmocka_unit_test(test_drain_extend_close),
-        cmocka_unit_test(test_too_small_to_lease),     cmocka_unit_test(test_slots_full),
-        cmocka_unit_test(test_two_engines_one_wallet), cmocka_unit_test(test_take_closable),
+        cmocka_unit_test(test_reserve_settle),       cmocka_unit_test(test_over_the_hold),
+        cmocka_unit_test(test_renewal_before_empty), cmocka_unit_test(test_renewal_before_drain),
+        cmocka_unit_test(test_drain_extend_close),   cmocka_unit_test(test_too_small_to_lease),
+        cmocka_unit_test(test_slots_full),           cmocka_unit_test(test_two_engines_one_wallet),
+        cmocka_unit_test(test_take_closable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
