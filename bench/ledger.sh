@@ -6,7 +6,8 @@
 # journal fsync'd per batch, as in production). Keys: one hot tenant, and BENCH_TENANTS tenants
 # (default 1000) with a key each; every wallet is topped up far beyond what a run spends, and the
 # bench model has a price. wrk (bench/chat.lua, 64 connections, non-stream, BENCH_DURATION each,
-# default 10s, after one unmeasured second of the same load) runs, in BENCH_ROUNDS interleaved
+# default 10s, after one unmeasured second of the same load, and with billing on as many more as
+# it takes for every tenant of the round to hold a lease) runs, in BENCH_ROUNDS interleaved
 # rounds (default 5), each of: off/hot, on/hot, off/1000 tenants, on/1000 tenants (the key file
 # walked round-robin; every other round runs "on" before "off"), and nginx serving a fixed JSON
 # answer (the floor of the machine) when nginx is installed.
@@ -157,7 +158,7 @@ warm() { # url key
 warm "http://127.0.0.1:$off_port" "$key_hot"
 warm "http://127.0.0.1:$on_port" "$key_hot"
 
-declare -A RPS P99 CALLS RECORDS BATCHES ROWS GWCPU PGCPU WAITS
+declare -A RPS P99 CALLS RECORDS BATCHES ROWS GWCPU PGCPU WAITS WARM
 cases="off-hot on-hot off-many on-many"
 [ "$have_nginx" = 1 ] && cases="$cases nginx"
 for c in $cases; do
@@ -166,6 +167,7 @@ for c in $cases; do
     CALLS[$c]=0
     RECORDS[$c]=0
     WAITS[$c]=0
+    WARM[$c]=""
     BATCHES[$c]=0
     ROWS[$c]=0
     GWCPU[$c]=0
@@ -181,11 +183,27 @@ for ((r = 1; r <= rounds; r++)); do
         keys=""
         case $c in *-many) keys=$work/keys ;; esac
         # one unmeasured second first, for every case alike: a measured round starts in the steady
-        # state (the lease accounts of tenants that went quiet while the other cases ran reopened,
-        # connections made), not in the ramp of its first hundred milliseconds
-        BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
-            wrk -t2 -c64 -d1s -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null 2>&1 ||
-            die "$c: the warm-up run failed"
+        # state (connections made), not in the ramp of its first hundred milliseconds. With billing
+        # on, more unmeasured seconds until every tenant of the round holds a lease: a tenant idle
+        # since its last round (longer than billing's idle close) waits for a lease open at its
+        # first request, and 1000 tenants starting cold get about 900 of them through in the first
+        # second here (the warm-up seconds are reported: the cold start, apart from the steady
+        # state measured)
+        want=0
+        case $c in
+        on-hot) want=1 who="t.name = 'hot'" ;;
+        on-many) want=$tenants who="t.name LIKE 't%'" ;;
+        esac
+        for ((w = 1; ; w++)); do
+            BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
+                wrk -t2 -c64 -d1s -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null 2>&1 ||
+                die "$c: the warm-up run failed"
+            [ "$want" = 0 ] && break
+            [ "$(sql "SELECT count(DISTINCT l.tenant_id) FROM leases l JOIN tenants t ON t.id = l.tenant_id
+                      WHERE l.state = 'open' AND l.request_id IS NULL AND $who")" -ge "$want" ] && break
+            [ "$w" -lt 10 ] || die "$c: after $w s of warm-up, not every tenant holds a lease"
+        done
+        [ "$want" = 0 ] || WARM[$c]+="$w "
         sleep 3 # its records committed before the counting starts
         rec0=$(metric tollgate_ledger_records_total)
         bat0=$(metric tollgate_ledger_batches_total)
@@ -254,7 +272,7 @@ report=$(
     echo
     echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the 3 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     echo
-    echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}; reservations that waited for a lease over the measured rounds (tollgate_ledger_lease_waits_total): ${WAITS[on-hot]} with one hot tenant, ${WAITS[on-many]} with $tenants tenants. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
+    echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}; reservations that waited for a lease over the measured rounds (tollgate_ledger_lease_waits_total): ${WAITS[on-hot]} with one hot tenant, ${WAITS[on-many]} with $tenants tenants. Warm-up seconds before each measured round with billing on (until every tenant of the round held a lease: the cold start of tenants idle since their last round): ${WARM[on-many]}for the $tenants tenants, ${WARM[on-hot]}for the hot one. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )
 echo "$report"
 if [ "$record" = 1 ]; then
