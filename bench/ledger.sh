@@ -243,7 +243,7 @@ sha=$(git -C "$root" rev-parse --short HEAD)
 report=$(
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — The credit ledger: billing on against billing off, commit $sha"
     echo
-    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, each after 1 s of unmeasured warm-up (on and off in alternating order), 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
+    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, each after 1 s of unmeasured warm-up and, with billing on, as many more as it took for every tenant of the round to hold a lease, then 3 s for the warm-up's records to commit (on and off in alternating order), 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
     echo
     echo "| case | req/s (median) | p99 (µs, median) | on / off | gateway CPU µs per request | PostgreSQL CPU µs per request | usage records per request | settle batches per request | rows written per request |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
