@@ -304,7 +304,7 @@ static bool add_day(table_t *t, tg_batch_t *b, const rec_t *r)
 }
 
 /* The tenant's group number (made on first sight). */
-static uint32_t tenant_no(table_t *t, int64_t *tenants, uint32_t *count, size_t *n_tenants, int64_t tenant)
+static uint32_t tenant_group(table_t *t, int64_t *tenants, uint32_t *count, size_t *n_tenants, int64_t tenant)
 {
     size_t i = mix((uint64_t)tenant) & t->mask;
     for (; t->slot[i] != 0; i = (i + 1) & t->mask)
@@ -346,7 +346,7 @@ int tg_batch_prepare(tg_batch_t *b, char **rows, size_t n)
         if (!read_rec(rows[i], &r[i]) || !add_day(&dt, b, &r[i]) ||
             (r[i].charge > 0 && !add_lease(&lt, b, &r[i])))
             goto out;
-        r[i].tenant_no = tenant_no(&tt, tenants, count, &n_tenants, r[i].tenant);
+        r[i].tenant_no = tenant_group(&tt, tenants, count, &n_tenants, r[i].tenant);
         count[r[i].tenant_no]++;
     }
     /* each tenant's rows side by side: a counting sort by tenant group, stable */
