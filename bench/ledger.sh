@@ -14,7 +14,8 @@
 # Reports per case the median req/s and p99, the on/off ratio (the issue's bar: >= 85%), and for
 # billing on the database writes per request: usage records, tollgate_settle batches, and the
 # rows PostgreSQL wrote (n_tup_ins + n_tup_upd of its tables over the round, temporary ones not) per
-# request. Prints a table and appends it to bench/RESULTS.md (BENCH_RECORD=0: print only).
+# request. BENCH_COMMIT_MS sets the billing-on gateway's billing.commit_ms (what a batch gathers).
+# Prints a table and appends it to bench/RESULTS.md (BENCH_RECORD=0: print only).
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only and everything it
 # started is stopped on exit.
 set -euo pipefail
@@ -30,6 +31,8 @@ work=$build/ledger-run
 pg_dir=$work/pg
 pg_port=55493
 record=${BENCH_RECORD:-1}
+commit_ms=${BENCH_COMMIT_MS:-} # billing.commit_ms of the billing-on gateway (empty: its default)
+settle_s=$(((${commit_ms:-2000} + 999) / 1000 + 1)) # a batch gathered and committed
 
 say() { echo "ledger: $*" >&2; }
 die() {
@@ -83,7 +86,7 @@ config() { # data_port admin_port billing-json
 EOF
 }
 config "$off_port" "$off_admin" '{"enabled": false}' >"$work/off.json"
-config "$on_port" "$on_admin" "{\"enabled\": true, \"journal_path\": \"$work/ledger.journal\", \"journal_fsync\": true}" >"$work/on.json"
+config "$on_port" "$on_admin" "{\"enabled\": true, \"journal_path\": \"$work/ledger.journal\", \"journal_fsync\": true${commit_ms:+, \"commit_ms\": $commit_ms}}" >"$work/on.json"
 "$gw_bin" migrate -c "$work/off.json" >"$work/migrate.log" 2>&1 || die "migrate failed (see $work/migrate.log)"
 
 say "creating the hot tenant and $tenants tenants"
@@ -204,7 +207,7 @@ for ((r = 1; r <= rounds; r++)); do
             [ "$w" -lt 10 ] || die "$c: after $w s of warm-up, not every tenant holds a lease"
         done
         [ "$want" = 0 ] || WARM[$c]+="$w "
-        sleep 3 # its records committed before the counting starts
+        sleep "$settle_s" # its records committed before the counting starts
         rec0=$(metric tollgate_ledger_records_total)
         bat0=$(metric tollgate_ledger_batches_total)
         wait0=$(metric tollgate_ledger_lease_waits_total)
@@ -217,8 +220,8 @@ for ((r = 1; r <= rounds; r++)); do
         out=$(BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
             wrk -t2 -c64 -d"$duration" --latency -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" 2>&1) ||
             die "wrk failed: $out"
-        # the writer commits a batch every billing.commit_ms (2 s): let it catch up before counting
-        sleep 3
+        # the writer commits a batch every billing.commit_ms: let it catch up before counting
+        sleep "$settle_s"
         GWCPU[$c]=$((GWCPU[$c] + $(ticks "$gpid") - g0))
         PGCPU[$c]=$((PGCPU[$c] + $(pg_ticks) - p0))
         line=$(grep '^RESULT ' <<<"$out" | tail -n 1)
@@ -243,7 +246,7 @@ sha=$(git -C "$root" rev-parse --short HEAD)
 report=$(
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — The credit ledger: billing on against billing off, commit $sha"
     echo
-    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, each after 1 s of unmeasured warm-up and, with billing on, as many more as it took for every tenant of the round to hold a lease, then 3 s for the warm-up's records to commit (on and off in alternating order), 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
+    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, each after 1 s of unmeasured warm-up and, with billing on, as many more as it took for every tenant of the round to hold a lease, then ${settle_s} s for the warm-up's records to commit (on and off in alternating order), 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; billing.commit_ms ${commit_ms:-default (2000)}; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
     echo
     echo "| case | req/s (median) | p99 (µs, median) | on / off | gateway CPU µs per request | PostgreSQL CPU µs per request | usage records per request | settle batches per request | rows written per request |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -270,7 +273,7 @@ report=$(
         echo "| $c | $rps | $p99 | $ratio | $gcpu | $pcpu | $recs | $bats | $rw |"
     done
     echo
-    echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the 3 s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
+    echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the ${settle_s} s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     echo
     echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}; reservations that waited for a lease over the measured rounds (tollgate_ledger_lease_waits_total): ${WAITS[on-hot]} with one hot tenant, ${WAITS[on-many]} with $tenants tenants. Warm-up seconds before each measured round with billing on (until every tenant of the round held a lease: the cold start of tenants idle since their last round): ${WARM[on-many]}for the $tenants tenants, ${WARM[on-hot]}for the hot one. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )
