@@ -24,6 +24,8 @@
 --      through the stage, as for any refusal).
 --   4. tollgate_usage_daily_rebuild(tenant): a tenant's rollup recomputed from its records, from the
 --      retention horizon on: for records written by hand (a repair, test data).
+--   5. tollgate_charge_entries(batch, per-lease arrays): a batch's charge entries, which 0012 and
+--      0013 each wrote out; both settlements call it now.
 -- tollgate_ledger_check still compares every usage_daily row with the aggregate of its records.
 
 DROP TRIGGER usage_records_rollup ON usage_records;
@@ -93,6 +95,32 @@ BEGIN
         RETURNING 1)
     SELECT count(*)::integer INTO n_groups FROM folded;
     DELETE FROM pg_temp.tollgate_rollup_stage;
+END;
+$$;
+
+-- One usage_charge entry per (tenant, lease) of a batch, key usage_charge/<batch>/<lease>, in the
+-- arrays' order: the callers pass (tenant, lease) order, so the entries lock their wallets in tenant
+-- order. A key used before (the entry trigger skips it) refuses the whole batch. Returns the sum
+-- charged. Both settlements below call it.
+CREATE FUNCTION tollgate_charge_entries(p_batch text, p_tenant bigint[], p_lease bigint[], p_sum bigint[],
+                                        p_paying integer[], p_first timestamptz[])
+    RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    rows_done bigint;
+BEGIN
+    INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests,
+                                records_from)
+    SELECT u.tenant_id, 'usage_charge', -u.s, -u.s, 'usage_charge/' || p_batch || '/' || u.lease_id,
+           u.lease_id, u.paying, u.first_at
+      FROM unnest(p_tenant, p_lease, p_sum, p_paying, p_first) WITH ORDINALITY
+           AS u(tenant_id, lease_id, s, paying, first_at, ord)
+     ORDER BY u.ord;
+    GET DIAGNOSTICS rows_done = ROW_COUNT;
+    IF rows_done <> cardinality(p_lease) THEN -- the entry trigger skipped a key that exists
+        RAISE EXCEPTION 'settlement batch key % was used before', p_batch
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN coalesce((SELECT sum(v) FROM unnest(p_sum) v), 0);
 END;
 $$;
 
@@ -179,20 +207,7 @@ BEGIN
             RAISE EXCEPTION 'settlement % names a lease of another tenant than its records', p_batch
                 USING ERRCODE = 'integrity_constraint_violation';
         END IF;
-        -- in (tenant, lease) order, so the entries lock their wallets in tenant order
-        INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests,
-                                    records_from)
-        SELECT u.tenant_id, 'usage_charge', -u.s, -u.s, 'usage_charge/' || p_batch || '/' || u.lease_id,
-               u.lease_id, u.paying, u.first_at
-          FROM unnest(g_tenant, g_lease, g_sum, g_paying, g_first) WITH ORDINALITY
-               AS u(tenant_id, lease_id, s, paying, first_at, ord)
-         ORDER BY u.ord;
-        GET DIAGNOSTICS rows_done = ROW_COUNT;
-        IF rows_done <> cardinality(g_lease) THEN -- the entry trigger skipped a key that exists
-            RAISE EXCEPTION 'settlement batch key % was used before', p_batch
-                USING ERRCODE = 'unique_violation';
-        END IF;
-        SELECT sum(v) INTO total FROM unnest(g_sum) v;
+        total := tollgate_charge_entries(p_batch, g_tenant, g_lease, g_sum, g_paying, g_first);
     END IF;
 
     -- late charges: one entry per record, each clamped to what the wallet has available
@@ -272,20 +287,7 @@ BEGIN
             RAISE EXCEPTION 'settlement %: a lease charged is not open, or not its tenant''s', p_batch
                 USING ERRCODE = 'TG001';
         END IF;
-        -- in (tenant, lease) order (the caller sorts), so the entries lock their wallets in order
-        INSERT INTO ledger_entries (tenant_id, kind, amount, hold, idempotency_key, lease_id, requests,
-                                    records_from)
-        SELECT u.tenant_id, 'usage_charge', -u.s, -u.s, 'usage_charge/' || p_batch || '/' || u.lease_id,
-               u.lease_id, u.paying, u.first_at
-          FROM unnest(p_tenant, p_lease, p_sum, p_paying, p_first) WITH ORDINALITY
-               AS u(tenant_id, lease_id, s, paying, first_at, ord)
-         ORDER BY u.ord;
-        GET DIAGNOSTICS rows_done = ROW_COUNT;
-        IF rows_done <> n THEN -- the entry trigger skipped a key that exists
-            RAISE EXCEPTION 'settlement batch key % was used before', p_batch
-                USING ERRCODE = 'unique_violation';
-        END IF;
-        SELECT sum(v) INTO total FROM unnest(p_sum) v;
+        total := tollgate_charge_entries(p_batch, p_tenant, p_lease, p_sum, p_paying, p_first);
     END IF;
 
     f := tollgate_usage_daily_fold();
