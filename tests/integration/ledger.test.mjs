@@ -351,8 +351,9 @@ test('a lease ended behind the gateway\'s back: the batch goes through the stage
     assert.equal(first.status, 200, first.text);
     await waitRecords(tid, 1);
     assert.equal(await metric('tollgate_ledger_direct_fallbacks_total'), 0, 'a fresh batch with an open lease needs no stage');
-    const waits = await metric('tollgate_ledger_lease_waits_total');
-    assert.ok(waits >= 1, 'the tenant\'s first request waited for its first lease');
+    // (whether a later request waits depends on where its lease is in its life: unit.lease shows
+    // the renewal that keeps a busy account from waiting, with the clock in hand)
+    assert.ok((await metric('tollgate_ledger_lease_waits_total')) >= 1, 'the tenant\'s first request waited for its first lease');
     // a slow answer, and meanwhile its lease ends in the database (as when a gateway stalls past the TTL)
     const f = await req(inst.simUrl, 'POST', '/_sim/faults', { body: { model: M.slow, latency_ms: 1500 } });
     assert.ok(f.status >= 200 && f.status < 300, `fault: ${f.status} ${f.text}`);
@@ -362,7 +363,6 @@ test('a lease ended behind the gateway\'s back: the batch goes through the stage
     assert.equal(ended, '1');
     const slow = await pending;
     assert.equal(slow.status, 200, slow.text);
-    assert.equal(await metric('tollgate_ledger_lease_waits_total'), waits, 'a request against an open lease does not wait');
     const cost = Number(slow.headers.get('x-tollgate-cost'));
     assert.ok(cost > 0);
     const recs = await waitRecords(tid, 2);
