@@ -15,7 +15,11 @@
 # billing on the database writes per request: usage records, tollgate_settle batches, and the
 # rows PostgreSQL wrote (n_tup_ins + n_tup_upd of its tables over the round, temporary ones not) per
 # request. BENCH_COMMIT_MS sets the billing-on gateway's billing.commit_ms (what a batch gathers).
-# Prints a table and appends it to bench/RESULTS.md (BENCH_RECORD=0: print only).
+# BENCH_LAYOUT: "shared" (default) lets every process use every core, as a single small box would;
+# "split" gives the gateway under test (and nginx) the first half of the cores, one worker per core,
+# and the load generator, the simulator and PostgreSQL the other half (taskset): the shape of a
+# deployment, where the database is another machine's and the gateway's throughput is what its own
+# cores do. Prints a table and appends it to bench/RESULTS.md (BENCH_RECORD=0: print only).
 # Not a test: tests/run.sh does not run it. Everything listens on 127.0.0.1 only and everything it
 # started is stopped on exit.
 set -euo pipefail
@@ -25,7 +29,24 @@ build=${BENCH_BUILD_DIR:-$root/build-bench}
 duration=${BENCH_DURATION:-10s}
 rounds=${BENCH_ROUNDS:-5}
 tenants=${BENCH_TENANTS:-1000}
-workers=${BENCH_WORKERS:-$(nproc)}
+layout=${BENCH_LAYOUT:-shared}
+ncpu=$(nproc)
+case $layout in
+shared)
+    gw_cpus=0-$((ncpu - 1)) peer_cpus=$gw_cpus
+    workers=${BENCH_WORKERS:-$ncpu}
+    ;;
+split)
+    [ "$ncpu" -ge 2 ] || { echo "ledger: BENCH_LAYOUT=split needs 2 cores or more" >&2; exit 1; }
+    half=$((ncpu / 2))
+    gw_cpus=0-$((half - 1)) peer_cpus=$half-$((ncpu - 1))
+    workers=${BENCH_WORKERS:-$half}
+    ;;
+*)
+    echo "ledger: BENCH_LAYOUT is shared or split, not $layout" >&2
+    exit 1
+    ;;
+esac
 results=$root/bench/RESULTS.md
 work=$build/ledger-run
 pg_dir=$work/pg
@@ -59,6 +80,11 @@ rm -rf "$work"
 mkdir -p "$work"
 start_pg tollgate_ledger db_url
 sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$db_url" -c "$1"; }
+# the cluster's processes on the peers' cores (its backends, forked later, inherit it)
+pg_pm=$(head -n 1 "$(cat "$pg_dir/location" 2>/dev/null || echo "$pg_dir")/data/postmaster.pid")
+for p in $pg_pm $(ps -o pid= --ppid "$pg_pm"); do
+    taskset -a -c -p "$peer_cpus" "$p" >/dev/null
+done
 
 sim_port='' off_port='' off_admin='' on_port='' on_admin='' ngx_port=''
 for v in sim_port off_port off_admin on_port on_admin ngx_port; do
@@ -102,12 +128,12 @@ sql "INSERT INTO prices (model, input_per_mtok, output_per_mtok, cached_input_pe
      VALUES ('bench-oa', 2500000, 10000000, 1250000, now() - interval '1 minute')"
 
 say "starting tollgate-sim and two gateways ($workers worker(s) each)"
-"$sim_bin" --listen "127.0.0.1:$sim_port" </dev/null >"$work/sim.log" 2>&1 &
+taskset -c "$peer_cpus" "$sim_bin" --listen "127.0.0.1:$sim_port" </dev/null >"$work/sim.log" 2>&1 &
 sim_pid=$!
 wait_http "http://127.0.0.1:$sim_port/_sim/stats" "$sim_pid" simulator
-(cd "$work" && exec "$gw_bin" serve -c "$work/off.json") </dev/null >"$work/off.log" 2>&1 &
+(cd "$work" && exec taskset -c "$gw_cpus" "$gw_bin" serve -c "$work/off.json") </dev/null >"$work/off.log" 2>&1 &
 off_pid=$!
-(cd "$work" && exec "$gw_bin" serve -c "$work/on.json") </dev/null >"$work/on.log" 2>&1 &
+(cd "$work" && exec taskset -c "$gw_cpus" "$gw_bin" serve -c "$work/on.json") </dev/null >"$work/on.log" 2>&1 &
 on_pid=$!
 wait_http "http://127.0.0.1:$off_admin/readyz" "$off_pid" "gateway (billing off)"
 wait_http "http://127.0.0.1:$on_admin/readyz" "$on_pid" "gateway (billing on)"
@@ -129,7 +155,7 @@ http {
     }
 }
 EOF
-    nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' </dev/null >"$work/nginx/out.log" 2>&1 &
+    taskset -c "$gw_cpus" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' </dev/null >"$work/nginx/out.log" 2>&1 &
     ngx_pid=$!
     wait_http "http://127.0.0.1:$ngx_port/" "$ngx_pid" nginx && have_nginx=1
 fi
@@ -199,7 +225,7 @@ for ((r = 1; r <= rounds; r++)); do
         esac
         for ((w = 1; ; w++)); do
             BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
-                wrk -t2 -c64 -d1s -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null 2>&1 ||
+                taskset -c "$peer_cpus" wrk -t2 -c64 -d1s -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null 2>&1 ||
                 die "$c: the warm-up run failed"
             [ "$want" = 0 ] && break
             [ "$(sql "SELECT count(DISTINCT l.tenant_id) FROM leases l JOIN tenants t ON t.id = l.tenant_id
@@ -218,7 +244,7 @@ for ((r = 1; r <= rounds; r++)); do
         p0=$(pg_ticks)
         say "round $r: $c, 64 connections, $duration"
         out=$(BENCH_MODEL=bench-oa BENCH_STREAM=0 BENCH_AUTH="Bearer $key_hot" BENCH_KEYS="$keys" \
-            wrk -t2 -c64 -d"$duration" --latency -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" 2>&1) ||
+            taskset -c "$peer_cpus" wrk -t2 -c64 -d"$duration" --latency -s "$root/bench/chat.lua" "http://127.0.0.1:$port/v1/chat/completions" 2>&1) ||
             die "wrk failed: $out"
         # the writer commits a batch every billing.commit_ms: let it catch up before counting
         sleep "$settle_s"
@@ -243,10 +269,14 @@ median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 
 per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b ? a / b : 0 }'; }
 
 sha=$(git -C "$root" rev-parse --short HEAD)
+layout_text="layout shared: every process on every core"
+cpu_note="In the shared layout the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
+[ "$layout" = split ] && cpu_note="In the split layout the gateway's cores run only the gateway (workers and settlement writer), so the req/s ratio is what billing costs the gateway's own cores; PostgreSQL's work lands on the peers' cores, beside the load generator and the simulator, and shows in its CPU column."
+[ "$layout" = split ] && layout_text="layout split: the gateway under test and nginx on cores $gw_cpus, the load generator, the simulator and PostgreSQL on cores $peer_cpus"
 report=$(
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — The credit ledger: billing on against billing off, commit $sha"
     echo
-    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, each after 1 s of unmeasured warm-up and, with billing on, as many more as it took for every tenant of the round to hold a lease, then ${settle_s} s for the warm-up's records to commit (on and off in alternating order), 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; billing.commit_ms ${commit_ms:-default (2000)}; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
+    echo "\`bench/ledger.sh\`: $rounds interleaved rounds of $duration, each after 1 s of unmeasured warm-up and, with billing on, as many more as it took for every tenant of the round to hold a lease, then ${settle_s} s for the warm-up's records to commit (on and off in alternating order), 64 connections, non-stream, $workers gateway worker(s) per gateway, one hot tenant or $tenants tenants (round-robin keys); journal fsync'd per batch; billing.commit_ms ${commit_ms:-default (2000)}; $layout_text; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
     echo
     echo "| case | req/s (median) | p99 (µs, median) | on / off | gateway CPU µs per request | PostgreSQL CPU µs per request | usage records per request | settle batches per request | rows written per request |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -273,7 +303,7 @@ report=$(
         echo "| $c | $rps | $p99 | $ratio | $gcpu | $pcpu | $recs | $bats | $rw |"
     done
     echo
-    echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the ${settle_s} s after each round in which the writer catches up included). On this machine the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
+    echo "CPU per request: the gateway process (every thread: workers and the settlement writer) and the PostgreSQL cluster's server processes, over the case's rounds (the ${settle_s} s after each round in which the writer catches up included). $cpu_note"
     echo
     echo "tollgate_ledger_check() after the run: $violations violation(s); batches sent through the stage instead of straight into usage_records (tollgate_ledger_direct_fallbacks_total): ${fallbacks:-0}; reservations that waited for a lease over the measured rounds (tollgate_ledger_lease_waits_total): ${WAITS[on-hot]} with one hot tenant, ${WAITS[on-many]} with $tenants tenants. Warm-up seconds before each measured round with billing on (until every tenant of the round held a lease: the cold start of tenants idle since their last round): ${WARM[on-many]}for the $tenants tenants, ${WARM[on-hot]}for the hot one. Rows written: n_tup_ins + n_tup_upd of the database's tables over the rounds, temporary tables (the settlement's stage) not counted (usage records, their indexes' rows are not counted, the rollup, leases, ledger entries, wallets; with billing off, the other writers: last_used_at, none else)."
 )
