@@ -338,7 +338,11 @@ test('a tenant gone quiet: its lease account is freed, and a later request opens
 
 test('a lease ended behind the gateway\'s back: the batch goes through the stage instead, charged once, late', async (t) => {
     const name = `led-ended-${RUN}`;
-    const inst = await start(name);
+    // a lease life far past the test: the lease the slow request holds is the one open lease below.
+    // With the file's 5 s, the first lease was already asking for its successor (renew_before_ms
+    // before its drain) by the time a sanitizer build got there, and the slow request could hold
+    // the successor while the test ended the first
+    const inst = await start(name, { billing: { lease_ttl_ms: 600000 } });
     const tid = await tenantId(name);
     await topUp(tid, 100000000, `ended-${RUN}`);
     const metric = async (m) => {
