@@ -35,12 +35,16 @@ case $layout in
 shared)
     gw_cpus=0-$((ncpu - 1)) peer_cpus=$gw_cpus
     workers=${BENCH_WORKERS:-$ncpu}
+    layout_text="layout shared: every process on every core"
+    cpu_note="In the shared layout the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
     ;;
 split)
     [ "$ncpu" -ge 2 ] || { echo "ledger: BENCH_LAYOUT=split needs 2 cores or more" >&2; exit 1; }
     half=$((ncpu / 2))
     gw_cpus=0-$((half - 1)) peer_cpus=$half-$((ncpu - 1))
     workers=${BENCH_WORKERS:-$half}
+    layout_text="layout split: the gateway under test and nginx on cores $gw_cpus, the load generator, the simulator and PostgreSQL on cores $peer_cpus"
+    cpu_note="In the split layout the gateway's cores run only the gateway (workers and settlement writer), so the req/s ratio is what billing costs the gateway's own cores; PostgreSQL's work lands on the peers' cores, beside the load generator and the simulator, and shows in its CPU column."
     ;;
 *)
     echo "ledger: BENCH_LAYOUT is shared or split, not $layout" >&2
@@ -274,10 +278,6 @@ median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 
 per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b ? a / b : 0 }'; }
 
 sha=$(git -C "$root" rev-parse --short HEAD)
-layout_text="layout shared: every process on every core"
-cpu_note="In the shared layout the load generator, the simulator and PostgreSQL share the cores with the gateway, so the req/s ratio also pays PostgreSQL's share; the CPU columns separate the two."
-[ "$layout" = split ] && cpu_note="In the split layout the gateway's cores run only the gateway (workers and settlement writer), so the req/s ratio is what billing costs the gateway's own cores; PostgreSQL's work lands on the peers' cores, beside the load generator and the simulator, and shows in its CPU column."
-[ "$layout" = split ] && layout_text="layout split: the gateway under test and nginx on cores $gw_cpus, the load generator, the simulator and PostgreSQL on cores $peer_cpus"
 report=$(
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — The credit ledger: billing on against billing off, commit $sha"
     echo
